@@ -1,0 +1,30 @@
+//! Run a static Linux program in kvmbox: `cargo run --release --example run -- prog [args…]`.
+//! Set KVMBOX_TRACE=1 to print every syscall.
+
+use kvmbox::{Input, Machine, MachineOptions, Output, RunOutcome};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(prog) = args.first() else {
+        eprintln!("usage: run PROGRAM [ARGS...]");
+        std::process::exit(2);
+    };
+    let opts = MachineOptions {
+        args: args.clone(),
+        env: std::env::vars().map(|(k, v)| format!("{k}={v}")).collect(),
+        stdin: Input::Inherit,
+        stdout: Output::Inherit(1),
+        stderr: Output::Inherit(2),
+        trace: std::env::var_os("KVMBOX_TRACE").is_some(),
+        ..MachineOptions::default()
+    };
+    let code = match Machine::from_file(prog, opts).and_then(|mut vm| vm.run()) {
+        Ok(RunOutcome::Exited(c)) => c,
+        Ok(RunOutcome::Signaled(s)) => 128 + s,
+        Err(e) => {
+            eprintln!("kvmbox: {e}");
+            125
+        }
+    };
+    std::process::exit(code);
+}

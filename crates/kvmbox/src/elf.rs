@@ -1,0 +1,209 @@
+//! ELF loading with goblin: validation, segment placement (ET_EXEC at its addresses,
+//! ET_DYN static-pie at [`PIE_BASE`]) and the facts the initial stack needs.
+
+use std::collections::HashMap;
+
+use goblin::elf::{header, program_header, Elf};
+
+use crate::error::{Error, Result};
+use crate::layout::{page_down, page_up, Layout, Perm, Region, PAGE_SIZE, PIE_BASE, USER_MIN};
+use crate::memory::GuestMemory;
+
+/// One PT_LOAD segment, relocated to its final guest address.
+#[derive(Debug, Clone)]
+struct Segment {
+    vaddr: u64,
+    memsz: u64,
+    file_range: std::ops::Range<usize>,
+    perm: Perm,
+}
+
+/// A parsed, validated executable ready to be copied into guest memory.
+#[derive(Debug, Clone)]
+pub struct Program {
+    bytes: Vec<u8>,
+    segments: Vec<Segment>,
+    /// Load bias added to every address in the file (0 for ET_EXEC).
+    pub base: u64,
+    pub entry: u64,
+    pub phdr_addr: u64,
+    pub phnum: u64,
+    pub phent: u64,
+    /// First byte after the highest segment: where the brk heap starts (page-aligned).
+    pub image_end: u64,
+    /// Function and object symbols from the ELF symbol table, relocated.
+    pub symbols: HashMap<String, u64>,
+}
+
+fn elf_err(msg: impl Into<String>) -> Error {
+    Error::Elf(msg.into())
+}
+
+impl Program {
+    /// Parse and validate `bytes` as a static x86-64 executable.
+    pub fn parse(bytes: Vec<u8>) -> Result<Program> {
+        if bytes.len() < 4 || &bytes[..4] != b"\x7fELF" {
+            return Err(elf_err("not an ELF file (bad magic)"));
+        }
+        if bytes.len() < 5 || bytes[4] != header::ELFCLASS64 {
+            return Err(elf_err("wrong ELF class: only 64-bit (ELFCLASS64) executables are supported"));
+        }
+        if bytes.len() < header::header64::SIZEOF_EHDR {
+            return Err(elf_err(format!("truncated ELF header ({} bytes)", bytes.len())));
+        }
+        if bytes[5] != header::ELFDATA2LSB {
+            return Err(elf_err("wrong byte order: only little-endian executables are supported"));
+        }
+        let hdr = Elf::parse_header(&bytes).map_err(|e| elf_err(format!("bad ELF header: {e}")))?;
+        if hdr.e_machine != header::EM_X86_64 {
+            return Err(elf_err(format!(
+                "wrong machine: {} (only x86-64 is supported)",
+                header::machine_to_str(hdr.e_machine)
+            )));
+        }
+        if hdr.e_type != header::ET_EXEC && hdr.e_type != header::ET_DYN {
+            return Err(elf_err(format!("not an executable (e_type {})", header::et_to_str(hdr.e_type))));
+        }
+        let ph_end = (hdr.e_phoff as u128) + (hdr.e_phnum as u128) * (hdr.e_phentsize as u128);
+        if hdr.e_phentsize as usize != program_header::program_header64::SIZEOF_PHDR || ph_end > bytes.len() as u128 {
+            return Err(elf_err("program headers are truncated or malformed"));
+        }
+        // goblin may panic on adversarial input in corners we do not control; a panic must
+        // never take the host down.
+        let parsed = std::panic::catch_unwind(|| Elf::parse(&bytes).map(|elf| Self::collect(&elf)));
+        let (segments_raw, symbols_raw, has_interp, has_needed) = match parsed {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => return Err(elf_err(format!("malformed ELF: {e}"))),
+            Err(_) => return Err(elf_err("malformed ELF (parser failure)")),
+        };
+        if has_interp || has_needed {
+            return Err(elf_err("dynamic executables are not supported yet (link with -static or -static-pie)"));
+        }
+        if segments_raw.is_empty() {
+            return Err(elf_err("no loadable (PT_LOAD) segments"));
+        }
+        let min_vaddr = segments_raw.iter().map(|p| p.p_vaddr).min().unwrap_or(0);
+        let base = if hdr.e_type == header::ET_DYN && page_down(min_vaddr) < PIE_BASE { PIE_BASE - page_down(min_vaddr) } else { 0 };
+
+        let mut segments = Vec::new();
+        for (i, ph) in segments_raw.iter().enumerate() {
+            if ph.p_filesz > ph.p_memsz {
+                return Err(elf_err(format!("segment {i}: file size {:#x} exceeds memory size {:#x}", ph.p_filesz, ph.p_memsz)));
+            }
+            let file_end = ph.p_offset.checked_add(ph.p_filesz).filter(|&e| e <= bytes.len() as u64);
+            let Some(file_end) = file_end else {
+                return Err(elf_err(format!("segment {i}: file range extends beyond the end of the file (truncated?)")));
+            };
+            if ph.p_align >= PAGE_SIZE && ph.p_vaddr % PAGE_SIZE != ph.p_offset % PAGE_SIZE {
+                return Err(elf_err(format!("segment {i}: address and file offset are not congruent modulo the page size")));
+            }
+            let vaddr = ph.p_vaddr.checked_add(base).ok_or_else(|| elf_err(format!("segment {i}: address overflows")))?;
+            if vaddr.checked_add(ph.p_memsz).and_then(page_up).is_none() {
+                return Err(elf_err(format!("segment {i}: size {:#x} overflows the address space", ph.p_memsz)));
+            }
+            segments.push(Segment {
+                vaddr,
+                memsz: ph.p_memsz,
+                file_range: ph.p_offset as usize..file_end as usize,
+                perm: Perm::user(ph.p_flags & program_header::PF_W != 0, ph.p_flags & program_header::PF_X != 0),
+            });
+        }
+        segments.sort_by_key(|s| s.vaddr);
+        for w in segments.windows(2) {
+            if w[0].vaddr + w[0].memsz > w[1].vaddr {
+                return Err(elf_err(format!(
+                    "overlapping segments at {:#x}..{:#x} and {:#x}",
+                    w[0].vaddr,
+                    w[0].vaddr + w[0].memsz,
+                    w[1].vaddr
+                )));
+            }
+        }
+        let entry = hdr.e_entry.wrapping_add(base);
+        if !segments.iter().any(|s| s.perm.exec && entry >= s.vaddr && entry < s.vaddr + s.memsz) {
+            return Err(elf_err(format!("entry point {entry:#x} is not inside an executable segment")));
+        }
+        // AT_PHDR: where the program headers are in memory.
+        let phdr_addr = segments
+            .iter()
+            .find(|s| {
+                let off = s.file_range.start as u64;
+                hdr.e_phoff >= off && ph_end as u64 <= s.file_range.end as u64
+            })
+            .map(|s| s.vaddr + (hdr.e_phoff - s.file_range.start as u64))
+            .unwrap_or(0);
+        let image_end = segments.iter().map(|s| page_up(s.vaddr + s.memsz).unwrap()).max().unwrap();
+        let symbols = symbols_raw.into_iter().map(|(n, a)| (n, a.wrapping_add(base))).collect();
+        Ok(Program {
+            bytes,
+            segments,
+            base,
+            entry,
+            phdr_addr,
+            phnum: hdr.e_phnum as u64,
+            phent: hdr.e_phentsize as u64,
+            image_end,
+            symbols,
+        })
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn collect(elf: &Elf) -> (Vec<program_header::ProgramHeader>, Vec<(String, u64)>, bool, bool) {
+        let loads = elf.program_headers.iter().filter(|p| p.p_type == program_header::PT_LOAD && p.p_memsz > 0).cloned().collect();
+        let has_interp = elf.program_headers.iter().any(|p| p.p_type == program_header::PT_INTERP);
+        let has_needed = !elf.libraries.is_empty();
+        let symbols = elf
+            .syms
+            .iter()
+            .filter(|s| (s.is_function() || s.st_type() == goblin::elf::sym::STT_OBJECT) && s.st_value != 0)
+            .filter_map(|s| elf.strtab.get_at(s.st_name).map(|n| (n.to_string(), s.st_value)))
+            .collect();
+        (loads, symbols, has_interp, has_needed)
+    }
+
+    /// Page-aligned regions with the segments' permissions (pages shared by two segments
+    /// get the union), checked to fit the user part of `layout`.
+    pub fn regions(&self, layout: &Layout) -> Result<Vec<Region>> {
+        let mut out: Vec<Region> = Vec::new();
+        for s in &self.segments {
+            let start = page_down(s.vaddr);
+            let end = page_up(s.vaddr + s.memsz).unwrap();
+            if start < USER_MIN || end > layout.heap_limit() {
+                return Err(elf_err(format!(
+                    "segment {:#x}..{:#x} lies outside guest memory (usable: {:#x}..{:#x}; raise `memory`)",
+                    s.vaddr,
+                    s.vaddr + s.memsz,
+                    USER_MIN,
+                    layout.heap_limit()
+                )));
+            }
+            match out.last_mut() {
+                Some(last) if last.end > start => {
+                    // Shared page: split off the shared part with combined rights.
+                    let shared_start = start;
+                    let shared_end = last.end.min(end);
+                    let prev_perm = last.perm;
+                    last.end = shared_start;
+                    if last.start == last.end {
+                        out.pop();
+                    }
+                    out.push(Region { start: shared_start, end: shared_end, perm: prev_perm.union(s.perm) });
+                    if shared_end < end {
+                        out.push(Region { start: shared_end, end, perm: s.perm });
+                    }
+                }
+                _ => out.push(Region { start, end, perm: s.perm }),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Copy the file-backed parts of every segment into guest memory (the rest is zero
+    /// because guest memory starts zeroed).
+    pub fn load(&self, mem: &GuestMemory) -> Result<()> {
+        for s in &self.segments {
+            mem.write(s.vaddr, &self.bytes[s.file_range.clone()])?;
+        }
+        Ok(())
+    }
+}

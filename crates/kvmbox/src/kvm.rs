@@ -1,0 +1,102 @@
+//! The process-wide KVM handle and the backend probe.
+
+use std::sync::OnceLock;
+
+use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES};
+use kvm_ioctls::{Cap, Kvm};
+
+use crate::error::{Error, Result};
+
+struct KvmHandle {
+    kvm: Kvm,
+    cpuid: CpuId,
+}
+
+static KVM: OnceLock<std::result::Result<KvmHandle, String>> = OnceLock::new();
+
+fn open() -> std::result::Result<KvmHandle, String> {
+    let path = std::path::Path::new("/dev/kvm");
+    if !path.exists() {
+        return Err("/dev/kvm does not exist (no KVM module loaded, or not passed into this container)".into());
+    }
+    let kvm = Kvm::new().map_err(|e| match e.errno() {
+        libc::EACCES | libc::EPERM => format!("cannot open /dev/kvm: permission denied (add the user to the 'kvm' group): {e}"),
+        _ => format!("cannot open /dev/kvm: {e}"),
+    })?;
+    let api = kvm.get_api_version();
+    if api != 12 {
+        return Err(format!("unexpected KVM API version {api}"));
+    }
+    for (cap, name) in [(Cap::SyncRegs, "KVM_CAP_SYNC_REGS"), (Cap::ImmediateExit, "KVM_CAP_IMMEDIATE_EXIT")] {
+        if !kvm.check_extension(cap) {
+            return Err(format!("KVM lacks {name}, which kvmbox needs"));
+        }
+    }
+    let cpuid = kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(|e| format!("KVM_GET_SUPPORTED_CPUID: {e}"))?;
+    Ok(KvmHandle { kvm, cpuid })
+}
+
+fn handle() -> Result<&'static KvmHandle> {
+    KVM.get_or_init(open).as_ref().map_err(|e| Error::KvmUnavailable(e.clone()))
+}
+
+pub(crate) fn kvm() -> Result<&'static Kvm> {
+    handle().map(|h| &h.kvm)
+}
+
+pub(crate) fn supported_cpuid() -> Result<&'static CpuId> {
+    handle().map(|h| &h.cpuid)
+}
+
+/// Which kernel module serves `/dev/kvm`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Paravirtual KVM (`kvm_pvm`) inside a cloud VM: `syscall` stays in ring 3, ring 0 is slow.
+    Pvm,
+    /// Intel VT-x (`kvm_intel`).
+    Vmx,
+    /// AMD-V (`kvm_amd`).
+    Svm,
+    Unknown,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Pvm => "pvm",
+            Backend::Vmx => "vmx",
+            Backend::Svm => "svm",
+            Backend::Unknown => "unknown",
+        }
+    }
+}
+
+/// What [`probe`] found out about the host's KVM.
+#[derive(Debug, Clone)]
+pub struct ProbeReport {
+    pub available: bool,
+    pub backend: Backend,
+    /// Why KVM is unusable, when it is.
+    pub error: Option<String>,
+}
+
+/// Find out whether KVM is usable and which backend serves it. The backend is named after
+/// the loaded module; [`crate::floor::syscall_exits_in_ring3`] checks behaviour directly.
+pub fn probe() -> ProbeReport {
+    let module = |m: &str| std::path::Path::new("/sys/module").join(m).exists();
+    let backend = if module("kvm_pvm") {
+        Backend::Pvm
+    } else if module("kvm_intel") {
+        Backend::Vmx
+    } else if module("kvm_amd") {
+        Backend::Svm
+    } else {
+        Backend::Unknown
+    };
+    match handle() {
+        Ok(_) => ProbeReport { available: true, backend, error: None },
+        Err(e) => ProbeReport { available: false, backend, error: Some(e.to_string()) },
+    }
+}

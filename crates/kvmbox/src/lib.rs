@@ -1,0 +1,32 @@
+//! kvmbox: run static x86-64 Linux programs inside KVM with no guest kernel.
+//!
+//! Every `syscall` the guest makes exits to the host (through a one-instruction stub), where
+//! [`syscalls`] emulates Linux. Guest code runs in ring 3 only; page tables are built once.
+//!
+//! ```no_run
+//! use kvmbox::{Machine, MachineOptions, RunOutcome};
+//! let mut vm = Machine::from_file("./hello", MachineOptions::default())?;
+//! let outcome = vm.run()?;
+//! assert_eq!(outcome, RunOutcome::Exited(0));
+//! print!("{}", String::from_utf8_lossy(&vm.take_stdout()));
+//! # Ok::<(), kvmbox::Error>(())
+//! ```
+
+mod arch;
+mod elf;
+pub mod error;
+pub mod floor;
+mod kvm;
+pub mod layout;
+mod machine;
+mod memory;
+mod paging;
+mod stack;
+pub mod syscalls;
+mod timer;
+mod vcpu;
+
+pub use error::{Error, GuestFault, Result};
+pub use kvm::{probe, Backend, ProbeReport};
+pub use machine::{Machine, MachineOptions, RunOutcome, DEFAULT_MEMORY, DEFAULT_OUTPUT_LIMIT};
+pub use syscalls::files::{Input, Output};

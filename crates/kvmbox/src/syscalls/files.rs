@@ -1,0 +1,307 @@
+//! File descriptors: the guest's stdio (captured, inherited or streamed to a callback) and
+//! read-only host files from an allowlist. Paths the allowlist does not cover are denied with
+//! EACCES (as a Landlock-sandboxed process sees), writes to allowed files with EROFS.
+//!
+//! Files are opened with openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS) below an O_PATH
+//! handle of each allowed directory, so neither `..` nor a symlink can lead out of it, and
+//! only regular files and directories are ever handed to the guest.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+use super::errno;
+
+/// Where the guest's standard input comes from.
+pub enum Input {
+    /// Immediate end of file.
+    Empty,
+    /// These bytes, then end of file.
+    Bytes { data: Vec<u8>, pos: usize },
+    /// The host process's own file descriptor 0.
+    Inherit,
+}
+
+/// Where the guest's standard output or error goes.
+pub enum Output {
+    /// Collected in memory, up to `limit` bytes (the rest is dropped and `truncated` set).
+    Capture { data: Vec<u8>, limit: usize, truncated: bool },
+    /// Written straight to this host file descriptor (1 or 2 of the host process).
+    Inherit(RawFd),
+    /// Handed to a callback chunk by chunk; an error stops the guest.
+    Callback(Box<dyn FnMut(&[u8]) -> std::result::Result<(), String>>),
+}
+
+impl Output {
+    pub fn capture(limit: usize) -> Output {
+        Output::Capture { data: Vec::new(), limit, truncated: false }
+    }
+
+    /// Deliver `data`; returns the byte count the guest's write() reports.
+    pub fn write(&mut self, data: &[u8]) -> Result<usize> {
+        match self {
+            Output::Capture { data: buf, limit, truncated } => {
+                let room = limit.saturating_sub(buf.len());
+                if data.len() > room {
+                    *truncated = true;
+                }
+                buf.extend_from_slice(&data[..data.len().min(room)]);
+                Ok(data.len())
+            }
+            Output::Inherit(fd) => {
+                let mut done = 0;
+                while done < data.len() {
+                    // SAFETY: writing from a valid slice to a host fd we were told to inherit.
+                    let n = unsafe { libc::write(*fd, data[done..].as_ptr().cast(), data.len() - done) };
+                    if n < 0 {
+                        let e = std::io::Error::last_os_error();
+                        if e.kind() == std::io::ErrorKind::Interrupted {
+                            continue;
+                        }
+                        // EPIPE etc.: report like a broken pipe to the guest.
+                        return if done > 0 { Ok(done) } else { Err(Error::HostCallback(format!("writing guest output: {e}"))) };
+                    }
+                    done += n as usize;
+                }
+                Ok(done)
+            }
+            Output::Callback(f) => {
+                f(data).map_err(Error::HostCallback)?;
+                Ok(data.len())
+            }
+        }
+    }
+
+    pub fn take_captured(&mut self) -> Vec<u8> {
+        match self {
+            Output::Capture { data, .. } => std::mem::take(data),
+            _ => Vec::new(),
+        }
+    }
+
+    pub fn truncated(&self) -> bool {
+        matches!(self, Output::Capture { truncated: true, .. })
+    }
+
+    fn host_fd(&self) -> Option<RawFd> {
+        match self {
+            Output::Inherit(fd) => Some(*fd),
+            _ => None,
+        }
+    }
+}
+
+/// One open file description of the guest.
+pub enum FdKind {
+    Stdin,
+    Stdout,
+    Stderr,
+    File { host: OwnedFd, path: PathBuf, is_dir: bool },
+}
+
+/// A path the guest may read (a file, or a directory and everything below it).
+struct Allowed {
+    path: PathBuf,
+    dir: Option<OwnedFd>,
+}
+
+pub struct FilePolicy {
+    allowed: Vec<Allowed>,
+}
+
+const O_ACCMODE: i32 = 3;
+const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+const RESOLVE_BENEATH: u64 = 0x08;
+
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+/// Lexically normalise an absolute path (`.` and `..` removed, `..` at `/` stays at `/`).
+pub fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for c in path.components() {
+        match c {
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(n) => out.push(n),
+        }
+    }
+    out
+}
+
+impl FilePolicy {
+    /// `paths` are host paths (relative ones are taken from `cwd`); each must exist.
+    pub fn new(paths: &[String], cwd: &Path) -> Result<FilePolicy> {
+        let mut allowed = Vec::new();
+        for p in paths {
+            let abs = normalize(&cwd.join(p));
+            let canonical = std::fs::canonicalize(&abs)
+                .map_err(|e| Error::InvalidArgument(format!("allowRead path {p:?}: {e}")))?;
+            let meta = std::fs::metadata(&canonical).map_err(|e| Error::InvalidArgument(format!("allowRead path {p:?}: {e}")))?;
+            let dir = if meta.is_dir() {
+                let c = CString::new(canonical.as_os_str().as_bytes()).map_err(|_| Error::InvalidArgument(format!("bad path {p:?}")))?;
+                // SAFETY: valid C string; O_PATH handle owned below.
+                let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+                if fd < 0 {
+                    return Err(Error::InvalidArgument(format!("allowRead path {p:?}: {}", std::io::Error::last_os_error())));
+                }
+                // SAFETY: fresh fd.
+                Some(unsafe { OwnedFd::from_raw_fd(fd) })
+            } else if meta.is_file() {
+                None
+            } else {
+                return Err(Error::InvalidArgument(format!("allowRead path {p:?} is neither a regular file nor a directory")));
+            };
+            // Both the path as the user wrote it and its canonical form are reachable.
+            if abs != canonical && dir.is_none() {
+                allowed.push(Allowed { path: abs.clone(), dir: None });
+            }
+            allowed.push(Allowed { path: canonical, dir });
+        }
+        Ok(FilePolicy { allowed })
+    }
+
+    fn covers(&self, path: &Path) -> bool {
+        self.allowed.iter().any(|a| if a.dir.is_some() { path.starts_with(&a.path) } else { path == a.path })
+    }
+
+    /// Open a normalised absolute guest path read-only; errno on denial or failure.
+    pub fn open(&self, path: &Path, guest_flags: i32) -> std::result::Result<(OwnedFd, bool), i32> {
+        let wants_write = guest_flags & O_ACCMODE != libc::O_RDONLY || guest_flags & (libc::O_CREAT | libc::O_TRUNC) != 0;
+        if !self.covers(path) {
+            return Err(errno::EACCES);
+        }
+        if wants_write {
+            return Err(errno::EROFS);
+        }
+        let pass = guest_flags & (libc::O_DIRECTORY | libc::O_NOFOLLOW);
+        let flags = libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY | pass;
+        let mut last = errno::ENOENT;
+        for a in &self.allowed {
+            let fd = match &a.dir {
+                Some(dirfd) if path.starts_with(&a.path) => {
+                    let rel = path.strip_prefix(&a.path).unwrap();
+                    let rel = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
+                    let c = CString::new(rel.as_os_str().as_bytes()).map_err(|_| errno::EINVAL)?;
+                    let how = OpenHow { flags: flags as u64, mode: 0, resolve: RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS };
+                    // SAFETY: openat2 with a valid dirfd, C string and open_how of the size passed.
+                    unsafe { libc::syscall(libc::SYS_openat2, dirfd.as_raw_fd(), c.as_ptr(), &how as *const OpenHow, std::mem::size_of::<OpenHow>()) as i32 }
+                }
+                None if path == a.path => {
+                    let c = CString::new(a.path.as_os_str().as_bytes()).map_err(|_| errno::EINVAL)?;
+                    // SAFETY: plain open of an allowlisted path with a valid C string.
+                    unsafe { libc::open(c.as_ptr(), flags) }
+                }
+                _ => continue,
+            };
+            if fd < 0 {
+                let e = std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EACCES);
+                // Escapes (EXDEV from RESOLVE_BENEATH, magic links) are plain denials.
+                last = if e == libc::EXDEV || e == libc::ELOOP && pass & libc::O_NOFOLLOW == 0 { errno::EACCES } else { e };
+                continue;
+            }
+            // SAFETY: fresh fd from open/openat2.
+            let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            // SAFETY: fstat into a local struct.
+            if unsafe { libc::fstat(owned.as_raw_fd(), &mut st) } != 0 {
+                return Err(errno::EIO);
+            }
+            let kind = st.st_mode & libc::S_IFMT;
+            if kind != libc::S_IFREG && kind != libc::S_IFDIR {
+                return Err(errno::EACCES);
+            }
+            return Ok((owned, kind == libc::S_IFDIR));
+        }
+        Err(last)
+    }
+}
+
+/// The guest's descriptor table.
+pub struct FdTable {
+    fds: Vec<Option<FdKind>>,
+}
+
+pub const MAX_FDS: usize = 1024;
+
+impl FdTable {
+    pub fn new() -> FdTable {
+        FdTable { fds: vec![Some(FdKind::Stdin), Some(FdKind::Stdout), Some(FdKind::Stderr)] }
+    }
+
+    pub fn get(&self, fd: u64) -> Option<&FdKind> {
+        self.fds.get(usize::try_from(fd).ok()?)?.as_ref()
+    }
+
+    /// Install at the lowest free number ≥ `min`.
+    pub fn insert(&mut self, kind: FdKind, min: usize) -> std::result::Result<u64, i32> {
+        let slot = (min..MAX_FDS).find(|&i| self.fds.get(i).is_none_or(|f| f.is_none())).ok_or(errno::EMFILE)?;
+        if slot >= self.fds.len() {
+            self.fds.resize_with(slot + 1, || None);
+        }
+        self.fds[slot] = Some(kind);
+        Ok(slot as u64)
+    }
+
+    pub fn install_at(&mut self, slot: usize, kind: FdKind) {
+        if slot >= self.fds.len() {
+            self.fds.resize_with(slot + 1, || None);
+        }
+        self.fds[slot] = Some(kind);
+    }
+
+    pub fn close(&mut self, fd: u64) -> std::result::Result<u64, i32> {
+        let slot = usize::try_from(fd).ok().and_then(|i| self.fds.get_mut(i)).ok_or(errno::EBADF)?;
+        slot.take().map(|_| 0).ok_or(errno::EBADF)
+    }
+
+    /// A second description referring to the same thing (dup).
+    pub fn duplicate(&self, fd: u64) -> std::result::Result<FdKind, i32> {
+        Ok(match self.get(fd).ok_or(errno::EBADF)? {
+            FdKind::Stdin => FdKind::Stdin,
+            FdKind::Stdout => FdKind::Stdout,
+            FdKind::Stderr => FdKind::Stderr,
+            FdKind::File { host, path, is_dir } => {
+                let dup = host.try_clone().map_err(|e| e.raw_os_error().unwrap_or(errno::EMFILE))?;
+                FdKind::File { host: dup, path: path.clone(), is_dir: *is_dir }
+            }
+        })
+    }
+
+    pub fn path_of_dir(&self, fd: u64) -> std::result::Result<PathBuf, i32> {
+        match self.get(fd) {
+            Some(FdKind::File { path, is_dir: true, .. }) => Ok(path.clone()),
+            Some(_) => Err(errno::ENOTDIR),
+            None => Err(errno::EBADF),
+        }
+    }
+}
+
+/// A `struct stat` describing a pipe, for captured stdio (what native code sees when its
+/// output goes to a pipe, which keeps stdio buffering identical to a native run under spawn).
+pub fn pipe_stat(uid: u32, gid: u32) -> libc::stat {
+    // SAFETY: stat is plain old data.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    st.st_mode = libc::S_IFIFO | 0o600;
+    st.st_nlink = 1;
+    st.st_uid = uid;
+    st.st_gid = gid;
+    st.st_blksize = 4096;
+    st.st_dev = 0xd;
+    st.st_ino = 1;
+    st
+}
+
+/// Host fd backing a stdio stream, if it is inherited (used for fstat/ioctl passthrough).
+pub fn inherited_fd(out: &Output) -> Option<RawFd> {
+    out.host_fd()
+}

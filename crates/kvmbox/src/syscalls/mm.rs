@@ -1,0 +1,321 @@
+//! Memory-management syscalls over a pre-mapped address space.
+//!
+//! The guest page tables already map everything between the ELF image and the stack guard as
+//! user read-write, so brk and mmap never touch page tables: they only hand out address
+//! ranges, and freed ranges are given back to the host (reading as zero afterwards).
+//! Limitation (documented): mprotect cannot change page rights, and PROT_EXEC mappings are
+//! not executable (the heap is NX).
+
+use std::collections::BTreeMap;
+
+use crate::layout::{page_up, PAGE_SIZE};
+use crate::memory::GuestMemory;
+
+use super::errno;
+
+const PROT_READ: u64 = 1;
+const PROT_WRITE: u64 = 2;
+const PROT_EXEC: u64 = 4;
+const PROT_GROWSDOWN: u64 = 0x0100_0000;
+const PROT_GROWSUP: u64 = 0x0200_0000;
+const MAP_SHARED: u64 = 0x01;
+const MAP_PRIVATE: u64 = 0x02;
+const MAP_SHARED_VALIDATE: u64 = 0x03;
+const MAP_FIXED: u64 = 0x10;
+const MAP_ANONYMOUS: u64 = 0x20;
+const MAP_FIXED_NOREPLACE: u64 = 0x10_0000;
+const MREMAP_MAYMOVE: u64 = 1;
+const MREMAP_FIXED: u64 = 2;
+const MREMAP_DONTUNMAP: u64 = 4;
+const MADV_DONTNEED: u64 = 4;
+const MADV_FREE: u64 = 8;
+const MADV_REMOVE: u64 = 9;
+
+/// The heap side of the address space: brk area and anonymous mappings.
+#[derive(Debug, Clone)]
+pub struct Mappings {
+    /// Lowest address usable by brk/mmap (page-aligned end of the ELF image).
+    floor: u64,
+    /// First address above the area (the stack guard).
+    ceiling: u64,
+    brk_start: u64,
+    brk: u64,
+    /// start → end of every live mapping (page-aligned, disjoint).
+    maps: BTreeMap<u64, u64>,
+}
+
+fn is_aligned(x: u64) -> bool {
+    x % PAGE_SIZE == 0
+}
+
+impl Mappings {
+    pub fn new(image_end: u64, ceiling: u64) -> Mappings {
+        Mappings { floor: image_end, ceiling, brk_start: image_end, brk: image_end, maps: BTreeMap::new() }
+    }
+
+    /// Bytes of address space still unallocated (for sysinfo's freeram).
+    pub fn free_bytes(&self) -> u64 {
+        let mapped: u64 = self.maps.iter().map(|(s, e)| e - s).sum();
+        (self.ceiling - self.floor).saturating_sub(mapped + (page_up(self.brk).unwrap_or(self.brk) - self.brk_start))
+    }
+
+    fn overlaps(&self, start: u64, end: u64) -> bool {
+        if start < page_up(self.brk).unwrap_or(u64::MAX) && end > self.brk_start {
+            return true;
+        }
+        self.maps.range(..end).next_back().is_some_and(|(_, &e)| e > start)
+    }
+
+    fn insert(&mut self, start: u64, end: u64) {
+        self.maps.insert(start, end);
+    }
+
+    /// Remove `[start, end)` from the mapping set, splitting mappings as needed.
+    /// Returns the sub-ranges that were actually mapped (to be discarded).
+    fn remove(&mut self, start: u64, end: u64) -> Vec<(u64, u64)> {
+        let mut removed = Vec::new();
+        let hits: Vec<(u64, u64)> = self.maps.range(..end).filter(|(_, &e)| e > start).map(|(&s, &e)| (s, e)).collect();
+        for (s, e) in hits {
+            self.maps.remove(&s);
+            if s < start {
+                self.maps.insert(s, start);
+            }
+            if e > end {
+                self.maps.insert(end, e);
+            }
+            removed.push((s.max(start), e.min(end)));
+        }
+        removed
+    }
+
+    /// Highest free gap of `len` bytes between the brk and the ceiling.
+    fn find_free(&self, len: u64) -> Option<u64> {
+        let low = page_up(self.brk).unwrap_or(u64::MAX);
+        let mut top = self.ceiling;
+        for (&s, &e) in self.maps.iter().rev() {
+            if e <= top && top - e >= len && top - len >= low {
+                return Some(top - len);
+            }
+            top = top.min(s);
+        }
+        (top >= low && top - low >= len).then(|| top - len)
+    }
+
+    fn in_area(&self, start: u64, end: u64) -> bool {
+        start >= self.floor && end <= self.ceiling && start < end
+    }
+
+    pub fn brk(&mut self, mem: &GuestMemory, requested: u64) -> u64 {
+        if requested < self.brk_start {
+            return self.brk;
+        }
+        let Some(new_end) = page_up(requested) else { return self.brk };
+        let old_end = page_up(self.brk).unwrap();
+        if new_end > self.ceiling {
+            return self.brk;
+        }
+        if new_end > old_end && self.maps.range(..new_end).next_back().is_some_and(|(_, &e)| e > old_end) {
+            return self.brk; // would run into a mapping
+        }
+        if new_end < old_end {
+            mem.discard(new_end, old_end);
+        }
+        self.brk = requested;
+        requested
+    }
+
+    pub fn mmap(&mut self, mem: &GuestMemory, addr: u64, len: u64, prot: u64, flags: u64) -> Result<u64, i32> {
+        if len == 0 {
+            return Err(errno::EINVAL);
+        }
+        let kind = flags & 0x3;
+        if kind != MAP_SHARED && kind != MAP_PRIVATE && kind != MAP_SHARED_VALIDATE {
+            return Err(errno::EINVAL);
+        }
+        if prot & !(PROT_READ | PROT_WRITE | PROT_EXEC | PROT_GROWSDOWN | PROT_GROWSUP) != 0 {
+            return Err(errno::EINVAL);
+        }
+        let len = page_up(len).ok_or(errno::ENOMEM)?;
+        let fixed = flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0;
+        if fixed {
+            if !is_aligned(addr) {
+                return Err(errno::EINVAL);
+            }
+            let end = addr.checked_add(len).ok_or(errno::ENOMEM)?;
+            if !self.in_area(addr, end) {
+                return Err(errno::ENOMEM);
+            }
+            if flags & MAP_FIXED_NOREPLACE != 0 && flags & MAP_FIXED == 0 && self.overlaps(addr, end) {
+                return Err(errno::EEXIST);
+            }
+            for (s, e) in self.remove(addr, end) {
+                mem.discard(s, e);
+            }
+            // Memory inside the brk area that is mapped over must read as zero too.
+            let brk_end = page_up(self.brk).unwrap();
+            if addr < brk_end && end > self.brk_start {
+                mem.discard(addr.max(self.brk_start), end.min(brk_end));
+            }
+            self.insert(addr, end);
+            return Ok(addr);
+        }
+        if addr != 0 && is_aligned(addr) {
+            if let Some(end) = addr.checked_add(len) {
+                if self.in_area(addr, end) && !self.overlaps(addr, end) {
+                    self.insert(addr, end);
+                    return Ok(addr);
+                }
+            }
+        }
+        let start = self.find_free(len).ok_or(errno::ENOMEM)?;
+        self.insert(start, start + len);
+        Ok(start)
+    }
+
+    pub fn munmap(&mut self, mem: &GuestMemory, addr: u64, len: u64) -> Result<u64, i32> {
+        if !is_aligned(addr) || len == 0 {
+            return Err(errno::EINVAL);
+        }
+        let end = page_up(len).and_then(|l| addr.checked_add(l)).ok_or(errno::EINVAL)?;
+        for (s, e) in self.remove(addr, end) {
+            mem.discard(s, e);
+        }
+        Ok(0)
+    }
+
+    pub fn mremap(&mut self, mem: &GuestMemory, old: u64, old_len: u64, new_len: u64, flags: u64, new_addr: u64) -> Result<u64, i32> {
+        if !is_aligned(old) || flags & !(MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP) != 0 || flags & MREMAP_DONTUNMAP != 0 {
+            return Err(errno::EINVAL);
+        }
+        let old_len = page_up(old_len).ok_or(errno::EINVAL)?;
+        let new_len = page_up(new_len).ok_or(errno::EINVAL)?;
+        if new_len == 0 {
+            return Err(errno::EINVAL);
+        }
+        let old_end = old.checked_add(old_len).ok_or(errno::EFAULT)?;
+        // The old range must be exactly inside one mapping.
+        match self.maps.range(..=old).next_back() {
+            Some((_, &e)) if e >= old_end => {}
+            _ => return Err(errno::EFAULT),
+        }
+        if flags & MREMAP_FIXED != 0 {
+            if flags & MREMAP_MAYMOVE == 0 || !is_aligned(new_addr) {
+                return Err(errno::EINVAL);
+            }
+            let new_end = new_addr.checked_add(new_len).ok_or(errno::EINVAL)?;
+            if !self.in_area(new_addr, new_end) || (new_addr < old_end && new_end > old) {
+                return Err(errno::EINVAL);
+            }
+            for (s, e) in self.remove(new_addr, new_end) {
+                mem.discard(s, e);
+            }
+            return self.move_mapping(mem, old, old_len, new_addr, new_len);
+        }
+        if new_len <= old_len {
+            for (s, e) in self.remove(old + new_len, old_end) {
+                mem.discard(s, e);
+            }
+            return Ok(old);
+        }
+        let grow_end = old.checked_add(new_len).ok_or(errno::ENOMEM)?;
+        if self.in_area(old_end, grow_end) && !self.overlaps(old_end, grow_end) {
+            self.insert(old_end, grow_end);
+            self.coalesce();
+            return Ok(old);
+        }
+        if flags & MREMAP_MAYMOVE == 0 {
+            return Err(errno::ENOMEM);
+        }
+        let target = self.find_free(new_len).ok_or(errno::ENOMEM)?;
+        self.move_mapping(mem, old, old_len, target, new_len)
+    }
+
+    fn move_mapping(&mut self, mem: &GuestMemory, old: u64, old_len: u64, to: u64, new_len: u64) -> Result<u64, i32> {
+        mem.copy_within(old, to, old_len.min(new_len)).map_err(|_| errno::EFAULT)?;
+        for (s, e) in self.remove(old, old + old_len) {
+            mem.discard(s, e);
+        }
+        self.insert(to, to + new_len);
+        Ok(to)
+    }
+
+    fn coalesce(&mut self) {
+        let mut merged: BTreeMap<u64, u64> = BTreeMap::new();
+        for (&s, &e) in &self.maps {
+            if let Some((_, last_end)) = merged.iter_mut().next_back() {
+                if *last_end == s {
+                    *last_end = e;
+                    continue;
+                }
+            }
+            merged.insert(s, e);
+        }
+        self.maps = merged;
+    }
+
+    pub fn mprotect(&self, addr: u64, len: u64, prot: u64) -> Result<u64, i32> {
+        if !is_aligned(addr) || prot & !(PROT_READ | PROT_WRITE | PROT_EXEC | PROT_GROWSDOWN | PROT_GROWSUP) != 0 {
+            return Err(errno::EINVAL);
+        }
+        addr.checked_add(len).ok_or(errno::ENOMEM)?;
+        // Page rights are fixed at creation (see the module comment).
+        Ok(0)
+    }
+
+    pub fn madvise(&self, mem: &GuestMemory, addr: u64, len: u64, advice: u64) -> Result<u64, i32> {
+        if !is_aligned(addr) {
+            return Err(errno::EINVAL);
+        }
+        let end = page_up(len).and_then(|l| addr.checked_add(l)).ok_or(errno::EINVAL)?;
+        if matches!(advice, MADV_DONTNEED | MADV_FREE | MADV_REMOVE) {
+            // Anonymous private memory reads as zero after MADV_DONTNEED; discard only what is
+            // mapped (never the ELF image or the stack).
+            let ranges: Vec<(u64, u64)> = self.maps.range(..end).filter(|(_, &e)| e > addr).map(|(&s, &e)| (s.max(addr), e.min(end))).collect();
+            for (s, e) in ranges {
+                mem.discard(s, e);
+            }
+        }
+        Ok(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mmap_munmap_and_brk_share_the_area() {
+        let mem = GuestMemory::new(16 << 20).unwrap();
+        let mut m = Mappings::new(0x40_0000, 0x80_0000);
+        let a = m.mmap(&mem, 0, 0x1000, 3, MAP_PRIVATE | MAP_ANONYMOUS).unwrap();
+        assert_eq!(a, 0x7f_f000, "top-down");
+        let b = m.mmap(&mem, 0, 0x2000, 3, MAP_PRIVATE | MAP_ANONYMOUS).unwrap();
+        assert_eq!(b, 0x7f_d000);
+        mem.write(a, &[7; 16]).unwrap();
+        m.munmap(&mem, a, 0x1000).unwrap();
+        let again = m.mmap(&mem, 0, 0x1000, 3, MAP_PRIVATE | MAP_ANONYMOUS).unwrap();
+        assert_eq!(again, a);
+        let mut buf = [1u8; 16];
+        mem.read(again, &mut buf).unwrap();
+        assert_eq!(buf, [0; 16], "reused memory reads as zero");
+        assert_eq!(m.brk(&mem, 0x40_5000), 0x40_5000);
+        assert_eq!(m.brk(&mem, 0x7f_e000), 0x40_5000, "brk cannot grow into a mapping");
+        assert_eq!(m.mmap(&mem, 0, 0x100_0000, 3, MAP_PRIVATE | MAP_ANONYMOUS), Err(errno::ENOMEM));
+        assert_eq!(m.mmap(&mem, 0x100, 0x1000, 3, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED), Err(errno::EINVAL));
+    }
+
+    #[test]
+    fn mremap_grows_in_place_or_moves() {
+        let mem = GuestMemory::new(16 << 20).unwrap();
+        let mut m = Mappings::new(0x40_0000, 0x80_0000);
+        let a = m.mmap(&mem, 0, 0x1000, 3, MAP_PRIVATE | MAP_ANONYMOUS).unwrap();
+        let _b = m.mmap(&mem, 0, 0x1000, 3, MAP_PRIVATE | MAP_ANONYMOUS).unwrap();
+        mem.write(a, b"data").unwrap();
+        assert_eq!(m.mremap(&mem, a, 0x1000, 0x3000, 0, 0), Err(errno::ENOMEM));
+        let moved = m.mremap(&mem, a, 0x1000, 0x3000, MREMAP_MAYMOVE, 0).unwrap();
+        assert_ne!(moved, a);
+        let mut buf = [0u8; 4];
+        mem.read(moved, &mut buf).unwrap();
+        assert_eq!(&buf, b"data");
+    }
+}

@@ -1,0 +1,1059 @@
+//! Linux syscall emulation: the host side of every guest `syscall`.
+//!
+//! [`Linux`] holds the emulated process state (memory map, descriptors, signal dispositions)
+//! and [`Linux::handle`] runs one syscall. Guest memory is only reached through
+//! [`UserMemory`], so a bad pointer becomes EFAULT for the guest, never a host access.
+
+pub mod files;
+pub mod mm;
+
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use kvm_bindings::{kvm_msr_entry, Msrs};
+use kvm_ioctls::VcpuFd;
+
+use crate::arch::{MSR_FS_BASE, MSR_GS_BASE};
+use crate::error::{Error, Result};
+use crate::layout::AddressSpace;
+use crate::memory::{Efault, GuestMemory, UserMemory};
+use files::{FdKind, FdTable, FilePolicy, Input, Output};
+use mm::Mappings;
+
+/// errno values (x86-64 Linux numbering, the same as the host's).
+pub mod errno {
+    pub use libc::{
+        E2BIG, EACCES, EAGAIN, EBADF, EEXIST, EFAULT, EINTR, EINVAL, EIO, EISDIR, EMFILE, ENAMETOOLONG, ENOENT,
+        ENOMEM, ENOSYS, ENOTDIR, ENOTTY, EPERM, ERANGE, EROFS, ESPIPE, ESRCH, ETIMEDOUT,
+    };
+}
+
+/// How the guest process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// exit/exit_group with this status (0–255).
+    Code(i32),
+    /// Killed by this signal (e.g. abort() → SIGABRT).
+    Signal(i32),
+}
+
+/// What the run loop does after a syscall.
+pub enum Flow {
+    /// Resume the guest with this value in rax.
+    Return(u64),
+    /// The guest process ended.
+    Exit(ExitStatus),
+}
+
+/// What a syscall handler may use besides the process state.
+pub struct SyscallEnv<'a> {
+    pub mem: &'a GuestMemory,
+    pub space: &'a AddressSpace,
+    pub vcpu: &'a VcpuFd,
+    /// When the current run's timeout expires (sleeps are cut short there).
+    pub deadline: Option<Instant>,
+    pub timeout_ms: u64,
+}
+
+impl SyscallEnv<'_> {
+    fn user(&self) -> UserMemory<'_> {
+        UserMemory { mem: self.mem, space: self.space }
+    }
+}
+
+/// Fill `buf` from the host's random source.
+pub fn host_random(buf: &mut [u8]) {
+    let mut done = 0;
+    while done < buf.len() {
+        // SAFETY: getrandom into a valid, owned buffer.
+        let n = unsafe { libc::getrandom(buf[done..].as_mut_ptr().cast(), buf.len() - done, 0) };
+        if n > 0 {
+            done += n as usize;
+        }
+    }
+}
+
+fn err(e: i32) -> u64 {
+    (-(e as i64)) as u64
+}
+
+fn ret(r: std::result::Result<u64, i32>) -> u64 {
+    r.unwrap_or_else(err)
+}
+
+impl From<Efault> for i32 {
+    fn from(_: Efault) -> i32 {
+        errno::EFAULT
+    }
+}
+
+/// Emulated Linux process state.
+pub struct Linux {
+    pub mm: Mappings,
+    pub fds: FdTable,
+    pub policy: FilePolicy,
+    pub stdin: Input,
+    pub stdout: Output,
+    pub stderr: Output,
+    /// Absolute path reported by readlink("/proc/self/exe").
+    pub exe_path: PathBuf,
+    pub cwd: PathBuf,
+    pub uid: u32,
+    pub gid: u32,
+    pub trace: bool,
+    pub memory: u64,
+    pub stack_size: u64,
+    sigactions: Vec<[u64; 4]>,
+    sigmask: u64,
+    altstack: [u64; 3],
+}
+
+const PID: u64 = 1;
+const PATH_MAX: usize = 4096;
+const AT_FDCWD: i32 = -100;
+const AT_EMPTY_PATH: u64 = 0x1000;
+
+impl Linux {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        mm: Mappings,
+        policy: FilePolicy,
+        stdin: Input,
+        stdout: Output,
+        stderr: Output,
+        exe_path: PathBuf,
+        cwd: PathBuf,
+        memory: u64,
+        stack_size: u64,
+        trace: bool,
+    ) -> Linux {
+        // SAFETY: getuid/getgid cannot fail.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        Linux {
+            mm,
+            fds: FdTable::new(),
+            policy,
+            stdin,
+            stdout,
+            stderr,
+            exe_path,
+            cwd,
+            uid,
+            gid,
+            trace,
+            memory,
+            stack_size,
+            sigactions: vec![[0; 4]; 65],
+            sigmask: 0,
+            altstack: [0, 2 /* SS_DISABLE */, 0],
+        }
+    }
+
+    /// Run syscall `nr` with arguments `a`.
+    pub fn handle(&mut self, env: &SyscallEnv, nr: u64, a: [u64; 6]) -> Result<Flow> {
+        let flow = self.dispatch(env, nr, a);
+        if self.trace {
+            let shown = match &flow {
+                Ok(Flow::Return(v)) if (*v as i64) < 0 && (*v as i64) > -4096 => format!("-{}", errno_name(-(*v as i64) as i32)),
+                Ok(Flow::Return(v)) => format!("{v:#x}"),
+                Ok(Flow::Exit(s)) => format!("exit {s:?}"),
+                Err(e) => format!("stopped: {e}"),
+            };
+            eprintln!(
+                "[kvmbox] {}({:#x}, {:#x}, {:#x}, {:#x}, {:#x}, {:#x}) = {shown}",
+                syscall_name(nr),
+                a[0],
+                a[1],
+                a[2],
+                a[3],
+                a[4],
+                a[5]
+            );
+        }
+        flow
+    }
+
+    fn dispatch(&mut self, env: &SyscallEnv, nr: u64, a: [u64; 6]) -> Result<Flow> {
+        let mem = env.user();
+        let r = match nr {
+            0 => self.read(env, a[0], a[1], a[2], None)?,
+            1 => self.write(env, a[0], a[1], a[2])?,
+            2 => ret(self.open(env, AT_FDCWD as u64, a[0], a[1])),
+            3 => ret(self.fds.close(a[0])),
+            4 | 6 => ret(self.stat_path(env, AT_FDCWD as u64, a[0], a[1], 0)),
+            5 => ret(self.fstat(env, a[0], a[1])),
+            7 => ret(self.poll(env, a[0], a[1])),
+            8 => ret(self.lseek(a[0], a[1], a[2])),
+            9 => ret(self.mmap(env, a)),
+            10 => ret(self.mm.mprotect(a[0], a[1], a[2])),
+            11 => ret(self.mm.munmap(env.mem, a[0], a[1])),
+            12 => self.mm.brk(env.mem, a[0]),
+            13 => ret(self.rt_sigaction(env, a[0], a[1], a[2], a[3])),
+            14 => ret(self.rt_sigprocmask(env, a[0], a[1], a[2], a[3])),
+            16 => ret(self.ioctl(env, a[0], a[1], a[2])),
+            17 => self.read(env, a[0], a[1], a[2], Some(a[3]))?,
+            18 => ret(self.pwrite(a[0])),
+            19 => self.readv(env, a[0], a[1], a[2])?,
+            20 => self.writev(env, a[0], a[1], a[2])?,
+            21 => ret(self.access(env, AT_FDCWD as u64, a[0], a[1])),
+            24 => 0,
+            25 => ret(self.mm.mremap(env.mem, a[0], a[1], a[2], a[3], a[4])),
+            28 => ret(self.mm.madvise(env.mem, a[0], a[1], a[2])),
+            32 => ret(self.fds.duplicate(a[0]).and_then(|k| self.fds.insert(k, 0))),
+            33 => ret(self.dup2(a[0], a[1])),
+            35 => self.nanosleep(env, libc::CLOCK_MONOTONIC as u64, 0, a[0], a[1])?,
+            39 | 186 => PID,
+            60 | 231 => return Ok(Flow::Exit(ExitStatus::Code((a[0] & 0xff) as i32))),
+            62 => return self.kill(a[0] as i64, a[1]),
+            63 => ret(self.uname(env, a[0])),
+            72 => ret(self.fcntl(a[0], a[1], a[2])),
+            79 => ret(self.getcwd(env, a[0], a[1])),
+            89 => ret(self.readlink(env, AT_FDCWD as u64, a[0], a[1], a[2])),
+            96 => ret(self.gettimeofday(env, a[0])),
+            97 => ret(self.prlimit(env, 0, a[0], 0, a[1])),
+            98 => ret(mem.write(a[1], &[0u8; 144]).map(|_| 0).map_err(i32::from)),
+            99 => ret(self.sysinfo(env, a[0])),
+            102 | 107 => self.uid as u64,
+            104 | 108 => self.gid as u64,
+            110 => 0,
+            111 | 112 => PID,
+            131 => ret(self.sigaltstack(env, a[0], a[1])),
+            158 => ret(self.arch_prctl(env, a[0], a[1])),
+            200 => return self.kill(a[0] as i64, a[1]),
+            201 => ret(self.time(env, a[0])),
+            202 => ret(self.futex(env, a[0], a[1], a[2])),
+            204 => ret(self.sched_getaffinity(env, a[1], a[2])),
+            217 => ret(self.getdents64(env, a[0], a[1], a[2])),
+            218 => PID,
+            228 => ret(self.clock_gettime(env, a[0], a[1])),
+            229 => ret(self.clock_getres(env, a[0], a[1])),
+            230 => self.nanosleep(env, a[0], a[1], a[2], a[3])?,
+            234 => return self.kill(a[1] as i64, a[2]),
+            257 => ret(self.open(env, a[0], a[1], a[2])),
+            262 => ret(self.stat_path(env, a[0], a[1], a[2], a[3])),
+            267 => ret(self.readlink(env, a[0], a[1], a[2], a[3])),
+            269 | 439 => ret(self.access(env, a[0], a[1], a[2])),
+            271 => ret(self.poll(env, a[0], a[1])),
+            273 => 0,
+            292 => ret(self.dup2(a[0], a[1])),
+            302 => ret(self.prlimit(env, a[0], a[1], a[2], a[3])),
+            318 => ret(self.getrandom(env, a[0], a[1], a[2])),
+            332 => ret(self.statx(env, a[0], a[1], a[2], a[4])),
+            _ => err(errno::ENOSYS),
+        };
+        Ok(Flow::Return(r))
+    }
+
+    // ---- I/O ----------------------------------------------------------------------------
+
+    fn output(&mut self, fd: u64) -> Option<&mut Output> {
+        match self.fds.get(fd)? {
+            FdKind::Stdout => Some(&mut self.stdout),
+            FdKind::Stderr => Some(&mut self.stderr),
+            _ => None,
+        }
+    }
+
+    fn write(&mut self, env: &SyscallEnv, fd: u64, buf: u64, len: u64) -> Result<u64> {
+        let data = match env.user().read_vec(buf, len) {
+            Ok(d) => d,
+            Err(_) => return Ok(err(errno::EFAULT)),
+        };
+        self.write_bytes(fd, &data)
+    }
+
+    fn write_bytes(&mut self, fd: u64, data: &[u8]) -> Result<u64> {
+        match self.fds.get(fd) {
+            None => Ok(err(errno::EBADF)),
+            Some(FdKind::Stdin) | Some(FdKind::File { .. }) => Ok(err(errno::EBADF)),
+            Some(_) => {
+                let out = self.output(fd).unwrap();
+                Ok(out.write(data)? as u64)
+            }
+        }
+    }
+
+    fn read_iovecs(&self, env: &SyscallEnv, iov: u64, count: u64) -> std::result::Result<Vec<(u64, u64)>, i32> {
+        if count > 1024 {
+            return Err(errno::EINVAL);
+        }
+        let mut out = Vec::with_capacity(count as usize);
+        let mut total: u64 = 0;
+        for i in 0..count {
+            let v: libc::iovec = env.user().read_pod(iov + i * 16)?;
+            let (base, len) = (v.iov_base as u64, v.iov_len as u64);
+            total = total.checked_add(len).filter(|&t| t <= isize::MAX as u64).ok_or(errno::EINVAL)?;
+            out.push((base, len));
+        }
+        Ok(out)
+    }
+
+    fn writev(&mut self, env: &SyscallEnv, fd: u64, iov: u64, count: u64) -> Result<u64> {
+        let vecs = match self.read_iovecs(env, iov, count) {
+            Ok(v) => v,
+            Err(e) => return Ok(err(e)),
+        };
+        let mut data = Vec::new();
+        for (base, len) in vecs {
+            match env.user().read_vec(base, len) {
+                Ok(d) => data.extend_from_slice(&d),
+                Err(_) if data.is_empty() => return Ok(err(errno::EFAULT)),
+                Err(_) => break,
+            }
+        }
+        self.write_bytes(fd, &data)
+    }
+
+    /// read/pread64 into guest memory.
+    fn read(&mut self, env: &SyscallEnv, fd: u64, buf: u64, len: u64, offset: Option<u64>) -> Result<u64> {
+        let len = len.min(0x7fff_f000);
+        let Ok(ptr) = env.user().host_range(buf, len, true) else {
+            return Ok(if self.fds.get(fd).is_none() { err(errno::EBADF) } else { err(errno::EFAULT) });
+        };
+        Ok(match self.fds.get(fd) {
+            None => err(errno::EBADF),
+            Some(FdKind::Stdout) | Some(FdKind::Stderr) => err(errno::EBADF),
+            Some(FdKind::Stdin) if offset.is_some() => err(errno::ESPIPE),
+            Some(FdKind::Stdin) => match &mut self.stdin {
+                Input::Empty => 0,
+                Input::Bytes { data, pos } => {
+                    let n = (data.len() - *pos).min(len as usize);
+                    // SAFETY: ptr covers `len` checked, writable guest bytes; n ≤ len.
+                    unsafe { std::ptr::copy_nonoverlapping(data[*pos..].as_ptr(), ptr, n) };
+                    *pos += n;
+                    n as u64
+                }
+                // SAFETY: host read(0) into the checked guest range.
+                Input::Inherit => host_ret(unsafe { libc::read(0, ptr.cast(), len as usize) } as i64),
+            },
+            Some(FdKind::File { is_dir: true, .. }) => err(errno::EISDIR),
+            Some(FdKind::File { host, .. }) => {
+                let fd = host.as_raw_fd();
+                // SAFETY: host read/pread into the checked guest range.
+                let n = unsafe {
+                    match offset {
+                        Some(off) if (off as i64) < 0 => return Ok(err(errno::EINVAL)),
+                        Some(off) => libc::pread(fd, ptr.cast(), len as usize, off as i64),
+                        None => libc::read(fd, ptr.cast(), len as usize),
+                    }
+                };
+                host_ret(n as i64)
+            }
+        })
+    }
+
+    fn readv(&mut self, env: &SyscallEnv, fd: u64, iov: u64, count: u64) -> Result<u64> {
+        let vecs = match self.read_iovecs(env, iov, count) {
+            Ok(v) => v,
+            Err(e) => return Ok(err(e)),
+        };
+        let mut total = 0u64;
+        for (base, len) in vecs {
+            let n = self.read(env, fd, base, len, None)?;
+            if (n as i64) < 0 {
+                return Ok(if total > 0 { total } else { n });
+            }
+            total += n;
+            if n < len {
+                break;
+            }
+        }
+        Ok(total)
+    }
+
+    fn pwrite(&self, fd: u64) -> std::result::Result<u64, i32> {
+        match self.fds.get(fd) {
+            None | Some(FdKind::Stdin) | Some(FdKind::File { .. }) => Err(errno::EBADF),
+            Some(_) => Err(errno::ESPIPE),
+        }
+    }
+
+    fn lseek(&self, fd: u64, off: u64, whence: u64) -> std::result::Result<u64, i32> {
+        match self.fds.get(fd) {
+            None => Err(errno::EBADF),
+            Some(FdKind::File { host, .. }) => {
+                // SAFETY: lseek on our own host fd.
+                let r = unsafe { libc::lseek(host.as_raw_fd(), off as i64, whence as i32) };
+                host_result(r)
+            }
+            Some(_) => Err(errno::ESPIPE),
+        }
+    }
+
+    fn dup2(&mut self, old: u64, new: u64) -> std::result::Result<u64, i32> {
+        if new as usize >= files::MAX_FDS {
+            return Err(errno::EBADF);
+        }
+        let kind = self.fds.duplicate(old)?;
+        if old == new {
+            return Ok(new);
+        }
+        let _ = self.fds.close(new);
+        self.fds.install_at(new as usize, kind);
+        Ok(new)
+    }
+
+    fn fcntl(&mut self, fd: u64, cmd: u64, arg: u64) -> std::result::Result<u64, i32> {
+        let kind = self.fds.get(fd).ok_or(errno::EBADF)?;
+        match cmd as i32 {
+            libc::F_DUPFD | libc::F_DUPFD_CLOEXEC => {
+                let k = self.fds.duplicate(fd)?;
+                self.fds.insert(k, arg as usize)
+            }
+            libc::F_GETFD | libc::F_SETFD | libc::F_SETFL => Ok(0),
+            libc::F_GETFL => Ok(match kind {
+                FdKind::Stdin | FdKind::File { .. } => libc::O_RDONLY as u64,
+                _ => libc::O_WRONLY as u64,
+            }),
+            _ => Err(errno::EINVAL),
+        }
+    }
+
+    fn poll(&mut self, env: &SyscallEnv, fds: u64, n: u64) -> std::result::Result<u64, i32> {
+        if n > files::MAX_FDS as u64 {
+            return Err(errno::EINVAL);
+        }
+        let mut ready = 0;
+        for i in 0..n {
+            let at = fds + i * 8;
+            let mut p: libc::pollfd = env.user().read_pod(at)?;
+            p.revents = if p.fd < 0 {
+                0
+            } else {
+                match self.fds.get(p.fd as u64) {
+                    None => libc::POLLNVAL,
+                    Some(FdKind::Stdin) | Some(FdKind::File { .. }) => p.events & libc::POLLIN,
+                    Some(_) => p.events & libc::POLLOUT,
+                }
+            };
+            if p.revents != 0 {
+                ready += 1;
+            }
+            env.user().write_pod(at, &p)?;
+        }
+        Ok(ready)
+    }
+
+    fn ioctl(&mut self, env: &SyscallEnv, fd: u64, req: u64, arg: u64) -> std::result::Result<u64, i32> {
+        let host = match self.fds.get(fd).ok_or(errno::EBADF)? {
+            FdKind::Stdin => matches!(self.stdin, Input::Inherit).then_some(0),
+            FdKind::Stdout => files::inherited_fd(&self.stdout),
+            FdKind::Stderr => files::inherited_fd(&self.stderr),
+            FdKind::File { .. } => None,
+        };
+        let size = match req {
+            0x5401 => 36, // TCGETS: struct termios
+            0x5413 => 8,  // TIOCGWINSZ: struct winsize
+            _ => return Err(errno::ENOTTY),
+        };
+        let host = host.ok_or(errno::ENOTTY)?;
+        let mut buf = [0u8; 64];
+        // SAFETY: TCGETS/TIOCGWINSZ write at most 36 bytes into our 64-byte buffer.
+        let r = unsafe { libc::ioctl(host, req as _, buf.as_mut_ptr()) };
+        if r < 0 {
+            return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(errno::ENOTTY));
+        }
+        env.user().write(arg, &buf[..size])?;
+        Ok(0)
+    }
+
+    // ---- files ----------------------------------------------------------------------------
+
+    /// The normalised absolute guest path for (dirfd, path).
+    fn resolve(&self, env: &SyscallEnv, dirfd: u64, path: u64) -> std::result::Result<PathBuf, i32> {
+        let raw = env.user().read_cstring(path, PATH_MAX)?.ok_or(errno::ENAMETOOLONG)?;
+        if raw.is_empty() {
+            return Err(errno::ENOENT);
+        }
+        let p = Path::new(std::ffi::OsStr::from_encoded_bytes_unchecked_compat(&raw));
+        let base = if p.is_absolute() {
+            PathBuf::from("/")
+        } else if dirfd as i32 == AT_FDCWD {
+            self.cwd.clone()
+        } else {
+            self.fds.path_of_dir(dirfd)?
+        };
+        Ok(files::normalize(&base.join(p)))
+    }
+
+    fn open(&mut self, env: &SyscallEnv, dirfd: u64, path: u64, flags: u64) -> std::result::Result<u64, i32> {
+        let p = self.resolve(env, dirfd, path)?;
+        let (host, is_dir) = self.policy.open(&p, flags as i32)?;
+        self.fds.insert(FdKind::File { host, path: p, is_dir }, 0)
+    }
+
+    fn fstat(&self, env: &SyscallEnv, fd: u64, buf: u64) -> std::result::Result<u64, i32> {
+        let st = self.stat_fd(fd)?;
+        env.user().write_pod(buf, &st)?;
+        Ok(0)
+    }
+
+    fn stat_fd(&self, fd: u64) -> std::result::Result<libc::stat, i32> {
+        let host = match self.fds.get(fd).ok_or(errno::EBADF)? {
+            FdKind::Stdin => matches!(self.stdin, Input::Inherit).then_some(0),
+            FdKind::Stdout => files::inherited_fd(&self.stdout),
+            FdKind::Stderr => files::inherited_fd(&self.stderr),
+            FdKind::File { host, .. } => Some(host.as_raw_fd()),
+        };
+        match host {
+            None => Ok(files::pipe_stat(self.uid, self.gid)),
+            Some(h) => {
+                // SAFETY: fstat into a local struct.
+                let mut st: libc::stat = unsafe { std::mem::zeroed() };
+                if unsafe { libc::fstat(h, &mut st) } != 0 {
+                    return Err(errno::EBADF);
+                }
+                Ok(st)
+            }
+        }
+    }
+
+    fn stat_path(&mut self, env: &SyscallEnv, dirfd: u64, path: u64, buf: u64, flags: u64) -> std::result::Result<u64, i32> {
+        if flags & AT_EMPTY_PATH != 0 && env.user().read_cstring(path, 1)?.is_some_and(|p| p.is_empty()) {
+            if dirfd as i32 == AT_FDCWD {
+                return self.stat_path_resolved(env, &self.cwd.clone(), buf);
+            }
+            return self.fstat(env, dirfd, buf);
+        }
+        let p = self.resolve(env, dirfd, path)?;
+        self.stat_path_resolved(env, &p, buf)
+    }
+
+    fn stat_path_resolved(&self, env: &SyscallEnv, p: &Path, buf: u64) -> std::result::Result<u64, i32> {
+        let (host, _) = self.policy.open(p, libc::O_RDONLY)?;
+        // SAFETY: fstat into a local struct.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        if unsafe { libc::fstat(host.as_raw_fd(), &mut st) } != 0 {
+            return Err(errno::EIO);
+        }
+        env.user().write_pod(buf, &st)?;
+        Ok(0)
+    }
+
+    fn statx(&mut self, env: &SyscallEnv, dirfd: u64, path: u64, flags: u64, buf: u64) -> std::result::Result<u64, i32> {
+        let empty = flags & AT_EMPTY_PATH != 0 && env.user().read_cstring(path, 1)?.is_some_and(|p| p.is_empty());
+        let owned;
+        let host = if empty && dirfd as i32 != AT_FDCWD {
+            match self.fds.get(dirfd).ok_or(errno::EBADF)? {
+                FdKind::File { host, .. } => host.as_raw_fd(),
+                FdKind::Stdin => return self.statx_from_stat(env, dirfd, buf),
+                _ => return self.statx_from_stat(env, dirfd, buf),
+            }
+        } else {
+            let p = if empty { self.cwd.clone() } else { self.resolve(env, dirfd, path)? };
+            owned = self.policy.open(&p, libc::O_RDONLY)?.0;
+            owned.as_raw_fd()
+        };
+        // SAFETY: statx with AT_EMPTY_PATH on our own fd into a local struct.
+        let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+        let r = unsafe { libc::statx(host, c"".as_ptr(), libc::AT_EMPTY_PATH, libc::STATX_BASIC_STATS, &mut stx) };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(errno::EIO));
+        }
+        env.user().write_pod(buf, &stx)?;
+        Ok(0)
+    }
+
+    /// statx for stdio streams, synthesised from their `struct stat`.
+    fn statx_from_stat(&self, env: &SyscallEnv, fd: u64, buf: u64) -> std::result::Result<u64, i32> {
+        let st = self.stat_fd(fd)?;
+        // SAFETY: statx is plain old data.
+        let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+        stx.stx_mask = libc::STATX_BASIC_STATS;
+        stx.stx_mode = st.st_mode as u16;
+        stx.stx_nlink = st.st_nlink as u32;
+        stx.stx_uid = st.st_uid;
+        stx.stx_gid = st.st_gid;
+        stx.stx_blksize = st.st_blksize as u32;
+        stx.stx_ino = st.st_ino;
+        env.user().write_pod(buf, &stx)?;
+        Ok(0)
+    }
+
+    fn access(&mut self, env: &SyscallEnv, dirfd: u64, path: u64, mode: u64) -> std::result::Result<u64, i32> {
+        let p = self.resolve(env, dirfd, path)?;
+        self.policy.open(&p, libc::O_RDONLY)?;
+        if mode & 2 != 0 {
+            return Err(errno::EROFS);
+        }
+        if mode & 1 != 0 {
+            return Err(errno::EACCES);
+        }
+        Ok(0)
+    }
+
+    fn getdents64(&mut self, env: &SyscallEnv, fd: u64, buf: u64, len: u64) -> std::result::Result<u64, i32> {
+        let host = match self.fds.get(fd).ok_or(errno::EBADF)? {
+            FdKind::File { host, is_dir: true, .. } => host.as_raw_fd(),
+            _ => return Err(errno::ENOTDIR),
+        };
+        let len = len.min(1 << 20);
+        let ptr = env.user().host_range(buf, len, true)?;
+        // SAFETY: getdents64 into the checked guest range.
+        let n = unsafe { libc::syscall(libc::SYS_getdents64, host, ptr, len as usize) };
+        host_result(n)
+    }
+
+    fn readlink(&mut self, env: &SyscallEnv, dirfd: u64, path: u64, buf: u64, size: u64) -> std::result::Result<u64, i32> {
+        let p = self.resolve(env, dirfd, path)?;
+        if size as i64 <= 0 {
+            return Err(errno::EINVAL);
+        }
+        if p == Path::new("/proc/self/exe") {
+            let target = self.exe_path.as_os_str().as_encoded_bytes();
+            let n = target.len().min(size as usize);
+            env.user().write(buf, &target[..n])?;
+            return Ok(n as u64);
+        }
+        // Allowed paths are opened through their canonical form: never symlinks.
+        self.policy.open(&p, libc::O_RDONLY)?;
+        Err(errno::EINVAL)
+    }
+
+    fn getcwd(&self, env: &SyscallEnv, buf: u64, size: u64) -> std::result::Result<u64, i32> {
+        let mut bytes = self.cwd.as_os_str().as_encoded_bytes().to_vec();
+        bytes.push(0);
+        if (size as usize) < bytes.len() {
+            return Err(errno::ERANGE);
+        }
+        env.user().write(buf, &bytes)?;
+        Ok(bytes.len() as u64)
+    }
+
+    // ---- memory ---------------------------------------------------------------------------
+
+    fn mmap(&mut self, env: &SyscallEnv, a: [u64; 6]) -> std::result::Result<u64, i32> {
+        let (addr, len, prot, flags, fd, off) = (a[0], a[1], a[2], a[3], a[4] as i32, a[5]);
+        const MAP_ANONYMOUS: u64 = 0x20;
+        if flags & MAP_ANONYMOUS != 0 {
+            return self.mm.mmap(env.mem, addr, len, prot, flags);
+        }
+        // A private file mapping is emulated by copying the file's bytes in.
+        let host = match self.fds.get(fd as u64) {
+            Some(FdKind::File { host, is_dir: false, .. }) => host.as_raw_fd(),
+            Some(_) => return Err(errno::EACCES),
+            None => return Err(errno::EBADF),
+        };
+        if off % 4096 != 0 {
+            return Err(errno::EINVAL);
+        }
+        if flags & 0x3 != 0x2 && prot & 2 != 0 {
+            return Err(errno::EACCES); // shared writable mapping of a read-only file
+        }
+        let start = self.mm.mmap(env.mem, addr, len, prot, flags)?;
+        let slice_ptr = env.mem.slice(start, len as usize).ok_or(errno::ENOMEM)?.ptr_guard_mut().as_ptr();
+        let mut done = 0usize;
+        while done < len as usize {
+            // SAFETY: pread into the range just allocated inside guest memory.
+            let n = unsafe { libc::pread(host, slice_ptr.add(done).cast(), len as usize - done, (off + done as u64) as i64) };
+            if n <= 0 {
+                break;
+            }
+            done += n as usize;
+        }
+        Ok(start)
+    }
+
+    // ---- time -----------------------------------------------------------------------------
+
+    fn clock_gettime(&self, env: &SyscallEnv, clock: u64, tp: u64) -> std::result::Result<u64, i32> {
+        let ts = host_clock(clock)?;
+        env.user().write_pod(tp, &ts)?;
+        Ok(0)
+    }
+
+    fn clock_getres(&self, env: &SyscallEnv, clock: u64, tp: u64) -> std::result::Result<u64, i32> {
+        host_clock(clock)?;
+        // SAFETY: clock_getres into a local struct for a validated clock id.
+        let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+        unsafe { libc::clock_getres(clock as i32, &mut ts) };
+        if tp != 0 {
+            env.user().write_pod(tp, &ts)?;
+        }
+        Ok(0)
+    }
+
+    fn gettimeofday(&self, env: &SyscallEnv, tv: u64) -> std::result::Result<u64, i32> {
+        if tv != 0 {
+            let ts = host_clock(libc::CLOCK_REALTIME as u64)?;
+            let v = libc::timeval { tv_sec: ts.tv_sec, tv_usec: ts.tv_nsec / 1000 };
+            env.user().write_pod(tv, &v)?;
+        }
+        Ok(0)
+    }
+
+    fn time(&self, env: &SyscallEnv, tloc: u64) -> std::result::Result<u64, i32> {
+        let secs = host_clock(libc::CLOCK_REALTIME as u64)?.tv_sec as u64;
+        if tloc != 0 {
+            env.user().write_u64(tloc, secs)?;
+        }
+        Ok(secs)
+    }
+
+    /// nanosleep / clock_nanosleep, cut short (as a timeout) at the run's deadline.
+    fn nanosleep(&self, env: &SyscallEnv, clock: u64, flags: u64, req: u64, _rem: u64) -> Result<u64> {
+        let ts: libc::timespec = match env.user().read_pod(req) {
+            Ok(t) => t,
+            Err(_) => return Ok(err(errno::EFAULT)),
+        };
+        if ts.tv_sec < 0 || !(0..1_000_000_000).contains(&ts.tv_nsec) {
+            return Ok(err(errno::EINVAL));
+        }
+        let now = match host_clock(clock) {
+            Ok(n) => n,
+            Err(e) => return Ok(err(e)),
+        };
+        let target = Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32);
+        let wait = if flags & 1 != 0 {
+            target.saturating_sub(Duration::new(now.tv_sec as u64, now.tv_nsec as u32))
+        } else {
+            target
+        };
+        let end = Instant::now() + wait;
+        if let Some(deadline) = env.deadline {
+            if deadline < end {
+                std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+                return Err(Error::Timeout(env.timeout_ms));
+            }
+        }
+        // thread::sleep resumes after signals (our timeout timer) until the time is up.
+        std::thread::sleep(wait);
+        Ok(0)
+    }
+
+    // ---- identity, limits, system ---------------------------------------------------------
+
+    fn uname(&self, env: &SyscallEnv, buf: u64) -> std::result::Result<u64, i32> {
+        // SAFETY: uname into a local struct.
+        let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+        unsafe { libc::uname(&mut u) };
+        // The sandbox has its own host name.
+        u.nodename = [0; 65];
+        for (d, s) in u.nodename.iter_mut().zip(b"kvmbox") {
+            *d = *s as libc::c_char;
+        }
+        u.domainname = [0; 65];
+        for (d, s) in u.domainname.iter_mut().zip(b"(none)") {
+            *d = *s as libc::c_char;
+        }
+        env.user().write_pod(buf, &u)?;
+        Ok(0)
+    }
+
+    fn prlimit(&self, env: &SyscallEnv, pid: u64, resource: u64, new: u64, old: u64) -> std::result::Result<u64, i32> {
+        if pid != 0 && pid != PID {
+            return Err(errno::ESRCH);
+        }
+        const INF: u64 = u64::MAX;
+        let (cur, max) = match resource {
+            3 => (self.stack_size, INF),                     // RLIMIT_STACK
+            7 => (files::MAX_FDS as u64, files::MAX_FDS as u64), // RLIMIT_NOFILE
+            9 | 2 => (self.memory, self.memory),            // RLIMIT_AS, RLIMIT_DATA
+            4 => (0, INF),                                    // RLIMIT_CORE
+            0..=15 => (INF, INF),
+            _ => return Err(errno::EINVAL),
+        };
+        if new != 0 {
+            let _: [u64; 2] = [env.user().read_u64(new)?, env.user().read_u64(new + 8)?];
+        }
+        if old != 0 {
+            env.user().write_u64(old, cur)?;
+            env.user().write_u64(old + 8, max)?;
+        }
+        Ok(0)
+    }
+
+    fn sysinfo(&self, env: &SyscallEnv, buf: u64) -> std::result::Result<u64, i32> {
+        // SAFETY: sysinfo is plain old data.
+        let mut si: libc::sysinfo = unsafe { std::mem::zeroed() };
+        si.uptime = host_clock(libc::CLOCK_BOOTTIME as u64).map(|t| t.tv_sec).unwrap_or(0);
+        si.totalram = self.memory;
+        si.freeram = self.mm.free_bytes();
+        si.procs = 1;
+        si.mem_unit = 1;
+        env.user().write_pod(buf, &si)?;
+        Ok(0)
+    }
+
+    fn sched_getaffinity(&self, env: &SyscallEnv, len: u64, mask: u64) -> std::result::Result<u64, i32> {
+        if len < 8 || len % 8 != 0 {
+            return Err(errno::EINVAL);
+        }
+        env.user().write_u64(mask, 1)?; // one vCPU
+        Ok(8)
+    }
+
+    fn getrandom(&self, env: &SyscallEnv, buf: u64, len: u64, flags: u64) -> std::result::Result<u64, i32> {
+        if flags & !0x7 != 0 {
+            return Err(errno::EINVAL);
+        }
+        let len = len.min(32 << 20);
+        let ptr = env.user().host_range(buf, len, true)?;
+        // SAFETY: ptr covers len checked, writable guest bytes.
+        host_random(unsafe { std::slice::from_raw_parts_mut(ptr, len as usize) });
+        Ok(len)
+    }
+
+    fn arch_prctl(&self, env: &SyscallEnv, code: u64, addr: u64) -> std::result::Result<u64, i32> {
+        const SET_GS: u64 = 0x1001;
+        const SET_FS: u64 = 0x1002;
+        const GET_FS: u64 = 0x1003;
+        const GET_GS: u64 = 0x1004;
+        let msr = match code {
+            SET_FS | GET_FS => MSR_FS_BASE,
+            SET_GS | GET_GS => MSR_GS_BASE,
+            _ => return Err(errno::EINVAL),
+        };
+        if code == SET_FS || code == SET_GS {
+            // Non-canonical bases would make the next guest entry fail.
+            if addr >= 0x0000_8000_0000_0000 {
+                return Err(errno::EPERM);
+            }
+            let msrs = Msrs::from_entries(&[kvm_msr_entry { index: msr, data: addr, ..Default::default() }]).map_err(|_| errno::EINVAL)?;
+            env.vcpu.set_msrs(&msrs).map_err(|_| errno::EINVAL)?;
+            return Ok(0);
+        }
+        let mut msrs = Msrs::from_entries(&[kvm_msr_entry { index: msr, ..Default::default() }]).map_err(|_| errno::EINVAL)?;
+        env.vcpu.get_msrs(&mut msrs).map_err(|_| errno::EINVAL)?;
+        env.user().write_u64(addr, msrs.as_slice()[0].data)?;
+        Ok(0)
+    }
+
+    fn futex(&self, env: &SyscallEnv, uaddr: u64, op: u64, val: u64) -> std::result::Result<u64, i32> {
+        // One thread: nobody can wake a waiter, and wakes find nobody.
+        match op & 0x7f {
+            0 | 9 => {
+                let mut b = [0u8; 4];
+                env.user().read(uaddr, &mut b)?;
+                if u32::from_le_bytes(b) != val as u32 {
+                    Err(errno::EAGAIN)
+                } else {
+                    Err(errno::ETIMEDOUT)
+                }
+            }
+            1 | 10 => Ok(0),
+            _ => Err(errno::ENOSYS),
+        }
+    }
+
+    // ---- signals (recorded; delivery comes later) -------------------------------------------
+
+    fn rt_sigaction(&mut self, env: &SyscallEnv, sig: u64, act: u64, oact: u64, size: u64) -> std::result::Result<u64, i32> {
+        if !(1..=64).contains(&sig) || size != 8 {
+            return Err(errno::EINVAL);
+        }
+        let new: Option<[u64; 4]> = if act != 0 { Some(env.user().read_pod(act)?) } else { None };
+        if new.is_some() && (sig == 9 || sig == 19) {
+            return Err(errno::EINVAL);
+        }
+        if oact != 0 {
+            env.user().write_pod(oact, &self.sigactions[sig as usize])?;
+        }
+        if let Some(n) = new {
+            self.sigactions[sig as usize] = n;
+        }
+        Ok(0)
+    }
+
+    fn rt_sigprocmask(&mut self, env: &SyscallEnv, how: u64, set: u64, oset: u64, size: u64) -> std::result::Result<u64, i32> {
+        if size != 8 {
+            return Err(errno::EINVAL);
+        }
+        let old = self.sigmask;
+        if set != 0 {
+            let s = env.user().read_u64(set)? & !((1 << 8) | (1 << 18)); // SIGKILL, SIGSTOP
+            self.sigmask = match how {
+                0 => old | s,
+                1 => old & !s,
+                2 => s,
+                _ => return Err(errno::EINVAL),
+            };
+        }
+        if oset != 0 {
+            env.user().write_u64(oset, old)?;
+        }
+        Ok(0)
+    }
+
+    fn sigaltstack(&mut self, env: &SyscallEnv, ss: u64, oss: u64) -> std::result::Result<u64, i32> {
+        let new: Option<[u64; 3]> = if ss != 0 { Some(env.user().read_pod(ss)?) } else { None };
+        if oss != 0 {
+            env.user().write_pod(oss, &self.altstack)?;
+        }
+        if let Some(n) = new {
+            self.altstack = n;
+        }
+        Ok(0)
+    }
+
+    /// kill/tkill/tgkill. Signals to ourselves end the process the way their default action
+    /// would (abort() → SIGABRT); delivery to handlers is not emulated yet.
+    fn kill(&mut self, pid: i64, sig: u64) -> Result<Flow> {
+        if pid != PID as i64 && pid != 0 && pid != -1 {
+            return Ok(Flow::Return(err(errno::ESRCH)));
+        }
+        if sig > 64 {
+            return Ok(Flow::Return(err(errno::EINVAL)));
+        }
+        if sig == 0 {
+            return Ok(Flow::Return(0));
+        }
+        let handler = self.sigactions[sig as usize][0];
+        let default_ignored = matches!(sig as i32, libc::SIGCHLD | libc::SIGURG | libc::SIGWINCH | libc::SIGCONT);
+        if handler == 1 /* SIG_IGN */ || (handler == 0 && default_ignored) {
+            return Ok(Flow::Return(0));
+        }
+        Ok(Flow::Exit(ExitStatus::Signal(sig as i32)))
+    }
+}
+
+fn host_ret(n: i64) -> u64 {
+    if n < 0 {
+        err(std::io::Error::last_os_error().raw_os_error().unwrap_or(errno::EIO))
+    } else {
+        n as u64
+    }
+}
+
+fn host_result(n: i64) -> std::result::Result<u64, i32> {
+    if n < 0 {
+        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(errno::EIO))
+    } else {
+        Ok(n as u64)
+    }
+}
+
+fn host_clock(clock: u64) -> std::result::Result<libc::timespec, i32> {
+    // Only the clocks that make sense for one sandboxed process; CPU-time clocks report the
+    // host thread's time, which is the guest's (the vCPU runs on this thread).
+    let id = match clock as i32 {
+        c @ (libc::CLOCK_REALTIME
+        | libc::CLOCK_MONOTONIC
+        | libc::CLOCK_MONOTONIC_RAW
+        | libc::CLOCK_REALTIME_COARSE
+        | libc::CLOCK_MONOTONIC_COARSE
+        | libc::CLOCK_BOOTTIME
+        | libc::CLOCK_TAI) => c,
+        libc::CLOCK_PROCESS_CPUTIME_ID | libc::CLOCK_THREAD_CPUTIME_ID => libc::CLOCK_THREAD_CPUTIME_ID,
+        _ => return Err(errno::EINVAL),
+    };
+    // SAFETY: clock_gettime into a local struct.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    unsafe { libc::clock_gettime(id, &mut ts) };
+    Ok(ts)
+}
+
+trait OsStrCompat {
+    fn from_encoded_bytes_unchecked_compat(b: &[u8]) -> &std::ffi::OsStr;
+}
+impl OsStrCompat for std::ffi::OsStr {
+    fn from_encoded_bytes_unchecked_compat(b: &[u8]) -> &std::ffi::OsStr {
+        std::os::unix::ffi::OsStrExt::from_bytes(b)
+    }
+}
+
+/// Name of an errno value for traces.
+pub fn errno_name(e: i32) -> String {
+    let known = [
+        (errno::EPERM, "EPERM"),
+        (errno::ENOENT, "ENOENT"),
+        (errno::ESRCH, "ESRCH"),
+        (errno::EINTR, "EINTR"),
+        (errno::EIO, "EIO"),
+        (errno::EBADF, "EBADF"),
+        (errno::EAGAIN, "EAGAIN"),
+        (errno::ENOMEM, "ENOMEM"),
+        (errno::EACCES, "EACCES"),
+        (errno::EFAULT, "EFAULT"),
+        (errno::EEXIST, "EEXIST"),
+        (errno::ENOTDIR, "ENOTDIR"),
+        (errno::EISDIR, "EISDIR"),
+        (errno::EINVAL, "EINVAL"),
+        (errno::EMFILE, "EMFILE"),
+        (errno::ENOTTY, "ENOTTY"),
+        (errno::ESPIPE, "ESPIPE"),
+        (errno::EROFS, "EROFS"),
+        (errno::ERANGE, "ERANGE"),
+        (errno::ENOSYS, "ENOSYS"),
+        (errno::ETIMEDOUT, "ETIMEDOUT"),
+    ];
+    known.iter().find(|(n, _)| *n == e).map(|(_, s)| s.to_string()).unwrap_or_else(|| format!("E{e}"))
+}
+
+/// Name of a syscall number for traces.
+pub fn syscall_name(nr: u64) -> String {
+    let name = match nr {
+        0 => "read",
+        1 => "write",
+        2 => "open",
+        3 => "close",
+        4 => "stat",
+        5 => "fstat",
+        6 => "lstat",
+        7 => "poll",
+        8 => "lseek",
+        9 => "mmap",
+        10 => "mprotect",
+        11 => "munmap",
+        12 => "brk",
+        13 => "rt_sigaction",
+        14 => "rt_sigprocmask",
+        16 => "ioctl",
+        17 => "pread64",
+        18 => "pwrite64",
+        19 => "readv",
+        20 => "writev",
+        21 => "access",
+        24 => "sched_yield",
+        25 => "mremap",
+        28 => "madvise",
+        32 => "dup",
+        33 => "dup2",
+        35 => "nanosleep",
+        39 => "getpid",
+        60 => "exit",
+        62 => "kill",
+        63 => "uname",
+        72 => "fcntl",
+        79 => "getcwd",
+        89 => "readlink",
+        96 => "gettimeofday",
+        97 => "getrlimit",
+        98 => "getrusage",
+        99 => "sysinfo",
+        102 => "getuid",
+        104 => "getgid",
+        107 => "geteuid",
+        108 => "getegid",
+        110 => "getppid",
+        131 => "sigaltstack",
+        158 => "arch_prctl",
+        186 => "gettid",
+        200 => "tkill",
+        201 => "time",
+        202 => "futex",
+        204 => "sched_getaffinity",
+        217 => "getdents64",
+        218 => "set_tid_address",
+        228 => "clock_gettime",
+        229 => "clock_getres",
+        230 => "clock_nanosleep",
+        231 => "exit_group",
+        234 => "tgkill",
+        257 => "openat",
+        262 => "newfstatat",
+        267 => "readlinkat",
+        269 => "faccessat",
+        271 => "ppoll",
+        273 => "set_robust_list",
+        292 => "dup3",
+        302 => "prlimit64",
+        318 => "getrandom",
+        332 => "statx",
+        334 => "rseq",
+        439 => "faccessat2",
+        _ => return format!("syscall_{nr}"),
+    };
+    name.to_string()
+}
