@@ -184,6 +184,16 @@ impl Machine {
         self.mem.size()
     }
 
+    /// Replace where stdout goes from now on; returns the previous sink.
+    pub fn set_stdout(&mut self, out: Output) -> Output {
+        std::mem::replace(&mut self.linux.stdout, out)
+    }
+
+    /// Replace where stderr goes from now on; returns the previous sink.
+    pub fn set_stderr(&mut self, out: Output) -> Output {
+        std::mem::replace(&mut self.linux.stderr, out)
+    }
+
     /// Captured stdout so far (emptied by the call).
     pub fn take_stdout(&mut self) -> Vec<u8> {
         self.linux.stdout.take_captured()

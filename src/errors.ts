@@ -1,0 +1,146 @@
+/**
+ * Typed errors. Every error kvmbox throws extends {@link KvmboxError} and carries a stable
+ * `code` (the same strings the Rust core uses), so callers can branch on `instanceof` or `code`.
+ */
+
+export type ErrorCode =
+  | 'KVM_UNAVAILABLE'
+  | 'ELF_ERROR'
+  | 'GUEST_FAULT'
+  | 'TIMEOUT'
+  | 'OUT_OF_MEMORY'
+  | 'INVALID_ARGUMENT'
+  | 'HOST_CALLBACK_ERROR'
+  | 'INVALID_STATE'
+  | 'INTERNAL'
+
+export class KvmboxError extends Error {
+  readonly code: ErrorCode
+  /** Output the guest produced before the failure (when it was captured with 'pipe'). */
+  stdout?: Buffer
+  stderr?: Buffer
+  constructor(code: ErrorCode, message: string) {
+    super(message)
+    this.code = code
+    this.name = new.target.name
+  }
+}
+
+/** `/dev/kvm` is missing, not permitted, or lacks a capability kvmbox needs. */
+export class KvmUnavailableError extends KvmboxError {
+  constructor(message: string) {
+    super('KVM_UNAVAILABLE', message)
+  }
+}
+
+/** The program is not a loadable static x86-64 ELF executable. */
+export class ElfError extends KvmboxError {
+  constructor(message: string) {
+    super('ELF_ERROR', message)
+  }
+}
+
+/** The guest raised a CPU exception (null dereference, ud2, divide by zero, …). */
+export class GuestFaultError extends KvmboxError {
+  /** x86 exception vector: 0 #DE, 6 #UD, 13 #GP, 14 #PF, … */
+  readonly vector: number
+  /** Mnemonic and name of the vector, e.g. "#PF page fault". */
+  readonly vectorName: string
+  /** Guest address of the faulting instruction. */
+  readonly rip: bigint
+  /** Faulting address (CR2) for page faults, 0n otherwise. */
+  readonly address: bigint
+  /** Error code pushed by the CPU, where the vector has one. */
+  readonly errorCode?: bigint
+  constructor(message: string, vector: number, vectorName: string, rip: bigint, address: bigint, errorCode?: bigint) {
+    super('GUEST_FAULT', message)
+    this.vector = vector
+    this.vectorName = vectorName
+    this.rip = rip
+    this.address = address
+    this.errorCode = errorCode
+  }
+}
+
+/** The guest ran past its timeout and was stopped. */
+export class TimeoutError extends KvmboxError {
+  readonly timeoutMs: number
+  constructor(message: string, timeoutMs: number) {
+    super('TIMEOUT', message)
+    this.timeoutMs = timeoutMs
+  }
+}
+
+/** Guest memory is exhausted, or the host could not back it. */
+export class OutOfMemoryError extends KvmboxError {
+  constructor(message: string) {
+    super('OUT_OF_MEMORY', message)
+  }
+}
+
+/** Options kvmbox cannot honour (bad memory size, missing allowRead path, …). */
+export class InvalidArgumentError extends KvmboxError {
+  constructor(message: string) {
+    super('INVALID_ARGUMENT', message)
+  }
+}
+
+/** The machine cannot do this now (e.g. `run()` after the guest finished). */
+export class InvalidStateError extends KvmboxError {
+  constructor(message: string) {
+    super('INVALID_STATE', message)
+  }
+}
+
+/** A host-side failure the guest caused no part of (a bug, or KVM misbehaving). */
+export class InternalError extends KvmboxError {
+  constructor(message: string) {
+    super('INTERNAL', message)
+  }
+}
+
+/** Shape of the native layer's error record. */
+export interface NativeErrorRecord {
+  code: string
+  message: string
+  vector?: number
+  vectorName?: string
+  rip?: bigint
+  address?: bigint
+  errorCode?: bigint
+  timeoutMs?: number
+}
+
+/** Build the typed error for a native error record. */
+export function fromRecord(r: NativeErrorRecord): KvmboxError {
+  switch (r.code) {
+    case 'KVM_UNAVAILABLE':
+      return new KvmUnavailableError(r.message)
+    case 'ELF_ERROR':
+      return new ElfError(r.message)
+    case 'GUEST_FAULT':
+      return new GuestFaultError(r.message, r.vector ?? -1, r.vectorName ?? '', r.rip ?? 0n, r.address ?? 0n, r.errorCode)
+    case 'TIMEOUT':
+      return new TimeoutError(r.message, r.timeoutMs ?? 0)
+    case 'OUT_OF_MEMORY':
+      return new OutOfMemoryError(r.message)
+    case 'INVALID_ARGUMENT':
+      return new InvalidArgumentError(r.message)
+    case 'INVALID_STATE':
+      return new InvalidStateError(r.message)
+    case 'HOST_CALLBACK_ERROR':
+      return new KvmboxError('HOST_CALLBACK_ERROR', r.message)
+    default:
+      return new InternalError(r.message)
+  }
+}
+
+/** Re-throw an error thrown by the native layer as its typed class (others pass through). */
+export function translateNativeError(e: unknown): unknown {
+  if (e instanceof Error && typeof (e as { code?: unknown }).code === 'string') {
+    const code = (e as unknown as { code: string }).code
+    const known = ['KVM_UNAVAILABLE', 'ELF_ERROR', 'GUEST_FAULT', 'TIMEOUT', 'OUT_OF_MEMORY', 'INVALID_ARGUMENT', 'HOST_CALLBACK_ERROR', 'INVALID_STATE', 'INTERNAL']
+    if (known.includes(code)) return fromRecord({ code, message: e.message })
+  }
+  return e
+}
