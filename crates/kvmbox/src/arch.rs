@@ -32,7 +32,6 @@ pub const SYSCALL_EXIT_RIP_OFFSET: u64 = 2;
 pub const CALL_RETURN_STUB: &[u8] = &[0xE6, CALL_RETURN_PORT as u8, 0x0F, 0x0B]; // out %al,$p; ud2
 
 pub const SEL_KERNEL_CODE: u16 = 0x10;
-pub const SEL_KERNEL_DATA: u16 = 0x18;
 pub const SEL_USER_DATA: u16 = 0x28 | 3;
 pub const SEL_USER_CODE: u16 = 0x30 | 3;
 pub const SEL_TSS: u16 = 0x38;

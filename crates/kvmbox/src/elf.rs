@@ -24,6 +24,7 @@ pub struct Program {
     bytes: Vec<u8>,
     segments: Vec<Segment>,
     /// Load bias added to every address in the file (0 for ET_EXEC).
+    #[allow(dead_code)]
     pub base: u64,
     pub entry: u64,
     pub phdr_addr: u64,

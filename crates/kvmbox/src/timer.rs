@@ -38,7 +38,7 @@ fn install_handler() {
         // blocking host calls return EINTR too.
         unsafe {
             let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_timeout_signal as usize;
+            sa.sa_sigaction = on_timeout_signal as *const () as usize;
             libc::sigemptyset(&mut sa.sa_mask);
             libc::sigaction(timeout_signal(), &sa, std::ptr::null_mut());
         }

@@ -12,6 +12,7 @@ use crate::memory::GuestMemory;
 pub struct Vm {
     // Field order matters for drop: the vCPU goes before the VM.
     pub vcpu: VcpuFd,
+    #[allow(dead_code)] // kept alive for the vCPU; later used for memslot changes
     pub vm: VmFd,
 }
 

@@ -1,0 +1,154 @@
+//! End-to-end tests of the core crate against real guest programs compiled at test time.
+//! They need /dev/kvm and gcc; without KVM they fail with the probe's reason.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use kvmbox::{Error, Input, Machine, MachineOptions, RunOutcome};
+
+fn guests_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../__test__/guests")
+}
+
+/// Compile `name`.c statically (once per test binary) and return the executable.
+fn guest(name: &str) -> PathBuf {
+    static OUT: OnceLock<PathBuf> = OnceLock::new();
+    let out = OUT.get_or_init(|| {
+        let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("guests");
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    });
+    static COMPILE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _serial = COMPILE.lock().unwrap_or_else(|e| e.into_inner());
+    let exe = out.join(name);
+    if !exe.exists() {
+        let src = guests_dir().join(format!("{name}.c"));
+        let status = Command::new("gcc").args(["-O2", "-static", "-o"]).arg(&exe).arg(&src).arg("-lm").status().expect("gcc is required");
+        assert!(status.success(), "compiling {}", src.display());
+    }
+    exe
+}
+
+fn require_kvm() {
+    let p = kvmbox::probe();
+    assert!(p.available, "KVM is required for these tests: {}", p.error.unwrap_or_default());
+}
+
+fn opts(args: &[&str]) -> MachineOptions {
+    MachineOptions { args: args.iter().map(|s| s.to_string()).collect(), ..MachineOptions::default() }
+}
+
+#[test]
+fn hello_prints_and_exits() {
+    require_kvm();
+    let mut vm = Machine::from_file(guest("hello"), MachineOptions::default()).unwrap();
+    assert_eq!(vm.run().unwrap(), RunOutcome::Exited(0));
+    assert_eq!(String::from_utf8(vm.take_stdout()).unwrap(), "hello from kvmbox guest\n");
+    assert!(matches!(vm.run(), Err(Error::InvalidState(_))), "a finished machine cannot run again");
+}
+
+#[test]
+fn exit_code_and_stderr() {
+    require_kvm();
+    let mut vm = Machine::from_file(guest("exit"), opts(&["exit", "42"])).unwrap();
+    assert_eq!(vm.run().unwrap(), RunOutcome::Exited(42));
+    assert!(!vm.take_stderr().is_empty());
+}
+
+#[test]
+fn null_dereference_is_a_page_fault_at_address_zero() {
+    require_kvm();
+    let mut vm = Machine::from_file(guest("faults"), opts(&["faults", "null"])).unwrap();
+    match vm.run() {
+        Err(Error::GuestFault(f)) => {
+            assert_eq!(f.vector, 14);
+            assert_eq!(f.address, 0);
+            assert!((0x40_0000..0x80_0000).contains(&f.rip), "rip {:#x} in program text", f.rip);
+        }
+        other => panic!("expected a page fault, got {other:?}"),
+    }
+}
+
+#[test]
+fn ud2_and_divide_error() {
+    require_kvm();
+    for (mode, vector) in [("ud2", 6), ("div0", 0)] {
+        let mut vm = Machine::from_file(guest("faults"), opts(&["faults", mode])).unwrap();
+        match vm.run() {
+            Err(Error::GuestFault(f)) => assert_eq!(f.vector, vector, "{mode}"),
+            other => panic!("{mode}: expected a fault, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn infinite_loop_times_out_near_the_deadline() {
+    require_kvm();
+    let mut o = opts(&["faults", "loop"]);
+    o.timeout = Some(Duration::from_millis(200));
+    let mut vm = Machine::from_file(guest("faults"), o).unwrap();
+    let start = Instant::now();
+    assert!(matches!(vm.run(), Err(Error::Timeout(200))));
+    let took = start.elapsed();
+    assert!(took >= Duration::from_millis(200) && took < Duration::from_secs(2), "took {took:?}");
+}
+
+#[test]
+fn wild_syscall_pointers_get_efault() {
+    require_kvm();
+    let mut o = opts(&["faults", "efault"]);
+    o.stdin = Input::Bytes { data: b"some input\n".to_vec(), pos: 0 };
+    let mut vm = Machine::from_file(guest("faults"), o).unwrap();
+    assert_eq!(vm.run().unwrap(), RunOutcome::Exited(0));
+    let out = String::from_utf8(vm.take_stdout()).unwrap();
+    assert!(out.lines().filter(|l| l.ends_with("= -1 EFAULT")).count() >= 5, "{out}");
+    assert!(out.contains("text intact: yes"), "{out}");
+}
+
+#[test]
+fn memory_bomb_gets_null_from_malloc() {
+    require_kvm();
+    let mut o = opts(&["faults", "bomb"]);
+    o.memory = 32 << 20;
+    let mut vm = Machine::from_file(guest("faults"), o).unwrap();
+    assert_eq!(vm.run().unwrap(), RunOutcome::Exited(0));
+    assert!(String::from_utf8(vm.take_stdout()).unwrap().contains("bomb: got NULL"));
+}
+
+#[test]
+fn malformed_elf_is_rejected() {
+    require_kvm();
+    let good = std::fs::read(guest("hello")).unwrap();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("empty", vec![]),
+        ("truncated", good[..200].to_vec()),
+        ("elf32", {
+            let mut b = good.clone();
+            b[4] = 1;
+            b
+        }),
+        ("aarch64", {
+            let mut b = good.clone();
+            b[18] = 183;
+            b[19] = 0;
+            b
+        }),
+    ];
+    for (name, bytes) in cases {
+        match Machine::from_bytes(bytes, MachineOptions::default()) {
+            Err(Error::Elf(msg)) => assert!(!msg.is_empty()),
+            Err(other) => panic!("{name}: expected an ELF error, got {other}"),
+            Ok(_) => panic!("{name}: accepted"),
+        }
+    }
+}
+
+#[test]
+fn syscall_floor_is_measurable() {
+    require_kvm();
+    let mut l = kvmbox::floor::RawSyscallLoop::new().unwrap();
+    let per = l.measure(200).unwrap();
+    assert!(per > Duration::from_nanos(100) && per < Duration::from_millis(5), "{per:?}");
+}
