@@ -250,6 +250,7 @@ impl Machine {
                     continue;
                 }
                 Ok(VcpuExit::Hlt) => return Err(self.fault(13, None)),
+                Ok(VcpuExit::IoIn(..)) => return Err(self.forged_port_access()),
                 Ok(VcpuExit::InternalError) => return Err(Error::Internal("KVM internal error while running the guest".into())),
                 Ok(VcpuExit::FailEntry(reason, _)) => return Err(Error::Internal(format!("VM entry failed (reason {reason:#x})"))),
                 Ok(other) => return Err(Error::Internal(format!("unexpected VM exit {other:?}"))),
@@ -273,7 +274,9 @@ impl Machine {
                     let vector = (p - arch::EXCEPTION_PORT_BASE) as u8;
                     return Err(self.fault(vector, Some(())));
                 }
-                other => return Err(Error::Internal(format!("guest wrote to unexpected port {other:#x}"))),
+                // Ring 3 can reach only the ports in the TSS bitmap; using them other than
+                // through the stubs is treated as the #GP it would be on real hardware.
+                _ => return Err(self.forged_port_access()),
             }
         }
     }
@@ -311,6 +314,12 @@ impl Machine {
         // VMX/SVM: the vCPU is in ring 0 at the stub and runs `sysretq` itself.
         self.vm.vcpu.set_sync_dirty_reg(SyncReg::Register);
         Ok(None)
+    }
+
+    /// A port exit that did not come from one of our stubs.
+    fn forged_port_access(&mut self) -> Error {
+        let rip = self.vm.vcpu.sync_regs_mut().regs.rip;
+        Error::GuestFault(GuestFault { vector: 13, rip, address: 0, error_code: Some(0) })
     }
 
     /// Build the fault error for `vector`. With `frame`, the CPU pushed an exception frame on

@@ -207,6 +207,10 @@ impl<'a> UserMemory<'a> {
     /// buffers straight to host syscalls (read/write/getrandom) without a copy.
     pub fn host_range(&self, addr: u64, len: u64, write: bool) -> std::result::Result<*mut u8, Efault> {
         self.check(addr, len, write)?;
+        if len == 0 {
+            // Linux accepts any pointer with a zero length.
+            return Ok(std::ptr::NonNull::dangling().as_ptr());
+        }
         let slice = self.mem.slice(addr, len as usize).ok_or(Efault)?;
         Ok(slice.ptr_guard_mut().as_ptr())
     }
