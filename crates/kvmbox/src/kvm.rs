@@ -14,16 +14,25 @@ struct KvmHandle {
 
 static KVM: OnceLock<std::result::Result<KvmHandle, String>> = OnceLock::new();
 
+/// The KVM device: `/dev/kvm`, or `$KVMBOX_KVM_DEVICE` (lets tests exercise the failure path).
+fn device_path() -> String {
+    std::env::var("KVMBOX_KVM_DEVICE").unwrap_or_else(|_| "/dev/kvm".into())
+}
+
 fn open() -> std::result::Result<KvmHandle, String> {
-    let path = std::path::Path::new("/dev/kvm");
-    if !path.exists() {
-        return Err("/dev/kvm does not exist (no KVM module loaded, or not passed into this container)".into());
+    let dev = device_path();
+    if !std::path::Path::new(&dev).exists() {
+        return Err(format!("{dev} does not exist (no KVM module loaded, or the device is not passed into this container)"));
     }
-    let kvm = Kvm::new().map_err(|e| match e.errno() {
-        libc::EACCES | libc::EPERM => format!("cannot open /dev/kvm: permission denied (add the user to the 'kvm' group): {e}"),
-        _ => format!("cannot open /dev/kvm: {e}"),
+    let c_dev = std::ffi::CString::new(dev.clone()).map_err(|_| format!("bad device path {dev:?}"))?;
+    let kvm = Kvm::new_with_path(&c_dev).map_err(|e| match e.errno() {
+        libc::EACCES | libc::EPERM => format!("cannot open {dev}: permission denied (add the user to the 'kvm' group): {e}"),
+        _ => format!("cannot open {dev}: {e}"),
     })?;
     let api = kvm.get_api_version();
+    if api < 0 {
+        return Err(format!("{dev} is not a KVM device"));
+    }
     if api != 12 {
         return Err(format!("unexpected KVM API version {api}"));
     }
