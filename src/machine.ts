@@ -2,7 +2,7 @@ import { constants as osConstants } from 'node:os'
 import * as path from 'node:path'
 
 import native = require('./native')
-import { InvalidArgumentError, fromRecord, translateNativeError } from './errors'
+import { InvalidArgumentError, InvalidStateError, fromRecord, translateNativeError } from './errors'
 
 /** Where guest output goes: captured into the result, written to this process's own fd, or streamed. */
 export type OutputOption = 'pipe' | 'inherit' | ((chunk: Buffer) => void)
@@ -161,6 +161,7 @@ export class Machine {
    * signal); throws a typed error for faults, timeouts and other failures. A machine runs once.
    */
   run(opts: RunOptions = {}): RunResult {
+    if (this.#native.closed) throw new InvalidStateError('the machine is closed: it already ran (a machine runs once) or close() was called')
     let r: native.NativeRunResult
     try {
       r = this.#native.run(opts.timeout, this.#onStdout, this.#onStderr)
@@ -179,6 +180,19 @@ export class Machine {
       return { status: 'signaled', signal: signalNames.get(n) ?? `SIG${n}`, signalNumber: n, exitCode: r.exitCode ?? 128 + n, ...base }
     }
     return { status: 'exited', exitCode: r.exitCode ?? 0, ...base }
+  }
+
+  /**
+   * Release the VM, its file descriptors and guest memory now (idempotent). `run()` does this
+   * itself when the guest finishes; call it for machines that are never run.
+   */
+  close(): void {
+    this.#native.close()
+  }
+
+  /** True once the machine ran to completion or was closed. */
+  get closed(): boolean {
+    return this.#native.closed
   }
 
   /** Address of a symbol in the program's ELF symbol table, if present. */

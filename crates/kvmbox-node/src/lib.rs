@@ -138,7 +138,9 @@ fn core_options(o: NativeOptions) -> std::result::Result<(MachineOptions, bool, 
 
 #[napi]
 pub struct NativeMachine {
-    inner: Machine,
+    /// None once the guest finished or `close()` was called: the VM, its file descriptors and
+    /// guest memory are released right away instead of waiting for the JS garbage collector.
+    inner: Option<Machine>,
     stdout_callback: bool,
     stderr_callback: bool,
 }
@@ -151,20 +153,31 @@ impl NativeMachine {
     pub fn from_file(path: String, options: NativeOptions) -> std::result::Result<NativeMachine, Error<String>> {
         let (opts, stdout_callback, stderr_callback) = core_options(options)?;
         let inner = Machine::from_file(&path, opts).map_err(throw)?;
-        Ok(NativeMachine { inner, stdout_callback, stderr_callback })
+        Ok(NativeMachine { inner: Some(inner), stdout_callback, stderr_callback })
     }
 
     #[napi(factory)]
     pub fn from_buffer(bytes: Buffer, options: NativeOptions) -> std::result::Result<NativeMachine, Error<String>> {
         let (opts, stdout_callback, stderr_callback) = core_options(options)?;
         let inner = Machine::from_bytes(bytes.to_vec(), opts).map_err(throw)?;
-        Ok(NativeMachine { inner, stdout_callback, stderr_callback })
+        Ok(NativeMachine { inner: Some(inner), stdout_callback, stderr_callback })
     }
 
-    /// Address of an ELF symbol, if the program has it.
+    /// Address of an ELF symbol, if the program has it (None after close).
     #[napi]
     pub fn symbol(&self, name: String) -> Option<BigInt> {
-        self.inner.symbol(&name).map(BigInt::from)
+        self.inner.as_ref()?.symbol(&name).map(BigInt::from)
+    }
+
+    /// Release the VM and its memory now. Idempotent.
+    #[napi]
+    pub fn close(&mut self) {
+        self.inner = None;
+    }
+
+    #[napi(getter)]
+    pub fn closed(&self) -> bool {
+        self.inner.is_none()
     }
 
     /// Run to completion. Guest-level failures come back as `{ status: 'error', error }`;
@@ -176,6 +189,9 @@ impl NativeMachine {
         on_stdout: Option<ChunkCallback>,
         on_stderr: Option<ChunkCallback>,
     ) -> Result<NativeRunResult> {
+        let Some(machine) = self.inner.as_mut() else {
+            return Err(Error::new(Status::GenericFailure, "INVALID_STATE: the machine is closed (it already ran, or close() was called)"));
+        };
         // A JS exception from a callback is kept here and re-thrown after the guest stopped.
         let thrown: Rc<RefCell<Option<Error>>> = Rc::new(RefCell::new(None));
         let make_sink = |cb: ChunkCallback| -> Output {
@@ -195,12 +211,12 @@ impl NativeMachine {
         let mut saved_stderr = None;
         if self.stdout_callback {
             if let Some(cb) = on_stdout {
-                saved_stdout = Some(self.inner.set_stdout(make_sink(cb)));
+                saved_stdout = Some(machine.set_stdout(make_sink(cb)));
             }
         }
         if self.stderr_callback {
             if let Some(cb) = on_stderr {
-                saved_stderr = Some(self.inner.set_stderr(make_sink(cb)));
+                saved_stderr = Some(machine.set_stderr(make_sink(cb)));
             }
         }
         let timeout = match timeout_ms {
@@ -209,25 +225,28 @@ impl NativeMachine {
             None => None,
         };
         let outcome = match timeout_ms {
-            Some(_) => self.inner.run_with_timeout(timeout),
-            None => self.inner.run(),
+            Some(_) => machine.run_with_timeout(timeout),
+            None => machine.run(),
         };
         if let Some(o) = saved_stdout {
-            self.inner.set_stdout(o);
+            machine.set_stdout(o);
         }
         if let Some(o) = saved_stderr {
-            self.inner.set_stderr(o);
+            machine.set_stderr(o);
         }
+        // Every run ends the guest process for now: release the VM immediately.
+        let finished = true;
         if let Some(e) = thrown.borrow_mut().take() {
+            self.inner = None;
             return Err(e);
         }
-        let (stdout_truncated, stderr_truncated) = self.inner.output_truncated();
+        let (stdout_truncated, stderr_truncated) = machine.output_truncated();
         let mut result = NativeRunResult {
             status: String::new(),
             exit_code: None,
             signal: None,
-            stdout: Buffer::from(self.inner.take_stdout()),
-            stderr: Buffer::from(self.inner.take_stderr()),
+            stdout: Buffer::from(machine.take_stdout()),
+            stderr: Buffer::from(machine.take_stderr()),
             stdout_truncated,
             stderr_truncated,
             error: None,
@@ -246,6 +265,9 @@ impl NativeMachine {
                 result.status = "error".into();
                 result.error = Some(error_record(&e));
             }
+        }
+        if finished {
+            self.inner = None;
         }
         Ok(result)
     }

@@ -203,6 +203,7 @@ impl Program {
     /// because guest memory starts zeroed).
     pub fn load(&self, mem: &GuestMemory) -> Result<()> {
         for s in &self.segments {
+            mem.populate(s.vaddr, s.vaddr + s.file_range.len() as u64);
             mem.write(s.vaddr, &self.bytes[s.file_range.clone()])?;
         }
         Ok(())
