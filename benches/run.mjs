@@ -15,9 +15,18 @@
 // Prints a table, then a markdown block for the README, and writes benches/results.json.
 // Plain process.hrtime.bigint(); kvmbox and native samples are interleaved so that noise
 // from other work on the machine hits both sides alike.
+//
+// Between samples (outside the timed region) the bench forces a GC and yields to the event
+// loop. A Machine keeps its VM (KVM fds, guest memory mapping) until its JS object is
+// collected and the finaliser runs, and a synchronous loop never lets that happen: after 50
+// runs the process holds ~250 extra fds and ~8 GiB of mapped address space, which makes
+// every later fork() -- i.e. the spawnSync reference -- several times slower. Settling keeps
+// every sample starting from the same clean state. `--no-settle` skips it (to see the effect).
 
 import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -39,6 +48,7 @@ const CONFIG = {
   helloSamples: 50, // (c) recorded runs per side, per libc
 };
 const TIME_BUDGET_MS = 120_000;
+const SETTLE = !process.argv.includes('--no-settle');
 const HELLO_EXPECTED = 'hello from kvmbox guest\n';
 
 if (!fs.existsSync(path.join(ROOT, 'dist', 'index.js'))) {
@@ -50,6 +60,18 @@ const { Machine, measureSyscallFloor, probe } = require('../dist');
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
+
+v8.setFlagsFromString('--expose-gc');
+const forceGc = vm.runInNewContext('gc');
+
+/** Untimed: collect dropped Machines and let their finalisers release the VMs. */
+async function settle() {
+  if (!SETTLE) return;
+  forceGc();
+  await new Promise(setImmediate);
+}
+
+const openFds = () => fs.readdirSync('/proc/self/fd').length;
 
 const now = () => process.hrtime.bigint();
 const msSince = (t0) => Number(now() - t0) / 1e6;
@@ -103,15 +125,18 @@ function compile(compiler, flags, src, out) {
   return outPath;
 }
 
-/** Run a guest in kvmbox; checks it exited 0; returns { ms (host wall), stdout }. */
+/** Run a guest in kvmbox; checks it exited 0; returns { ms (host wall), createMs, runMs, stdout }. */
 function runKvm(bin, args) {
   const t0 = now();
-  const r = Machine.fromFile(bin, { args: [bin, ...args], timeout: 30_000 }).run();
-  const ms = msSince(t0);
+  const m = Machine.fromFile(bin, { args: [bin, ...args], timeout: 30_000 });
+  const t1 = now();
+  const r = m.run();
+  const t2 = now();
+  const ms = Number(t2 - t0) / 1e6;
   if (r.status !== 'exited' || r.exitCode !== 0) {
     throw new Error(`kvmbox ${path.basename(bin)} ${args.join(' ')}: ${r.status} ${r.exitCode}\n${r.stderr}`);
   }
-  return { ms, stdout: r.stdout.toString() };
+  return { ms, createMs: Number(t1 - t0) / 1e6, runMs: Number(t2 - t1) / 1e6, stdout: r.stdout.toString() };
 }
 
 /** Run the same binary natively; checks it exited 0; returns { ms, stdout }. */
@@ -155,11 +180,14 @@ const env = {
   cpus: os.cpus().length,
   kernel: os.release(),
   loadavgAtStart: os.loadavg().map((x) => +x.toFixed(2)),
+  settle: SETTLE,
 };
 console.log(
   `kvmbox bench  ${env.date}\n  backend ${env.backend} (syscall in ring 3: ${env.syscallInRing3}), node ${env.node}, ` +
-    `${env.cpu} × ${env.cpus}, kernel ${env.kernel}, load ${env.loadavgAtStart.join(' ')}`,
+    `${env.cpu} × ${env.cpus}, kernel ${env.kernel}, load ${env.loadavgAtStart.join(' ')}` +
+    (SETTLE ? '' : '\n  --no-settle: dropped Machines are NOT collected between samples'),
 );
+const fdsAtStart = openFds();
 
 console.log('\nguests:');
 const getpidLoop = compile('gcc', ['-O2', '-static'], 'benches/getpid_loop.c', 'getpid_loop');
@@ -184,11 +212,16 @@ const kvmLoopNs = [];
 const kvmWallN = [];
 const kvmWall1 = [];
 for (let i = 0; i < Math.max(CONFIG.floorReps, CONFIG.loopReps); i++) {
-  if (i < CONFIG.floorReps) floorNs.push(measureSyscallFloor(CONFIG.floorIterations));
+  if (i < CONFIG.floorReps) {
+    await settle();
+    floorNs.push(measureSyscallFloor(CONFIG.floorIterations));
+  }
   if (i < CONFIG.loopReps) {
+    await settle();
     const big = runKvm(getpidLoop, [String(CONFIG.loopNKvm)]);
     kvmLoopNs.push(parseLoop(big.stdout));
     kvmWallN.push(big.ms);
+    await settle();
     kvmWall1.push(runKvm(getpidLoop, ['1']).ms);
   }
 }
@@ -197,6 +230,7 @@ console.log(`(b) native getpid_loop ×${CONFIG.loopReps} (N=${CONFIG.loopNNative
 runNative(getpidLoop, ['1000']);
 const nativeLoopNs = [];
 for (let i = 0; i < CONFIG.loopReps; i++) {
+  await settle();
   nativeLoopNs.push(parseLoop(runNative(getpidLoop, [String(CONFIG.loopNNative)]).stdout));
 }
 
@@ -213,21 +247,34 @@ for (const { name, bin } of hellos) {
     if (out !== HELLO_EXPECTED) throw new Error(`hello-${name} (${who}) printed ${JSON.stringify(out)}`);
   }
   for (let i = 0; i < CONFIG.helloWarmup; i++) {
+    await settle();
     runKvm(bin, []);
+    await settle();
     runNative(bin, []);
   }
   const kvm = [];
+  const kvmCreate = [];
+  const kvmRun = [];
   const native = [];
   for (let i = 0; i < CONFIG.helloSamples; i++) {
-    if (i % 2 === 0) {
-      kvm.push(runKvm(bin, []).ms);
-      native.push(runNative(bin, []).ms);
-    } else {
-      native.push(runNative(bin, []).ms);
-      kvm.push(runKvm(bin, []).ms);
+    for (const side of i % 2 === 0 ? ['kvm', 'native'] : ['native', 'kvm']) {
+      await settle();
+      if (side === 'kvm') {
+        const r = runKvm(bin, []);
+        kvm.push(r.ms);
+        kvmCreate.push(r.createMs);
+        kvmRun.push(r.runMs);
+      } else native.push(runNative(bin, []).ms);
     }
   }
-  helloResults[name] = { binary: path.relative(ROOT, bin), kvmbox: stats(kvm), spawnSync: stats(native) };
+  helloResults[name] = {
+    binary: path.relative(ROOT, bin),
+    binaryBytes: fs.statSync(bin).size,
+    kvmbox: stats(kvm),
+    kvmboxFromFile: stats(kvmCreate),
+    kvmboxRun: stats(kvmRun),
+    spawnSync: stats(native),
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -238,8 +285,15 @@ const kvmLoop = stats(kvmLoopNs);
 const nativeLoop = stats(nativeLoopNs);
 const wallN = stats(kvmWallN);
 const wall1 = stats(kvmWall1);
+// (a) and (b) samples were taken in adjacent pairs; the median of the per-pair differences is
+// less sensitive to slow drifts in background load than the difference of the medians.
+const pairedDiffNs = quantile(
+  kvmLoopNs.slice(0, floorNs.length).map((x, i) => x - floorNs[i]),
+  0.5,
+);
 const hostSideNs = ((wallN.median - wall1.median) * 1e6) / (CONFIG.loopNKvm - 1);
 const elapsedMs = msSince(tStart);
+const fdsAtEnd = openFds();
 
 const results = {
   env,
@@ -250,6 +304,7 @@ const results = {
     nativeNsPerCall: nativeLoop,
     kvmboxOverFloor: kvmLoop.median / floor.median,
     kvmboxMinusFloorNs: kvmLoop.median - floor.median,
+    kvmboxMinusFloorPairedMedianNs: pairedDiffNs,
     kvmboxOverNative: kvmLoop.median / nativeLoop.median,
     hostSideCheck: {
       note: '(median wall of a whole run with N calls - median wall with N=1) / (N-1); does not rely on the guest clock',
@@ -264,6 +319,7 @@ const results = {
       { ...v, ratioMedian: v.kvmbox.median / v.spawnSync.median, ratioP90: v.kvmbox.p90 / v.spawnSync.p90 },
     ]),
   ),
+  openFds: { atStart: fdsAtStart, atEnd: fdsAtEnd },
   elapsedMs: Math.round(elapsedMs),
 };
 
@@ -277,6 +333,8 @@ const rows = [
 ];
 for (const [name, h] of Object.entries(helloResults)) {
   rows.push([`(c) hello-${name}, kvmbox fromFile().run()`, `${h.kvmbox.n}`, ...['median', 'p90', 'min', 'max'].map((k) => fmtMs(h.kvmbox[k]))]);
+  rows.push([`      of which Machine.fromFile()`, `${h.kvmboxFromFile.n}`, ...['median', 'p90', 'min', 'max'].map((k) => fmtMs(h.kvmboxFromFile[k]))]);
+  rows.push([`      of which run()`, `${h.kvmboxRun.n}`, ...['median', 'p90', 'min', 'max'].map((k) => fmtMs(h.kvmboxRun[k]))]);
   rows.push([`(c) hello-${name}, spawnSync`, `${h.spawnSync.n}`, ...['median', 'p90', 'min', 'max'].map((k) => fmtMs(h.spawnSync[k]))]);
 }
 const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
@@ -285,12 +343,14 @@ console.log(`\n${line(rows[0])}\n${widths.map((w) => '-'.repeat(w)).join('  ')}`
 for (const r of rows.slice(1)) console.log(line(r));
 
 console.log('\nderived (from medians):');
-console.log(`  getpid kvmbox / floor        ${fmtX(results.getpid.kvmboxOverFloor)}  (dispatch + emulation ≈ ${fmtNs(results.getpid.kvmboxMinusFloorNs)} per call)`);
+console.log(`  getpid kvmbox / floor        ${fmtX(results.getpid.kvmboxOverFloor)}  (dispatch + emulation ≈ ${fmtNs(results.getpid.kvmboxMinusFloorNs)} per call;` +
+    ` paired median ${fmtNs(pairedDiffNs)}; compare the spread of (a) and (b) before reading much into it)`);
 console.log(`  getpid host-side check       ${fmtNs(hostSideNs)} per call  ((wall N=${CONFIG.loopNKvm} − wall N=1) / ${CONFIG.loopNKvm - 1})`);
 console.log(`  getpid kvmbox / native       ${fmtX(results.getpid.kvmboxOverNative)}`);
 for (const [name, h] of Object.entries(results.hello)) {
   console.log(`  hello-${name} kvmbox / spawnSync  ${fmtX(h.ratioMedian)} median, ${fmtX(h.ratioP90)} p90`);
 }
+console.log(`  open fds at start / end      ${fdsAtStart} / ${fdsAtEnd}`);
 console.log(`  total bench time             ${(elapsedMs / 1000).toFixed(1)} s${elapsedMs > TIME_BUDGET_MS ? '  (over the 2-minute budget!)' : ''}`);
 
 const md = [
