@@ -17,11 +17,9 @@
 // from other work on the machine hits both sides alike.
 //
 // Between samples (outside the timed region) the bench forces a GC and yields to the event
-// loop. A Machine keeps its VM (KVM fds, guest memory mapping) until its JS object is
-// collected and the finaliser runs, and a synchronous loop never lets that happen: after 50
-// runs the process holds ~250 extra fds and ~8 GiB of mapped address space, which makes
-// every later fork() -- i.e. the spawnSync reference -- several times slower. Settling keeps
-// every sample starting from the same clean state. `--no-settle` skips it (to see the effect).
+// loop, so every sample starts from the same clean heap. (Machines release their VM as soon
+// as run() finishes; before that fix, dropped Machines piled up ~250 fds and GiBs of mappings
+// in a synchronous loop and slowed the spawnSync reference. `--no-settle` skips settling.)
 
 import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
@@ -64,7 +62,7 @@ const { Machine, measureSyscallFloor, probe } = require('../dist');
 v8.setFlagsFromString('--expose-gc');
 const forceGc = vm.runInNewContext('gc');
 
-/** Untimed: collect dropped Machines and let their finalisers release the VMs. */
+/** Untimed: collect garbage from earlier samples. */
 async function settle() {
   if (!SETTLE) return;
   forceGc();

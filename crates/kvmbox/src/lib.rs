@@ -21,6 +21,7 @@ pub mod layout;
 mod machine;
 mod memory;
 mod paging;
+mod reaper;
 mod stack;
 pub mod syscalls;
 mod timer;

@@ -1,6 +1,7 @@
 //! [`Machine`]: one guest program in its own VM, and the run loop that turns VM exits into
 //! emulated syscalls, typed faults, timeouts and exits.
 
+use std::mem::ManuallyDrop;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -76,9 +77,9 @@ enum State {
 
 /// A guest program in its own KVM virtual machine.
 pub struct Machine {
-    // Drop order: the VM (and its vCPU) before the memory it maps.
-    vm: Vm,
-    mem: GuestMemory,
+    // Both are handed to the reaper on drop (the VM first, then the memory it maps).
+    vm: ManuallyDrop<Vm>,
+    mem: ManuallyDrop<GuestMemory>,
     layout: Layout,
     space: AddressSpace,
     program: Program,
@@ -162,8 +163,8 @@ impl Machine {
             opts.trace,
         );
         Ok(Machine {
-            vm,
-            mem,
+            vm: ManuallyDrop::new(vm),
+            mem: ManuallyDrop::new(mem),
             layout,
             space,
             program,
@@ -340,5 +341,13 @@ impl Machine {
             fault.address = cr2;
         }
         Error::GuestFault(fault)
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        // SAFETY: both fields are taken exactly once, here, and never touched again.
+        let (vm, mem) = unsafe { (ManuallyDrop::take(&mut self.vm), ManuallyDrop::take(&mut self.mem)) };
+        crate::reaper::dispose(vm, mem);
     }
 }
