@@ -32,6 +32,10 @@ const C_CASES = [
     env: { FOO: 'bar', EMPTY: '', PATH: '/usr/bin:/bin', LANG: 'C', 'WITH_EQ': 'a=b=c', LONG: 'x'.repeat(500) },
   }],
   ['args', 'no extra args, empty env', {}],
+  ['args', '3000 args and a 100 KB env var (large initial stack)', {
+    argv: Array.from({ length: 3000 }, (_, i) => `arg${i}-${'y'.repeat(i % 50)}`),
+    env: Object.fromEntries([['BIG', 'z'.repeat(100_000)], ...Array.from({ length: 500 }, (_, i) => [`V${i}`, `val${i}`])]),
+  }],
   ['malloc', 'default', {}],
   ['floats', 'default', {}],
   ['qsort', 'default', {}],

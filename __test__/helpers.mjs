@@ -133,7 +133,7 @@ export function tempDir(prefix = 'kvmbox-test-') {
   return d;
 }
 
-/** Address of `sym` in the ELF file (from `nm`), or undefined. */
+/** Function symbols of an ELF file from `nm -n`: [{ addr: bigint, type, name }], by address. */
 export function nmSymbols(file) {
   const r = spawnSync('nm', ['-n', file], { encoding: 'utf8', maxBuffer: 64 << 20 });
   if (r.error || r.status !== 0) throw new Error(`nm ${file} failed: ${r.error || r.stderr}`);

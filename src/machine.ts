@@ -92,6 +92,9 @@ function toNativeOptions(opts: MachineOptions, defaultArgv0: string): native.Nat
   if (opts.memory !== undefined && (!Number.isSafeInteger(opts.memory) || opts.memory <= 0)) {
     throw new InvalidArgumentError(`memory must be a positive integer number of bytes, got ${opts.memory}`)
   }
+  if (opts.outputLimit !== undefined && (!Number.isSafeInteger(opts.outputLimit) || opts.outputLimit < 0)) {
+    throw new InvalidArgumentError(`outputLimit must be a non-negative integer number of bytes, got ${opts.outputLimit}`)
+  }
   if (opts.timeout !== undefined && (!Number.isFinite(opts.timeout) || opts.timeout < 0)) {
     throw new InvalidArgumentError(`timeout must be a non-negative number of milliseconds, got ${opts.timeout}`)
   }
@@ -162,10 +165,24 @@ export class Machine {
    */
   run(opts: RunOptions = {}): RunResult {
     if (this.#native.closed) throw new InvalidStateError('the machine is closed: it already ran (a machine runs once) or close() was called')
+    // Callbacks may throw anything (not only Error objects); keep the value and re-throw it
+    // unchanged once the guest has been stopped.
+    let thrown: { value: unknown } | undefined
+    const guard = (f?: (chunk: Buffer) => void) =>
+      f &&
+      ((chunk: Buffer) => {
+        try {
+          f(chunk)
+        } catch (e) {
+          thrown = { value: e }
+          throw new Error('output callback threw')
+        }
+      })
     let r: native.NativeRunResult
     try {
-      r = this.#native.run(opts.timeout, this.#onStdout, this.#onStderr)
+      r = this.#native.run(opts.timeout, guard(this.#onStdout), guard(this.#onStderr))
     } catch (e) {
+      if (thrown) throw thrown.value
       throw translateNativeError(e)
     }
     if (r.status === 'error' && r.error) {

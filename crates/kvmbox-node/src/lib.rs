@@ -141,6 +141,8 @@ pub struct NativeMachine {
     /// None once the guest finished or `close()` was called: the VM, its file descriptors and
     /// guest memory are released right away instead of waiting for the JS garbage collector.
     inner: Option<Machine>,
+    /// Kept apart from the VM so symbols stay available after the guest finished.
+    symbols: std::sync::Arc<std::collections::HashMap<String, u64>>,
     stdout_callback: bool,
     stderr_callback: bool,
 }
@@ -153,20 +155,20 @@ impl NativeMachine {
     pub fn from_file(path: String, options: NativeOptions) -> std::result::Result<NativeMachine, Error<String>> {
         let (opts, stdout_callback, stderr_callback) = core_options(options)?;
         let inner = Machine::from_file(&path, opts).map_err(throw)?;
-        Ok(NativeMachine { inner: Some(inner), stdout_callback, stderr_callback })
+        Ok(NativeMachine { symbols: inner.symbols(), inner: Some(inner), stdout_callback, stderr_callback })
     }
 
     #[napi(factory)]
     pub fn from_buffer(bytes: Buffer, options: NativeOptions) -> std::result::Result<NativeMachine, Error<String>> {
         let (opts, stdout_callback, stderr_callback) = core_options(options)?;
         let inner = Machine::from_bytes(bytes.to_vec(), opts).map_err(throw)?;
-        Ok(NativeMachine { inner: Some(inner), stdout_callback, stderr_callback })
+        Ok(NativeMachine { symbols: inner.symbols(), inner: Some(inner), stdout_callback, stderr_callback })
     }
 
-    /// Address of an ELF symbol, if the program has it (None after close).
+    /// Address of an ELF symbol, if the program has it.
     #[napi]
     pub fn symbol(&self, name: String) -> Option<BigInt> {
-        self.inner.as_ref()?.symbol(&name).map(BigInt::from)
+        self.symbols.get(&name).copied().map(BigInt::from)
     }
 
     /// Release the VM and its memory now. Idempotent.

@@ -2,6 +2,7 @@
 //! ET_DYN static-pie at [`PIE_BASE`]) and the facts the initial stack needs.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use goblin::elf::{header, program_header, Elf};
 
@@ -32,8 +33,9 @@ pub struct Program {
     pub phent: u64,
     /// First byte after the highest segment: where the brk heap starts (page-aligned).
     pub image_end: u64,
-    /// Function and object symbols from the ELF symbol table, relocated.
-    pub symbols: HashMap<String, u64>,
+    /// Function and object symbols from the ELF symbol table, relocated (shared, so callers
+    /// can keep them after the machine is gone).
+    pub symbols: Arc<HashMap<String, u64>>,
 }
 
 fn elf_err(msg: impl Into<String>) -> Error {
@@ -46,7 +48,10 @@ impl Program {
         if bytes.len() < 4 || &bytes[..4] != b"\x7fELF" {
             return Err(elf_err("not an ELF file (bad magic)"));
         }
-        if bytes.len() < 5 || bytes[4] != header::ELFCLASS64 {
+        if bytes.len() < header::header64::SIZEOF_IDENT {
+            return Err(elf_err(format!("truncated ELF header ({} bytes)", bytes.len())));
+        }
+        if bytes[4] != header::ELFCLASS64 {
             return Err(elf_err("wrong ELF class: only 64-bit (ELFCLASS64) executables are supported"));
         }
         if bytes.len() < header::header64::SIZEOF_EHDR {
@@ -70,11 +75,16 @@ impl Program {
             return Err(elf_err("program headers are truncated or malformed"));
         }
         // goblin may panic on adversarial input in corners we do not control; a panic must
-        // never take the host down.
-        let parsed = std::panic::catch_unwind(|| Elf::parse(&bytes).map(|elf| Self::collect(&elf)));
+        // never take the host down. Only the program headers matter for running: if the
+        // section or symbol tables are damaged (the kernel ignores them too), load without
+        // symbols.
+        let parsed = std::panic::catch_unwind(|| match Elf::parse(&bytes) {
+            Ok(elf) => Ok(Self::collect(&elf)),
+            Err(full_err) => Self::collect_program_headers(&bytes, &hdr).map_err(|_| full_err),
+        });
         let (segments_raw, symbols_raw, has_interp, has_needed) = match parsed {
             Ok(Ok(v)) => v,
-            Ok(Err(e)) => return Err(elf_err(format!("malformed ELF: {e}"))),
+            Ok(Err(e)) => return Err(elf_err(format!("malformed program headers: {e}"))),
             Err(_) => return Err(elf_err("malformed ELF (parser failure)")),
         };
         if has_interp || has_needed {
@@ -134,7 +144,7 @@ impl Program {
             .map(|s| s.vaddr + (hdr.e_phoff - s.file_range.start as u64))
             .unwrap_or(0);
         let image_end = segments.iter().map(|s| page_up(s.vaddr + s.memsz).unwrap()).max().unwrap();
-        let symbols = symbols_raw.into_iter().map(|(n, a)| (n, a.wrapping_add(base))).collect();
+        let symbols = Arc::new(symbols_raw.into_iter().map(|(n, a)| (n, a.wrapping_add(base))).collect());
         Ok(Program {
             bytes,
             segments,
@@ -160,6 +170,19 @@ impl Program {
             .filter_map(|s| elf.strtab.get_at(s.st_name).map(|n| (n.to_string(), s.st_value)))
             .collect();
         (loads, symbols, has_interp, has_needed)
+    }
+
+    /// Fallback when the full parse fails: program headers only, no symbols.
+    #[allow(clippy::type_complexity)]
+    fn collect_program_headers(
+        bytes: &[u8],
+        hdr: &header::Header,
+    ) -> goblin::error::Result<(Vec<program_header::ProgramHeader>, Vec<(String, u64)>, bool, bool)> {
+        let ctx = goblin::container::Ctx::new(goblin::container::Container::Big, goblin::container::Endian::Little);
+        let phdrs = program_header::ProgramHeader::parse(bytes, hdr.e_phoff as usize, hdr.e_phnum as usize, ctx)?;
+        let loads = phdrs.iter().filter(|p| p.p_type == program_header::PT_LOAD && p.p_memsz > 0).cloned().collect();
+        let has_interp = phdrs.iter().any(|p| p.p_type == program_header::PT_INTERP);
+        Ok((loads, Vec::new(), has_interp, false))
     }
 
     /// Page-aligned regions with the segments' permissions (pages shared by two segments

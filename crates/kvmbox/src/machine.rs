@@ -180,6 +180,11 @@ impl Machine {
         self.program.symbols.get(name).copied()
     }
 
+    /// The program's symbol table (name → address), shareable beyond the machine's life.
+    pub fn symbols(&self) -> std::sync::Arc<std::collections::HashMap<String, u64>> {
+        self.program.symbols.clone()
+    }
+
     /// Guest memory size in bytes.
     pub fn memory_size(&self) -> u64 {
         self.mem.size()

@@ -40,8 +40,10 @@ impl Output {
         Output::Capture { data: Vec::new(), limit, truncated: false }
     }
 
-    /// Deliver `data`; returns the byte count the guest's write() reports.
-    pub fn write(&mut self, data: &[u8]) -> Result<usize> {
+    /// Deliver `data`. Returns the byte count the guest's write() reports, or the errno a
+    /// failed host write gives the guest (EPIPE for a closed reader); `Err` only when a
+    /// callback failed, which stops the guest.
+    pub fn write(&mut self, data: &[u8]) -> Result<std::result::Result<usize, i32>> {
         match self {
             Output::Capture { data: buf, limit, truncated } => {
                 let room = limit.saturating_sub(buf.len());
@@ -49,7 +51,7 @@ impl Output {
                     *truncated = true;
                 }
                 buf.extend_from_slice(&data[..data.len().min(room)]);
-                Ok(data.len())
+                Ok(Ok(data.len()))
             }
             Output::Inherit(fd) => {
                 let mut done = 0;
@@ -61,16 +63,16 @@ impl Output {
                         if e.kind() == std::io::ErrorKind::Interrupted {
                             continue;
                         }
-                        // EPIPE etc.: report like a broken pipe to the guest.
-                        return if done > 0 { Ok(done) } else { Err(Error::HostCallback(format!("writing guest output: {e}"))) };
+                        // Like a short write natively: report what got through, else the errno.
+                        return Ok(if done > 0 { Ok(done) } else { Err(e.raw_os_error().unwrap_or(libc::EIO)) });
                     }
                     done += n as usize;
                 }
-                Ok(done)
+                Ok(Ok(done))
             }
             Output::Callback(f) => {
                 f(data).map_err(Error::HostCallback)?;
-                Ok(data.len())
+                Ok(Ok(data.len()))
             }
         }
     }

@@ -178,7 +178,7 @@ impl Linux {
         let mem = env.user();
         let r = match nr {
             0 => self.read(env, a[0], a[1], a[2], None)?,
-            1 => self.write(env, a[0], a[1], a[2])?,
+            1 => return self.write(env, a[0], a[1], a[2]),
             2 => ret(self.open(env, AT_FDCWD as u64, a[0], a[1])),
             3 => ret(self.fds.close(a[0])),
             4 | 6 => ret(self.stat_path(env, AT_FDCWD as u64, a[0], a[1], 0)),
@@ -195,7 +195,7 @@ impl Linux {
             17 => self.read(env, a[0], a[1], a[2], Some(a[3]))?,
             18 => ret(self.pwrite(a[0])),
             19 => self.readv(env, a[0], a[1], a[2])?,
-            20 => self.writev(env, a[0], a[1], a[2])?,
+            20 => return self.writev(env, a[0], a[1], a[2]),
             21 => ret(self.access(env, AT_FDCWD as u64, a[0], a[1])),
             24 => 0,
             25 => ret(self.mm.mremap(env.mem, a[0], a[1], a[2], a[3], a[4])),
@@ -247,18 +247,10 @@ impl Linux {
 
     // ---- I/O ----------------------------------------------------------------------------
 
-    fn output(&mut self, fd: u64) -> Option<&mut Output> {
-        match self.fds.get(fd)? {
-            FdKind::Stdout => Some(&mut self.stdout),
-            FdKind::Stderr => Some(&mut self.stderr),
-            _ => None,
-        }
-    }
-
-    fn write(&mut self, env: &SyscallEnv, fd: u64, buf: u64, len: u64) -> Result<u64> {
+    fn write(&mut self, env: &SyscallEnv, fd: u64, buf: u64, len: u64) -> Result<Flow> {
         let len = len.min(0x7fff_f000);
         let Ok(ptr) = env.user().host_range(buf, len, false) else {
-            return Ok(if self.fds.get(fd).is_none() { err(errno::EBADF) } else { err(errno::EFAULT) });
+            return Ok(Flow::Return(if self.fds.get(fd).is_none() { err(errno::EBADF) } else { err(errno::EFAULT) }));
         };
         // SAFETY: the range is checked, inside the guest mapping, and nothing else writes it
         // while the vCPU (on this thread) is stopped in this exit.
@@ -266,15 +258,20 @@ impl Linux {
         self.write_bytes(fd, data)
     }
 
-    fn write_bytes(&mut self, fd: u64, data: &[u8]) -> Result<u64> {
-        match self.fds.get(fd) {
-            None => Ok(err(errno::EBADF)),
-            Some(FdKind::Stdin) | Some(FdKind::File { .. }) => Ok(err(errno::EBADF)),
-            Some(_) => {
-                let out = self.output(fd).unwrap();
-                Ok(out.write(data)? as u64)
+    fn write_bytes(&mut self, fd: u64, data: &[u8]) -> Result<Flow> {
+        let out = match self.fds.get(fd) {
+            None | Some(FdKind::Stdin) | Some(FdKind::File { .. }) => return Ok(Flow::Return(err(errno::EBADF))),
+            Some(FdKind::Stdout) => &mut self.stdout,
+            Some(FdKind::Stderr) => &mut self.stderr,
+        };
+        Ok(match out.write(data)? {
+            Ok(n) => Flow::Return(n as u64),
+            // A closed reader raises SIGPIPE, whose default action ends the process.
+            Err(libc::EPIPE) if self.sigactions[libc::SIGPIPE as usize][0] != 1 /* SIG_IGN */ => {
+                Flow::Exit(ExitStatus::Signal(libc::SIGPIPE))
             }
-        }
+            Err(e) => Flow::Return(err(e)),
+        })
     }
 
     fn read_iovecs(&self, env: &SyscallEnv, iov: u64, count: u64) -> std::result::Result<Vec<(u64, u64)>, i32> {
@@ -292,16 +289,16 @@ impl Linux {
         Ok(out)
     }
 
-    fn writev(&mut self, env: &SyscallEnv, fd: u64, iov: u64, count: u64) -> Result<u64> {
+    fn writev(&mut self, env: &SyscallEnv, fd: u64, iov: u64, count: u64) -> Result<Flow> {
         let vecs = match self.read_iovecs(env, iov, count) {
             Ok(v) => v,
-            Err(e) => return Ok(err(e)),
+            Err(e) => return Ok(Flow::Return(err(e))),
         };
         let mut data = Vec::new();
         for (base, len) in vecs {
             match env.user().read_vec(base, len) {
                 Ok(d) => data.extend_from_slice(&d),
-                Err(_) if data.is_empty() => return Ok(err(errno::EFAULT)),
+                Err(_) if data.is_empty() => return Ok(Flow::Return(err(errno::EFAULT))),
                 Err(_) => break,
             }
         }
