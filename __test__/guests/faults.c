@@ -135,6 +135,11 @@ int main(int argc, char **argv) {
         void (*fn)(void) = (void (*)(void))target;
         fn();
         printf("jump returned?!\n");
+    } else if (!strcmp(mode, "peek") || !strcmp(mode, "poke")) {
+        /* Read or write one byte at the hex address argv[2] (system pages, page tables…). */
+        volatile unsigned char *p = (volatile unsigned char *)(uintptr_t)strtoull(argc > 2 ? argv[2] : "0", NULL, 16);
+        if (mode[1] == 'e') printf("peek read %d\n", *p);
+        else { *p = 0x90; printf("poke wrote\n"); }
     } else if (!strcmp(mode, "stack")) {
         printf("depth %d\n", recurse(0));
     } else if (!strcmp(mode, "efault")) {
@@ -147,7 +152,7 @@ int main(int argc, char **argv) {
     } else if (!strcmp(mode, "raise")) {
         raise(SIGTERM);
     } else {
-        fprintf(stderr, "usage: faults null|ud2|div0|divovf|loop|write_text|jump_high [hex]|stack|efault|bomb [cap]|abort|raise\n");
+        fprintf(stderr, "usage: faults null|ud2|div0|divovf|loop|write_text|jump_high [hex]|peek hex|poke hex|stack|efault|bomb [cap]|abort|raise\n");
         return 2;
     }
     printf("faults: mode %s did not terminate the process\n", mode);

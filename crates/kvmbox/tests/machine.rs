@@ -23,8 +23,9 @@ fn guest(name: &str) -> PathBuf {
     static COMPILE: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _serial = COMPILE.lock().unwrap_or_else(|e| e.into_inner());
     let exe = out.join(name);
-    if !exe.exists() {
-        let src = guests_dir().join(format!("{name}.c"));
+    let src = guests_dir().join(format!("{name}.c"));
+    let mtime = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if mtime(&exe).is_none() || mtime(&exe) < mtime(&src) {
         let status = Command::new("gcc").args(["-O2", "-static", "-o"]).arg(&exe).arg(&src).arg("-lm").status().expect("gcc is required");
         assert!(status.success(), "compiling {}", src.display());
     }
@@ -151,4 +152,46 @@ fn syscall_floor_is_measurable() {
     let mut l = kvmbox::floor::RawSyscallLoop::new().unwrap();
     let per = l.measure(200).unwrap();
     assert!(per > Duration::from_nanos(100) && per < Duration::from_millis(5), "{per:?}");
+}
+
+/// The guest can neither read, write nor execute anything in the system area (exception
+/// stubs, GDT, IDT, TSS, ring-0 stack, page tables); the syscall entry page is executable
+/// code it may read but not write.
+#[test]
+fn system_pages_are_out_of_reach() {
+    require_kvm();
+    let memory = kvmbox::DEFAULT_MEMORY;
+    let l = kvmbox::layout::Layout::new(memory);
+    let s = l.sys;
+    let targets = [
+        ("exception stubs", s.exception_stubs),
+        ("gdt", s.gdt),
+        ("idt", s.idt),
+        ("tss", s.tss),
+        ("ring-0 stack", s.ring0_stack),
+        ("pml4", s.page_tables),
+        ("last page table", s.page_tables + (s.page_table_pages - 1) * 4096),
+    ];
+    let run = |mode: &str, addr: u64| {
+        let mut vm = Machine::from_file(guest("faults"), opts(&["faults", mode, &format!("{addr:x}")])).unwrap();
+        let r = vm.run();
+        (r, String::from_utf8_lossy(&vm.take_stdout()).into_owned())
+    };
+    for (name, addr) in targets {
+        for mode in ["peek", "poke", "jump_high"] {
+            match run(mode, addr) {
+                (Err(Error::GuestFault(f)), _) => {
+                    assert_eq!(f.vector, 14, "{mode} {name}");
+                    assert_eq!(f.address, addr, "{mode} {name}: faulting address");
+                }
+                (other, out) => panic!("{mode} {name} at {addr:#x}: expected #PF, got {other:?} / {out}"),
+            }
+        }
+    }
+    let (r, out) = run("peek", s.syscall_entry);
+    assert_eq!(r.unwrap(), RunOutcome::Exited(1), "reading the syscall entry stub is allowed: {out}");
+    match run("poke", s.syscall_entry) {
+        (Err(Error::GuestFault(f)), _) => assert_eq!((f.vector, f.address), (14, s.syscall_entry)),
+        (other, out) => panic!("writing the syscall entry page: {other:?} / {out}"),
+    }
 }
