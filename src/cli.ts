@@ -97,7 +97,10 @@ function runCommand(argv: string[]): number {
   const args = argv.slice(i)
   try {
     const vm = Machine.fromFile(prog, { args, env, memory, timeout, trace, allowRead, stdin: 'inherit', stdout: 'inherit', stderr: 'inherit' })
-    return vm.run().exitCode
+    let r = vm.run()
+    // A guest built for host calls pauses once initialized; on the command line, just go on.
+    while (r.status === 'paused') r = vm.run()
+    return r.exitCode
   } catch (e) {
     if (e instanceof TimeoutError) {
       process.stderr.write(`kvmbox: ${e.message}\n`)

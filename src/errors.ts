@@ -12,6 +12,7 @@ export type ErrorCode =
   | 'INVALID_ARGUMENT'
   | 'HOST_CALLBACK_ERROR'
   | 'INVALID_STATE'
+  | 'GUEST_EXITED'
   | 'INTERNAL'
 
 export class KvmboxError extends Error {
@@ -92,6 +93,27 @@ export class InvalidStateError extends KvmboxError {
   }
 }
 
+/**
+ * A host-call handler (vm.onSyscall) threw: the guest was stopped. `cause` is the thrown value.
+ */
+export class HostCallError extends KvmboxError {
+  constructor(message: string, cause?: unknown) {
+    super('HOST_CALLBACK_ERROR', message)
+    if (cause !== undefined) (this as { cause?: unknown }).cause = cause
+  }
+}
+
+/** The guest process ended (exit, or killed itself with a signal) while a function was being called. */
+export class GuestExitedError extends KvmboxError {
+  readonly exitCode: number
+  readonly signal?: number
+  constructor(message: string, exitCode: number, signal?: number) {
+    super('GUEST_EXITED', message)
+    this.exitCode = exitCode
+    this.signal = signal
+  }
+}
+
 /** A host-side failure the guest caused no part of (a bug, or KVM misbehaving). */
 export class InternalError extends KvmboxError {
   constructor(message: string) {
@@ -109,6 +131,8 @@ export interface NativeErrorRecord {
   address?: bigint
   errorCode?: bigint
   timeoutMs?: number
+  exitCode?: number
+  signal?: number
 }
 
 /** Build the typed error for a native error record. */
@@ -129,7 +153,9 @@ export function fromRecord(r: NativeErrorRecord): KvmboxError {
     case 'INVALID_STATE':
       return new InvalidStateError(r.message)
     case 'HOST_CALLBACK_ERROR':
-      return new KvmboxError('HOST_CALLBACK_ERROR', r.message)
+      return new HostCallError(r.message)
+    case 'GUEST_EXITED':
+      return new GuestExitedError(r.message, r.exitCode ?? 0, r.signal)
     default:
       return new InternalError(r.message)
   }
@@ -137,10 +163,14 @@ export function fromRecord(r: NativeErrorRecord): KvmboxError {
 
 /** Re-throw an error thrown by the native layer as its typed class (others pass through). */
 export function translateNativeError(e: unknown): unknown {
+  if (e instanceof KvmboxError) return e
   if (e instanceof Error && typeof (e as { code?: unknown }).code === 'string') {
     const code = (e as unknown as { code: string }).code
-    const known = ['KVM_UNAVAILABLE', 'ELF_ERROR', 'GUEST_FAULT', 'TIMEOUT', 'OUT_OF_MEMORY', 'INVALID_ARGUMENT', 'HOST_CALLBACK_ERROR', 'INVALID_STATE', 'INTERNAL']
+    const known = ['KVM_UNAVAILABLE', 'ELF_ERROR', 'GUEST_FAULT', 'TIMEOUT', 'OUT_OF_MEMORY', 'INVALID_ARGUMENT', 'HOST_CALLBACK_ERROR', 'INVALID_STATE', 'GUEST_EXITED', 'INTERNAL']
     if (known.includes(code)) return fromRecord({ code, message: e.message })
+    // Errors the binding raises itself carry their code as a message prefix.
+    const m = /^(INVALID_STATE|INVALID_ARGUMENT|EFAULT): (.*)$/s.exec(e.message)
+    if (m) return m[1] === 'EFAULT' ? new InvalidArgumentError(e.message) : fromRecord({ code: m[1], message: m[2] })
   }
   return e
 }

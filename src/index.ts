@@ -1,5 +1,19 @@
-export { Machine, probe, measureSyscallFloor } from './machine'
-export type { MachineOptions, OutputOption, RunResult, ExitedResult, SignaledResult, RunOptions, ProbeResult } from './machine'
+export { Machine, GuestMemory, probe, measureSyscallFloor, measureCallFloor, HOSTCALL_FIRST, HOSTCALL_LAST } from './machine'
+export type {
+  MachineOptions,
+  OutputOption,
+  RunResult,
+  ExitedResult,
+  SignaledResult,
+  PausedResult,
+  RunOptions,
+  ProbeResult,
+  Address,
+  CallArg,
+  CallOptions,
+  HostCallContext,
+  HostCallHandler,
+} from './machine'
 export {
   KvmboxError,
   KvmUnavailableError,
@@ -10,5 +24,7 @@ export {
   InvalidArgumentError,
   InvalidStateError,
   InternalError,
+  HostCallError,
+  GuestExitedError,
 } from './errors'
 export type { ErrorCode } from './errors'

@@ -2,7 +2,8 @@ import { constants as osConstants } from 'node:os'
 import * as path from 'node:path'
 
 import native = require('./native')
-import { InvalidArgumentError, InvalidStateError, fromRecord, translateNativeError } from './errors'
+import { HostCallError, InvalidArgumentError, InvalidStateError, KvmboxError, fromRecord, translateNativeError } from './errors'
+import type { NativeErrorRecord } from './errors'
 
 /** Where guest output goes: captured into the result, written to this process's own fd, or streamed. */
 export type OutputOption = 'pipe' | 'inherit' | ((chunk: Buffer) => void)
@@ -55,7 +56,129 @@ export interface SignaledResult extends RunResultBase {
   exitCode: number
 }
 
-export type RunResult = ExitedResult | SignaledResult
+/** The guest called kvmbox_pause(): functions may be called; run() again resumes it. */
+export interface PausedResult extends RunResultBase {
+  status: 'paused'
+}
+
+export type RunResult = ExitedResult | SignaledResult | PausedResult
+
+/** A guest address: a number (safe integer) or a bigint. */
+export type Address = number | bigint
+
+/**
+ * An argument of vm.call(): integers (number or bigint, signed or unsigned 64-bit) and booleans
+ * are passed in registers; strings are copied into guest memory NUL-terminated and
+ * Buffers/Uint8Arrays are copied in and, after the call, back out (so the function can fill
+ * them); the function receives their guest address. null/undefined pass 0.
+ */
+export type CallArg = number | bigint | boolean | string | Uint8Array | null | undefined
+
+export interface CallOptions {
+  /** Milliseconds for this call (default: the machine's `timeout`). */
+  timeout?: number
+}
+
+/** What a host-call handler gets. */
+export interface HostCallContext {
+  /** The syscall number. */
+  readonly nr: number
+  /** rdi, rsi, rdx, r10, r8, r9 as unsigned 64-bit bigints. */
+  readonly args: readonly [bigint, bigint, bigint, bigint, bigint, bigint]
+  readonly vm: Machine
+  /** Read `len` bytes the guest itself may read (throws on a bad address). */
+  read(addr: Address, len: number): Buffer
+  /** Read a NUL-terminated UTF-8 string (at most `max` bytes, default 64 KiB). */
+  readString(addr: Address, max?: number): string
+  /** Write into memory the guest itself may write (throws on a bad address). */
+  write(addr: Address, bytes: Uint8Array | string): void
+}
+
+/** A host-call handler: its return value (number, bigint, boolean or nothing = 0) becomes the guest's rax. */
+export type HostCallHandler = (c: HostCallContext) => number | bigint | boolean | void
+
+/** First and last syscall number of the embedder's host-call range (see guest/include/kvmbox.h). */
+export const HOSTCALL_FIRST = 0x10000
+export const HOSTCALL_LAST = 0xfffff
+
+/** Checked access to guest memory (where the guest itself may read/write). */
+export class GuestMemory {
+  readonly #native: native.NativeMemory
+  readonly #vm: Machine
+  constructor(n: native.NativeMemory, vm: Machine) {
+    this.#native = n
+    this.#vm = vm
+  }
+  /** Guest memory size in bytes. */
+  get size(): number {
+    return this.#native.size
+  }
+  read(addr: Address, len: number): Buffer {
+    if (!Number.isSafeInteger(len) || len < 0) throw new InvalidArgumentError(`length must be a non-negative integer, got ${len}`)
+    return wrap(() => this.#native.read(toAddr(addr), len))
+  }
+  write(addr: Address, bytes: Uint8Array | string): void {
+    const b = typeof bytes === 'string' ? Buffer.from(bytes) : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+    wrap(() => this.#native.write(toAddr(addr), b))
+  }
+  /** A NUL-terminated UTF-8 string of at most `max` bytes (default 64 KiB). */
+  readCString(addr: Address, max = 64 << 10): string {
+    const b = wrap(() => this.#native.readCString(toAddr(addr), max))
+    if (b === null || b === undefined) throw new InvalidArgumentError(`no NUL terminator within ${max} bytes at ${addr}`)
+    return b.toString('utf8')
+  }
+  /** Address of a symbol in the program's ELF symbol table. */
+  symbol(name: string): bigint | undefined {
+    return this.#vm.symbol(name)
+  }
+}
+
+function wrap<T>(f: () => T): T {
+  try {
+    return f()
+  } catch (e) {
+    throw translateNativeError(e)
+  }
+}
+
+function toAddr(a: Address): bigint {
+  if (typeof a === 'bigint') return a
+  if (typeof a === 'number' && Number.isSafeInteger(a) && a >= 0) return BigInt(a)
+  throw new InvalidArgumentError(`addresses must be non-negative safe integers or bigints, got ${String(a)}`)
+}
+
+function toU64(v: unknown): bigint {
+  if (v === undefined || v === null) return 0n
+  if (typeof v === 'boolean') return v ? 1n : 0n
+  if (typeof v === 'bigint') return BigInt.asUintN(64, v)
+  if (typeof v === 'number' && Number.isInteger(v)) return BigInt.asUintN(64, BigInt(v))
+  throw new InvalidArgumentError(`a host-call handler must return an integer, bigint, boolean or nothing; got ${typeof v === 'number' ? v : typeof v}`)
+}
+
+type NativeArg = number | bigint | string | Buffer
+
+function toNativeArg(a: CallArg, i: number): NativeArg {
+  if (a === null || a === undefined) return 0
+  if (typeof a === 'boolean') return a ? 1 : 0
+  if (typeof a === 'number') {
+    if (!Number.isSafeInteger(a)) throw new InvalidArgumentError(`argument ${i}: numbers must be safe integers (use a bigint for 64-bit values), got ${a}`)
+    return a
+  }
+  if (typeof a === 'bigint') {
+    if (a < -(1n << 63n) || a >= 1n << 64n) throw new InvalidArgumentError(`argument ${i}: bigint does not fit in 64 bits`)
+    return a
+  }
+  if (typeof a === 'string') {
+    if (a.includes('\0')) throw new InvalidArgumentError(`argument ${i}: strings passed to the guest cannot contain NUL characters`)
+    return a
+  }
+  if (a instanceof Uint8Array) return Buffer.isBuffer(a) ? a : Buffer.from(a.buffer, a.byteOffset, a.byteLength)
+  throw new InvalidArgumentError(`argument ${i}: unsupported type ${typeof a}`)
+}
+
+function isCallOptions(x: unknown): x is CallOptions {
+  return typeof x === 'object' && x !== null && !(x instanceof Uint8Array)
+}
 
 export interface RunOptions {
   /** Overrides the machine's timeout for this run (ms; 0 = none). */
@@ -130,68 +253,70 @@ function toNativeOptions(opts: MachineOptions, defaultArgv0: string): native.Nat
  */
 export class Machine {
   readonly #native: native.NativeMachine
-  readonly #onStdout?: (chunk: Buffer) => void
-  readonly #onStderr?: (chunk: Buffer) => void
+  readonly #handlers = new Map<number, HostCallHandler>()
+  /** Shared with the native dispatcher: slots 0–5 the arguments, 6 the result. */
+  readonly #regs = new BigUint64Array(8)
+  /** A value thrown by a callback during the current run/call, to re-throw afterwards. */
+  #thrown: { value: unknown; fromHandler: boolean } | undefined
+  #busy = false
+  /** Created up front: the native machine cannot be borrowed again while it runs a handler. */
+  readonly #memory: GuestMemory
+  /** Symbol addresses already looked up, as Numbers (guest addresses are < 2^53). */
+  readonly #resolved = new Map<string, number>()
 
   private constructor(n: native.NativeMachine, opts: MachineOptions) {
     this.#native = n
-    if (typeof opts.stdout === 'function') this.#onStdout = opts.stdout
-    if (typeof opts.stderr === 'function') this.#onStderr = opts.stderr
+    this.#memory = new GuestMemory(n.memory(), this)
+    const onStdout = typeof opts.stdout === 'function' ? this.#guardOutput(opts.stdout) : undefined
+    const onStderr = typeof opts.stderr === 'function' ? this.#guardOutput(opts.stderr) : undefined
+    n.setHooks(onStdout, onStderr, this.#dispatch, this.#regs)
   }
 
   /** Load a static executable from a file. */
   static fromFile(file: string, opts: MachineOptions = {}): Machine {
     const nopts = toNativeOptions(opts, file)
-    try {
-      return new Machine(native.NativeMachine.fromFile(path.resolve(file), nopts), opts)
-    } catch (e) {
-      throw translateNativeError(e)
-    }
+    return new Machine(
+      wrap(() => native.NativeMachine.fromFile(path.resolve(file), nopts)),
+      opts,
+    )
   }
 
   /** Load a static executable from memory. */
   static fromBuffer(bytes: Uint8Array, opts: MachineOptions = {}): Machine {
     const nopts = toNativeOptions(opts, opts.exePath ?? '/guest')
-    try {
-      return new Machine(native.NativeMachine.fromBuffer(Buffer.from(bytes), nopts), opts)
-    } catch (e) {
-      throw translateNativeError(e)
-    }
+    return new Machine(
+      wrap(() => native.NativeMachine.fromBuffer(Buffer.from(bytes), nopts)),
+      opts,
+    )
+  }
+
+  /** 'ready' (never run) | 'paused' (in kvmbox_pause; callable) | 'finished' | 'closed'. */
+  get state(): 'ready' | 'paused' | 'finished' | 'closed' {
+    return this.#native.state as 'ready' | 'paused' | 'finished' | 'closed'
+  }
+
+  /** True once the guest finished (exit, fault, timeout, handler error) or close() was called. */
+  get closed(): boolean {
+    const s = this.state
+    return s === 'closed' || s === 'finished'
+  }
+
+  /** Guest memory, checked against what the guest itself may access. */
+  get memory(): GuestMemory {
+    return this.#memory
   }
 
   /**
-   * Run the program to completion on this thread. Resolves to its exit (or self-inflicted
-   * signal); throws a typed error for faults, timeouts and other failures. A machine runs once.
+   * Run the program on this thread until it exits (or kills itself with a signal), or pauses
+   * in kvmbox_pause(); run() again after a pause resumes it. Throws a typed error for faults,
+   * timeouts, handler errors and other failures (after which the machine is finished).
    */
   run(opts: RunOptions = {}): RunResult {
-    if (this.#native.closed) throw new InvalidStateError('the machine is closed: it already ran (a machine runs once) or close() was called')
-    // Callbacks may throw anything (not only Error objects); keep the value and re-throw it
-    // unchanged once the guest has been stopped.
-    let thrown: { value: unknown } | undefined
-    const guard = (f?: (chunk: Buffer) => void) =>
-      f &&
-      ((chunk: Buffer) => {
-        try {
-          f(chunk)
-        } catch (e) {
-          thrown = { value: e }
-          throw new Error('output callback threw')
-        }
-      })
-    let r: native.NativeRunResult
-    try {
-      r = this.#native.run(opts.timeout, guard(this.#onStdout), guard(this.#onStderr))
-    } catch (e) {
-      if (thrown) throw thrown.value
-      throw translateNativeError(e)
-    }
-    if (r.status === 'error' && r.error) {
-      const err = fromRecord(r.error)
-      err.stdout = r.stdout
-      err.stderr = r.stderr
-      throw err
-    }
+    this.#checkUsable()
+    const r = this.#enter(() => this.#native.run(opts.timeout))
+    if ((r.status === 'error' || r.status === 'callback') && r.error) throw this.#failure(r.error, r.stdout, r.stderr)
     const base = { stdout: r.stdout, stderr: r.stderr, stdoutTruncated: r.stdoutTruncated, stderrTruncated: r.stderrTruncated }
+    if (r.status === 'paused') return { status: 'paused', ...base }
     if (r.status === 'signaled') {
       const n = r.signal ?? 0
       return { status: 'signaled', signal: signalNames.get(n) ?? `SIG${n}`, signalNumber: n, exitCode: r.exitCode ?? 128 + n, ...base }
@@ -200,22 +325,196 @@ export class Machine {
   }
 
   /**
-   * Release the VM, its file descriptors and guest memory now (idempotent). `run()` does this
-   * itself when the guest finishes; call it for machines that are never run.
+   * Call a guest function while the guest is paused: by symbol name or address, with up to six
+   * arguments (see {@link CallArg}) and an optional trailing `{ timeout }`. Returns rax as a
+   * signed 64-bit integer converted to a number (exact up to ±2^53; use callBigInt for more).
+   * Output written during the call goes to stdout/stderr callbacks, or is captured for
+   * {@link Machine.takeOutput}. A fault, timeout, handler error or exit during the call
+   * throws and finishes the machine.
+   */
+  call(target: string | Address, ...args: [...CallArg[]] | [...CallArg[], CallOptions]): number {
+    return this.#call(target, args, false) as number
+  }
+
+  /** Like call(), returning rax as a signed 64-bit bigint. */
+  callBigInt(target: string | Address, ...args: [...CallArg[]] | [...CallArg[], CallOptions]): bigint {
+    return this.#call(target, args, true) as bigint
+  }
+
+  /** A typed function bound to a guest symbol (resolved once). */
+  fn<F extends (...args: any[]) => number>(name: string): F {
+    const addr = this.#resolve(name)
+    return ((...args: unknown[]) => this.#call(addr, args, false)) as unknown as F
+  }
+
+  /**
+   * Handle syscall `nr` in TypeScript: a host-call number (HOSTCALL_FIRST…HOSTCALL_LAST) or a
+   * Linux syscall number to override. Pass `null` to remove the handler. Unhandled host-call
+   * numbers return -ENOSYS to the guest.
+   */
+  onSyscall(nr: number, handler: HostCallHandler | null): this {
+    if (!Number.isInteger(nr) || nr < 0 || nr > 0xffffffff) throw new InvalidArgumentError(`syscall number must be a 32-bit unsigned integer, got ${nr}`)
+    if (handler === null) this.#handlers.delete(nr)
+    else if (typeof handler === 'function') this.#handlers.set(nr, handler)
+    else throw new InvalidArgumentError('handler must be a function or null')
+    wrap(() => this.#native.intercept(nr, handler !== null))
+    return this
+  }
+
+  /** Output the guest wrote to captured ('pipe') streams during calls, emptied by this. */
+  takeOutput(): { stdout: Buffer; stderr: Buffer } {
+    return this.#native.takeOutput()
+  }
+
+  /**
+   * Release the VM, its file descriptors and guest memory now (idempotent). Finished
+   * machines release them by themselves.
    */
   close(): void {
     this.#native.close()
-  }
-
-  /** True once the machine ran to completion or was closed. */
-  get closed(): boolean {
-    return this.#native.closed
   }
 
   /** Address of a symbol in the program's ELF symbol table, if present. */
   symbol(name: string): bigint | undefined {
     return this.#native.symbol(name) ?? undefined
   }
+
+  #checkUsable(): void {
+    if (this.#busy) throw new InvalidStateError('this machine is already running: calling it again from inside one of its own handlers is not supported')
+    if (this.closed) throw new InvalidStateError('the machine has finished (it exited, failed, or close() was called)')
+  }
+
+  #resolve(target: string | Address): number | bigint {
+    if (typeof target === 'string') {
+      let a = this.#resolved.get(target)
+      if (a === undefined) {
+        const big = this.#native.symbol(target)
+        if (big === null || big === undefined) throw new InvalidArgumentError(`unknown symbol ${JSON.stringify(target)}`)
+        a = Number(big)
+        this.#resolved.set(target, a)
+      }
+      return a
+    }
+    if (typeof target === 'number' && Number.isSafeInteger(target) && target >= 0) return target
+    return toAddr(target)
+  }
+
+  #call(target: string | Address, rawArgs: unknown[], asBigInt: boolean): number | bigint {
+    this.#checkUsable()
+    let opts: CallOptions = {}
+    if (rawArgs.length > 0 && isCallOptions(rawArgs[rawArgs.length - 1])) opts = rawArgs.pop() as CallOptions
+    if (rawArgs.length > 6) throw new InvalidArgumentError(`at most 6 arguments can be passed, got ${rawArgs.length}`)
+    const addr = this.#resolve(target)
+    const args = (rawArgs as CallArg[]).map(toNativeArg)
+    return this.#enter(() => {
+      try {
+        return this.#native.call(addr, args, asBigInt, opts.timeout)
+      } catch (e) {
+        const rec = this.#native.takeLastError()
+        if (!rec) throw e
+        const out = this.#native.takeOutput()
+        throw this.#failure(rec, out.stdout, out.stderr)
+      }
+    })
+  }
+
+  readonly #dispatch = (nr: number): number => {
+    const handler = this.#handlers.get(nr)
+    const r = this.#regs
+    if (!handler) {
+      r[6] = BigInt.asUintN(64, -38n) // ENOSYS
+      return 0
+    }
+    try {
+      const v = handler(new Context(this, nr, [r[0], r[1], r[2], r[3], r[4], r[5]]))
+      if (v !== null && typeof v === 'object' && typeof (v as { then?: unknown }).then === 'function') {
+        throw new InvalidStateError(`the handler for syscall ${nr} returned a Promise: async handlers need runAsync()/callAsync()`)
+      }
+      r[6] = toU64(v)
+      return 0
+    } catch (e) {
+      this.#thrown = { value: e, fromHandler: true }
+      return 1
+    }
+  }
+
+  #guardOutput(f: (chunk: Buffer) => void): (chunk: Buffer) => void {
+    return (chunk) => {
+      try {
+        f(chunk)
+      } catch (e) {
+        this.#thrown = { value: e, fromHandler: false }
+        throw new Error('output callback threw')
+      }
+    }
+  }
+
+  /** Run `f` (a native run or call) with reentrancy and thrown-value bookkeeping. */
+  #enter<T>(f: () => T): T {
+    this.#busy = true
+    this.#thrown = undefined
+    try {
+      return f()
+    } catch (e) {
+      throw this.#fromThrown() ?? translateNativeError(e)
+    } finally {
+      this.#busy = false
+    }
+  }
+
+  #takeThrown(): { value: unknown; fromHandler: boolean } | undefined {
+    const t = this.#thrown
+    this.#thrown = undefined
+    return t
+  }
+
+  /** The error to throw for a value a callback threw during the last run/call, if any. */
+  #fromThrown(): unknown {
+    const t = this.#takeThrown()
+    if (!t) return undefined
+    return t.fromHandler ? new HostCallError(`a host-call handler threw: ${describe(t.value)}`, t.value) : t.value
+  }
+
+  #failure(rec: NativeErrorRecord, stdout: Buffer, stderr: Buffer): unknown {
+    const thrown = this.#fromThrown()
+    if (thrown !== undefined) {
+      if (thrown instanceof KvmboxError) {
+        thrown.stdout = stdout
+        thrown.stderr = stderr
+      }
+      return thrown
+    }
+    const err = fromRecord(rec)
+    err.stdout = stdout
+    err.stderr = stderr
+    return err
+  }
+}
+
+function describe(v: unknown): string {
+  return v instanceof Error ? v.message : String(v)
+}
+
+class Context implements HostCallContext {
+  constructor(
+    readonly vm: Machine,
+    readonly nr: number,
+    readonly args: readonly [bigint, bigint, bigint, bigint, bigint, bigint],
+  ) {}
+  read(addr: Address, len: number): Buffer {
+    return this.vm.memory.read(addr, len)
+  }
+  readString(addr: Address, max = 64 << 10): string {
+    return this.vm.memory.readCString(addr, max)
+  }
+  write(addr: Address, bytes: Uint8Array | string): void {
+    this.vm.memory.write(addr, bytes)
+  }
+}
+
+/** Benchmark support: mean ns of one bare host → guest call round trip in a raw VM. */
+export function measureCallFloor(iterations = 10000): number {
+  return native.measureCallFloor(iterations)
 }
 
 /** Benchmark support: mean ns of one bare guest-syscall round trip (no emulation at all). */

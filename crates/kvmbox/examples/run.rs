@@ -18,9 +18,17 @@ fn main() {
         trace: std::env::var_os("KVMBOX_TRACE").is_some(),
         ..MachineOptions::default()
     };
-    let code = match Machine::from_file(prog, opts).and_then(|mut vm| vm.run()) {
+    // A guest built for host calls pauses once initialized; here it just continues.
+    let run = |mut vm: Machine| loop {
+        match vm.run() {
+            Ok(RunOutcome::Paused) => continue,
+            other => return other,
+        }
+    };
+    let code = match Machine::from_file(prog, opts).and_then(run) {
         Ok(RunOutcome::Exited(c)) => c,
         Ok(RunOutcome::Signaled(s)) => 128 + s,
+        Ok(RunOutcome::Paused) => unreachable!(),
         Err(e) => {
             eprintln!("kvmbox: {e}");
             125

@@ -30,6 +30,7 @@ pub const EXCEPTION_VECTORS: u8 = 32;
 pub const SYSCALL_STUB: &[u8] = &[0xE6, SYSCALL_PORT as u8, 0x48, 0x0F, 0x07]; // out %al,$p; sysretq
 pub const SYSCALL_EXIT_RIP_OFFSET: u64 = 2;
 pub const CALL_RETURN_STUB: &[u8] = &[0xE6, CALL_RETURN_PORT as u8, 0x0F, 0x0B]; // out %al,$p; ud2
+pub const CALL_RETURN_EXIT_RIP_OFFSET: u64 = 2;
 
 pub const SEL_KERNEL_CODE: u16 = 0x10;
 pub const SEL_USER_DATA: u16 = 0x28 | 3;
@@ -163,10 +164,14 @@ fn segment(selector: u16, type_: u8, dpl: u8, s: u8, l: u8, db: u8) -> kvm_segme
     }
 }
 
+/// The user code and stack segments (what `sysretq` loads).
+pub fn user_segments() -> (kvm_segment, kvm_segment) {
+    (segment(SEL_USER_CODE, 0xB, 3, 1, 1, 0), segment(SEL_USER_DATA, 0x3, 3, 1, 0, 1))
+}
+
 /// Control registers and segments for ring-3 long mode with our tables.
 pub fn initial_sregs(mut sregs: kvm_sregs, layout: &Layout, cr3: u64) -> kvm_sregs {
-    let code = segment(SEL_USER_CODE, 0xB, 3, 1, 1, 0);
-    let data = segment(SEL_USER_DATA, 0x3, 3, 1, 0, 1);
+    let (code, data) = user_segments();
     sregs.cs = code;
     sregs.ss = data;
     sregs.ds = data;

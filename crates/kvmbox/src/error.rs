@@ -76,6 +76,13 @@ pub enum Error {
     /// A host-side callback (output sink, host call) failed; the guest was stopped.
     #[error("host callback failed: {0}")]
     HostCallback(String),
+    /// The guest process ended while the host was calling one of its functions.
+    #[error("the guest {} during a call", match .0 {
+        crate::RunOutcome::Exited(c) => format!("exited with status {c}"),
+        crate::RunOutcome::Signaled(s) => format!("was killed by signal {s}"),
+        crate::RunOutcome::Paused => "paused".to_string(),
+    })]
+    GuestExited(crate::RunOutcome),
     /// The machine is not in a state that allows the operation (e.g. run after exit).
     #[error("invalid machine state: {0}")]
     InvalidState(String),
@@ -96,6 +103,7 @@ impl Error {
             Error::InvalidArgument(_) => "INVALID_ARGUMENT",
             Error::HostCallback(_) => "HOST_CALLBACK_ERROR",
             Error::InvalidState(_) => "INVALID_STATE",
+            Error::GuestExited(_) => "GUEST_EXITED",
             Error::Internal(_) => "INTERNAL",
         }
     }

@@ -69,6 +69,57 @@ impl RawSyscallLoop {
     }
 }
 
+/// The floor of a host → guest function call: a raw VM whose only code is `ret`; each round
+/// trip sets rip/rsp through the synced registers, runs, and takes the exit of the call-return
+/// trampoline the `ret` lands on. No argument marshalling, no kvmbox state.
+pub struct RawCallLoop {
+    vm: Vm,
+    _mem: GuestMemory,
+    entry: u64,
+    entry_sp: u64,
+}
+
+impl RawCallLoop {
+    pub fn new() -> Result<RawCallLoop> {
+        let memory = crate::layout::MIN_MEMORY;
+        let layout = Layout::new(memory);
+        let code = Region { start: PIE_BASE, end: PIE_BASE + 4096, perm: Perm::USER_RX };
+        let space = AddressSpace::new(layout.regions(&[code]));
+        let mem = GuestMemory::new(memory)?;
+        arch::write_system_pages(&mem, &layout)?;
+        let cr3 = paging::build(&mem, &layout, space.regions())?;
+        mem.write(PIE_BASE, &[0xC3])?; // ret
+        let entry_sp = layout.stack_top - 24;
+        mem.write_u64(entry_sp, layout.sys.call_return)?;
+        let vm = vcpu::create(&mem, &layout, cr3, PIE_BASE, entry_sp)?;
+        Ok(RawCallLoop { vm, _mem: mem, entry: PIE_BASE, entry_sp })
+    }
+
+    /// One call round trip.
+    pub fn step(&mut self) -> Result<()> {
+        match self.vm.vcpu.run() {
+            Ok(VcpuExit::IoOut(arch::CALL_RETURN_PORT, _)) => {}
+            Ok(other) => return Err(Error::Internal(format!("call floor: unexpected exit {other:?}"))),
+            Err(e) => return Err(Error::kvm("KVM_RUN", e)),
+        }
+        let regs = &mut self.vm.vcpu.sync_regs_mut().regs;
+        regs.rip = self.entry;
+        regs.rsp = self.entry_sp;
+        self.vm.vcpu.set_sync_dirty_reg(SyncReg::Register);
+        Ok(())
+    }
+
+    /// Time `iterations` round trips; returns the mean per call.
+    pub fn measure(&mut self, iterations: u32) -> Result<Duration> {
+        self.step()?;
+        let start = Instant::now();
+        for _ in 0..iterations {
+            self.step()?;
+        }
+        Ok(start.elapsed() / iterations.max(1))
+    }
+}
+
 /// Does `syscall` stay in ring 3 on this host (PVM) rather than entering ring 0 (VMX/SVM)?
 /// Observed from CS.dpl at the exit of one real syscall.
 pub fn syscall_exits_in_ring3() -> Result<bool> {
@@ -77,6 +128,12 @@ pub fn syscall_exits_in_ring3() -> Result<bool> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn raw_call_loop_round_trips() {
+        let mut l = super::RawCallLoop::new().expect("KVM is required for this test (/dev/kvm)");
+        assert!(l.measure(50).unwrap().as_nanos() > 0);
+    }
+
     #[test]
     fn raw_loop_round_trips() {
         let mut l = super::RawSyscallLoop::new().expect("KVM is required for this test (/dev/kvm)");

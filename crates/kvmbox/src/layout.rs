@@ -223,6 +223,11 @@ impl AddressSpace {
         &self.regions
     }
 
+    /// True if ring-3 code may execute the instruction byte at `addr`.
+    pub fn user_executable(&self, addr: u64) -> bool {
+        self.regions.iter().any(|r| r.start <= addr && addr < r.end && r.perm.present && r.perm.user && r.perm.exec)
+    }
+
     /// True if ring-3 code may read (and, with `write`, write) every byte of `[addr, addr+len)`.
     /// A zero-length range is always accessible (Linux does not check it either).
     pub fn user_accessible(&self, addr: u64, len: u64, write: bool) -> bool {

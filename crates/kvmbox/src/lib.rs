@@ -16,6 +16,7 @@ mod arch;
 mod elf;
 pub mod error;
 pub mod floor;
+mod host;
 mod kvm;
 pub mod layout;
 mod machine;
@@ -29,5 +30,7 @@ mod vcpu;
 
 pub use error::{Error, GuestFault, Result};
 pub use kvm::{probe, Backend, ProbeReport};
-pub use machine::{Machine, MachineOptions, RunOutcome, DEFAULT_MEMORY, DEFAULT_OUTPUT_LIMIT};
+pub use host::{Host, HostCall, HostCallFn, HostCalls, NoHost, Stream, HOSTCALL_FIRST, HOSTCALL_LAST, SYS_PAUSE};
+pub use machine::{CallArg, Machine, MachineOptions, RunOutcome, DEFAULT_MEMORY, DEFAULT_OUTPUT_LIMIT};
+pub use memory::{Efault, MemoryView, WeakMemoryView};
 pub use syscalls::files::{Input, Output};

@@ -5,6 +5,9 @@ use std::mem::ManuallyDrop;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
+use kvm_bindings::kvm_regs;
 use kvm_ioctls::{SyncReg, VcpuExit};
 
 use crate::arch;
@@ -12,7 +15,8 @@ use crate::elf::Program;
 use crate::error::{Error, GuestFault, Result};
 use crate::kvm;
 use crate::layout::{self, AddressSpace, Layout};
-use crate::memory::GuestMemory;
+use crate::host::{Host, HostCall, NoHost, SYS_PAUSE};
+use crate::memory::{GuestMemory, MemoryView, UserMemory};
 use crate::paging;
 use crate::stack;
 use crate::syscalls::files::{FilePolicy, Input, Output};
@@ -69,19 +73,47 @@ impl Default for MachineOptions {
 }
 
 /// Where a machine is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 enum State {
+    /// Created, never run.
     Ready,
+    /// Stopped in `kvmbox_pause()`; `resume` is the user-mode register state that returns 0
+    /// from it. Functions may be called; `run` continues from here.
+    Paused { resume: kvm_regs },
+    /// Exited, faulted, timed out or stopped by a host error: nothing more can run.
     Finished,
 }
+
+/// Why the run loop stopped (the non-error ways).
+enum Stop {
+    Exit(ExitStatus),
+    Pause(kvm_regs),
+    CallReturn(u64),
+}
+
+/// An argument of [`Machine::call`].
+pub enum CallArg<'a> {
+    /// An integer or pointer, passed as is.
+    Int(u64),
+    /// Bytes copied into guest memory with a NUL appended; the function gets their address.
+    Str(&'a [u8]),
+    /// Bytes copied into guest memory (the function gets their address) and copied back
+    /// into the slice when the call returns, so the function can fill them in.
+    Bytes(&'a mut [u8]),
+}
+
+/// Stack the called function keeps for itself below the copied arguments.
+const CALL_STACK_RESERVE: u64 = 64 << 10;
+/// The System V ABI's red zone below the stack pointer, which the paused code may be using.
+const RED_ZONE: u64 = 128;
 
 /// A guest program in its own KVM virtual machine.
 pub struct Machine {
     // Both are handed to the reaper on drop (the VM first, then the memory it maps).
     vm: ManuallyDrop<Vm>,
-    mem: ManuallyDrop<GuestMemory>,
+    mem: ManuallyDrop<Arc<GuestMemory>>,
     layout: Layout,
-    space: AddressSpace,
+    space: Arc<AddressSpace>,
     program: Program,
     linux: Linux,
     timeout: Option<Duration>,
@@ -90,11 +122,16 @@ pub struct Machine {
     syscall_in_ring3: Option<bool>,
 }
 
-/// Result of a completed run.
+/// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunOutcome {
+    /// exit/exit_group with this status.
     Exited(i32),
+    /// The guest killed itself with this signal (abort() → SIGABRT).
     Signaled(i32),
+    /// The guest called `kvmbox_pause()`: it is initialized and ready for [`Machine::call`];
+    /// the next run continues after the pause.
+    Paused,
 }
 
 impl Machine {
@@ -164,9 +201,9 @@ impl Machine {
         );
         Ok(Machine {
             vm: ManuallyDrop::new(vm),
-            mem: ManuallyDrop::new(mem),
+            mem: ManuallyDrop::new(Arc::new(mem)),
             layout,
-            space,
+            space: Arc::new(space),
             program,
             linux,
             timeout: opts.timeout,
@@ -220,25 +257,170 @@ impl Machine {
         self.syscall_in_ring3
     }
 
-    /// Run the program until it exits, faults or times out (with the machine's timeout).
+    /// A checked view of guest memory that stays valid as long as it is held.
+    pub fn memory(&self) -> MemoryView {
+        MemoryView::new(Arc::clone(&self.mem), Arc::clone(&self.space))
+    }
+
+    /// True while the guest is stopped in `kvmbox_pause()` (functions may be called).
+    pub fn is_paused(&self) -> bool {
+        matches!(self.state, State::Paused { .. })
+    }
+
+    /// True once the guest exited, faulted, timed out or was stopped by a host error.
+    pub fn is_finished(&self) -> bool {
+        matches!(self.state, State::Finished)
+    }
+
+    /// Run the program (with the machine's timeout) until it exits, pauses, faults or times out.
     pub fn run(&mut self) -> Result<RunOutcome> {
-        self.run_with_timeout(self.timeout)
+        self.run_with(self.timeout, &mut NoHost)
+    }
+
+    /// The timeout given at creation (used by `run` and as the default for calls).
+    pub fn default_timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    /// `run_with` using the machine's own timeout.
+    pub fn run_with_default_timeout(&mut self, host: &mut dyn Host) -> Result<RunOutcome> {
+        self.run_with(self.timeout, host)
     }
 
     pub fn run_with_timeout(&mut self, timeout: Option<Duration>) -> Result<RunOutcome> {
-        if self.state != State::Ready {
-            return Err(Error::InvalidState("the guest has already finished; create a new machine".into()));
-        }
-        let result = self.run_loop(timeout);
-        // Any way out of the loop ends the process: exit, fault, timeout or host error.
-        self.state = State::Finished;
-        result.map(|s| match s {
-            ExitStatus::Code(c) => RunOutcome::Exited(c),
-            ExitStatus::Signal(s) => RunOutcome::Signaled(s),
-        })
+        self.run_with(timeout, &mut NoHost)
     }
 
-    fn run_loop(&mut self, timeout: Option<Duration>) -> Result<ExitStatus> {
+    /// Run (or continue after a pause) with `host` handling host calls and output.
+    pub fn run_with(&mut self, timeout: Option<Duration>, host: &mut dyn Host) -> Result<RunOutcome> {
+        match self.state {
+            State::Finished => return Err(Error::InvalidState("the guest has already finished".into())),
+            State::Paused { resume } => self.set_user_context(resume),
+            State::Ready => {}
+        }
+        let result = self.run_loop(timeout, host, false);
+        match result {
+            Ok(Stop::Pause(resume)) => {
+                self.state = State::Paused { resume };
+                Ok(RunOutcome::Paused)
+            }
+            Ok(Stop::Exit(status)) => {
+                self.state = State::Finished;
+                Ok(outcome(status))
+            }
+            Ok(Stop::CallReturn(_)) => unreachable!("call returns only happen inside call()"),
+            Err(e) => {
+                self.state = State::Finished;
+                Err(e)
+            }
+        }
+    }
+
+    /// Call the guest function at `addr` (System V ABI, at most six arguments) while the guest
+    /// is paused, and return its rax. Strings and buffers are copied onto the guest stack below
+    /// the paused frame; buffers are copied back afterwards. The guest may make syscalls and
+    /// host calls meanwhile. After a fault, timeout, host error or exit during the call the
+    /// machine is finished (unusable), since its memory may be half-updated.
+    pub fn call(&mut self, addr: u64, args: &mut [CallArg<'_>], timeout: Option<Duration>, host: &mut dyn Host) -> Result<u64> {
+        let State::Paused { resume } = self.state else {
+            return Err(Error::InvalidState(match self.state {
+                State::Finished => "the guest has already finished".into(),
+                _ => "call() needs a paused guest: run() until the program calls kvmbox_pause()".into(),
+            }));
+        };
+        if args.len() > 6 {
+            return Err(Error::InvalidArgument(format!("at most 6 arguments can be passed, got {}", args.len())));
+        }
+        if !self.space.user_executable(addr) {
+            return Err(Error::InvalidArgument(format!("{addr:#x} is not in the guest's executable code")));
+        }
+        let (regs, placed) = self.call_frame(&resume, addr, args)?;
+        self.set_user_context(regs);
+        match self.run_loop(timeout, host, true) {
+            Ok(Stop::CallReturn(value)) => {
+                for (arg, at) in args.iter_mut().zip(&placed) {
+                    if let CallArg::Bytes(buf) = arg {
+                        self.mem.read(*at, buf)?;
+                    }
+                }
+                Ok(value)
+            }
+            Ok(Stop::Exit(status)) => {
+                self.state = State::Finished;
+                Err(Error::GuestExited(outcome(status)))
+            }
+            Ok(Stop::Pause(_)) => unreachable!("kvmbox_pause() inside a call returns EBUSY"),
+            Err(e) => {
+                self.state = State::Finished;
+                Err(e)
+            }
+        }
+    }
+
+    /// Registers for calling `addr`: arguments copied below the paused stack, a return
+    /// address pointing at the call-return trampoline. Returns the registers and the guest
+    /// address of each argument.
+    fn call_frame(&self, resume: &kvm_regs, addr: u64, args: &[CallArg<'_>]) -> Result<(kvm_regs, Vec<u64>)> {
+        let top = (resume.rsp.wrapping_sub(RED_ZONE)) & !15;
+        let mut sp = top;
+        let mut values = Vec::with_capacity(args.len());
+        let too_big = || Error::InvalidArgument("call arguments do not fit in the guest's stack scratch area".into());
+        for arg in args {
+            let bytes: &[u8] = match arg {
+                CallArg::Int(v) => {
+                    values.push(*v);
+                    continue;
+                }
+                CallArg::Str(b) => b,
+                CallArg::Bytes(b) => b,
+            };
+            let extra = matches!(arg, CallArg::Str(_)) as u64;
+            sp = sp.checked_sub(bytes.len() as u64 + extra).ok_or_else(too_big)? & !15;
+            values.push(sp);
+        }
+        // The return address; rsp ≡ 8 (mod 16) at function entry, as after a `call`.
+        let entry_sp = sp.checked_sub(8).ok_or_else(too_big)?;
+        let low = entry_sp.checked_sub(CALL_STACK_RESERVE).ok_or_else(too_big)?;
+        if !self.space.user_accessible(low, top - low, true) {
+            return Err(too_big());
+        }
+        for (arg, &at) in args.iter().zip(&values) {
+            match arg {
+                CallArg::Int(_) => {}
+                CallArg::Str(b) => {
+                    self.mem.write(at, b)?;
+                    self.mem.write(at + b.len() as u64, &[0])?;
+                }
+                CallArg::Bytes(b) => self.mem.write(at, b)?,
+            }
+        }
+        self.mem.write_u64(entry_sp, self.layout.sys.call_return)?;
+        let mut regs = kvm_regs { rip: addr, rsp: entry_sp, rflags: 0x2, ..Default::default() };
+        let slots = [&mut regs.rdi, &mut regs.rsi, &mut regs.rdx, &mut regs.rcx, &mut regs.r8, &mut regs.r9];
+        for (slot, v) in slots.into_iter().zip(&values) {
+            *slot = *v;
+        }
+        Ok((regs, values))
+    }
+
+    /// Make the vCPU continue in ring 3 with `regs`. If the last exit happened in ring 0 (VMX/SVM
+    /// syscall entry), also switch the segments back to user mode through the synced sregs.
+    fn set_user_context(&mut self, regs: kvm_regs) {
+        let sync = self.vm.vcpu.sync_regs_mut();
+        sync.regs = regs;
+        let to_user = sync.sregs.cs.dpl != 3;
+        if to_user {
+            let (cs, ss) = arch::user_segments();
+            sync.sregs.cs = cs;
+            sync.sregs.ss = ss;
+        }
+        self.vm.vcpu.set_sync_dirty_reg(SyncReg::Register);
+        if to_user {
+            self.vm.vcpu.set_sync_dirty_reg(SyncReg::SystemRegister);
+        }
+    }
+
+    fn run_loop(&mut self, timeout: Option<Duration>, host: &mut dyn Host, in_call: bool) -> Result<Stop> {
         let deadline = timeout.map(|t| Instant::now() + t);
         let timeout_ms = timeout.map(|t| t.as_millis() as u64).unwrap_or(0);
         let run_ptr = self.vm.vcpu.get_kvm_run() as *mut kvm_bindings::kvm_run;
@@ -272,9 +454,16 @@ impl Machine {
             };
             match port {
                 arch::SYSCALL_PORT => {
-                    if let Some(status) = self.syscall(deadline, timeout_ms)? {
-                        return Ok(status);
+                    if let Some(stop) = self.syscall(deadline, timeout_ms, host, in_call)? {
+                        return Ok(stop);
                     }
+                }
+                arch::CALL_RETURN_PORT if in_call => {
+                    let regs = &self.vm.vcpu.sync_regs_mut().regs;
+                    if regs.rip != self.layout.sys.call_return + arch::CALL_RETURN_EXIT_RIP_OFFSET {
+                        return Err(self.forged_port_access());
+                    }
+                    return Ok(Stop::CallReturn(regs.rax));
                 }
                 p if (arch::EXCEPTION_PORT_BASE..arch::EXCEPTION_PORT_BASE + arch::EXCEPTION_VECTORS as u16).contains(&p) => {
                     let vector = (p - arch::EXCEPTION_PORT_BASE) as u8;
@@ -294,8 +483,8 @@ impl Machine {
         }
     }
 
-    /// Handle a syscall exit; `Some(status)` if the process ended.
-    fn syscall(&mut self, deadline: Option<Instant>, timeout_ms: u64) -> Result<Option<ExitStatus>> {
+    /// Handle a syscall exit; `Some(stop)` if the guest exited or paused.
+    fn syscall(&mut self, deadline: Option<Instant>, timeout_ms: u64, host: &mut dyn Host, in_call: bool) -> Result<Option<Stop>> {
         let sync = self.vm.vcpu.sync_regs_mut();
         let r = sync.regs;
         let in_ring3 = sync.sregs.cs.dpl == 3;
@@ -304,11 +493,28 @@ impl Machine {
             return Err(Error::GuestFault(GuestFault { vector: 13, rip: r.rip, address: 0, error_code: Some(0) }));
         }
         self.syscall_in_ring3 = Some(in_ring3);
-        let env = SyscallEnv { mem: &self.mem, space: &self.space, vcpu: &self.vm.vcpu, deadline, timeout_ms };
-        let args = [r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9];
-        let value = match self.linux.handle(&env, r.rax, args)? {
-            Flow::Return(v) => v,
-            Flow::Exit(status) => return Ok(Some(status)),
+        let (nr, args) = (r.rax, [r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9]);
+        let value = if nr == SYS_PAUSE {
+            if !in_call {
+                // Where the guest continues: just after its syscall, returning 0.
+                let resume = kvm_regs { rax: 0, rip: r.rcx, rflags: (r.r11 & 0x3C_7FD7) | 0x2, ..r };
+                return Ok(Some(Stop::Pause(resume)));
+            }
+            (-(crate::syscalls::errno::EBUSY as i64)) as u64
+        } else if host.intercepts(nr) {
+            let mut call = HostCall { nr, args, memory: UserMemory { mem: &self.mem, space: &self.space } };
+            let result = host.syscall(&mut call).map(Flow::Return).map_err(Error::HostCallback);
+            self.linux.trace_syscall(nr, &args, &result);
+            match result? {
+                Flow::Return(v) => v,
+                Flow::Exit(_) => unreachable!(),
+            }
+        } else {
+            let env = SyscallEnv { mem: &self.mem, space: &self.space, vcpu: &self.vm.vcpu, deadline, timeout_ms };
+            match self.linux.handle(&env, host, nr, args)? {
+                Flow::Return(v) => v,
+                Flow::Exit(status) => return Ok(Some(Stop::Exit(status))),
+            }
         };
         let sync = self.vm.vcpu.sync_regs_mut();
         sync.regs.rax = value;
@@ -354,5 +560,12 @@ impl Drop for Machine {
         // SAFETY: both fields are taken exactly once, here, and never touched again.
         let (vm, mem) = unsafe { (ManuallyDrop::take(&mut self.vm), ManuallyDrop::take(&mut self.mem)) };
         crate::reaper::dispose(vm, mem);
+    }
+}
+
+fn outcome(status: ExitStatus) -> RunOutcome {
+    match status {
+        ExitStatus::Code(c) => RunOutcome::Exited(c),
+        ExitStatus::Signal(s) => RunOutcome::Signaled(s),
     }
 }

@@ -4,6 +4,7 @@
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd};
+use std::sync::Arc;
 
 use vm_memory::bitmap::BitmapSlice;
 use vm_memory::mmap::MmapRegion;
@@ -14,14 +15,76 @@ use crate::layout::{page_down, page_up, AddressSpace, PAGE_SIZE};
 
 /// Guest physical memory starting at guest address 0.
 pub struct GuestMemory {
+    /// The mapping; it also owns the memfd (its file offset), used for hole punching.
     region: MmapRegion<()>,
-    file: File,
     size: u64,
 }
 
-/// Syscall-level failure of a guest memory access: the guest gets EFAULT.
+/// A guest memory access outside what the guest itself may touch (a syscall gets EFAULT).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Efault;
+
+impl std::fmt::Display for Efault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("bad guest address (not accessible to the guest)")
+    }
+}
+
+/// A shareable, checked view of a machine's guest memory for embedders: reads and writes
+/// are allowed exactly where the guest program itself may read and write. Only use it while
+/// the guest is stopped (paused, or inside a host call), like any debugger would.
+#[derive(Clone)]
+pub struct MemoryView {
+    mem: Arc<GuestMemory>,
+    space: Arc<AddressSpace>,
+}
+
+impl MemoryView {
+    pub(crate) fn new(mem: Arc<GuestMemory>, space: Arc<AddressSpace>) -> Self {
+        MemoryView { mem, space }
+    }
+
+    fn user(&self) -> UserMemory<'_> {
+        UserMemory { mem: &self.mem, space: &self.space }
+    }
+
+    pub fn read(&self, addr: u64, len: u64) -> std::result::Result<Vec<u8>, Efault> {
+        self.user().read_vec(addr, len)
+    }
+
+    pub fn write(&self, addr: u64, data: &[u8]) -> std::result::Result<(), Efault> {
+        self.user().write(addr, data)
+    }
+
+    /// A NUL-terminated string of at most `max` bytes; `None` if no NUL within `max`.
+    pub fn read_cstring(&self, addr: u64, max: usize) -> std::result::Result<Option<Vec<u8>>, Efault> {
+        self.user().read_cstring(addr, max)
+    }
+
+    /// Guest memory size in bytes.
+    pub fn size(&self) -> u64 {
+        self.mem.size()
+    }
+
+    /// A handle that does not keep the memory alive (see [`WeakMemoryView`]).
+    pub fn downgrade(&self) -> WeakMemoryView {
+        WeakMemoryView { mem: Arc::downgrade(&self.mem), space: Arc::downgrade(&self.space) }
+    }
+}
+
+/// A [`MemoryView`] that lets the machine release its memory when it finishes; `upgrade`
+/// returns `None` afterwards.
+#[derive(Clone)]
+pub struct WeakMemoryView {
+    mem: std::sync::Weak<GuestMemory>,
+    space: std::sync::Weak<AddressSpace>,
+}
+
+impl WeakMemoryView {
+    pub fn upgrade(&self) -> Option<MemoryView> {
+        Some(MemoryView { mem: self.mem.upgrade()?, space: self.space.upgrade()? })
+    }
+}
 
 impl GuestMemory {
     pub fn new(size: u64) -> Result<GuestMemory> {
@@ -34,17 +97,21 @@ impl GuestMemory {
         let file = unsafe { File::from_raw_fd(fd) };
         file.set_len(size).map_err(|e| Error::OutOfMemory(format!("sizing guest memory: {e}")))?;
         let region = MmapRegion::build(
-            Some(vm_memory::FileOffset::new(file.try_clone().map_err(|e| Error::kvm("dup memfd", e))?, 0)),
+            Some(vm_memory::FileOffset::new(file, 0)),
             size as usize,
             libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_SHARED | libc::MAP_NORESERVE,
         )
         .map_err(|e| Error::OutOfMemory(format!("mapping {size} bytes of guest memory: {e}")))?;
-        Ok(GuestMemory { region, file, size })
+        Ok(GuestMemory { region, size })
     }
 
     pub fn size(&self) -> u64 {
         self.size
+    }
+
+    fn memfd(&self) -> i32 {
+        self.region.file_offset().map(|f| f.file().as_raw_fd()).unwrap_or(-1)
     }
 
     /// Host address of guest physical address 0 (for the KVM memslot).
@@ -104,7 +171,7 @@ impl GuestMemory {
             // reads see zeros.
             let rc = unsafe {
                 libc::fallocate(
-                    self.file.as_raw_fd(),
+                    self.memfd(),
                     libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
                     full_start as i64,
                     (full_end - full_start) as i64,

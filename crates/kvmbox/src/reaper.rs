@@ -3,12 +3,12 @@
 //! reaper thread so the caller — typically the request path — does not wait for it.
 
 use std::sync::mpsc::{sync_channel, SyncSender};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::memory::GuestMemory;
 use crate::vcpu::Vm;
 
-type Remains = (Vm, GuestMemory);
+type Remains = (Vm, Arc<GuestMemory>);
 
 fn reaper() -> Option<&'static Mutex<SyncSender<Remains>>> {
     static REAPER: OnceLock<Option<Mutex<SyncSender<Remains>>>> = OnceLock::new();
@@ -31,7 +31,7 @@ fn reaper() -> Option<&'static Mutex<SyncSender<Remains>>> {
 }
 
 /// Tear down `vm` and then `mem`, in the background when possible.
-pub fn dispose(vm: Vm, mem: GuestMemory) {
+pub fn dispose(vm: Vm, mem: Arc<GuestMemory>) {
     match reaper() {
         Some(tx) => {
             let tx = tx.lock().unwrap_or_else(|e| e.into_inner()).clone();

@@ -195,3 +195,111 @@ fn system_pages_are_out_of_reach() {
         (other, out) => panic!("writing the syscall entry page: {other:?} / {out}"),
     }
 }
+
+mod calls {
+    use super::*;
+    use kvmbox::{CallArg, HostCalls, NoHost};
+
+    fn paused() -> Machine {
+        require_kvm();
+        let mut vm = Machine::from_file(guest("calls"), opts(&["calls"])).unwrap();
+        assert_eq!(vm.run().unwrap(), RunOutcome::Paused);
+        assert_eq!(String::from_utf8(vm.take_stdout()).unwrap(), "initialized\n");
+        vm
+    }
+
+    fn call(vm: &mut Machine, name: &str, args: &mut [CallArg]) -> kvmbox::Result<u64> {
+        let addr = vm.symbol(name).unwrap_or_else(|| panic!("symbol {name}"));
+        vm.call(addr, args, None, &mut NoHost)
+    }
+
+    #[test]
+    fn call_functions_keep_state_and_resume() {
+        let mut vm = paused();
+        assert_eq!(call(&mut vm, "add", &mut [CallArg::Int(2), CallArg::Int(3)]).unwrap(), 5);
+        assert_eq!(call(&mut vm, "negate", &mut [CallArg::Int(7)]).unwrap() as i64, -7);
+        let six = [1, 2, 3, 4, 5, 6].map(CallArg::Int);
+        assert_eq!(call(&mut vm, "sum6", &mut { six }).unwrap(), 1 + 4 + 9 + 16 + 25 + 36);
+        assert_eq!(call(&mut vm, "was_initialized", &mut []).unwrap(), 1);
+        for i in 1..=100 {
+            assert_eq!(call(&mut vm, "counter_next", &mut []).unwrap(), i);
+        }
+        assert_eq!(call(&mut vm, "str_len", &mut [CallArg::Str(b"hello kvmbox")]).unwrap(), 12);
+        let mut buf = *b"make me loud";
+        assert_eq!(call(&mut vm, "upcase", &mut [CallArg::Bytes(&mut buf), CallArg::Int(12)]).unwrap(), 12);
+        assert_eq!(&buf, b"MAKE ME LOUD", "buffers are copied back");
+        assert_eq!(call(&mut vm, "getpid_twice", &mut []).unwrap(), 2, "syscalls inside calls");
+        // Resuming after calls continues after kvmbox_pause().
+        assert_eq!(vm.run().unwrap(), RunOutcome::Exited(7));
+        assert_eq!(String::from_utf8(vm.take_stdout()).unwrap(), "resumed: 0, counter 100\n");
+    }
+
+    #[test]
+    fn host_calls_read_and_write_guest_memory() {
+        let mut vm = paused();
+        let mut host = HostCalls::new();
+        host.on(0x10000, |c| Ok(c.args[0] * 10));
+        host.on(0x10001, |c| {
+            let key = c.read_cstring(c.args[0], 256).map_err(|e| e.to_string())?.unwrap();
+            let value = format!("value-of-{}", String::from_utf8_lossy(&key));
+            c.write(c.args[1], value.as_bytes()).map_err(|e| e.to_string())?;
+            Ok(value.len() as u64)
+        });
+        let echo = vm.symbol("echo_plus_one").unwrap();
+        assert_eq!(vm.call(echo, &mut [CallArg::Int(4)], None, &mut host).unwrap(), 41);
+        let lookup = vm.symbol("lookup").unwrap();
+        let mut out = [0u8; 32];
+        let n = vm.call(lookup, &mut [CallArg::Str(b"k1"), CallArg::Bytes(&mut out), CallArg::Int(32)], None, &mut host).unwrap();
+        assert_eq!(&out[..n as usize], b"value-of-k1");
+        let unhandled = vm.symbol("unhandled_hostcall").unwrap();
+        assert_eq!(vm.call(unhandled, &mut [], None, &mut host).unwrap() as i64, -38, "ENOSYS");
+    }
+
+    #[test]
+    fn failures_inside_calls_finish_the_machine() {
+        let mut vm = paused();
+        match call(&mut vm, "crash", &mut []) {
+            Err(Error::GuestFault(f)) => assert_eq!((f.vector, f.address), (14, 16)),
+            other => panic!("{other:?}"),
+        }
+        assert!(vm.is_finished());
+        assert!(matches!(call(&mut vm, "add", &mut [CallArg::Int(1), CallArg::Int(1)]), Err(Error::InvalidState(_))));
+
+        let mut vm = paused();
+        let spin = vm.symbol("spin").unwrap();
+        let start = Instant::now();
+        assert!(matches!(vm.call(spin, &mut [CallArg::Int(u64::MAX)], Some(Duration::from_millis(100)), &mut NoHost), Err(Error::Timeout(100))));
+        assert!(start.elapsed() < Duration::from_secs(2));
+
+        let mut vm = paused();
+        assert!(matches!(call(&mut vm, "quit", &mut [CallArg::Int(3)]), Err(Error::GuestExited(RunOutcome::Exited(3)))));
+
+        let mut vm = paused();
+        let mut host = HostCalls::new();
+        host.on(0x10000, |_| Err("handler failed".into()));
+        let echo = vm.symbol("echo_plus_one").unwrap();
+        assert!(matches!(vm.call(echo, &mut [CallArg::Int(1)], None, &mut host), Err(Error::HostCallback(m)) if m == "handler failed"));
+    }
+
+    #[test]
+    fn bad_calls_are_rejected_without_harm() {
+        let mut vm = paused();
+        let add = vm.symbol("add").unwrap();
+        let seven = [0u64; 7].map(CallArg::Int);
+        assert!(matches!(vm.call(add, &mut { seven }, None, &mut NoHost), Err(Error::InvalidArgument(_))));
+        let data = vm.symbol("counter").unwrap_or(0x1000);
+        assert!(matches!(vm.call(data, &mut [], None, &mut NoHost), Err(Error::InvalidArgument(_))), "not code");
+        let mut huge = vec![0u8; 64 << 20];
+        assert!(matches!(vm.call(add, &mut [CallArg::Bytes(&mut huge)], None, &mut NoHost), Err(Error::InvalidArgument(_))));
+        assert_eq!(call(&mut vm, "pause_inside", &mut []).unwrap() as i64, -16, "EBUSY");
+        assert_eq!(call(&mut vm, "add", &mut [CallArg::Int(20), CallArg::Int(22)]).unwrap(), 42, "still usable");
+    }
+
+    #[test]
+    fn call_before_pause_is_an_error() {
+        require_kvm();
+        let mut vm = Machine::from_file(guest("calls"), opts(&["calls"])).unwrap();
+        let add = vm.symbol("add").unwrap();
+        assert!(matches!(vm.call(add, &mut [], None, &mut NoHost), Err(Error::InvalidState(_))));
+    }
+}

@@ -12,6 +12,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::host::{Host, Stream};
 
 use super::errno;
 
@@ -31,8 +32,8 @@ pub enum Output {
     Capture { data: Vec<u8>, limit: usize, truncated: bool },
     /// Written straight to this host file descriptor (1 or 2 of the host process).
     Inherit(RawFd),
-    /// Handed to a callback chunk by chunk; an error stops the guest.
-    Callback(Box<dyn FnMut(&[u8]) -> std::result::Result<(), String>>),
+    /// Handed chunk by chunk to the run's [`crate::Host::output`]; an error stops the guest.
+    Host,
 }
 
 impl Output {
@@ -43,7 +44,7 @@ impl Output {
     /// Deliver `data`. Returns the byte count the guest's write() reports, or the errno a
     /// failed host write gives the guest (EPIPE for a closed reader); `Err` only when a
     /// callback failed, which stops the guest.
-    pub fn write(&mut self, data: &[u8]) -> Result<std::result::Result<usize, i32>> {
+    pub fn write(&mut self, stream: Stream, data: &[u8], host: &mut dyn Host) -> Result<std::result::Result<usize, i32>> {
         match self {
             Output::Capture { data: buf, limit, truncated } => {
                 let room = limit.saturating_sub(buf.len());
@@ -70,8 +71,8 @@ impl Output {
                 }
                 Ok(Ok(done))
             }
-            Output::Callback(f) => {
-                f(data).map_err(Error::HostCallback)?;
+            Output::Host => {
+                host.output(stream, data).map_err(Error::HostCallback)?;
                 Ok(Ok(data.len()))
             }
         }

@@ -16,6 +16,7 @@ use kvm_ioctls::VcpuFd;
 
 use crate::arch::{MSR_FS_BASE, MSR_GS_BASE};
 use crate::error::{Error, Result};
+use crate::host::{Host, Stream};
 use crate::layout::AddressSpace;
 use crate::memory::{Efault, GuestMemory, UserMemory};
 use files::{FdKind, FdTable, FilePolicy, Input, Output};
@@ -24,7 +25,7 @@ use mm::Mappings;
 /// errno values (x86-64 Linux numbering, the same as the host's).
 pub mod errno {
     pub use libc::{
-        E2BIG, EACCES, EAGAIN, EBADF, EEXIST, EFAULT, EINTR, EINVAL, EIO, EISDIR, EMFILE, ENAMETOOLONG, ENOENT,
+        E2BIG, EACCES, EAGAIN, EBADF, EBUSY, EEXIST, EFAULT, EINTR, EINVAL, EIO, EISDIR, EMFILE, ENAMETOOLONG, ENOENT,
         ENOMEM, ENOSYS, ENOTDIR, ENOTTY, EPERM, ERANGE, EROFS, ESPIPE, ESRCH, ETIMEDOUT,
     };
 }
@@ -57,7 +58,7 @@ pub struct SyscallEnv<'a> {
 }
 
 impl SyscallEnv<'_> {
-    fn user(&self) -> UserMemory<'_> {
+    pub fn user(&self) -> UserMemory<'_> {
         UserMemory { mem: self.mem, space: self.space }
     }
 }
@@ -151,10 +152,16 @@ impl Linux {
     }
 
     /// Run syscall `nr` with arguments `a`.
-    pub fn handle(&mut self, env: &SyscallEnv, nr: u64, a: [u64; 6]) -> Result<Flow> {
-        let flow = self.dispatch(env, nr, a);
+    pub fn handle(&mut self, env: &SyscallEnv, host: &mut dyn Host, nr: u64, a: [u64; 6]) -> Result<Flow> {
+        let flow = self.dispatch(env, host, nr, a);
+        self.trace_syscall(nr, &a, &flow);
+        flow
+    }
+
+    /// Print one trace line, if tracing is on (host calls are traced too).
+    pub fn trace_syscall(&self, nr: u64, a: &[u64; 6], flow: &Result<Flow>) {
         if self.trace {
-            let shown = match &flow {
+            let shown = match flow {
                 Ok(Flow::Return(v)) if (*v as i64) < 0 && (*v as i64) > -4096 => format!("-{}", errno_name(-(*v as i64) as i32)),
                 Ok(Flow::Return(v)) => format!("{v:#x}"),
                 Ok(Flow::Exit(s)) => format!("exit {s:?}"),
@@ -171,14 +178,13 @@ impl Linux {
                 a[5]
             );
         }
-        flow
     }
 
-    fn dispatch(&mut self, env: &SyscallEnv, nr: u64, a: [u64; 6]) -> Result<Flow> {
+    fn dispatch(&mut self, env: &SyscallEnv, host: &mut dyn Host, nr: u64, a: [u64; 6]) -> Result<Flow> {
         let mem = env.user();
         let r = match nr {
             0 => self.read(env, a[0], a[1], a[2], None)?,
-            1 => return self.write(env, a[0], a[1], a[2]),
+            1 => return self.write(env, host, a[0], a[1], a[2]),
             2 => ret(self.open(env, AT_FDCWD as u64, a[0], a[1])),
             3 => ret(self.fds.close(a[0])),
             4 | 6 => ret(self.stat_path(env, AT_FDCWD as u64, a[0], a[1], 0)),
@@ -195,7 +201,7 @@ impl Linux {
             17 => self.read(env, a[0], a[1], a[2], Some(a[3]))?,
             18 => ret(self.pwrite(a[0])),
             19 => self.readv(env, a[0], a[1], a[2])?,
-            20 => return self.writev(env, a[0], a[1], a[2]),
+            20 => return self.writev(env, host, a[0], a[1], a[2]),
             21 => ret(self.access(env, AT_FDCWD as u64, a[0], a[1])),
             24 => 0,
             25 => ret(self.mm.mremap(env.mem, a[0], a[1], a[2], a[3], a[4])),
@@ -247,7 +253,7 @@ impl Linux {
 
     // ---- I/O ----------------------------------------------------------------------------
 
-    fn write(&mut self, env: &SyscallEnv, fd: u64, buf: u64, len: u64) -> Result<Flow> {
+    fn write(&mut self, env: &SyscallEnv, host: &mut dyn Host, fd: u64, buf: u64, len: u64) -> Result<Flow> {
         let len = len.min(0x7fff_f000);
         let Ok(ptr) = env.user().host_range(buf, len, false) else {
             return Ok(Flow::Return(if self.fds.get(fd).is_none() { err(errno::EBADF) } else { err(errno::EFAULT) }));
@@ -255,16 +261,16 @@ impl Linux {
         // SAFETY: the range is checked, inside the guest mapping, and nothing else writes it
         // while the vCPU (on this thread) is stopped in this exit.
         let data = unsafe { std::slice::from_raw_parts(ptr as *const u8, len as usize) };
-        self.write_bytes(fd, data)
+        self.write_bytes(host, fd, data)
     }
 
-    fn write_bytes(&mut self, fd: u64, data: &[u8]) -> Result<Flow> {
-        let out = match self.fds.get(fd) {
+    fn write_bytes(&mut self, host: &mut dyn Host, fd: u64, data: &[u8]) -> Result<Flow> {
+        let (out, stream) = match self.fds.get(fd) {
             None | Some(FdKind::Stdin) | Some(FdKind::File { .. }) => return Ok(Flow::Return(err(errno::EBADF))),
-            Some(FdKind::Stdout) => &mut self.stdout,
-            Some(FdKind::Stderr) => &mut self.stderr,
+            Some(FdKind::Stdout) => (&mut self.stdout, Stream::Stdout),
+            Some(FdKind::Stderr) => (&mut self.stderr, Stream::Stderr),
         };
-        Ok(match out.write(data)? {
+        Ok(match out.write(stream, data, host)? {
             Ok(n) => Flow::Return(n as u64),
             // A closed reader raises SIGPIPE, whose default action ends the process.
             Err(libc::EPIPE) if self.sigactions[libc::SIGPIPE as usize][0] != 1 /* SIG_IGN */ => {
@@ -289,7 +295,7 @@ impl Linux {
         Ok(out)
     }
 
-    fn writev(&mut self, env: &SyscallEnv, fd: u64, iov: u64, count: u64) -> Result<Flow> {
+    fn writev(&mut self, env: &SyscallEnv, host: &mut dyn Host, fd: u64, iov: u64, count: u64) -> Result<Flow> {
         let vecs = match self.read_iovecs(env, iov, count) {
             Ok(v) => v,
             Err(e) => return Ok(Flow::Return(err(e))),
@@ -302,7 +308,7 @@ impl Linux {
                 Err(_) => break,
             }
         }
-        self.write_bytes(fd, &data)
+        self.write_bytes(host, fd, &data)
     }
 
     /// read/pread64 into guest memory.

@@ -1,0 +1,105 @@
+//! The embedder's side of a running guest: host calls (syscall numbers the embedder handles,
+//! including overrides of Linux syscalls) and streamed output. The run loop borrows a
+//! [`Host`] for the duration of one `run`/`call`, so handlers can be closures over anything
+//! the caller has at hand (a JS environment, channels to another thread, …).
+
+use std::collections::HashMap;
+
+use crate::memory::{Efault, UserMemory};
+
+/// First and last syscall number of the embedder's host-call range; kvmbox's own control
+/// calls sit above it. Numbers below the range are Linux syscalls.
+pub const HOSTCALL_FIRST: u64 = 0x1_0000;
+pub const HOSTCALL_LAST: u64 = 0xF_FFFF;
+/// `kvmbox_pause()`: the guest is initialized and ready for calls.
+pub const SYS_PAUSE: u64 = 0x10_0000;
+
+/// Which output stream a chunk belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// One syscall the embedder handles, with checked access to the guest's memory.
+pub struct HostCall<'a> {
+    pub nr: u64,
+    pub args: [u64; 6],
+    pub(crate) memory: UserMemory<'a>,
+}
+
+impl HostCall<'_> {
+    /// Read `len` bytes of guest memory the guest itself may read.
+    pub fn read(&self, addr: u64, len: u64) -> Result<Vec<u8>, Efault> {
+        self.memory.read_vec(addr, len)
+    }
+
+    /// Write into guest memory the guest itself may write.
+    pub fn write(&self, addr: u64, data: &[u8]) -> Result<(), Efault> {
+        self.memory.write(addr, data)
+    }
+
+    /// Read a NUL-terminated string of at most `max` bytes.
+    pub fn read_cstring(&self, addr: u64, max: usize) -> Result<Option<Vec<u8>>, Efault> {
+        self.memory.read_cstring(addr, max)
+    }
+}
+
+/// What the embedder provides while a guest runs. Every method has a default, so an
+/// implementation only overrides what it uses.
+pub trait Host {
+    /// Should syscall `nr` go to [`Host::syscall`]? Host-call numbers that return false get
+    /// ENOSYS; Linux numbers that return false are emulated by kvmbox.
+    fn intercepts(&self, _nr: u64) -> bool {
+        false
+    }
+
+    /// Handle an intercepted syscall; the value becomes the guest's rax. An error stops the
+    /// guest and the run fails with [`crate::Error::HostCallback`].
+    fn syscall(&mut self, call: &mut HostCall<'_>) -> Result<u64, String> {
+        Err(format!("no handler for syscall {:#x}", call.nr))
+    }
+
+    /// A chunk the guest wrote to a stream configured as [`crate::Output::Host`].
+    fn output(&mut self, _stream: Stream, _data: &[u8]) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// A host with no handlers: plain Linux emulation.
+pub struct NoHost;
+impl Host for NoHost {}
+
+/// Closure-based host calls for Rust embedders.
+pub type HostCallFn = Box<dyn FnMut(&mut HostCall<'_>) -> Result<u64, String> + Send>;
+
+/// A [`Host`] built from closures keyed by syscall number.
+#[derive(Default)]
+pub struct HostCalls {
+    handlers: HashMap<u64, HostCallFn>,
+}
+
+impl HostCalls {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Handle syscall `nr` with `f` (a host-call number, or a Linux number to override).
+    pub fn on(&mut self, nr: u64, f: impl FnMut(&mut HostCall<'_>) -> Result<u64, String> + Send + 'static) -> &mut Self {
+        self.handlers.insert(nr, Box::new(f));
+        self
+    }
+}
+
+impl Host for HostCalls {
+    fn intercepts(&self, nr: u64) -> bool {
+        self.handlers.contains_key(&nr)
+    }
+
+    fn syscall(&mut self, call: &mut HostCall<'_>) -> Result<u64, String> {
+        match self.handlers.get_mut(&call.nr) {
+            Some(f) => f(call),
+            None => Err(format!("no handler for syscall {:#x}", call.nr)),
+        }
+    }
+}
