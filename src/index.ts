@@ -13,6 +13,7 @@ export type {
   CallOptions,
   HostCallContext,
   HostCallHandler,
+  HostCallResult,
 } from './machine'
 export {
   KvmboxError,

@@ -94,8 +94,14 @@ export interface HostCallContext {
   write(addr: Address, bytes: Uint8Array | string): void
 }
 
-/** A host-call handler: its return value (number, bigint, boolean or nothing = 0) becomes the guest's rax. */
-export type HostCallHandler = (c: HostCallContext) => number | bigint | boolean | void
+/** What a handler may return: the value becomes the guest's rax (nothing = 0). */
+export type HostCallResult = number | bigint | boolean | void
+
+/**
+ * A host-call handler. Synchronous runs and calls need a synchronous result; under
+ * runAsync()/callAsync() a handler may also return a Promise (the guest waits for it).
+ */
+export type HostCallHandler = (c: HostCallContext) => HostCallResult | Promise<HostCallResult>
 
 /** First and last syscall number of the embedder's host-call range (see guest/include/kvmbox.h). */
 export const HOSTCALL_FIRST = 0x10000
@@ -259,6 +265,7 @@ export class Machine {
   /** A value thrown by a callback during the current run/call, to re-throw afterwards. */
   #thrown: { value: unknown; fromHandler: boolean } | undefined
   #busy = false
+  #busyAsync = false
   /** Created up front: the native machine cannot be borrowed again while it runs a handler. */
   readonly #memory: GuestMemory
   /** Symbol addresses already looked up, as Numbers (guest addresses are < 2^53). */
@@ -270,6 +277,8 @@ export class Machine {
     const onStdout = typeof opts.stdout === 'function' ? this.#guardOutput(opts.stdout) : undefined
     const onStderr = typeof opts.stderr === 'function' ? this.#guardOutput(opts.stderr) : undefined
     n.setHooks(onStdout, onStderr, this.#dispatch, this.#regs)
+    if (typeof opts.stdout === 'function') this.#asyncOutput.stdout = this.#keepOutputErrors(opts.stdout)
+    if (typeof opts.stderr === 'function') this.#asyncOutput.stderr = this.#keepOutputErrors(opts.stderr)
   }
 
   /** Load a static executable from a file. */
@@ -290,15 +299,18 @@ export class Machine {
     )
   }
 
-  /** 'ready' (never run) | 'paused' (in kvmbox_pause; callable) | 'finished' | 'closed'. */
-  get state(): 'ready' | 'paused' | 'finished' | 'closed' {
-    return this.#native.state as 'ready' | 'paused' | 'finished' | 'closed'
+  /**
+   * 'ready' (never run) | 'paused' (in kvmbox_pause; functions may be called) | 'busy' (an async
+   * run/call is in progress) | 'closed' (finished — exit, fault, timeout, handler error — or
+   * close() was called; its VM and memory are released).
+   */
+  get state(): 'ready' | 'paused' | 'busy' | 'closed' {
+    return this.#native.state as 'ready' | 'paused' | 'busy' | 'closed'
   }
 
-  /** True once the guest finished (exit, fault, timeout, handler error) or close() was called. */
+  /** True once the guest finished or close() was called. */
   get closed(): boolean {
-    const s = this.state
-    return s === 'closed' || s === 'finished'
+    return this.state === 'closed'
   }
 
   /** Guest memory, checked against what the guest itself may access. */
@@ -313,7 +325,31 @@ export class Machine {
    */
   run(opts: RunOptions = {}): RunResult {
     this.#checkUsable()
-    const r = this.#enter(() => this.#native.run(opts.timeout))
+    return this.#runResult(this.#enter(() => this.#native.run(opts.timeout)))
+  }
+
+  /**
+   * Like run(), on this machine's own thread: the event loop keeps going, handlers may be
+   * async, and many machines can run at once.
+   */
+  async runAsync(opts: RunOptions = {}): Promise<RunResult> {
+    const r = await this.#enterAsync(() =>
+      this.#native.runAsync(opts.timeout, this.#dispatchAsync, this.#asyncOutput.stdout, this.#asyncOutput.stderr),
+    )
+    return this.#runResult(r.run!)
+  }
+
+  /** Like call(), on this machine's own thread (handlers may be async). */
+  callAsync(target: string | Address, ...args: [...CallArg[]] | [...CallArg[], CallOptions]): Promise<number> {
+    return this.#callAsync(target, args, false) as Promise<number>
+  }
+
+  /** Like callBigInt(), on this machine's own thread. */
+  callBigIntAsync(target: string | Address, ...args: [...CallArg[]] | [...CallArg[], CallOptions]): Promise<bigint> {
+    return this.#callAsync(target, args, true) as Promise<bigint>
+  }
+
+  #runResult(r: native.NativeRunResult): RunResult {
     if ((r.status === 'error' || r.status === 'callback') && r.error) throw this.#failure(r.error, r.stdout, r.stderr)
     const base = { stdout: r.stdout, stderr: r.stderr, stdoutTruncated: r.stdoutTruncated, stderrTruncated: r.stderrTruncated }
     if (r.status === 'paused') return { status: 'paused', ...base }
@@ -322,6 +358,18 @@ export class Machine {
       return { status: 'signaled', signal: signalNames.get(n) ?? `SIG${n}`, signalNumber: n, exitCode: r.exitCode ?? 128 + n, ...base }
     }
     return { status: 'exited', exitCode: r.exitCode ?? 0, ...base }
+  }
+
+  async #callAsync(target: string | Address, rawArgs: unknown[], asBigInt: boolean): Promise<number | bigint> {
+    const { addr, args, opts } = this.#prepareCall(target, rawArgs)
+    const r = await this.#enterAsync(() =>
+      this.#native.callAsync(addr, args, asBigInt, opts.timeout, this.#dispatchAsync, this.#asyncOutput.stdout, this.#asyncOutput.stderr),
+    )
+    if (r.error) {
+      const out = this.#native.takeOutput()
+      throw this.#failure(r.error, out.stdout, out.stderr)
+    }
+    return r.value as number | bigint
   }
 
   /**
@@ -380,6 +428,7 @@ export class Machine {
   }
 
   #checkUsable(): void {
+    if (this.#busyAsync) throw new InvalidStateError('this machine is busy with an async run or call; wait for it to settle')
     if (this.#busy) throw new InvalidStateError('this machine is already running: calling it again from inside one of its own handlers is not supported')
     if (this.closed) throw new InvalidStateError('the machine has finished (it exited, failed, or close() was called)')
   }
@@ -399,13 +448,19 @@ export class Machine {
     return toAddr(target)
   }
 
-  #call(target: string | Address, rawArgs: unknown[], asBigInt: boolean): number | bigint {
+  #prepareCall(target: string | Address, rawArgs: unknown[]) {
     this.#checkUsable()
     let opts: CallOptions = {}
     if (rawArgs.length > 0 && isCallOptions(rawArgs[rawArgs.length - 1])) opts = rawArgs.pop() as CallOptions
+    if (opts.timeout !== undefined && (!Number.isFinite(opts.timeout) || opts.timeout < 0)) {
+      throw new InvalidArgumentError(`timeout must be a non-negative number of milliseconds, got ${opts.timeout}`)
+    }
     if (rawArgs.length > 6) throw new InvalidArgumentError(`at most 6 arguments can be passed, got ${rawArgs.length}`)
-    const addr = this.#resolve(target)
-    const args = (rawArgs as CallArg[]).map(toNativeArg)
+    return { addr: this.#resolve(target), args: (rawArgs as CallArg[]).map(toNativeArg), opts }
+  }
+
+  #call(target: string | Address, rawArgs: unknown[], asBigInt: boolean): number | bigint {
+    const { addr, args, opts } = this.#prepareCall(target, rawArgs)
     return this.#enter(() => {
       try {
         return this.#native.call(addr, args, asBigInt, opts.timeout)
@@ -436,6 +491,53 @@ export class Machine {
       this.#thrown = { value: e, fromHandler: true }
       return 1
     }
+  }
+
+  /** The async dispatcher: awaits the handler; a throw rejects (and is kept to re-throw). */
+  readonly #dispatchAsync = async (nr: number, ...a: bigint[]): Promise<bigint> => {
+    const handler = this.#handlers.get(nr)
+    if (!handler) return BigInt.asUintN(64, -38n) // ENOSYS
+    try {
+      return toU64(await handler(new Context(this, nr, [a[0], a[1], a[2], a[3], a[4], a[5]])))
+    } catch (e) {
+      this.#thrown = { value: e, fromHandler: true }
+      throw e
+    }
+  }
+
+  /** Output callbacks for async operations: a throw is kept (and re-thrown when the operation settles). */
+  readonly #asyncOutput: { stdout?: (chunk: Buffer) => void; stderr?: (chunk: Buffer) => void } = {}
+
+  #keepOutputErrors(f: (chunk: Buffer) => void): (chunk: Buffer) => void {
+    return (chunk) => {
+      try {
+        f(chunk)
+      } catch (e) {
+        this.#thrown ??= { value: e, fromHandler: false }
+      }
+    }
+  }
+
+  /** Run an async native operation with the same bookkeeping as #enter. */
+  async #enterAsync<T>(start: () => Promise<T>): Promise<T & { callbackFailed?: boolean }> {
+    this.#checkUsable()
+    this.#busyAsync = true
+    this.#thrown = undefined
+    let r: T & { callbackFailed?: boolean }
+    try {
+      r = (await start()) as T & { callbackFailed?: boolean }
+    } catch (e) {
+      throw this.#fromThrown() ?? translateNativeError(e)
+    } finally {
+      this.#busyAsync = false
+    }
+    // An output callback threw but the guest went on: report it now.
+    const t = this.#thrown as { value: unknown; fromHandler: boolean } | undefined
+    if (t && !t.fromHandler) {
+      this.#thrown = undefined
+      throw t.value
+    }
+    return r
   }
 
   #guardOutput(f: (chunk: Buffer) => void): (chunk: Buffer) => void {

@@ -1,0 +1,298 @@
+//! Running a machine off the JS thread: each machine that is used asynchronously gets one
+//! dedicated worker thread (never the libuv pool, whose few threads would deadlock while
+//! guests wait on JS handlers), so its vCPU stays on one thread. Host calls go back to the JS
+//! thread through a threadsafe function and the worker blocks until the (possibly async)
+//! handler's promise settles; output chunks are streamed without blocking and flushed before
+//! the job's promise settles.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use kvmbox::{CallArg, Host, HostCall, Machine, Stream};
+use napi::bindgen_prelude::*;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::JsDeferred;
+use napi_derive::napi;
+
+use crate::convert::{call_value, error_record, run_result, NativeError, NativeRunResult};
+
+/// `(nr, a0, …, a5) => Promise<bigint>`: the SDK's async dispatcher (it awaits the handler).
+pub(crate) type DispatchArgs = FnArgs<(u32, u64, u64, u64, u64, u64, u64)>;
+pub(crate) type DispatchTsfn = ThreadsafeFunction<DispatchArgs, Promise<BigInt>, DispatchArgs, Status, false>;
+type OutputTsfn = ThreadsafeFunction<Vec<u8>, (), Buffer, Status, false>;
+
+/// Output chunks on their way to a JS callback, counted so the job can wait until all were
+/// delivered (threadsafe functions do not order against the promise's own resolution).
+pub(crate) struct OutputSink {
+    tsfn: OutputTsfn,
+    sent: AtomicU64,
+    delivered: Arc<(Mutex<u64>, Condvar)>,
+}
+
+impl OutputSink {
+    pub(crate) fn new(cb: Function<Buffer, ()>) -> Result<OutputSink> {
+        let delivered = Arc::new((Mutex::new(0u64), Condvar::new()));
+        let counter = delivered.clone();
+        let tsfn = cb.build_threadsafe_function::<Vec<u8>>().build_callback(move |ctx| {
+            let (m, cv) = &*counter;
+            *m.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+            cv.notify_all();
+            Ok(Buffer::from(ctx.value))
+        })?;
+        Ok(OutputSink { tsfn, sent: AtomicU64::new(0), delivered })
+    }
+
+    fn send(&self, chunk: Vec<u8>) -> bool {
+        let ok = self.tsfn.call(chunk, ThreadsafeFunctionCallMode::Blocking) == Status::Ok;
+        if ok {
+            self.sent.fetch_add(1, Ordering::Release);
+        }
+        ok
+    }
+
+    /// Wait until the JS thread has taken every chunk sent so far.
+    fn flush(&self) {
+        let target = self.sent.load(Ordering::Acquire);
+        let (m, cv) = &*self.delivered;
+        let mut done = m.lock().unwrap_or_else(|e| e.into_inner());
+        while *done < target {
+            done = cv.wait_timeout(done, Duration::from_millis(50)).unwrap_or_else(|e| e.into_inner()).0;
+            if self.tsfn.aborted() {
+                return;
+            }
+        }
+    }
+}
+
+/// The JS side of one asynchronous run or call, used from the worker thread.
+pub(crate) struct AsyncHost {
+    pub dispatch: Option<DispatchTsfn>,
+    pub stdout: Option<OutputSink>,
+    pub stderr: Option<OutputSink>,
+    pub intercepted: HashSet<u64>,
+    pub callback_failed: bool,
+}
+
+impl Host for AsyncHost {
+    fn intercepts(&self, nr: u64) -> bool {
+        self.dispatch.is_some() && self.intercepted.contains(&nr)
+    }
+
+    fn syscall(&mut self, call: &mut HostCall<'_>) -> std::result::Result<u64, String> {
+        let Some(tsfn) = &self.dispatch else { return Err("no host-call dispatcher".into()) };
+        let a = call.args;
+        let (tx, rx) = mpsc::sync_channel::<Result<Promise<BigInt>>>(1);
+        let status = tsfn.call_with_return_value(
+            FnArgs::from((call.nr as u32, a[0], a[1], a[2], a[3], a[4], a[5])),
+            ThreadsafeFunctionCallMode::Blocking,
+            move |ret, _env| {
+                let _ = tx.send(ret);
+                Ok(())
+            },
+        );
+        let result = if status != Status::Ok {
+            Err(format!("could not reach the JS thread ({status})"))
+        } else {
+            rx.recv()
+                .map_err(|_| "the host-call handler was dropped".to_string())
+                .and_then(|r| r.map_err(|e| e.reason.clone()))
+                .and_then(|promise| futures::executor::block_on(promise).map_err(|e| e.reason.clone()))
+                .and_then(|big| {
+                    let (signed, v, lossless) = big.get_u64();
+                    if signed || !lossless {
+                        Err("the dispatcher returned a value outside 0..2^64".into())
+                    } else {
+                        Ok(v)
+                    }
+                })
+        };
+        if result.is_err() {
+            self.callback_failed = true;
+        }
+        result
+    }
+
+    fn output(&mut self, stream: Stream, data: &[u8]) -> std::result::Result<(), String> {
+        let sink = match stream {
+            Stream::Stdout => &self.stdout,
+            Stream::Stderr => &self.stderr,
+        };
+        if let Some(sink) = sink {
+            if !sink.send(data.to_vec()) {
+                self.callback_failed = true;
+                return Err("the output callback is gone".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl AsyncHost {
+    fn finish(&mut self) {
+        for sink in [&self.stdout, &self.stderr].into_iter().flatten() {
+            sink.flush();
+        }
+        // Release the threadsafe functions before the promise settles, so the process can exit.
+        self.dispatch = None;
+        self.stdout = None;
+        self.stderr = None;
+    }
+}
+
+/// Where the machine lives: on the JS side between operations, with the worker during an
+/// async one.
+pub(crate) enum Slot {
+    Idle(Machine),
+    Busy,
+    Closed,
+}
+
+pub(crate) type SharedSlot = Arc<Mutex<Slot>>;
+
+/// A call argument owned by the job (copied from JS before the job starts).
+pub(crate) enum OwnedArg {
+    Int(u64),
+    Str(Vec<u8>),
+    Bytes(Vec<u8>),
+}
+
+pub(crate) enum Work {
+    Run { timeout: Option<Duration>, use_default: bool },
+    Call { addr: u64, args: Vec<OwnedArg>, as_bigint: bool, timeout: Option<Duration> },
+}
+
+/// What an async operation resolves to.
+#[napi(object, object_from_js = false)]
+pub struct NativeAsyncResult {
+    /// For runs.
+    pub run: Option<NativeRunResult>,
+    /// For calls that returned.
+    pub value: Option<Either<f64, BigInt>>,
+    /// For calls that failed.
+    pub error: Option<NativeError>,
+    /// A JS callback failed (the SDK knows what it threw).
+    pub callback_failed: bool,
+}
+
+type Resolver = Box<dyn FnOnce(Env) -> Result<NativeAsyncResult> + Send>;
+
+pub(crate) struct Job {
+    pub work: Work,
+    pub machine: Option<Machine>,
+    pub host: AsyncHost,
+    pub slot: SharedSlot,
+    /// The JS Buffers passed to a call, refilled from the guest when it returns.
+    pub buffers: Vec<Buffer>,
+    pub deferred: Option<JsDeferred<NativeAsyncResult, Resolver>>,
+}
+
+impl Job {
+    fn execute(mut self) {
+        let Some(mut machine) = self.machine.take() else { return };
+        let (run, value, error, bytes_back) = match &mut self.work {
+            Work::Run { timeout, use_default } => {
+                let outcome = if *use_default {
+                    machine.run_with_default_timeout(&mut self.host)
+                } else {
+                    machine.run_with(*timeout, &mut self.host)
+                };
+                (Some(run_result(&mut machine, outcome, self.host.callback_failed)), None, None, Vec::new())
+            }
+            Work::Call { addr, args, as_bigint, timeout } => {
+                let mut core: Vec<CallArg> = args
+                    .iter_mut()
+                    .map(|a| match a {
+                        OwnedArg::Int(v) => CallArg::Int(*v),
+                        OwnedArg::Str(s) => CallArg::Str(s),
+                        OwnedArg::Bytes(b) => CallArg::Bytes(b),
+                    })
+                    .collect();
+                let timeout = timeout.or(machine.default_timeout());
+                let outcome = machine.call(*addr, &mut core, timeout, &mut self.host);
+                drop(core);
+                let back: Vec<Vec<u8>> = args
+                    .drain(..)
+                    .filter_map(|a| match a {
+                        OwnedArg::Bytes(b) => Some(b),
+                        _ => None,
+                    })
+                    .collect();
+                match outcome {
+                    Ok(v) => (None, Some(call_value(v, *as_bigint)), None, back),
+                    Err(e) => (None, None, Some(error_record(&e)), Vec::new()),
+                }
+            }
+        };
+        self.host.finish();
+        let callback_failed = self.host.callback_failed;
+        {
+            let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+            if matches!(*slot, Slot::Busy) && !machine.is_finished() {
+                *slot = Slot::Idle(machine);
+            } else {
+                // Finished, or closed meanwhile: release the VM now.
+                if matches!(*slot, Slot::Busy) {
+                    *slot = Slot::Closed;
+                }
+                drop(machine);
+            }
+        }
+        let mut buffers = std::mem::take(&mut self.buffers);
+        if let Some(d) = self.deferred.take() {
+            d.resolve(Box::new(move |_env| {
+                for (buf, data) in buffers.iter_mut().zip(bytes_back) {
+                    let dst = buf.as_mut();
+                    let n = dst.len().min(data.len());
+                    dst[..n].copy_from_slice(&data[..n]);
+                }
+                Ok(NativeAsyncResult { run, value, error, callback_failed })
+            }));
+        }
+    }
+}
+
+impl Drop for Job {
+    /// A job that never ran (its worker is gone) still settles its promise: an unsettled
+    /// deferred would keep Node alive forever.
+    fn drop(&mut self) {
+        if let Some(d) = self.deferred.take() {
+            if let Some(machine) = self.machine.take() {
+                let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+                if matches!(*slot, Slot::Busy) {
+                    *slot = Slot::Idle(machine);
+                }
+            }
+            d.resolve(Box::new(|_env| {
+                Err(Error::from_reason("INTERNAL: the machine's vCPU thread is gone"))
+            }));
+        }
+    }
+}
+
+/// The dedicated thread of one machine; it ends when the machine's JS object goes away.
+pub(crate) struct Worker {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Worker {
+    pub(crate) fn spawn() -> Result<Worker> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("kvmbox-vcpu".into())
+            .spawn(move || {
+                for job in rx {
+                    job.execute();
+                }
+            })
+            .map_err(|e| Error::from_reason(format!("cannot start the vCPU thread: {e}")))?;
+        Ok(Worker { jobs: tx })
+    }
+
+    /// Queue `job`; if the worker is gone the job comes back.
+    pub(crate) fn submit(&self, job: Job) -> std::result::Result<(), Job> {
+        self.jobs.send(job).map_err(|e| e.0)
+    }
+}

@@ -1,0 +1,192 @@
+//! Conversions between the SDK's plain JS values and the core's types.
+
+use std::time::Duration;
+
+use kvmbox::{Error as CoreError, Input, MachineOptions, Machine, Output, RunOutcome};
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+
+/// Options as the SDK passes them (already validated and normalised there).
+#[napi(object)]
+pub struct NativeOptions {
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub memory: Option<f64>,
+    pub timeout_ms: Option<f64>,
+    pub stdin: Option<Buffer>,
+    pub stdin_inherit: Option<bool>,
+    /// "pipe" | "inherit" | "callback"
+    pub stdout: String,
+    pub stderr: String,
+    pub allow_read: Vec<String>,
+    pub trace: Option<bool>,
+    pub exe_path: Option<String>,
+    pub output_limit: Option<f64>,
+}
+
+/// A structured error record; the SDK maps `code` to an error class.
+#[napi(object, object_from_js = false)]
+pub struct NativeError {
+    pub code: String,
+    pub message: String,
+    pub vector: Option<u32>,
+    pub vector_name: Option<String>,
+    pub rip: Option<BigInt>,
+    pub address: Option<BigInt>,
+    pub error_code: Option<BigInt>,
+    pub timeout_ms: Option<f64>,
+    /// For GUEST_EXITED: how the guest ended.
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+}
+
+#[napi(object, object_from_js = false)]
+pub struct NativeRunResult {
+    /// "exited" | "signaled" | "paused" | "error"
+    pub status: String,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub stdout: Buffer,
+    pub stderr: Buffer,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+    pub error: Option<NativeError>,
+}
+
+pub(crate) fn error_record(e: &CoreError) -> NativeError {
+    let mut rec = NativeError {
+        code: e.code().into(),
+        message: e.to_string(),
+        vector: None,
+        vector_name: None,
+        rip: None,
+        address: None,
+        error_code: None,
+        timeout_ms: None,
+        exit_code: None,
+        signal: None,
+    };
+    match e {
+        CoreError::GuestFault(f) => {
+            rec.vector = Some(f.vector as u32);
+            rec.vector_name = Some(f.name().into());
+            rec.rip = Some(BigInt::from(f.rip));
+            rec.address = Some(BigInt::from(f.address));
+            rec.error_code = f.error_code.map(BigInt::from);
+        }
+        CoreError::Timeout(ms) => rec.timeout_ms = Some(*ms as f64),
+        CoreError::GuestExited(RunOutcome::Exited(c)) => rec.exit_code = Some(*c),
+        CoreError::GuestExited(RunOutcome::Signaled(s)) => {
+            rec.signal = Some(*s);
+            rec.exit_code = Some(128 + *s);
+        }
+        _ => {}
+    }
+    rec
+}
+
+/// Throw a JS Error whose `code` is the core's stable error code.
+pub(crate) fn throw(e: CoreError) -> Error<String> {
+    Error::new(e.code().to_string(), e.to_string())
+}
+
+fn output_mode(mode: &str, fd: i32, limit: usize) -> std::result::Result<Output, Error<String>> {
+    match mode {
+        "pipe" => Ok(Output::capture(limit)),
+        "callback" => Ok(Output::Host),
+        "inherit" => Ok(Output::Inherit(fd)),
+        other => Err(Error::new("INVALID_ARGUMENT".into(), format!("unknown output mode {other:?}"))),
+    }
+}
+
+pub(crate) fn core_options(o: NativeOptions) -> std::result::Result<MachineOptions, Error<String>> {
+    let limit = o.output_limit.map(|l| l as usize).unwrap_or(kvmbox::DEFAULT_OUTPUT_LIMIT);
+    let stdin = if o.stdin_inherit.unwrap_or(false) {
+        Input::Inherit
+    } else {
+        match o.stdin {
+            Some(b) => Input::Bytes { data: b.to_vec(), pos: 0 },
+            None => Input::Empty,
+        }
+    };
+    Ok(MachineOptions {
+        args: o.args,
+        env: o.env,
+        memory: o.memory.map(|m| m as u64).unwrap_or(kvmbox::DEFAULT_MEMORY),
+        timeout: o.timeout_ms.filter(|&t| t > 0.0).map(|t| Duration::from_secs_f64(t / 1000.0)),
+        stdin,
+        stdout: output_mode(&o.stdout, 1, limit)?,
+        stderr: output_mode(&o.stderr, 2, limit)?,
+        allow_read: o.allow_read,
+        trace: o.trace.unwrap_or(false),
+        exe_path: o.exe_path,
+        cwd: None,
+    })
+}
+
+pub(crate) fn timeout_of(ms: Option<f64>) -> Option<Duration> {
+    ms.filter(|&t| t > 0.0).map(|t| Duration::from_secs_f64(t / 1000.0))
+}
+
+
+/// A call argument as the SDK normalises it.
+pub(crate) type JsCallArg = Either4<f64, BigInt, String, Buffer>;
+
+pub(crate) fn u64_of_bigint(b: &BigInt) -> Option<u64> {
+    let (signed, value, lossless) = b.get_u64();
+    match (signed, lossless) {
+        (false, true) => Some(value),
+        (true, true) if value <= 1 << 63 => Some(value.wrapping_neg()),
+        _ => None,
+    }
+}
+
+pub(crate) fn u64_of_addr(a: &Either<f64, BigInt>) -> Option<u64> {
+    match a {
+        Either::A(n) if *n >= 0.0 && n.fract() == 0.0 && *n <= 9007199254740991.0 => Some(*n as u64),
+        Either::A(_) => None,
+        Either::B(b) => u64_of_bigint(b),
+    }
+}
+
+
+/// The SDK's view of how a run ended (output included).
+pub(crate) fn run_result(machine: &mut Machine, outcome: kvmbox::Result<RunOutcome>, callback_failed: bool) -> NativeRunResult {
+    let (stdout_truncated, stderr_truncated) = machine.output_truncated();
+    let mut result = NativeRunResult {
+        status: String::new(),
+        exit_code: None,
+        signal: None,
+        stdout: Buffer::from(machine.take_stdout()),
+        stderr: Buffer::from(machine.take_stderr()),
+        stdout_truncated,
+        stderr_truncated,
+        error: None,
+    };
+    match outcome {
+        Ok(RunOutcome::Exited(code)) => {
+            result.status = "exited".into();
+            result.exit_code = Some(code);
+        }
+        Ok(RunOutcome::Signaled(sig)) => {
+            result.status = "signaled".into();
+            result.signal = Some(sig);
+            result.exit_code = Some(128 + sig);
+        }
+        Ok(RunOutcome::Paused) => result.status = "paused".into(),
+        Err(e) => {
+            result.status = if callback_failed { "callback".into() } else { "error".into() };
+            result.error = Some(error_record(&e));
+        }
+    }
+    result
+}
+
+/// rax as the SDK wants it: a Number, or a BigInt when asked (both signed).
+pub(crate) fn call_value(v: u64, as_bigint: bool) -> Either<f64, BigInt> {
+    if as_bigint {
+        Either::B(BigInt::from(v as i64))
+    } else {
+        Either::A(v as i64 as f64)
+    }
+}

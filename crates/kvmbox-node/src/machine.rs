@@ -1,0 +1,310 @@
+//! `NativeMachine`: the JS handle of one kvmbox machine.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use kvmbox::{CallArg, Machine, WeakMemoryView};
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+
+use crate::async_host::{AsyncHost, DispatchTsfn, Job, NativeAsyncResult, OutputSink, OwnedArg, SharedSlot, Slot, Work, Worker};
+use crate::convert::{
+    call_value, core_options, error_record, run_result, throw, timeout_of, u64_of_addr, u64_of_bigint, JsCallArg, NativeError,
+    NativeOptions, NativeRunResult,
+};
+use crate::memory::NativeMemory;
+use crate::sync_host::{ChunkCallback, Hooks, JsHost, SyscallDispatch};
+
+/// Output captured (in 'pipe' mode) since the last take.
+#[napi(object, object_from_js = false)]
+pub struct NativeOutput {
+    pub stdout: Buffer,
+    pub stderr: Buffer,
+}
+
+#[napi]
+pub struct NativeMachine {
+    /// The machine, unless an async operation has it or it is finished/closed (then the VM,
+    /// its file descriptors and memory are released right away, not when JS collects this).
+    slot: SharedSlot,
+    /// Kept apart from the VM so symbols stay available after the guest finished.
+    symbols: Arc<HashMap<String, u64>>,
+    /// Weak: a finished machine's memory is released with it.
+    memory: WeakMemoryView,
+    /// Syscall numbers with a JS handler.
+    intercepted: HashSet<u64>,
+    hooks: Hooks,
+    /// Started on the first async operation.
+    worker: Option<Worker>,
+    /// Details of the last failed call (fetched by the SDK only when one failed).
+    last_error: Option<NativeError>,
+    /// Output left over when a call finished the machine.
+    last_output: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+fn new_native(inner: Machine) -> NativeMachine {
+    NativeMachine {
+        symbols: inner.symbols(),
+        memory: inner.memory().downgrade(),
+        slot: Arc::new(Mutex::new(Slot::Idle(inner))),
+        intercepted: HashSet::new(),
+        hooks: Hooks::default(),
+        worker: None,
+        last_error: None,
+        last_output: None,
+    }
+}
+
+fn state_error(slot: &Slot) -> Error<String> {
+    match slot {
+        Slot::Busy => Error::new("INVALID_STATE".to_string(), "the machine is busy with an async run or call"),
+        _ => Error::new("INVALID_STATE".to_string(), "the machine is closed"),
+    }
+}
+
+fn invalid(msg: &str) -> Error<String> {
+    Error::new("INVALID_ARGUMENT".to_string(), msg.to_string())
+}
+
+#[napi]
+impl NativeMachine {
+    #[napi(factory)]
+    pub fn from_file(path: String, options: NativeOptions) -> std::result::Result<NativeMachine, Error<String>> {
+        Ok(new_native(Machine::from_file(&path, core_options(options)?).map_err(throw)?))
+    }
+
+    #[napi(factory)]
+    pub fn from_buffer(bytes: Buffer, options: NativeOptions) -> std::result::Result<NativeMachine, Error<String>> {
+        Ok(new_native(Machine::from_bytes(bytes.to_vec(), core_options(options)?).map_err(throw)?))
+    }
+
+    /// Register the SDK's synchronous callbacks (output streams, host-call dispatcher) and the
+    /// shared register array. The references live as long as the machine.
+    #[napi]
+    pub fn set_hooks(
+        &mut self,
+        on_stdout: Option<ChunkCallback>,
+        on_stderr: Option<ChunkCallback>,
+        dispatch: Option<SyscallDispatch>,
+        regs: Option<BigUint64Array>,
+    ) -> Result<()> {
+        self.hooks = Hooks {
+            on_stdout: on_stdout.map(|f| f.create_ref()).transpose()?,
+            on_stderr: on_stderr.map(|f| f.create_ref()).transpose()?,
+            dispatch: dispatch.map(|f| f.create_ref()).transpose()?,
+            regs,
+        };
+        Ok(())
+    }
+
+    /// Address of an ELF symbol, if the program has it.
+    #[napi]
+    pub fn symbol(&self, name: String) -> Option<BigInt> {
+        self.symbols.get(&name).copied().map(BigInt::from)
+    }
+
+    /// A view of guest memory (usable while the guest is stopped and not finished).
+    #[napi]
+    pub fn memory(&self) -> NativeMemory {
+        NativeMemory { view: self.memory.clone() }
+    }
+
+    /// Route syscall `nr` to the JS dispatcher (or stop doing so).
+    #[napi]
+    pub fn intercept(&mut self, nr: u32, on: bool) {
+        if on {
+            self.intercepted.insert(nr as u64);
+        } else {
+            self.intercepted.remove(&(nr as u64));
+        }
+    }
+
+    /// Release the VM and its memory now (after the current async operation, if any). Idempotent.
+    #[napi]
+    pub fn close(&mut self) {
+        *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = Slot::Closed;
+        self.worker = None;
+    }
+
+    /// "ready" | "paused" | "busy" | "closed" (finished machines are closed)
+    #[napi(getter)]
+    pub fn state(&self) -> &'static str {
+        match &*self.slot.lock().unwrap_or_else(|e| e.into_inner()) {
+            Slot::Closed => "closed",
+            Slot::Busy => "busy",
+            Slot::Idle(m) if m.is_paused() => "paused",
+            Slot::Idle(m) if m.is_finished() => "closed",
+            Slot::Idle(_) => "ready",
+        }
+    }
+
+    /// Run (or resume after a pause) on this thread. Guest-level failures come back as
+    /// `{ status: 'error' }`; status 'callback' means one of the SDK's callbacks threw.
+    #[napi]
+    pub fn run(&mut self, env: &Env, timeout_ms: Option<f64>) -> std::result::Result<NativeRunResult, Error<String>> {
+        let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+        let Slot::Idle(machine) = &mut *slot else { return Err(state_error(&slot)) };
+        let mut host = JsHost { env, hooks: &mut self.hooks, intercepted: &self.intercepted, callback_failed: false };
+        let outcome = match timeout_ms {
+            Some(_) => machine.run_with(timeout_of(timeout_ms), &mut host),
+            None => machine.run_with_default_timeout(&mut host),
+        };
+        let callback_failed = host.callback_failed;
+        let result = run_result(machine, outcome, callback_failed);
+        if machine.is_finished() {
+            *slot = Slot::Closed;
+        }
+        Ok(result)
+    }
+
+    /// Call the guest function at `addr` while the guest is paused; returns rax (signed) as
+    /// a Number, or a BigInt when asked. On failure throws an Error whose `code` is the core's
+    /// error code; `takeLastError()` has the details.
+    #[napi]
+    pub fn call(
+        &mut self,
+        env: &Env,
+        addr: Either<f64, BigInt>,
+        mut args: Vec<JsCallArg>,
+        as_bigint: bool,
+        timeout_ms: Option<f64>,
+    ) -> std::result::Result<Either<f64, BigInt>, Error<String>> {
+        let addr = u64_of_addr(&addr).ok_or_else(|| invalid("function address out of range"))?;
+        let mut core_args = Vec::with_capacity(args.len());
+        for a in args.iter_mut() {
+            core_args.push(match a {
+                Either4::A(n) => CallArg::Int((*n as i64) as u64),
+                Either4::B(b) => CallArg::Int(u64_of_bigint(b).ok_or_else(|| invalid("bigint argument does not fit in 64 bits"))?),
+                Either4::C(s) => CallArg::Str(s.as_bytes()),
+                Either4::D(buf) => CallArg::Bytes(buf.as_mut()),
+            });
+        }
+        let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+        let Slot::Idle(machine) = &mut *slot else { return Err(state_error(&slot)) };
+        let mut host = JsHost { env, hooks: &mut self.hooks, intercepted: &self.intercepted, callback_failed: false };
+        let timeout = timeout_of(timeout_ms).or(machine.default_timeout());
+        let outcome = machine.call(addr, &mut core_args, timeout, &mut host);
+        let callback_failed = host.callback_failed;
+        if machine.is_finished() {
+            // Keep the output for takeOutput() before the VM goes.
+            self.last_output = Some((machine.take_stdout(), machine.take_stderr()));
+            *slot = Slot::Closed;
+        }
+        match outcome {
+            Ok(v) => Ok(call_value(v, as_bigint)),
+            Err(e) => {
+                let code = if callback_failed { "CALLBACK_THREW".to_string() } else { e.code().to_string() };
+                self.last_error = Some(error_record(&e));
+                Err(Error::new(code, e.to_string()))
+            }
+        }
+    }
+
+    /// Details of the last failed call.
+    #[napi]
+    pub fn take_last_error(&mut self) -> Option<NativeError> {
+        self.last_error.take()
+    }
+
+    /// Output captured (in 'pipe' mode) since the last run/take.
+    #[napi]
+    pub fn take_output(&mut self) -> NativeOutput {
+        let (stdout, stderr) = match self.last_output.take() {
+            Some(o) => o,
+            None => match &mut *self.slot.lock().unwrap_or_else(|e| e.into_inner()) {
+                Slot::Idle(m) => (m.take_stdout(), m.take_stderr()),
+                _ => (Vec::new(), Vec::new()),
+            },
+        };
+        NativeOutput { stdout: stdout.into(), stderr: stderr.into() }
+    }
+
+    /// Run (or resume) on this machine's own thread; resolves to `{ run }`.
+    #[napi(ts_return_type = "Promise<NativeAsyncResult>")]
+    pub fn run_async<'env>(
+        &mut self,
+        env: &'env Env,
+        timeout_ms: Option<f64>,
+        dispatch: Option<DispatchTsfn>,
+        on_stdout: Option<ChunkCallback>,
+        on_stderr: Option<ChunkCallback>,
+    ) -> std::result::Result<Object<'env>, Error<String>> {
+        let work = Work::Run { timeout: timeout_of(timeout_ms), use_default: timeout_ms.is_none() };
+        self.submit(env, work, Vec::new(), dispatch, on_stdout, on_stderr)
+    }
+
+    /// Call a guest function on this machine's own thread; resolves to `{ value }` or `{ error }`.
+    #[allow(clippy::too_many_arguments)]
+    #[napi(ts_return_type = "Promise<NativeAsyncResult>")]
+    pub fn call_async<'env>(
+        &mut self,
+        env: &'env Env,
+        addr: Either<f64, BigInt>,
+        args: Vec<JsCallArg>,
+        as_bigint: bool,
+        timeout_ms: Option<f64>,
+        dispatch: Option<DispatchTsfn>,
+        on_stdout: Option<ChunkCallback>,
+        on_stderr: Option<ChunkCallback>,
+    ) -> std::result::Result<Object<'env>, Error<String>> {
+        let addr = u64_of_addr(&addr).ok_or_else(|| invalid("function address out of range"))?;
+        let mut owned = Vec::with_capacity(args.len());
+        let mut buffers = Vec::new();
+        for a in args {
+            owned.push(match a {
+                Either4::A(n) => OwnedArg::Int((n as i64) as u64),
+                Either4::B(b) => OwnedArg::Int(u64_of_bigint(&b).ok_or_else(|| invalid("bigint argument does not fit in 64 bits"))?),
+                Either4::C(s) => OwnedArg::Str(s.into_bytes()),
+                Either4::D(buf) => {
+                    let copy = buf.to_vec();
+                    buffers.push(buf);
+                    OwnedArg::Bytes(copy)
+                }
+            });
+        }
+        let work = Work::Call { addr, args: owned, as_bigint, timeout: timeout_of(timeout_ms) };
+        self.submit(env, work, buffers, dispatch, on_stdout, on_stderr)
+    }
+}
+
+impl NativeMachine {
+    fn submit<'env>(
+        &mut self,
+        env: &'env Env,
+        work: Work,
+        buffers: Vec<Buffer>,
+        dispatch: Option<DispatchTsfn>,
+        on_stdout: Option<ChunkCallback>,
+        on_stderr: Option<ChunkCallback>,
+    ) -> std::result::Result<Object<'env>, Error<String>> {
+        let internal = |e: Error| Error::new("INTERNAL".to_string(), e.reason.clone());
+        let host = AsyncHost {
+            dispatch,
+            stdout: on_stdout.map(OutputSink::new).transpose().map_err(internal)?,
+            stderr: on_stderr.map(OutputSink::new).transpose().map_err(internal)?,
+            intercepted: self.intercepted.clone(),
+            callback_failed: false,
+        };
+        if self.worker.is_none() {
+            self.worker = Some(Worker::spawn().map_err(internal)?);
+        }
+        let machine = {
+            let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+            match std::mem::replace(&mut *slot, Slot::Busy) {
+                Slot::Idle(m) => m,
+                other => {
+                    let err = state_error(&other);
+                    *slot = other;
+                    return Err(err);
+                }
+            }
+        };
+        let (deferred, promise) = env.create_deferred::<NativeAsyncResult, _>().map_err(internal)?;
+        let job = Job { work, machine: Some(machine), host, slot: self.slot.clone(), buffers, deferred: Some(deferred) };
+        if let Some(worker) = &self.worker {
+            // A job that cannot be queued is dropped, which settles its promise.
+            let _ = worker.submit(job);
+        }
+        Ok(promise)
+    }
+}

@@ -1,0 +1,56 @@
+//! Checked guest-memory access from JS.
+
+use kvmbox::{MemoryView, WeakMemoryView};
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+
+use crate::convert::u64_of_bigint;
+
+/// Checked access to a machine's guest memory from JS (until the machine is finished/closed).
+#[napi]
+pub struct NativeMemory {
+    pub(crate) view: WeakMemoryView,
+}
+
+impl NativeMemory {
+    fn live(&self) -> Result<MemoryView> {
+        self.view.upgrade().ok_or_else(|| Error::new(Status::GenericFailure, "INVALID_STATE: the machine is closed; its memory was released"))
+    }
+}
+
+fn addr_of(addr: &BigInt) -> Result<u64> {
+    u64_of_bigint(addr).ok_or_else(|| Error::new(Status::InvalidArg, "INVALID_ARGUMENT: address out of range"))
+}
+
+fn efault(addr: u64, len: u64) -> Error {
+    Error::new(Status::InvalidArg, format!("EFAULT: {len} bytes at {addr:#x} are not accessible to the guest"))
+}
+
+#[napi]
+impl NativeMemory {
+    #[napi]
+    pub fn read(&self, addr: BigInt, len: f64) -> Result<Buffer> {
+        let addr = addr_of(&addr)?;
+        let len = len as u64;
+        self.live()?.read(addr, len).map(Buffer::from).map_err(|_| efault(addr, len))
+    }
+
+    #[napi]
+    pub fn write(&self, addr: BigInt, data: Buffer) -> Result<()> {
+        let addr = addr_of(&addr)?;
+        self.live()?.write(addr, &data).map_err(|_| efault(addr, data.len() as u64))
+    }
+
+    /// The bytes of a NUL-terminated string (at most `max`), or null if there is no NUL within.
+    #[napi]
+    pub fn read_c_string(&self, addr: BigInt, max: f64) -> Result<Option<Buffer>> {
+        let addr = addr_of(&addr)?;
+        self.live()?.read_cstring(addr, max as usize).map(|o| o.map(Buffer::from)).map_err(|_| efault(addr, 1))
+    }
+
+    #[napi(getter)]
+    pub fn size(&self) -> f64 {
+        self.view.upgrade().map(|v| v.size() as f64).unwrap_or(0.0)
+    }
+}
+
