@@ -145,7 +145,7 @@ impl AsyncHost {
 /// Where the machine lives: on the JS side between operations, with the worker during an
 /// async one.
 pub(crate) enum Slot {
-    Idle(Machine),
+    Idle(Box<Machine>),
     Busy,
     Closed,
 }
@@ -231,7 +231,7 @@ impl Job {
         {
             let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
             if matches!(*slot, Slot::Busy) && !machine.is_finished() {
-                *slot = Slot::Idle(machine);
+                *slot = Slot::Idle(Box::new(machine));
             } else {
                 // Finished, or closed meanwhile: release the VM now.
                 if matches!(*slot, Slot::Busy) {
@@ -262,7 +262,7 @@ impl Drop for Job {
             if let Some(machine) = self.machine.take() {
                 let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
                 if matches!(*slot, Slot::Busy) {
-                    *slot = Slot::Idle(machine);
+                    *slot = Slot::Idle(Box::new(machine));
                 }
             }
             d.resolve(Box::new(|_env| {
@@ -291,8 +291,8 @@ impl Worker {
         Ok(Worker { jobs: tx })
     }
 
-    /// Queue `job`; if the worker is gone the job comes back.
-    pub(crate) fn submit(&self, job: Job) -> std::result::Result<(), Job> {
-        self.jobs.send(job).map_err(|e| e.0)
+    /// Queue `job`; if the worker is gone the job is dropped, which settles its promise.
+    pub(crate) fn submit(&self, job: Job) {
+        let _ = self.jobs.send(job);
     }
 }

@@ -46,7 +46,7 @@ fn new_native(inner: Machine) -> NativeMachine {
     NativeMachine {
         symbols: inner.symbols(),
         memory: inner.memory().downgrade(),
-        slot: Arc::new(Mutex::new(Slot::Idle(inner))),
+        slot: Arc::new(Mutex::new(Slot::Idle(Box::new(inner)))),
         intercepted: HashSet::new(),
         hooks: Hooks::default(),
         worker: None,
@@ -291,7 +291,7 @@ impl NativeMachine {
         let machine = {
             let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
             match std::mem::replace(&mut *slot, Slot::Busy) {
-                Slot::Idle(m) => m,
+                Slot::Idle(m) => *m,
                 other => {
                     let err = state_error(&other);
                     *slot = other;
@@ -302,8 +302,7 @@ impl NativeMachine {
         let (deferred, promise) = env.create_deferred::<NativeAsyncResult, _>().map_err(internal)?;
         let job = Job { work, machine: Some(machine), host, slot: self.slot.clone(), buffers, deferred: Some(deferred) };
         if let Some(worker) = &self.worker {
-            // A job that cannot be queued is dropped, which settles its promise.
-            let _ = worker.submit(job);
+            worker.submit(job);
         }
         Ok(promise)
     }

@@ -241,8 +241,7 @@ pub fn xcr0_from_cpuid(cpuid: &CpuId) -> u64 {
 }
 
 pub fn set_xcr0(vcpu: &VcpuFd, xcr0: u64) -> Result<()> {
-    let mut xcrs = kvm_xcrs::default();
-    xcrs.nr_xcrs = 1;
+    let mut xcrs = kvm_xcrs { nr_xcrs: 1, ..Default::default() };
     xcrs.xcrs[0].xcr = 0;
     xcrs.xcrs[0].value = xcr0;
     vcpu.set_xcrs(&xcrs).map_err(|e| Error::kvm("KVM_SET_XCRS", e))

@@ -236,6 +236,12 @@ pub struct FdTable {
 
 pub const MAX_FDS: usize = 1024;
 
+impl Default for FdTable {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl FdTable {
     pub fn new() -> FdTable {
         FdTable { fds: vec![Some(FdKind::Stdin), Some(FdKind::Stdout), Some(FdKind::Stderr)] }

@@ -46,7 +46,7 @@ pub struct Mappings {
 }
 
 fn is_aligned(x: u64) -> bool {
-    x % PAGE_SIZE == 0
+    x.is_multiple_of(PAGE_SIZE)
 }
 
 impl Mappings {

@@ -2,7 +2,7 @@
 //!
 //! [`Linux`] holds the emulated process state (memory map, descriptors, signal dispositions)
 //! and [`Linux::handle`] runs one syscall. Guest memory is only reached through
-//! [`UserMemory`], so a bad pointer becomes EFAULT for the guest, never a host access.
+//! `UserMemory` (checked access), so a bad pointer becomes EFAULT for the guest, never a host access.
 
 pub mod files;
 pub mod mm;
@@ -783,7 +783,7 @@ impl Linux {
     }
 
     fn sched_getaffinity(&self, env: &SyscallEnv, len: u64, mask: u64) -> std::result::Result<u64, i32> {
-        if len < 8 || len % 8 != 0 {
+        if len < 8 || !len.is_multiple_of(8) {
             return Err(errno::EINVAL);
         }
         env.user().write_u64(mask, 1)?; // one vCPU
