@@ -133,11 +133,16 @@ pub(crate) fn timeout_of(ms: Option<f64>) -> Option<Duration> {
 pub(crate) type JsCallArg = Either4<f64, BigInt, String, Buffer>;
 
 pub(crate) fn u64_of_bigint(b: &BigInt) -> Option<u64> {
-    let (signed, value, lossless) = b.get_u64();
-    match (signed, lossless) {
-        (false, true) => Some(value),
-        (true, true) if value <= 1 << 63 => Some(value.wrapping_neg()),
-        _ => None,
+    // Accept -2^63 ..= 2^64-1: negative values become their two's complement.
+    let significant = b.words.iter().rposition(|&w| w != 0).map_or(0, |i| i + 1);
+    if significant > 1 {
+        return None;
+    }
+    let magnitude = b.words.first().copied().unwrap_or(0);
+    match b.sign_bit {
+        false => Some(magnitude),
+        true if magnitude <= 1 << 63 => Some(magnitude.wrapping_neg()),
+        true => None,
     }
 }
 
