@@ -1,6 +1,7 @@
 //! [`Machine`]: one guest program in its own VM, and the run loop that turns VM exits into
 //! emulated syscalls, typed faults, timeouts and exits.
 
+use std::collections::HashMap;
 use std::mem::ManuallyDrop;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -22,8 +23,9 @@ use crate::stack;
 use crate::syscalls::files::{FilePolicy, Input, Output};
 use crate::syscalls::mm::Mappings;
 use crate::syscalls::{ExitStatus, Flow, Linux, SyscallEnv};
+use crate::snapshot::{self, Snapshot, SnapshotData};
 use crate::timer;
-use crate::vcpu::{self, Vm};
+use crate::vcpu::{self, Vm, VmPool};
 
 /// Default guest memory: 128 MiB of address space (only touched pages use host memory).
 pub const DEFAULT_MEMORY: u64 = 128 << 20;
@@ -114,12 +116,34 @@ pub struct Machine {
     mem: ManuallyDrop<Arc<GuestMemory>>,
     layout: Layout,
     space: Arc<AddressSpace>,
-    program: Program,
+    cr3: u64,
+    symbols: Arc<HashMap<String, u64>>,
     linux: Linux,
     timeout: Option<Duration>,
     state: State,
+    /// The snapshot this machine was forked from (or took), which `reset` returns to.
+    snapshot: Option<Snapshot>,
     /// Learned at the first syscall exit from CS.dpl: does `syscall` stay in ring 3 here?
     syscall_in_ring3: Option<bool>,
+}
+
+/// Host memory accounting of one machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryUsage {
+    /// Memory only this machine uses: its private copies of pages (or, for a machine that
+    /// never took or came from a snapshot, all of its resident guest memory).
+    pub private_bytes: u64,
+    /// The snapshot image it maps copy-on-write, shared with every other fork of it.
+    pub shared_bytes: u64,
+    /// The guest memory size (address space).
+    pub memory_size: u64,
+}
+
+/// Seal a snapshot's memfd against any further change (defence in depth: nothing writes it).
+fn seal(memfd: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl on our own descriptor; failure (no MFD_ALLOW_SEALING) is harmless.
+    unsafe { libc::fcntl(memfd.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_WRITE | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL) };
 }
 
 /// How a run ended.
@@ -159,7 +183,7 @@ impl Machine {
         let space = AddressSpace::new(layout.regions(&segments));
 
         let host_cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-        let policy = FilePolicy::new(&opts.allow_read, &host_cwd)?;
+        let policy = Arc::new(FilePolicy::new(&opts.allow_read, &host_cwd)?);
         let exe_path = opts.exe_path.take().unwrap_or_else(|| "/guest".into());
         if !exe_path.starts_with('/') {
             return Err(Error::InvalidArgument(format!("exe_path must be absolute, got {exe_path:?}")));
@@ -204,22 +228,151 @@ impl Machine {
             mem: ManuallyDrop::new(Arc::new(mem)),
             layout,
             space: Arc::new(space),
-            program,
+            cr3,
+            symbols: Arc::clone(&program.symbols),
             linux,
             timeout: opts.timeout,
             state: State::Ready,
+            snapshot: None,
             syscall_in_ring3: None,
         })
     }
 
     /// Address of a symbol from the program's ELF symbol table.
     pub fn symbol(&self, name: &str) -> Option<u64> {
-        self.program.symbols.get(name).copied()
+        self.symbols.get(name).copied()
     }
 
     /// The program's symbol table (name → address), shareable beyond the machine's life.
-    pub fn symbols(&self) -> std::sync::Arc<std::collections::HashMap<String, u64>> {
-        self.program.symbols.clone()
+    pub fn symbols(&self) -> Arc<HashMap<String, u64>> {
+        Arc::clone(&self.symbols)
+    }
+
+    /// Take a snapshot of the paused guest: memory, CPU state (registers, FPU/SSE/AVX, FS/GS
+    /// base) and the emulated process (heap and mmap allocator, descriptors, signal
+    /// dispositions). The machine keeps running on a private copy-on-write copy of its memory,
+    /// as if it were a fork of the new snapshot (so `reset` returns it there).
+    pub fn snapshot(&mut self) -> Result<Snapshot> {
+        let State::Paused { resume } = self.state else {
+            return Err(Error::InvalidState("snapshot() needs a paused guest: run() until the program calls kvmbox_pause()".into()));
+        };
+        let cpu = self.vm.capture(&resume)?;
+        let memfd = self.mem.freeze()?;
+        seal(&memfd);
+        // The shadow pages KVM built over the shared mapping are dropped by the MMU notifier;
+        // from now on track the guest's writes so resets know what to copy back.
+        self.vm.attach(&self.mem, true)?;
+        self.vm.take_dirty_log(self.layout.memory)?;
+        self.mem.take_host_dirty();
+        let source = snapshot::read_only_view(&memfd, self.layout.memory)?;
+        let linux = self.linux.capture();
+        let proto = self.linux.fork_from(&linux)?;
+        let snap = Snapshot {
+            data: Arc::new(SnapshotData {
+                memfd,
+                source,
+                layout: self.layout.clone(),
+                space: Arc::clone(&self.space),
+                cr3: self.cr3,
+                symbols: Arc::clone(&self.symbols),
+                cpu,
+                linux,
+                proto,
+                timeout: self.timeout,
+            }),
+        };
+        self.snapshot = Some(snap.clone());
+        Ok(snap)
+    }
+
+    /// A new machine that shares `snap`'s memory copy-on-write, paused where the snapshot was
+    /// taken. Its VM comes from the background pool when one is ready.
+    pub fn fork(snap: &Snapshot) -> Result<Machine> {
+        let d = &snap.data;
+        let mut vm = VmPool::global().take()?;
+        let mem = GuestMemory::private_over(&d.memfd, d.layout.memory)?;
+        vm.attach(&mem, true)?;
+        vm.set_system_state(&d.layout, d.cr3)?;
+        vm.restore(&d.cpu)?;
+        let linux = d.proto.fork_from(&d.linux)?;
+        Ok(Machine {
+            vm: ManuallyDrop::new(vm),
+            mem: ManuallyDrop::new(Arc::new(mem)),
+            layout: d.layout.clone(),
+            space: Arc::clone(&d.space),
+            cr3: d.cr3,
+            symbols: Arc::clone(&d.symbols),
+            linux,
+            timeout: d.timeout,
+            state: State::Paused { resume: d.cpu.regs },
+            snapshot: Some(snap.clone()),
+            syscall_in_ring3: None,
+        })
+    }
+
+    /// The snapshot `reset` returns to, if any.
+    pub fn snapshot_of(&self) -> Option<&Snapshot> {
+        self.snapshot.as_ref()
+    }
+
+    /// Return to exactly the state of the snapshot this machine was forked from (or took):
+    /// every page written since (by the guest or by the host) is copied back, the CPU state
+    /// and the emulated process are restored, and captured output is cleared. Works after a
+    /// fault, timeout or exit too. Returns the number of pages restored.
+    pub fn reset(&mut self) -> Result<usize> {
+        let snap = self.snapshot.clone().ok_or_else(|| Error::InvalidState("reset() needs a machine forked from a snapshot (or one that took a snapshot)".into()))?;
+        let d = &snap.data;
+        let mut dirty = self.vm.take_dirty_log(self.layout.memory)?;
+        for (w, h) in dirty.iter_mut().zip(self.mem.take_host_dirty()) {
+            *w |= h;
+        }
+        let restored = self.mem.restore_pages(&dirty, d.source_bytes());
+        self.vm.restore(&d.cpu)?;
+        self.linux.restore(&d.linux)?;
+        self.state = State::Paused { resume: d.cpu.regs };
+        Ok(restored)
+    }
+
+    /// Reset to `snap`, which need not be the snapshot this machine came from. When its page
+    /// tables differ (another program or memory size), the memory slot is re-registered: on
+    /// PVM the shadow MMU caches guest page tables and would not see them change otherwise.
+    pub fn reset_to(&mut self, snap: &Snapshot) -> Result<usize> {
+        if self.snapshot.as_ref().is_some_and(|s| Snapshot::same(s, snap)) {
+            return self.reset();
+        }
+        let d = &snap.data;
+        let same_tables = self.layout.memory == d.layout.memory && self.cr3 == d.cr3 && self.space.regions() == d.space.regions();
+        if same_tables {
+            self.mem.remap_private(&d.memfd)?;
+            // Start the guest-write log afresh for the new image.
+            self.vm.take_dirty_log(self.layout.memory)?;
+        } else {
+            let mem = Arc::new(GuestMemory::private_over(&d.memfd, d.layout.memory)?);
+            self.vm.reattach(&mem, true)?;
+            let old = std::mem::replace(&mut *self.mem, mem);
+            drop(old);
+        }
+        self.vm.set_system_state(&d.layout, d.cr3)?;
+        self.vm.restore(&d.cpu)?;
+        self.linux = d.proto.fork_from(&d.linux)?;
+        self.layout = d.layout.clone();
+        self.space = Arc::clone(&d.space);
+        self.cr3 = d.cr3;
+        self.symbols = Arc::clone(&d.symbols);
+        self.timeout = d.timeout;
+        self.state = State::Paused { resume: d.cpu.regs };
+        self.snapshot = Some(snap.clone());
+        Ok(0)
+    }
+
+    /// How much host memory this machine uses: pages private to it, and the snapshot image it
+    /// shares with other forks.
+    pub fn memory_usage(&self) -> MemoryUsage {
+        MemoryUsage {
+            private_bytes: self.mem.private_pages() * layout::PAGE_SIZE,
+            shared_bytes: self.snapshot.as_ref().map(|s| s.resident_bytes()).unwrap_or(0),
+            memory_size: self.layout.memory,
+        }
     }
 
     /// Guest memory size in bytes.

@@ -1,9 +1,16 @@
 //! Guest RAM: one memfd-backed, MAP_NORESERVE mapping (so untouched memory costs nothing and a
-//! later snapshot can map the same file copy-on-write), wrapped in vm-memory's bounds-checked
+//! snapshot can map the same file copy-on-write), wrapped in vm-memory's bounds-checked
 //! region, plus [`UserMemory`], the only way syscall emulation touches guest memory.
+//!
+//! A machine's memory is either *shared* (MAP_SHARED: the memfd is its memory; freed pages are
+//! punched out of it) or *private* (MAP_PRIVATE over a snapshot's memfd: writes land in private
+//! copy-on-write pages and the memfd is never modified). Private memory records every page the
+//! host writes (syscall emulation, embedder writes), because the KVM dirty log only sees the
+//! guest's own writes and a reset must restore both.
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use vm_memory::bitmap::BitmapSlice;
@@ -15,9 +22,13 @@ use crate::layout::{page_down, page_up, AddressSpace, PAGE_SIZE};
 
 /// Guest physical memory starting at guest address 0.
 pub struct GuestMemory {
-    /// The mapping; it also owns the memfd (its file offset), used for hole punching.
+    /// The mapping; it also owns the memfd (its file offset).
     region: MmapRegion<()>,
     size: u64,
+    /// MAP_PRIVATE over a snapshot's memfd (never write the memfd itself then).
+    private: AtomicBool,
+    /// One bit per page the host wrote since the last reset (private memory only).
+    host_dirty: Vec<AtomicU64>,
 }
 
 /// A guest memory access outside what the guest itself may touch (a syscall gets EFAULT).
@@ -88,14 +99,7 @@ impl WeakMemoryView {
 
 impl GuestMemory {
     pub fn new(size: u64) -> Result<GuestMemory> {
-        // SAFETY: memfd_create with a valid NUL-terminated name; we own the returned fd.
-        let fd = unsafe { libc::memfd_create(c"kvmbox-guest".as_ptr(), libc::MFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(Error::OutOfMemory(format!("memfd_create: {}", std::io::Error::last_os_error())));
-        }
-        // SAFETY: fd is a fresh descriptor owned by nobody else.
-        let file = unsafe { File::from_raw_fd(fd) };
-        file.set_len(size).map_err(|e| Error::OutOfMemory(format!("sizing guest memory: {e}")))?;
+        let file = new_memfd(size)?;
         let region = MmapRegion::build(
             Some(vm_memory::FileOffset::new(file, 0)),
             size as usize,
@@ -103,7 +107,196 @@ impl GuestMemory {
             libc::MAP_SHARED | libc::MAP_NORESERVE,
         )
         .map_err(|e| Error::OutOfMemory(format!("mapping {size} bytes of guest memory: {e}")))?;
-        Ok(GuestMemory { region, size })
+        Ok(GuestMemory { region, size, private: AtomicBool::new(false), host_dirty: dirty_bitmap(size) })
+    }
+
+    /// Copy-on-write memory over a snapshot's memfd: reads see the snapshot, writes stay here.
+    pub fn private_over(memfd: &File, size: u64) -> Result<GuestMemory> {
+        let file = memfd.try_clone().map_err(|e| Error::OutOfMemory(format!("dup of snapshot memory: {e}")))?;
+        let region = MmapRegion::build(
+            Some(vm_memory::FileOffset::new(file, 0)),
+            size as usize,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_NORESERVE,
+        )
+        .map_err(|e| Error::OutOfMemory(format!("mapping {size} bytes of guest memory: {e}")))?;
+        Ok(GuestMemory { region, size, private: AtomicBool::new(true), host_dirty: dirty_bitmap(size) })
+    }
+
+    /// Turn this memory into a snapshot image: return a memfd holding its current contents
+    /// (from now on immutable) and keep running on a private copy-on-write mapping of it at
+    /// the same address. Shared memory hands over its own memfd; private memory (a fork)
+    /// first writes its contents — the snapshot it maps plus its private pages — to a new one.
+    pub fn freeze(&self) -> Result<File> {
+        let file = if self.is_private() { self.materialize()? } else { self.backing_file()? };
+        self.remap_private(&file)?;
+        Ok(file)
+    }
+
+    /// A new memfd with this memory's current contents, written sparsely: only the extents
+    /// with data in the backing memfd and the pages private to this mapping.
+    fn materialize(&self) -> Result<File> {
+        let file = new_memfd(self.size)?;
+        let base = self.host_base();
+        let write_range = |start: u64, end: u64| -> Result<()> {
+            // SAFETY: [start, end) lies inside our mapping; pwrite only reads from it.
+            let n = unsafe { libc::pwrite(file.as_raw_fd(), base.add(start as usize).cast(), (end - start) as usize, start as i64) };
+            if n != (end - start) as isize {
+                return Err(Error::OutOfMemory(format!("writing the snapshot image: {}", std::io::Error::last_os_error())));
+            }
+            Ok(())
+        };
+        let backing = self.memfd();
+        let mut at: i64 = 0;
+        loop {
+            // SAFETY: lseek on our own descriptor.
+            let data = unsafe { libc::lseek(backing, at, libc::SEEK_DATA) };
+            if data < 0 || data as u64 >= self.size {
+                break;
+            }
+            let hole = unsafe { libc::lseek(backing, data, libc::SEEK_HOLE) }.max(data) as u64;
+            let end = hole.min(self.size);
+            write_range(data as u64, end)?;
+            at = end as i64;
+        }
+        for page in self.private_page_list() {
+            write_range(page * PAGE_SIZE, (page + 1) * PAGE_SIZE)?;
+        }
+        Ok(file)
+    }
+
+    /// Map `memfd` (another snapshot's memory, same size) privately in place of this memory.
+    pub fn remap_private(&self, memfd: &File) -> Result<()> {
+        // SAFETY: as in `freeze`: same address and length, a different file.
+        let addr = unsafe {
+            libc::mmap(
+                self.host_base().cast(),
+                self.size as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_NORESERVE | libc::MAP_FIXED,
+                memfd.as_raw_fd(),
+                0,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return Err(Error::OutOfMemory(format!("remapping guest memory: {}", std::io::Error::last_os_error())));
+        }
+        self.private.store(true, Ordering::SeqCst);
+        self.take_host_dirty();
+        Ok(())
+    }
+
+    /// A new descriptor of the memfd behind this memory.
+    pub fn backing_file(&self) -> Result<File> {
+        let f = self.region.file_offset().ok_or_else(|| Error::Internal("guest memory has no backing file".into()))?;
+        f.file().try_clone().map_err(|e| Error::kvm("dup memfd", e))
+    }
+
+    /// Pages of this mapping that are private to it (copy-on-write copies, or for shared
+    /// memory, resident pages), counted from /proc/self/pagemap.
+    pub fn private_pages(&self) -> u64 {
+        self.private_page_list().len() as u64
+    }
+
+    fn private_page_list(&self) -> Vec<u64> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut list = Vec::new();
+        let Ok(mut f) = File::open("/proc/self/pagemap") else { return list };
+        let first = self.host_base() as u64 / PAGE_SIZE;
+        let pages = self.size / PAGE_SIZE;
+        let private = self.is_private();
+        let mut buf = vec![0u8; 8 * 4096];
+        let mut done = 0;
+        while done < pages {
+            let n = (pages - done).min(4096);
+            if f.seek(SeekFrom::Start((first + done) * 8)).is_err() || f.read_exact(&mut buf[..(n * 8) as usize]).is_err() {
+                return list;
+            }
+            for (i, e) in buf[..(n * 8) as usize].chunks_exact(8).enumerate() {
+                let e = u64::from_le_bytes(e.try_into().unwrap());
+                let present = e & (1 << 63) != 0;
+                let file_or_shared = e & (1 << 61) != 0;
+                if present && (!private || !file_or_shared) {
+                    list.push(done + i as u64);
+                }
+            }
+            done += n;
+        }
+        list
+    }
+
+    pub fn is_private(&self) -> bool {
+        self.private.load(Ordering::Relaxed)
+    }
+
+    /// Record that the host wrote `[start, start+len)`.
+    pub fn mark_dirty(&self, start: u64, len: u64) {
+        if len == 0 || !self.is_private() {
+            return;
+        }
+        let first = start / PAGE_SIZE;
+        let last = (start + len - 1).min(self.size - 1) / PAGE_SIZE;
+        for page in first..=last {
+            self.host_dirty[(page / 64) as usize].fetch_or(1 << (page % 64), Ordering::Relaxed);
+        }
+    }
+
+    /// The pages the host wrote since the last call (one bit per page), clearing the record.
+    pub fn take_host_dirty(&self) -> Vec<u64> {
+        self.host_dirty.iter().map(|w| w.swap(0, Ordering::Relaxed)).collect()
+    }
+
+    /// Copy the pages set in `bitmap` back from `source` (the snapshot's memory, same layout).
+    /// Returns how many pages were restored.
+    pub fn restore_pages(&self, bitmap: &[u64], source: &[u8]) -> usize {
+        let mut restored = 0;
+        let base = self.host_base();
+        for (w, &word) in bitmap.iter().enumerate() {
+            let mut bits = word;
+            while bits != 0 {
+                let page = w as u64 * 64 + bits.trailing_zeros() as u64;
+                bits &= bits - 1;
+                let off = (page * PAGE_SIZE) as usize;
+                if off + PAGE_SIZE as usize > source.len() {
+                    continue;
+                }
+                // SAFETY: `off` is a page inside both mappings (same size); the vCPU is stopped.
+                unsafe { std::ptr::copy_nonoverlapping(source.as_ptr().add(off), base.add(off), PAGE_SIZE as usize) };
+                restored += 1;
+            }
+        }
+        restored
+    }
+
+    /// Give the private copies of the pages in `bitmap` back (MADV_DONTNEED): they read as the
+    /// snapshot again, faulting in on next use. Returns how many pages were dropped.
+    pub fn drop_pages(&self, bitmap: &[u64]) -> usize {
+        let mut dropped = 0;
+        let base = self.host_base();
+        let mut run: Option<(u64, u64)> = None;
+        let flush = |run: Option<(u64, u64)>| {
+            if let Some((first, n)) = run {
+                // SAFETY: a page-aligned range inside our private mapping.
+                unsafe { libc::madvise(base.add((first * PAGE_SIZE) as usize).cast(), (n * PAGE_SIZE) as usize, libc::MADV_DONTNEED) };
+            }
+        };
+        for (w, &word) in bitmap.iter().enumerate() {
+            let mut bits = word;
+            while bits != 0 {
+                let page = w as u64 * 64 + bits.trailing_zeros() as u64;
+                bits &= bits - 1;
+                dropped += 1;
+                run = match run {
+                    Some((first, n)) if first + n == page => Some((first, n + 1)),
+                    other => {
+                        flush(other);
+                        Some((page, 1))
+                    }
+                };
+            }
+        }
+        flush(run);
+        dropped
     }
 
     pub fn size(&self) -> u64 {
@@ -122,6 +315,7 @@ impl GuestMemory {
     /// Write at a guest physical address, bounds-checked but not permission-checked
     /// (the loader and the stub builder use it; syscalls go through [`UserMemory`]).
     pub fn write(&self, gpa: u64, data: &[u8]) -> Result<()> {
+        self.mark_dirty(gpa, data.len() as u64);
         self.region
             .as_volatile_slice()
             .write_slice(data, gpa as usize)
@@ -150,11 +344,20 @@ impl GuestMemory {
         self.region.get_slice(gpa as usize, len).ok()
     }
 
-    /// Give the pages covering `[start, end)` back to the host and make them read as zero
-    /// (munmap, MADV_DONTNEED, brk shrink). Partial pages at the edges are zeroed in place.
+    /// Make `[start, end)` read as zero and, where possible, give its memory back to the host
+    /// (munmap, MADV_DONTNEED, brk shrink). Shared memory punches the pages out of the memfd;
+    /// private memory must not touch the snapshot's memfd, so it zero-fills instead.
     pub fn discard(&self, start: u64, end: u64) {
         let end = end.min(self.size);
         if start >= end {
+            return;
+        }
+        if self.is_private() {
+            self.mark_dirty(start, end - start);
+            if let Some(slice) = self.slice(start, (end - start) as usize) {
+                // SAFETY: the range is inside our mapping; the vCPU is stopped.
+                unsafe { std::ptr::write_bytes(slice.ptr_guard_mut().as_ptr(), 0, (end - start) as usize) };
+            }
             return;
         }
         let full_start = page_up(start).unwrap_or(end).min(end);
@@ -199,6 +402,7 @@ impl GuestMemory {
     pub fn copy_within(&self, from: u64, to: u64, len: u64) -> Result<()> {
         let src = self.slice(from, len as usize).ok_or_else(|| Error::Internal("copy source out of range".into()))?;
         let dst = self.slice(to, len as usize).ok_or_else(|| Error::Internal("copy target out of range".into()))?;
+        self.mark_dirty(to, len);
         src.copy_to_volatile_slice(dst);
         Ok(())
     }
@@ -291,6 +495,9 @@ impl<'a> UserMemory<'a> {
             return Ok(std::ptr::NonNull::dangling().as_ptr());
         }
         let slice = self.mem.slice(addr, len as usize).ok_or(Efault)?;
+        if write {
+            self.mem.mark_dirty(addr, len);
+        }
         Ok(slice.ptr_guard_mut().as_ptr())
     }
 }
@@ -320,6 +527,23 @@ unsafe impl Pod for libc::pollfd {}
 unsafe impl Pod for [u64; 4] {}
 unsafe impl Pod for [u64; 3] {}
 unsafe impl Pod for u64 {}
+
+/// A memfd of `size` bytes that can later be sealed (snapshots are sealed against writes).
+fn new_memfd(size: u64) -> Result<File> {
+    // SAFETY: memfd_create with a valid NUL-terminated name; we own the returned fd.
+    let fd = unsafe { libc::memfd_create(c"kvmbox-guest".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+    if fd < 0 {
+        return Err(Error::OutOfMemory(format!("memfd_create: {}", std::io::Error::last_os_error())));
+    }
+    // SAFETY: fd is a fresh descriptor owned by nobody else.
+    let file = unsafe { File::from_raw_fd(fd) };
+    file.set_len(size).map_err(|e| Error::OutOfMemory(format!("sizing guest memory: {e}")))?;
+    Ok(file)
+}
+
+fn dirty_bitmap(size: u64) -> Vec<AtomicU64> {
+    (0..size.div_ceil(PAGE_SIZE).div_ceil(64)).map(|_| AtomicU64::new(0)).collect()
+}
 
 // Silence the unused-import lint for the trait that only provides `copy_to_volatile_slice`.
 #[allow(unused_imports)]

@@ -1,6 +1,10 @@
-//! VM and vCPU creation: one memslot over all guest memory, the initial register state, and
-//! KVM_SYNC_REGS so the hot path (syscall exits) needs no register ioctls.
+//! VMs and their one vCPU: creation (also ahead of time, in a pool), the memory slot, the
+//! initial register state, CPU-state capture/restore for snapshots, and KVM_SYNC_REGS so the
+//! hot path (syscall exits) needs no register ioctls.
 
+use std::sync::{Condvar, Mutex, OnceLock};
+
+use kvm_bindings::{kvm_regs, kvm_sregs, kvm_xsave, KVM_MEM_LOG_DIRTY_PAGES};
 use kvm_ioctls::{SyncReg, VcpuFd, VmFd};
 
 use crate::arch;
@@ -9,42 +13,161 @@ use crate::kvm;
 use crate::layout::Layout;
 use crate::memory::GuestMemory;
 
+/// The guest's CPU state as a snapshot keeps it (user mode, at the pause point).
+pub struct CpuState {
+    pub regs: kvm_regs,
+    pub sregs: kvm_sregs,
+    /// x87/SSE/AVX state.
+    pub xsave: Box<kvm_xsave>,
+}
+
 pub struct Vm {
     // Field order matters for drop: the vCPU goes before the VM.
     pub vcpu: VcpuFd,
-    #[allow(dead_code)] // kept alive for the vCPU; later used for memslot changes
     pub vm: VmFd,
+}
+
+const SLOT: u32 = 0;
+
+impl Vm {
+    /// A VM with its vCPU and CPUID, but no memory yet: what the pool keeps ready.
+    pub fn blank() -> Result<Vm> {
+        let kvm = kvm::kvm()?;
+        let vm = kvm.create_vm().map_err(|e| Error::kvm("KVM_CREATE_VM", e))?;
+        let mut vcpu = vm.create_vcpu(0).map_err(|e| Error::kvm("KVM_CREATE_VCPU", e))?;
+        vcpu.set_cpuid2(kvm::supported_cpuid()?).map_err(|e| Error::kvm("KVM_SET_CPUID2", e))?;
+        vcpu.set_sync_valid_reg(SyncReg::Register);
+        vcpu.set_sync_valid_reg(SyncReg::SystemRegister);
+        Ok(Vm { vcpu, vm })
+    }
+
+    /// Register `mem` as guest physical memory (slot 0), optionally with KVM dirty logging.
+    pub fn attach(&self, mem: &GuestMemory, log_dirty: bool) -> Result<()> {
+        self.set_slot(mem.size(), mem.host_base() as u64, if log_dirty { KVM_MEM_LOG_DIRTY_PAGES } else { 0 })
+    }
+
+    /// Remove and re-add the memory slot. This is the one way to make the shadow MMU (PVM)
+    /// forget guest page tables it has cached — needed when the page-table pages change.
+    pub fn reattach(&self, mem: &GuestMemory, log_dirty: bool) -> Result<()> {
+        self.set_slot(0, 0, 0)?;
+        self.attach(mem, log_dirty)
+    }
+
+    fn set_slot(&self, size: u64, host: u64, flags: u32) -> Result<()> {
+        let region = kvm_bindings::kvm_userspace_memory_region { slot: SLOT, flags, guest_phys_addr: 0, memory_size: size, userspace_addr: host };
+        // SAFETY: the region maps guest memory that the owning Machine keeps alive longer than
+        // the VM (both are torn down together, VM first); size 0 deletes the slot.
+        unsafe { self.vm.set_user_memory_region(region) }.map_err(|e| Error::kvm("KVM_SET_USER_MEMORY_REGION", e))
+    }
+
+    /// Pages the guest wrote since the last call (one bit per page); clears KVM's log.
+    pub fn take_dirty_log(&self, size: u64) -> Result<Vec<u64>> {
+        self.vm.get_dirty_log(SLOT, size as usize).map_err(|e| Error::kvm("KVM_GET_DIRTY_LOG", e))
+    }
+
+    /// Descriptor tables, control registers, MSRs and XCR0 for our layout (not the
+    /// general-purpose registers).
+    pub fn set_system_state(&mut self, layout: &Layout, cr3: u64) -> Result<()> {
+        let sregs = self.vcpu.get_sregs().map_err(|e| Error::kvm("KVM_GET_SREGS", e))?;
+        self.vcpu.set_sregs(&arch::initial_sregs(sregs, layout, cr3)).map_err(|e| Error::kvm("KVM_SET_SREGS", e))?;
+        // XCR0 needs CR4.OSXSAVE, set just above.
+        arch::set_xcr0(&self.vcpu, arch::xcr0_from_cpuid(kvm::supported_cpuid()?))?;
+        self.vcpu.set_msrs(&arch::initial_msrs(layout)?).map_err(|e| Error::kvm("KVM_SET_MSRS", e))?;
+        Ok(())
+    }
+
+    /// Set up a fresh process: system state plus an initial FPU and entry registers.
+    pub fn boot(&mut self, layout: &Layout, cr3: u64, entry: u64, rsp: u64) -> Result<()> {
+        self.set_system_state(layout, cr3)?;
+        self.vcpu.set_fpu(&arch::initial_fpu()).map_err(|e| Error::kvm("KVM_SET_FPU", e))?;
+        let regs = kvm_regs { rip: entry, rsp, rflags: 0x2, ..Default::default() };
+        self.vcpu.set_regs(&regs).map_err(|e| Error::kvm("KVM_SET_REGS", e))
+    }
+
+    /// The CPU state to resume a paused guest with `resume` registers (user mode).
+    pub fn capture(&mut self, resume: &kvm_regs) -> Result<CpuState> {
+        let mut sregs = self.vcpu.get_sregs().map_err(|e| Error::kvm("KVM_GET_SREGS", e))?;
+        let (cs, ss) = arch::user_segments();
+        sregs.cs = cs;
+        sregs.ss = ss;
+        let xsave = Box::new(self.vcpu.get_xsave().map_err(|e| Error::kvm("KVM_GET_XSAVE", e))?);
+        Ok(CpuState { regs: *resume, sregs, xsave })
+    }
+
+    /// Load `cpu` into the vCPU: FPU state now, registers and segments at the next KVM_RUN.
+    pub fn restore(&mut self, cpu: &CpuState) -> Result<()> {
+        // SAFETY: `xsave` is a complete kvm_xsave taken from a vCPU with the same CPUID.
+        unsafe { self.vcpu.set_xsave(&cpu.xsave) }.map_err(|e| Error::kvm("KVM_SET_XSAVE", e))?;
+        let sync = self.vcpu.sync_regs_mut();
+        sync.regs = cpu.regs;
+        sync.sregs = cpu.sregs;
+        self.vcpu.set_sync_dirty_reg(SyncReg::Register);
+        self.vcpu.set_sync_dirty_reg(SyncReg::SystemRegister);
+        Ok(())
+    }
 }
 
 /// Create a VM over `mem` and a vCPU set up for ring-3 long mode, starting at `entry` with
 /// stack pointer `rsp`.
 pub fn create(mem: &GuestMemory, layout: &Layout, cr3: u64, entry: u64, rsp: u64) -> Result<Vm> {
-    let kvm = kvm::kvm()?;
-    let vm = kvm.create_vm().map_err(|e| Error::kvm("KVM_CREATE_VM", e))?;
-    let region = kvm_bindings::kvm_userspace_memory_region {
-        slot: 0,
-        flags: 0,
-        guest_phys_addr: 0,
-        memory_size: mem.size(),
-        userspace_addr: mem.host_base() as u64,
-    };
-    // SAFETY: the region maps memory we own for as long as the VM lives (Machine keeps the
-    // GuestMemory alive longer than the VmFd).
-    unsafe { vm.set_user_memory_region(region) }.map_err(|e| Error::kvm("KVM_SET_USER_MEMORY_REGION", e))?;
-    let mut vcpu = vm.create_vcpu(0).map_err(|e| Error::kvm("KVM_CREATE_VCPU", e))?;
+    let mut vm = Vm::blank()?;
+    vm.attach(mem, false)?;
+    vm.boot(layout, cr3, entry, rsp)?;
+    Ok(vm)
+}
 
-    let cpuid = kvm::supported_cpuid()?;
-    vcpu.set_cpuid2(cpuid).map_err(|e| Error::kvm("KVM_SET_CPUID2", e))?;
-    let sregs = vcpu.get_sregs().map_err(|e| Error::kvm("KVM_GET_SREGS", e))?;
-    vcpu.set_sregs(&arch::initial_sregs(sregs, layout, cr3)).map_err(|e| Error::kvm("KVM_SET_SREGS", e))?;
-    // XCR0 needs CR4.OSXSAVE, set just above.
-    arch::set_xcr0(&vcpu, arch::xcr0_from_cpuid(cpuid))?;
-    vcpu.set_msrs(&arch::initial_msrs(layout)?).map_err(|e| Error::kvm("KVM_SET_MSRS", e))?;
-    vcpu.set_fpu(&arch::initial_fpu()).map_err(|e| Error::kvm("KVM_SET_FPU", e))?;
-    let regs = kvm_bindings::kvm_regs { rip: entry, rsp, rflags: 0x2, ..Default::default() };
-    vcpu.set_regs(&regs).map_err(|e| Error::kvm("KVM_SET_REGS", e))?;
+/// Blank VMs created ahead of time on a background thread, so a fork does not pay for
+/// KVM_CREATE_VM and KVM_CREATE_VCPU on the request path.
+pub struct VmPool {
+    ready: Mutex<Vec<Vm>>,
+    wanted: Mutex<usize>,
+    refill: Condvar,
+}
 
-    vcpu.set_sync_valid_reg(SyncReg::Register);
-    vcpu.set_sync_valid_reg(SyncReg::SystemRegister);
-    Ok(Vm { vcpu, vm })
+impl VmPool {
+    /// The process-wide pool; it starts empty and fills once someone asks for a target size.
+    pub fn global() -> &'static VmPool {
+        static POOL: OnceLock<&'static VmPool> = OnceLock::new();
+        POOL.get_or_init(|| {
+            let pool: &'static VmPool = Box::leak(Box::new(VmPool { ready: Mutex::new(Vec::new()), wanted: Mutex::new(0), refill: Condvar::new() }));
+            let _ = std::thread::Builder::new().name("kvmbox-vm-pool".into()).spawn(move || pool.refill_loop());
+            pool
+        })
+    }
+
+    /// Keep about `n` blank VMs ready.
+    pub fn keep_ready(&self, n: usize) {
+        *self.wanted.lock().unwrap_or_else(|e| e.into_inner()) = n;
+        self.refill.notify_one();
+    }
+
+    /// A blank VM: from the pool if one is ready, else created now.
+    pub fn take(&self) -> Result<Vm> {
+        let vm = self.ready.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        self.refill.notify_one();
+        match vm {
+            Some(vm) => Ok(vm),
+            None => Vm::blank(),
+        }
+    }
+
+    fn refill_loop(&self) {
+        loop {
+            let missing = {
+                let wanted = self.wanted.lock().unwrap_or_else(|e| e.into_inner());
+                let have = self.ready.lock().unwrap_or_else(|e| e.into_inner()).len();
+                if have >= *wanted {
+                    drop(self.refill.wait(wanted));
+                    continue;
+                }
+                *wanted - have
+            };
+            for _ in 0..missing {
+                match Vm::blank() {
+                    Ok(vm) => self.ready.lock().unwrap_or_else(|e| e.into_inner()).push(vm),
+                    Err(_) => break,
+                }
+            }
+        }
+    }
 }

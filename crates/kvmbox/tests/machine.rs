@@ -303,3 +303,89 @@ mod calls {
         assert!(matches!(vm.call(add, &mut [], None, &mut NoHost), Err(Error::InvalidState(_))));
     }
 }
+
+mod snapshots {
+    use super::*;
+    use kvmbox::{CallArg, NoHost, Snapshot};
+
+    fn paused() -> Machine {
+        require_kvm();
+        let mut vm = Machine::from_file(guest("calls"), opts(&["calls"])).unwrap();
+        assert_eq!(vm.run().unwrap(), RunOutcome::Paused);
+        vm
+    }
+
+    fn counter(vm: &mut Machine) -> u64 {
+        let f = vm.symbol("counter_next").unwrap();
+        vm.call(f, &mut [], None, &mut NoHost).unwrap()
+    }
+
+    #[test]
+    fn forks_are_isolated_and_reset_restores() {
+        let mut master = paused();
+        for _ in 0..3 {
+            counter(&mut master);
+        }
+        let snap = master.snapshot().unwrap();
+        let mut a = Machine::fork(&snap).unwrap();
+        let mut b = Machine::fork(&snap).unwrap();
+        assert_eq!(counter(&mut a), 4);
+        assert_eq!(counter(&mut a), 5);
+        assert_eq!(counter(&mut b), 4, "b does not see a's writes");
+        assert_eq!(counter(&mut master), 4, "the master continues on its own copy");
+        assert_eq!(a.reset().unwrap() > 0, true);
+        assert_eq!(counter(&mut a), 4, "reset returns to the snapshot");
+        master.reset().unwrap();
+        assert_eq!(counter(&mut master), 4);
+        let c = Machine::fork(&snap).map(|mut c| counter(&mut c)).unwrap();
+        assert_eq!(c, 4, "the snapshot itself is unchanged");
+        // Resume a fork: the program continues after kvmbox_pause() and exits.
+        assert_eq!(b.run().unwrap(), RunOutcome::Exited(7));
+        assert_eq!(String::from_utf8(b.take_stdout()).unwrap(), "resumed: 0, counter 4\n");
+        b.reset().unwrap();
+        assert_eq!(counter(&mut b), 4, "a fork that exited can be reset");
+    }
+
+    #[test]
+    fn faulted_fork_is_reset_and_reused() {
+        let mut master = paused();
+        let snap = master.snapshot().unwrap();
+        let mut f = Machine::fork(&snap).unwrap();
+        let crash = f.symbol("crash").unwrap();
+        assert!(matches!(f.call(crash, &mut [], None, &mut NoHost), Err(Error::GuestFault(_))));
+        f.reset().unwrap();
+        let add = f.symbol("add").unwrap();
+        assert_eq!(f.call(add, &mut [CallArg::Int(2), CallArg::Int(3)], None, &mut NoHost).unwrap(), 5);
+        let spin = f.symbol("spin").unwrap();
+        assert!(matches!(f.call(spin, &mut [CallArg::Int(u64::MAX)], Some(Duration::from_millis(50)), &mut NoHost), Err(Error::Timeout(_))));
+        f.reset().unwrap();
+        assert_eq!(f.call(add, &mut [CallArg::Int(2), CallArg::Int(3)], None, &mut NoHost).unwrap(), 5);
+    }
+
+    #[test]
+    fn snapshot_of_a_fork_and_reset_to_another_snapshot() {
+        let mut master = paused();
+        let s1 = master.snapshot().unwrap();
+        let mut f = Machine::fork(&s1).unwrap();
+        for _ in 0..10 {
+            counter(&mut f);
+        }
+        let s2 = f.snapshot().unwrap();
+        let mut g = Machine::fork(&s2).unwrap();
+        assert_eq!(counter(&mut g), 11, "a fork of a fork's snapshot sees its state");
+        g.reset_to(&s1).unwrap();
+        assert_eq!(counter(&mut g), 1, "reset to another snapshot");
+        g.reset_to(&s2).unwrap();
+        assert_eq!(counter(&mut g), 11);
+        assert!(!Snapshot::same(&s1, &s2));
+        // A snapshot of a different program and memory size: the page tables differ.
+        let mut other = Machine::from_file(guest("calls"), MachineOptions { memory: 64 << 20, ..opts(&["calls"]) }).unwrap();
+        assert_eq!(other.run().unwrap(), RunOutcome::Paused);
+        let s3 = other.snapshot().unwrap();
+        g.reset_to(&s3).unwrap();
+        assert_eq!(g.memory_size(), 64 << 20);
+        assert_eq!(counter(&mut g), 1);
+        g.reset_to(&s2).unwrap();
+        assert_eq!(counter(&mut g), 11);
+    }
+}

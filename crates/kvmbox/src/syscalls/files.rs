@@ -17,6 +17,7 @@ use crate::host::{Host, Stream};
 use super::errno;
 
 /// Where the guest's standard input comes from.
+#[derive(Clone)]
 pub enum Input {
     /// Immediate end of file.
     Empty,
@@ -78,6 +79,15 @@ impl Output {
         }
     }
 
+    /// The same destination with nothing captured yet (for forks and resets).
+    pub fn fresh_like(&self) -> Output {
+        match self {
+            Output::Capture { limit, .. } => Output::capture(*limit),
+            Output::Inherit(fd) => Output::Inherit(*fd),
+            Output::Host => Output::Host,
+        }
+    }
+
     pub fn take_captured(&mut self) -> Vec<u8> {
         match self {
             Output::Capture { data, .. } => std::mem::take(data),
@@ -103,6 +113,15 @@ pub enum FdKind {
     Stdout,
     Stderr,
     File { host: OwnedFd, path: PathBuf, is_dir: bool },
+}
+
+/// A descriptor as recorded in a snapshot.
+#[derive(Debug, Clone)]
+pub enum FdSpec {
+    Stdin,
+    Stdout,
+    Stderr,
+    File { path: PathBuf, is_dir: bool, offset: u64 },
 }
 
 /// A path the guest may read (a file, or a directory and everything below it).
@@ -284,6 +303,51 @@ impl FdTable {
                 FdKind::File { host: dup, path: path.clone(), is_dir: *is_dir }
             }
         })
+    }
+
+    /// What is open where, with file positions: enough to rebuild an equal table later
+    /// (descriptions are reopened, so the copy does not share offsets with this table).
+    pub fn describe(&self) -> Vec<(usize, FdSpec)> {
+        self.fds
+            .iter()
+            .enumerate()
+            .filter_map(|(i, f)| {
+                let spec = match f.as_ref()? {
+                    FdKind::Stdin => FdSpec::Stdin,
+                    FdKind::Stdout => FdSpec::Stdout,
+                    FdKind::Stderr => FdSpec::Stderr,
+                    FdKind::File { host, path, is_dir } => {
+                        // SAFETY: lseek on our own fd, only to read its position.
+                        let offset = unsafe { libc::lseek(host.as_raw_fd(), 0, libc::SEEK_CUR) }.max(0) as u64;
+                        FdSpec::File { path: path.clone(), is_dir: *is_dir, offset }
+                    }
+                };
+                Some((i, spec))
+            })
+            .collect()
+    }
+
+    /// Rebuild a table from [`FdTable::describe`], reopening files through `policy`.
+    pub fn rebuild(specs: &[(usize, FdSpec)], policy: &FilePolicy) -> Result<FdTable> {
+        let mut table = FdTable { fds: Vec::new() };
+        for (slot, spec) in specs {
+            let kind = match spec {
+                FdSpec::Stdin => FdKind::Stdin,
+                FdSpec::Stdout => FdKind::Stdout,
+                FdSpec::Stderr => FdKind::Stderr,
+                FdSpec::File { path, is_dir, offset } => {
+                    let flags = if *is_dir { libc::O_RDONLY | libc::O_DIRECTORY } else { libc::O_RDONLY };
+                    let (host, is_dir) = policy
+                        .open(path, flags)
+                        .map_err(|e| Error::InvalidState(format!("cannot reopen {} (errno {e}) for the snapshot state", path.display())))?;
+                    // SAFETY: lseek on the fd just opened.
+                    unsafe { libc::lseek(host.as_raw_fd(), *offset as i64, libc::SEEK_SET) };
+                    FdKind::File { host, path: path.clone(), is_dir }
+                }
+            };
+            table.install_at(*slot, kind);
+        }
+        Ok(table)
     }
 
     pub fn path_of_dir(&self, fd: u64) -> std::result::Result<PathBuf, i32> {

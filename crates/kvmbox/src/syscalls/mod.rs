@@ -9,6 +9,7 @@ pub mod mm;
 
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kvm_bindings::{kvm_msr_entry, Msrs};
@@ -19,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::host::{Host, Stream};
 use crate::layout::AddressSpace;
 use crate::memory::{Efault, GuestMemory, UserMemory};
-use files::{FdKind, FdTable, FilePolicy, Input, Output};
+use files::{FdKind, FdSpec, FdTable, FilePolicy, Input, Output};
 use mm::Mappings;
 
 /// errno values (x86-64 Linux numbering, the same as the host's).
@@ -28,6 +29,17 @@ pub mod errno {
         E2BIG, EACCES, EAGAIN, EBADF, EBUSY, EEXIST, EFAULT, EINTR, EINVAL, EIO, EISDIR, EMFILE, ENAMETOOLONG, ENOENT,
         ENOMEM, ENOSYS, ENOTDIR, ENOTTY, EPERM, ERANGE, EROFS, ESPIPE, ESRCH, ETIMEDOUT,
     };
+}
+
+/// The emulated process's state as a snapshot keeps it.
+#[derive(Clone)]
+pub struct LinuxState {
+    mm: Mappings,
+    fds: Vec<(usize, FdSpec)>,
+    stdin: Input,
+    sigactions: Vec<[u64; 4]>,
+    sigmask: u64,
+    altstack: [u64; 3],
 }
 
 /// How the guest process ended.
@@ -93,7 +105,7 @@ impl From<Efault> for i32 {
 pub struct Linux {
     pub mm: Mappings,
     pub fds: FdTable,
-    pub policy: FilePolicy,
+    pub policy: Arc<FilePolicy>,
     pub stdin: Input,
     pub stdout: Output,
     pub stderr: Output,
@@ -119,7 +131,7 @@ impl Linux {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         mm: Mappings,
-        policy: FilePolicy,
+        policy: Arc<FilePolicy>,
         stdin: Input,
         stdout: Output,
         stderr: Output,
@@ -149,6 +161,56 @@ impl Linux {
             sigmask: 0,
             altstack: [0, 2 /* SS_DISABLE */, 0],
         }
+    }
+
+    /// Everything a snapshot must remember of the emulated process.
+    pub fn capture(&self) -> LinuxState {
+        LinuxState {
+            mm: self.mm.clone(),
+            fds: self.fds.describe(),
+            stdin: self.stdin.clone(),
+            sigactions: self.sigactions.clone(),
+            sigmask: self.sigmask,
+            altstack: self.altstack,
+        }
+    }
+
+    /// Return to `state` (captured from this process or from the one a snapshot came from).
+    /// Output destinations stay as configured, with nothing captured.
+    pub fn restore(&mut self, state: &LinuxState) -> Result<()> {
+        self.fds = FdTable::rebuild(&state.fds, &self.policy)?;
+        self.mm = state.mm.clone();
+        self.stdin = state.stdin.clone();
+        self.sigactions = state.sigactions.clone();
+        self.sigmask = state.sigmask;
+        self.altstack = state.altstack;
+        self.stdout = self.stdout.fresh_like();
+        self.stderr = self.stderr.fresh_like();
+        Ok(())
+    }
+
+    /// A new process like this one but in `state` (for a fork), with fresh output buffers.
+    pub fn fork_from(&self, state: &LinuxState) -> Result<Linux> {
+        let mut child = Linux {
+            mm: state.mm.clone(),
+            fds: FdTable::new(),
+            policy: Arc::clone(&self.policy),
+            stdin: state.stdin.clone(),
+            stdout: self.stdout.fresh_like(),
+            stderr: self.stderr.fresh_like(),
+            exe_path: self.exe_path.clone(),
+            cwd: self.cwd.clone(),
+            uid: self.uid,
+            gid: self.gid,
+            trace: self.trace,
+            memory: self.memory,
+            stack_size: self.stack_size,
+            sigactions: Vec::new(),
+            sigmask: 0,
+            altstack: [0; 3],
+        };
+        child.restore(state)?;
+        Ok(child)
     }
 
     /// Run syscall `nr` with arguments `a`.
