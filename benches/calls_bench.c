@@ -18,6 +18,20 @@ KVMBOX_EXPORT long getpid_loop(long n) {
     return sum;
 }
 
+/* Write one byte into each of n distinct pages of an 8 MiB buffer (a request that dirties n pages). */
+static char pages[2048][4096] __attribute__((aligned(4096)));
+KVMBOX_EXPORT long touch_pages(long n, long value) {
+    for (long i = 0; i < n && i < 2048; i++) pages[i][i % 4096] = (char)value;
+    return n;
+}
+
+/* Read one byte from each of n pages (a request that only reads). */
+KVMBOX_EXPORT long read_pages(long n) {
+    long sum = 0;
+    for (long i = 0; i < n && i < 2048; i++) sum += pages[i][0];
+    return sum;
+}
+
 int main(void) {
     kvmbox_pause();
     return 0;

@@ -32,7 +32,7 @@ mod vcpu;
 pub use error::{Error, GuestFault, Result};
 pub use kvm::{probe, Backend, ProbeReport};
 pub use host::{Host, HostCall, HostCallFn, HostCalls, NoHost, Stream, HOSTCALL_FIRST, HOSTCALL_LAST, SYS_PAUSE};
-pub use machine::{CallArg, Machine, MachineOptions, MemoryUsage, RunOutcome, DEFAULT_MEMORY, DEFAULT_OUTPUT_LIMIT};
+pub use machine::{CallArg, Machine, MachineOptions, MemoryUsage, ResetStrategy, RunOutcome, DEFAULT_MEMORY, DEFAULT_OUTPUT_LIMIT};
 pub use snapshot::Snapshot;
 pub use vcpu::VmPool;
 pub use memory::{Efault, MemoryView, WeakMemoryView};

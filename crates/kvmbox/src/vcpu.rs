@@ -25,7 +25,13 @@ pub struct Vm {
     // Field order matters for drop: the vCPU goes before the VM.
     pub vcpu: VcpuFd,
     pub vm: VmFd,
+    /// KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 is on: reading the dirty log does not re-protect
+    /// pages; `clear_dirty_log` does, for the pages we choose.
+    manual_protect: bool,
 }
+
+/// `_IOWR(KVMIO, 0xc0, struct kvm_clear_dirty_log)` (kvm-ioctls does not wrap it).
+const KVM_CLEAR_DIRTY_LOG: libc::c_ulong = 0xC018_AEC0;
 
 const SLOT: u32 = 0;
 
@@ -38,7 +44,13 @@ impl Vm {
         vcpu.set_cpuid2(kvm::supported_cpuid()?).map_err(|e| Error::kvm("KVM_SET_CPUID2", e))?;
         vcpu.set_sync_valid_reg(SyncReg::Register);
         vcpu.set_sync_valid_reg(SyncReg::SystemRegister);
-        Ok(Vm { vcpu, vm })
+        let cap = kvm_bindings::kvm_enable_cap {
+            cap: kvm_bindings::KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
+            args: [kvm_bindings::KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE as u64, 0, 0, 0],
+            ..Default::default()
+        };
+        let manual_protect = vm.enable_cap(&cap).is_ok();
+        Ok(Vm { vcpu, vm, manual_protect })
     }
 
     /// Register `mem` as guest physical memory (slot 0), optionally with KVM dirty logging.
@@ -60,9 +72,38 @@ impl Vm {
         unsafe { self.vm.set_user_memory_region(region) }.map_err(|e| Error::kvm("KVM_SET_USER_MEMORY_REGION", e))
     }
 
-    /// Pages the guest wrote since the last call (one bit per page); clears KVM's log.
-    pub fn take_dirty_log(&self, size: u64) -> Result<Vec<u64>> {
+    /// Pages the guest wrote (one bit per page) since they were last cleared. With manual
+    /// protection the log is not cleared by reading it: pages stay writable (no further
+    /// write faults) and stay in the log until `clear_dirty_log`.
+    pub fn dirty_log(&self, size: u64) -> Result<Vec<u64>> {
         self.vm.get_dirty_log(SLOT, size as usize).map_err(|e| Error::kvm("KVM_GET_DIRTY_LOG", e))
+    }
+
+    /// Forget the pages in `bitmap` and write-protect them again, so the next guest write to
+    /// each is logged (and costs one write fault).
+    pub fn clear_dirty_log(&self, bitmap: &mut [u64], size: u64) -> Result<()> {
+        if !self.manual_protect {
+            return Ok(()); // reading the log already cleared it
+        }
+        let clear = kvm_bindings::kvm_clear_dirty_log {
+            slot: SLOT,
+            num_pages: (size / crate::layout::PAGE_SIZE) as u32,
+            first_page: 0,
+            __bindgen_anon_1: kvm_bindings::kvm_clear_dirty_log__bindgen_ty_1 { dirty_bitmap: bitmap.as_mut_ptr().cast() },
+        };
+        // SAFETY: KVM_CLEAR_DIRTY_LOG reads `num_pages` bits from `bitmap`, which holds one bit
+        // per page of the slot (it came from KVM_GET_DIRTY_LOG for the same size).
+        let rc = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&self.vm), KVM_CLEAR_DIRTY_LOG, &clear) };
+        if rc != 0 {
+            return Err(Error::kvm("KVM_CLEAR_DIRTY_LOG", std::io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+
+    /// Start the log afresh (after the memory behind the slot changed wholesale).
+    pub fn reset_dirty_log(&self, size: u64) -> Result<()> {
+        let mut log = self.dirty_log(size)?;
+        self.clear_dirty_log(&mut log, size)
     }
 
     /// Descriptor tables, control registers, MSRs and XCR0 for our layout (not the
