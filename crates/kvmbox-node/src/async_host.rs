@@ -230,7 +230,7 @@ impl Job {
         let callback_failed = self.host.callback_failed;
         {
             let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
-            if matches!(*slot, Slot::Busy) && !machine.is_finished() {
+            if matches!(*slot, Slot::Busy) && crate::machine::keep(&machine) {
                 *slot = Slot::Idle(Box::new(machine));
             } else {
                 // Finished, or closed meanwhile: release the VM now.

@@ -31,6 +31,12 @@ pub fn probe() -> ProbeResult {
     ProbeResult { available: report.available, backend: report.backend.name().into(), error: report.error, syscall_in_ring3 }
 }
 
+/// Keep about `n` blank VMs created ahead of time (on a background thread) for forks.
+#[napi]
+pub fn set_vm_pool_size(n: u32) {
+    kvmbox::VmPool::global().keep_ready(n as usize);
+}
+
 /// Benchmark support: the mean cost in nanoseconds of a bare host → guest call (a raw VM whose
 /// only code is `ret`, resumed through the synced registers), over `iterations`.
 #[napi]

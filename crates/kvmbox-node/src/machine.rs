@@ -15,6 +15,44 @@ use crate::convert::{
 use crate::memory::NativeMemory;
 use crate::sync_host::{ChunkCallback, Hooks, JsHost, SyscallDispatch};
 
+#[napi(object)]
+pub struct NativeMemoryUsage {
+    pub private_bytes: f64,
+    pub shared_bytes: f64,
+    pub memory_size: f64,
+}
+
+/// An immutable image of a paused machine.
+#[napi]
+pub struct NativeSnapshot {
+    pub(crate) inner: kvmbox::Snapshot,
+}
+
+#[napi]
+impl NativeSnapshot {
+    /// A new machine sharing this snapshot's memory copy-on-write, paused where it was taken.
+    #[napi]
+    pub fn fork(&self) -> std::result::Result<NativeMachine, Error<String>> {
+        Ok(new_native(Machine::fork(&self.inner).map_err(throw)?))
+    }
+
+    #[napi]
+    pub fn symbol(&self, name: String) -> Option<BigInt> {
+        self.inner.symbol(&name).map(BigInt::from)
+    }
+
+    #[napi(getter)]
+    pub fn memory_size(&self) -> f64 {
+        self.inner.memory_size() as f64
+    }
+
+    /// Host memory the image occupies (shared by every fork).
+    #[napi(getter)]
+    pub fn resident_bytes(&self) -> f64 {
+        self.inner.resident_bytes() as f64
+    }
+}
+
 /// Output captured (in 'pipe' mode) since the last take.
 #[napi(object, object_from_js = false)]
 pub struct NativeOutput {
@@ -29,8 +67,9 @@ pub struct NativeMachine {
     slot: SharedSlot,
     /// Kept apart from the VM so symbols stay available after the guest finished.
     symbols: Arc<HashMap<String, u64>>,
-    /// Weak: a finished machine's memory is released with it.
-    memory: WeakMemoryView,
+    /// Weak: a closed machine's memory is released with it. Shared with the NativeMemory
+    /// objects handed out, and updated when a reset to another snapshot replaces the memory.
+    memory: Arc<Mutex<WeakMemoryView>>,
     /// Syscall numbers with a JS handler.
     intercepted: HashSet<u64>,
     hooks: Hooks,
@@ -45,7 +84,7 @@ pub struct NativeMachine {
 fn new_native(inner: Machine) -> NativeMachine {
     NativeMachine {
         symbols: inner.symbols(),
-        memory: inner.memory().downgrade(),
+        memory: Arc::new(Mutex::new(inner.memory().downgrade())),
         slot: Arc::new(Mutex::new(Slot::Idle(Box::new(inner)))),
         intercepted: HashSet::new(),
         hooks: Hooks::default(),
@@ -53,6 +92,12 @@ fn new_native(inner: Machine) -> NativeMachine {
         last_error: None,
         last_output: None,
     }
+}
+
+/// A machine stays alive while it can still be used: not finished, or resettable (it has a
+/// snapshot to return to). Anything else releases its VM at once.
+pub(crate) fn keep(m: &Machine) -> bool {
+    !m.is_finished() || m.snapshot_of().is_some()
 }
 
 fn state_error(slot: &Slot) -> Error<String> {
@@ -106,7 +151,7 @@ impl NativeMachine {
     /// A view of guest memory (usable while the guest is stopped and not finished).
     #[napi]
     pub fn memory(&self) -> NativeMemory {
-        NativeMemory { view: self.memory.clone() }
+        NativeMemory { view: Arc::clone(&self.memory) }
     }
 
     /// Route syscall `nr` to the JS dispatcher (or stop doing so).
@@ -126,14 +171,14 @@ impl NativeMachine {
         self.worker = None;
     }
 
-    /// "ready" | "paused" | "busy" | "closed" (finished machines are closed)
+    /// "ready" | "paused" | "busy" | "finished" (exited or failed, resettable) | "closed"
     #[napi(getter)]
     pub fn state(&self) -> &'static str {
         match &*self.slot.lock().unwrap_or_else(|e| e.into_inner()) {
             Slot::Closed => "closed",
             Slot::Busy => "busy",
             Slot::Idle(m) if m.is_paused() => "paused",
-            Slot::Idle(m) if m.is_finished() => "closed",
+            Slot::Idle(m) if m.is_finished() => "finished",
             Slot::Idle(_) => "ready",
         }
     }
@@ -151,7 +196,7 @@ impl NativeMachine {
         };
         let callback_failed = host.callback_failed;
         let result = run_result(machine, outcome, callback_failed);
-        if machine.is_finished() {
+        if !keep(machine) {
             *slot = Slot::Closed;
         }
         Ok(result)
@@ -185,7 +230,7 @@ impl NativeMachine {
         let timeout = timeout_of(timeout_ms).or(machine.default_timeout());
         let outcome = machine.call(addr, &mut core_args, timeout, &mut host);
         let callback_failed = host.callback_failed;
-        if machine.is_finished() {
+        if !keep(machine) {
             // Keep the output for takeOutput() before the VM goes.
             self.last_output = Some((machine.take_stdout(), machine.take_stderr()));
             *slot = Slot::Closed;
@@ -198,6 +243,43 @@ impl NativeMachine {
                 Err(Error::new(code, e.to_string()))
             }
         }
+    }
+
+    /// Take a snapshot of the paused guest (this machine then runs on a private copy).
+    #[napi]
+    pub fn snapshot(&mut self) -> std::result::Result<NativeSnapshot, Error<String>> {
+        let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+        let Slot::Idle(machine) = &mut *slot else { return Err(state_error(&slot)) };
+        Ok(NativeSnapshot { inner: machine.snapshot().map_err(throw)? })
+    }
+
+    /// Return to this machine's snapshot, or to `to`; returns the number of pages restored.
+    #[napi]
+    pub fn reset(&mut self, to: Option<&NativeSnapshot>) -> std::result::Result<u32, Error<String>> {
+        let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+        let Slot::Idle(machine) = &mut *slot else { return Err(state_error(&slot)) };
+        let pages = match to {
+            Some(s) => machine.reset_to(&s.inner),
+            None => machine.reset(),
+        }
+        .map_err(throw)?;
+        self.last_output = None;
+        self.last_error = None;
+        if to.is_some() {
+            // The memory (and its address space) may have been replaced.
+            self.symbols = machine.symbols();
+            *self.memory.lock().unwrap_or_else(|e| e.into_inner()) = machine.memory().downgrade();
+        }
+        Ok(pages as u32)
+    }
+
+    /// Host memory this machine uses: `{ privateBytes, sharedBytes, memorySize }`.
+    #[napi]
+    pub fn memory_usage(&self) -> std::result::Result<NativeMemoryUsage, Error<String>> {
+        let slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+        let Slot::Idle(machine) = &*slot else { return Err(state_error(&slot)) };
+        let u = machine.memory_usage();
+        Ok(NativeMemoryUsage { private_bytes: u.private_bytes as f64, shared_bytes: u.shared_bytes as f64, memory_size: u.memory_size as f64 })
     }
 
     /// Details of the last failed call.

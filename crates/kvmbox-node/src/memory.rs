@@ -9,12 +9,12 @@ use crate::convert::u64_of_bigint;
 /// Checked access to a machine's guest memory from JS (until the machine is finished/closed).
 #[napi]
 pub struct NativeMemory {
-    pub(crate) view: WeakMemoryView,
+    pub(crate) view: std::sync::Arc<std::sync::Mutex<WeakMemoryView>>,
 }
 
 impl NativeMemory {
     fn live(&self) -> Result<MemoryView> {
-        self.view.upgrade().ok_or_else(|| Error::new(Status::GenericFailure, "INVALID_STATE: the machine is closed; its memory was released"))
+        self.view.lock().unwrap_or_else(|e| e.into_inner()).upgrade().ok_or_else(|| Error::new(Status::GenericFailure, "INVALID_STATE: the machine is closed; its memory was released"))
     }
 }
 
@@ -50,7 +50,7 @@ impl NativeMemory {
 
     #[napi(getter)]
     pub fn size(&self) -> f64 {
-        self.view.upgrade().map(|v| v.size() as f64).unwrap_or(0.0)
+        self.live().map(|v| v.size() as f64).unwrap_or(0.0)
     }
 }
 

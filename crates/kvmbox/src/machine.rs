@@ -160,7 +160,7 @@ pub struct MemoryUsage {
 }
 
 /// Seal a snapshot's memfd against any further change (defence in depth: nothing writes it).
-fn seal(memfd: &std::fs::File) {
+pub(crate) fn seal(memfd: &std::fs::File) {
     use std::os::fd::AsRawFd;
     // SAFETY: fcntl on our own descriptor; failure (no MFD_ALLOW_SEALING) is harmless.
     unsafe { libc::fcntl(memfd.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_WRITE | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL) };

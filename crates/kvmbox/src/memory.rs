@@ -110,6 +110,19 @@ impl GuestMemory {
         Ok(GuestMemory { region, size, private: AtomicBool::new(false), host_dirty: dirty_bitmap(size) })
     }
 
+    /// A shared mapping of an existing memfd (used to fix up a loaded snapshot image).
+    pub fn shared_over(memfd: &File, size: u64) -> Result<GuestMemory> {
+        let file = memfd.try_clone().map_err(|e| Error::OutOfMemory(format!("dup of snapshot memory: {e}")))?;
+        let region = MmapRegion::build(
+            Some(vm_memory::FileOffset::new(file, 0)),
+            size as usize,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_NORESERVE,
+        )
+        .map_err(|e| Error::OutOfMemory(format!("mapping {size} bytes of guest memory: {e}")))?;
+        Ok(GuestMemory { region, size, private: AtomicBool::new(false), host_dirty: dirty_bitmap(size) })
+    }
+
     /// Copy-on-write memory over a snapshot's memfd: reads see the snapshot, writes stay here.
     pub fn private_over(memfd: &File, size: u64) -> Result<GuestMemory> {
         let file = memfd.try_clone().map_err(|e| Error::OutOfMemory(format!("dup of snapshot memory: {e}")))?;
@@ -529,7 +542,7 @@ unsafe impl Pod for [u64; 3] {}
 unsafe impl Pod for u64 {}
 
 /// A memfd of `size` bytes that can later be sealed (snapshots are sealed against writes).
-fn new_memfd(size: u64) -> Result<File> {
+pub(crate) fn new_memfd(size: u64) -> Result<File> {
     // SAFETY: memfd_create with a valid NUL-terminated name; we own the returned fd.
     let fd = unsafe { libc::memfd_create(c"kvmbox-guest".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
     if fd < 0 {

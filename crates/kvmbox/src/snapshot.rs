@@ -15,10 +15,37 @@ use std::time::Duration;
 
 use vm_memory::mmap::MmapRegion;
 
+use crate::arch;
 use crate::error::{Error, Result};
-use crate::layout::{AddressSpace, Layout};
+use crate::layout::{self, AddressSpace, Layout, Perm, Region};
+use crate::memory::GuestMemory;
+use crate::paging;
+use crate::snapfile::{self, Reader, Writer};
+use crate::syscalls::files::{FilePolicy, Input, Output};
 use crate::syscalls::{Linux, LinuxState};
 use crate::vcpu::CpuState;
+
+/// Options for [`Snapshot::load`]: what the loading process decides, not the file.
+pub struct LoadOptions {
+    /// Host files and directories the guest may open read-only.
+    pub allow_read: Vec<String>,
+    pub stdout: Output,
+    pub stderr: Output,
+    pub timeout: Option<Duration>,
+    pub trace: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            allow_read: Vec::new(),
+            stdout: Output::capture(crate::DEFAULT_OUTPUT_LIMIT),
+            stderr: Output::capture(crate::DEFAULT_OUTPUT_LIMIT),
+            timeout: None,
+            trace: false,
+        }
+    }
+}
 
 /// An immutable image of a paused machine. Cheap to clone (shared).
 #[derive(Clone)]
@@ -78,8 +105,129 @@ impl Snapshot {
         self.data.symbols.get(name).copied()
     }
 
+    /// Write the snapshot to `path` (only there): format version, metadata, the memory pages
+    /// that hold data, and a checksum. Open host files are recorded by path and position and
+    /// reopened (through the loader's allowlist) when the file is loaded.
+    pub fn save(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        let d = &self.data;
+        let mut w = Writer::default();
+        w.u64(d.layout.memory);
+        let segments = segments_of(&d.layout, d.space.regions());
+        w.u64(segments.len() as u64);
+        for r in &segments {
+            w.u64(r.start);
+            w.u64(r.end);
+            w.u8(r.perm.write as u8 | (r.perm.exec as u8) << 1);
+        }
+        w.u64(d.symbols.len() as u64);
+        let mut names: Vec<_> = d.symbols.iter().collect();
+        names.sort();
+        for (name, addr) in names {
+            w.str(name);
+            w.u64(*addr);
+        }
+        w.pod(&d.cpu.regs);
+        w.pod(&d.cpu.sregs.fs.base);
+        w.pod(&d.cpu.sregs.gs.base);
+        w.pod(&d.cpu.xsave.region);
+        d.linux.encode(&mut w);
+        w.bytes(d.proto.exe_path.as_os_str().as_encoded_bytes());
+        w.bytes(d.proto.cwd.as_os_str().as_encoded_bytes());
+        snapfile::write_file(path.as_ref(), &w.buf, &d.memfd, d.layout.memory)
+    }
+
+    /// Load a snapshot written by [`Snapshot::save`] from `path`, which is checked completely
+    /// first (clear errors for files that are not snapshots, of another format version,
+    /// truncated or corrupt). The loader decides the file policy, outputs and timeout.
+    pub fn load(path: impl AsRef<std::path::Path>, opts: LoadOptions) -> Result<Snapshot> {
+        crate::kvm::kvm()?;
+        let (meta, memfd) = snapfile::read_file(path.as_ref(), layout::MAX_MEMORY)?;
+        let bad = |what: &str| Error::InvalidArgument(format!("invalid snapshot file: {what}"));
+        let mut r = Reader::new(&meta);
+        let memory = r.u64()?;
+        if layout::round_memory(memory).ok() != Some(memory) {
+            return Err(bad("memory size"));
+        }
+        let layout = Layout::new(memory);
+        let n = r.count(17)?;
+        let mut segments = Vec::with_capacity(n);
+        let mut last = layout::USER_MIN;
+        for _ in 0..n {
+            let (start, end, perm) = (r.u64()?, r.u64()?, r.u8()?);
+            if start % layout::PAGE_SIZE != 0 || end % layout::PAGE_SIZE != 0 || start < last || end <= start || end > layout.heap_limit() {
+                return Err(bad("program segments"));
+            }
+            segments.push(Region { start, end, perm: Perm::user(perm & 1 != 0, perm & 2 != 0) });
+            last = end;
+        }
+        let n = r.count(9)?;
+        let mut symbols = HashMap::with_capacity(n);
+        for _ in 0..n {
+            let name = r.str()?;
+            symbols.insert(name, r.u64()?);
+        }
+        let mut regs: kvm_bindings::kvm_regs = r.pod()?;
+        regs.rflags = (regs.rflags & 0x3C_7FD7 & !0x100) | 0x2;
+        let (fs_base, gs_base): (u64, u64) = (r.pod()?, r.pod()?);
+        let mut xsave = kvm_bindings::kvm_xsave::default();
+        xsave.region = r.pod()?;
+        let linux_state = LinuxState::decode(&mut r, layout.heap_limit())?;
+        let exe_path = std::path::PathBuf::from(std::ffi::OsStr::new(&String::from_utf8_lossy(r.bytes()?).into_owned()));
+        let cwd = std::path::PathBuf::from(std::ffi::OsStr::new(&String::from_utf8_lossy(r.bytes()?).into_owned()));
+        if !exe_path.is_absolute() || !cwd.is_absolute() || !r.remaining().is_empty() {
+            return Err(bad("paths"));
+        }
+
+        // The kernel side (tables, stubs, page tables) comes from the layout, never the file.
+        let space = AddressSpace::new(layout.regions(&segments));
+        let image = GuestMemory::shared_over(&memfd, memory)?;
+        arch::write_system_pages(&image, &layout)?;
+        let cr3 = paging::build(&image, &layout, space.regions())?;
+        drop(image);
+        crate::machine::seal(&memfd);
+        // User-mode segments and our control registers; only the FS/GS bases come from the file.
+        let mut sregs = arch::initial_sregs(kvm_bindings::kvm_sregs::default(), &layout, cr3);
+        sregs.fs.base = fs_base;
+        sregs.gs.base = gs_base;
+        let cpu = CpuState { regs, sregs, xsave: Box::new(xsave) };
+
+        let policy = Arc::new(FilePolicy::new(&opts.allow_read, &cwd)?);
+        let mm = linux_state_heap(&linux_state);
+        let base = Linux::new(mm, policy, Input::Empty, opts.stdout, opts.stderr, exe_path, cwd, memory, layout.stack_size(), opts.trace);
+        // Reopens the recorded files now, so a file the allowlist refuses fails the load.
+        let proto = base.fork_from(&linux_state)?;
+        let source = read_only_view(&memfd, memory)?;
+        Ok(Snapshot {
+            data: Arc::new(SnapshotData {
+                memfd,
+                source,
+                layout,
+                space: Arc::new(space),
+                cr3,
+                symbols: Arc::new(symbols),
+                cpu,
+                linux: linux_state,
+                proto,
+                timeout: opts.timeout,
+            }),
+        })
+    }
+
     /// True if `a` and `b` are the same snapshot.
     pub fn same(a: &Snapshot, b: &Snapshot) -> bool {
         Arc::ptr_eq(&a.data, &b.data)
     }
+}
+
+/// The program's segments: the regions of the user area whose rights differ from plain heap.
+fn segments_of(layout: &Layout, regions: &[Region]) -> Vec<Region> {
+    regions
+        .iter()
+        .filter(|r| r.start >= layout::USER_MIN && r.end <= layout.heap_limit() && r.perm != Perm::USER_RW && r.perm.present)
+        .copied()
+        .collect()
+}
+
+fn linux_state_heap(state: &LinuxState) -> crate::syscalls::mm::Mappings {
+    state.heap().clone()
 }

@@ -389,3 +389,54 @@ mod snapshots {
         assert_eq!(counter(&mut g), 11);
     }
 }
+
+mod snapshot_files {
+    use super::*;
+    use kvmbox::{LoadOptions, NoHost, Snapshot};
+
+    fn counter(vm: &mut Machine) -> u64 {
+        let f = vm.symbol("counter_next").unwrap();
+        vm.call(f, &mut [], None, &mut NoHost).unwrap()
+    }
+
+    #[test]
+    fn save_load_round_trip_and_rejects_bad_files() {
+        require_kvm();
+        let mut master = Machine::from_file(guest("calls"), opts(&["calls"])).unwrap();
+        assert_eq!(master.run().unwrap(), RunOutcome::Paused);
+        for _ in 0..5 {
+            counter(&mut master);
+        }
+        let snap = master.snapshot().unwrap();
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let path = dir.join("calls.kvmsnap");
+        snap.save(&path).unwrap();
+        let loaded = Snapshot::load(&path, LoadOptions::default()).unwrap();
+        let mut f = Machine::fork(&loaded).unwrap();
+        assert_eq!(counter(&mut f), 6, "state survives the file round trip");
+        assert_eq!(f.run().unwrap(), RunOutcome::Exited(7));
+        assert_eq!(String::from_utf8(f.take_stdout()).unwrap(), "resumed: 0, counter 6\n");
+
+        let good = std::fs::read(&path).unwrap();
+        let try_load = |bytes: &[u8], name: &str| {
+            let p = dir.join(name);
+            std::fs::write(&p, bytes).unwrap();
+            match Snapshot::load(&p, LoadOptions::default()) {
+                Err(Error::InvalidArgument(msg)) => msg,
+                Err(other) => panic!("{name}: unexpected error {other}"),
+                Ok(_) => panic!("{name}: accepted"),
+            }
+        };
+        assert!(try_load(&good[..good.len() / 2], "truncated.kvmsnap").contains("truncated"));
+        assert!(try_load(&good[..good.len() - 1], "short.kvmsnap").contains("truncated"));
+        let mut flipped = good.clone();
+        let mid = flipped.len() / 2;
+        flipped[mid] ^= 0x40;
+        assert!(try_load(&flipped, "corrupt.kvmsnap").contains("checksum"));
+        let mut version = good.clone();
+        version[8] = 99;
+        assert!(try_load(&version, "version.kvmsnap").contains("version 99"));
+        assert!(try_load(b"not a snapshot at all", "garbage.kvmsnap").contains("not a kvmbox snapshot"));
+        assert!(try_load(&[], "empty.kvmsnap").contains("not a kvmbox snapshot"));
+    }
+}

@@ -54,6 +54,38 @@ impl Mappings {
         Mappings { floor: image_end, ceiling, brk_start: image_end, brk: image_end, maps: BTreeMap::new() }
     }
 
+    pub(crate) fn encode(&self, w: &mut crate::snapfile::Writer) {
+        for v in [self.floor, self.ceiling, self.brk_start, self.brk] {
+            w.u64(v);
+        }
+        w.u64(self.maps.len() as u64);
+        for (&s, &e) in &self.maps {
+            w.u64(s);
+            w.u64(e);
+        }
+    }
+
+    /// Decode and check against the layout it must fit (`ceiling` is the stack guard).
+    pub(crate) fn decode(r: &mut crate::snapfile::Reader, ceiling: u64) -> crate::error::Result<Mappings> {
+        let bad = || crate::error::Error::InvalidArgument("invalid snapshot file: inconsistent memory map".into());
+        let (floor, ceil, brk_start, brk) = (r.u64()?, r.u64()?, r.u64()?, r.u64()?);
+        if ceil != ceiling || !is_aligned(floor) || floor < crate::layout::USER_MIN || floor > ceil || brk_start != floor || brk < brk_start || brk > ceil {
+            return Err(bad());
+        }
+        let n = r.count(16)?;
+        let mut maps = BTreeMap::new();
+        let mut last = floor;
+        for _ in 0..n {
+            let (s, e) = (r.u64()?, r.u64()?);
+            if !is_aligned(s) || !is_aligned(e) || s < last || e <= s || e > ceil {
+                return Err(bad());
+            }
+            maps.insert(s, e);
+            last = e;
+        }
+        Ok(Mappings { floor, ceiling: ceil, brk_start, brk, maps })
+    }
+
     /// Bytes of address space still unallocated (for sysinfo's freeram).
     pub fn free_bytes(&self) -> u64 {
         let mapped: u64 = self.maps.iter().map(|(s, e)| e - s).sum();
