@@ -1,4 +1,4 @@
-export { Machine, GuestMemory, probe, measureSyscallFloor, measureCallFloor, HOSTCALL_FIRST, HOSTCALL_LAST } from './machine'
+export { Machine, Snapshot, GuestMemory, setVmPoolSize, probe, measureSyscallFloor, measureCallFloor, HOSTCALL_FIRST, HOSTCALL_LAST } from './machine'
 export type {
   MachineOptions,
   OutputOption,
@@ -15,6 +15,8 @@ export type {
   HostCallHandler,
   HostCallResult,
 } from './machine'
+export { Pool } from './pool'
+export type { PoolOptions } from './pool'
 export {
   KvmboxError,
   KvmUnavailableError,

@@ -271,14 +271,54 @@ export class Machine {
   /** Symbol addresses already looked up, as Numbers (guest addresses are < 2^53). */
   readonly #resolved = new Map<string, number>()
 
-  private constructor(n: native.NativeMachine, opts: MachineOptions) {
+  /** The output callbacks this machine was created with (forks of its snapshots reuse them). */
+  readonly #outputs: Pick<MachineOptions, 'stdout' | 'stderr'>
+
+  private constructor(n: native.NativeMachine, opts: Pick<MachineOptions, 'stdout' | 'stderr'>, handlers?: Map<number, HostCallHandler>) {
     this.#native = n
     this.#memory = new GuestMemory(n.memory(), this)
+    this.#outputs = { stdout: opts.stdout, stderr: opts.stderr }
     const onStdout = typeof opts.stdout === 'function' ? this.#guardOutput(opts.stdout) : undefined
     const onStderr = typeof opts.stderr === 'function' ? this.#guardOutput(opts.stderr) : undefined
     n.setHooks(onStdout, onStderr, this.#dispatch, this.#regs)
     if (typeof opts.stdout === 'function') this.#asyncOutput.stdout = this.#keepOutputErrors(opts.stdout)
     if (typeof opts.stderr === 'function') this.#asyncOutput.stderr = this.#keepOutputErrors(opts.stderr)
+    for (const [nr, h] of handlers ?? []) this.onSyscall(nr, h)
+  }
+
+  /**
+   * Take an immutable snapshot of the paused guest: memory, CPU state (registers, FPU/SSE/AVX,
+   * FS base) and kvmbox's process state (heap/mmap allocator, descriptors, signal
+   * dispositions). This machine keeps running on its own private copy-on-write copy, and
+   * `reset()` returns it to the snapshot. Forks get this machine's output callbacks and
+   * host-call handlers as they are now.
+   */
+  snapshot(): Snapshot {
+    this.#checkUsable()
+    const n = wrap(() => this.#native.snapshot())
+    return new Snapshot(n, this.#outputs, new Map(this.#handlers))
+  }
+
+  /**
+   * Return to exactly the snapshot this machine was forked from (or took) — memory (every page
+   * written since, by the guest or by kvmbox), registers, FPU state, heap allocator and
+   * descriptors; captured output is cleared and host-call handlers stay as registered — or,
+   * with `to`, to another snapshot. Works after a fault, timeout or exit too. Returns the
+   * number of pages restored.
+   */
+  reset(to?: Snapshot): number {
+    if (this.#busy || this.#busyAsync) throw new InvalidStateError('cannot reset a machine while it runs')
+    return wrap(() => this.#native.reset(to?._native))
+  }
+
+  /** Host memory used: pages private to this machine and the snapshot image it shares. */
+  memoryUsage(): { privateBytes: number; sharedBytes: number; memorySize: number } {
+    return wrap(() => this.#native.memoryUsage())
+  }
+
+  /** @internal */
+  static _fromNative(n: native.NativeMachine, outputs: Pick<MachineOptions, 'stdout' | 'stderr'>, handlers: Map<number, HostCallHandler>): Machine {
+    return new Machine(n, outputs, handlers)
   }
 
   /** Load a static executable from a file. */
@@ -304,13 +344,14 @@ export class Machine {
    * run/call is in progress) | 'closed' (finished — exit, fault, timeout, handler error — or
    * close() was called; its VM and memory are released).
    */
-  get state(): 'ready' | 'paused' | 'busy' | 'closed' {
-    return this.#native.state as 'ready' | 'paused' | 'busy' | 'closed'
+  get state(): 'ready' | 'paused' | 'busy' | 'finished' | 'closed' {
+    return this.#native.state as 'ready' | 'paused' | 'busy' | 'finished' | 'closed'
   }
 
-  /** True once the guest finished or close() was called. */
+  /** True once the guest finished (and cannot be reset) or close() was called. */
   get closed(): boolean {
-    return this.state === 'closed'
+    const s = this.state
+    return s === 'closed' || s === 'finished'
   }
 
   /** Guest memory, checked against what the guest itself may access. */
@@ -430,7 +471,9 @@ export class Machine {
   #checkUsable(): void {
     if (this.#busyAsync) throw new InvalidStateError('this machine is busy with an async run or call; wait for it to settle')
     if (this.#busy) throw new InvalidStateError('this machine is already running: calling it again from inside one of its own handlers is not supported')
-    if (this.closed) throw new InvalidStateError('the machine has finished (it exited, failed, or close() was called)')
+    const state = this.state
+    if (state === 'finished') throw new InvalidStateError('the guest has finished (it exited or failed); reset() it to its snapshot to use it again')
+    if (state === 'closed') throw new InvalidStateError('the machine has finished (it exited, failed, or close() was called)')
   }
 
   #resolve(target: string | Address): number | bigint {
@@ -612,6 +655,79 @@ class Context implements HostCallContext {
   write(addr: Address, bytes: Uint8Array | string): void {
     this.vm.memory.write(addr, bytes)
   }
+}
+
+/**
+ * An immutable image of a paused machine (see {@link Machine.snapshot}). Forks share its memory
+ * copy-on-write: a large initialized state costs its memory once, each fork only the pages it
+ * writes.
+ */
+export class Snapshot {
+  /** @internal */
+  readonly _native: native.NativeSnapshot
+  readonly #outputs: Pick<MachineOptions, 'stdout' | 'stderr'>
+  readonly #handlers: Map<number, HostCallHandler>
+
+  /** @internal */
+  constructor(n: native.NativeSnapshot, outputs: Pick<MachineOptions, 'stdout' | 'stderr'>, handlers: Map<number, HostCallHandler>) {
+    this._native = n
+    this.#outputs = outputs
+    this.#handlers = handlers
+  }
+
+  /**
+   * A new machine paused where the snapshot was taken, sharing its memory copy-on-write. Its
+   * VM comes from a pool created ahead of time when one is ready (see `Pool`). Output
+   * callbacks and host-call handlers are the snapshot-taker's unless given here.
+   */
+  fork(opts: { stdout?: OutputOption; stderr?: OutputOption } = {}): Machine {
+    const n = wrap(() => this._native.fork())
+    const outputs = { stdout: opts.stdout ?? this.#outputs.stdout, stderr: opts.stderr ?? this.#outputs.stderr }
+    if ((typeof outputs.stdout === 'function') !== (typeof this.#outputs.stdout === 'function') ||
+        (typeof outputs.stderr === 'function') !== (typeof this.#outputs.stderr === 'function')) {
+      throw new InvalidArgumentError('a fork can replace output callbacks, but not switch between callback and pipe/inherit modes')
+    }
+    return Machine._fromNative(n, outputs, new Map(this.#handlers))
+  }
+
+  /**
+   * Write the snapshot to `path` (a file with a format version and a checksum; pages that
+   * hold no data are not stored). Open host files are recorded by path and position.
+   */
+  save(path: string): void {
+    wrap(() => this._native.save(path))
+  }
+
+  /**
+   * Load a snapshot written by save(). The file is checked completely first (not a snapshot,
+   * another format version, truncated or corrupt → InvalidArgumentError). File access,
+   * outputs and timeout come from `opts`, not from the file.
+   */
+  static load(path: string, opts: Pick<MachineOptions, 'allowRead' | 'stdout' | 'stderr' | 'timeout' | 'trace' | 'outputLimit'> = {}): Snapshot {
+    const nopts = toNativeOptions(opts, '/guest')
+    const n = wrap(() => native.NativeSnapshot.load(path, nopts))
+    return new Snapshot(n, { stdout: opts.stdout, stderr: opts.stderr }, new Map())
+  }
+
+  /** Guest memory size of machines made from this snapshot. */
+  get memorySize(): number {
+    return this._native.memorySize
+  }
+
+  /** Host memory the image occupies, shared by every fork. */
+  get residentBytes(): number {
+    return this._native.residentBytes
+  }
+
+  /** Address of a symbol in the program's ELF symbol table. */
+  symbol(name: string): bigint | undefined {
+    return this._native.symbol(name) ?? undefined
+  }
+}
+
+/** Keep about `n` blank VMs created ahead of time (on a background thread) for fast forks. */
+export function setVmPoolSize(n: number): void {
+  native.setVmPoolSize(n)
 }
 
 /** Benchmark support: mean ns of one bare host → guest call round trip in a raw VM. */

@@ -46,6 +46,20 @@ impl NativeSnapshot {
         self.inner.memory_size() as f64
     }
 
+    /// Write the snapshot to `path` (versioned, checksummed).
+    #[napi]
+    pub fn save(&self, path: String) -> std::result::Result<(), Error<String>> {
+        self.inner.save(&path).map_err(throw)
+    }
+
+    /// Load a snapshot file; the options decide file access, outputs and timeout.
+    #[napi(factory)]
+    pub fn load(path: String, options: NativeOptions) -> std::result::Result<NativeSnapshot, Error<String>> {
+        let o = core_options(options)?;
+        let opts = kvmbox::LoadOptions { allow_read: o.allow_read, stdout: o.stdout, stderr: o.stderr, timeout: o.timeout, trace: o.trace };
+        Ok(NativeSnapshot { inner: kvmbox::Snapshot::load(&path, opts).map_err(throw)? })
+    }
+
     /// Host memory the image occupies (shared by every fork).
     #[napi(getter)]
     pub fn resident_bytes(&self) -> f64 {
