@@ -105,8 +105,11 @@ pub enum CallArg<'a> {
 }
 
 /// How many resets keep the guest's written pages unprotected before the dirty log is
-/// cleared to re-learn which pages requests write.
+/// cleared to re-learn which pages requests write: often when the set is large (copying it
+/// back costs), rarely when it is small (the re-learning request pays a write fault per page).
 const RELEARN_EVERY: u32 = 64;
+const RELEARN_EVERY_SMALL: u32 = 1024;
+const SMALL_DIRTY_SET: usize = 256;
 
 /// Stack the called function keeps for itself below the copied arguments.
 const CALL_STACK_RESERVE: u64 = 64 << 10;
@@ -364,10 +367,11 @@ impl Machine {
             }
         };
         // Pages the guest writes stay writable and in the log (copied back at every reset, no
-        // write faults on the request path); every RELEARN_EVERY resets the log is cleared, so
-        // pages the guest stopped writing drop out of the set.
+        // write faults on the request path); now and then the log is cleared, so pages the
+        // guest stopped writing drop out of the set.
         self.resets_since_clear += 1;
-        if self.resets_since_clear >= RELEARN_EVERY || strategy != ResetStrategy::CopyDirty {
+        let period = if restored <= SMALL_DIRTY_SET { RELEARN_EVERY_SMALL } else { RELEARN_EVERY };
+        if self.resets_since_clear >= period || strategy != ResetStrategy::CopyDirty {
             self.vm.clear_dirty_log(&mut log, self.layout.memory)?;
             self.resets_since_clear = 0;
         }
