@@ -308,7 +308,10 @@ export class Machine {
    */
   reset(to?: Snapshot): number {
     if (this.#busy || this.#busyAsync) throw new InvalidStateError('cannot reset a machine while it runs')
-    return wrap(() => this.#native.reset(to?._native))
+    const pages = wrap(() => this.#native.reset(to?._native))
+    // Another snapshot may be another program: forget resolved symbol addresses.
+    if (to) this.#resolved.clear()
+    return pages
   }
 
   /** Host memory used: pages private to this machine and the snapshot image it shares. */
@@ -348,7 +351,7 @@ export class Machine {
     return this.#native.state as 'ready' | 'paused' | 'busy' | 'finished' | 'closed'
   }
 
-  /** True once the guest finished (and cannot be reset) or close() was called. */
+  /** True once the guest finished (a machine with a snapshot can then be reset) or close() was called. */
   get closed(): boolean {
     const s = this.state
     return s === 'closed' || s === 'finished'
@@ -681,12 +684,12 @@ export class Snapshot {
    * callbacks and host-call handlers are the snapshot-taker's unless given here.
    */
   fork(opts: { stdout?: OutputOption; stderr?: OutputOption } = {}): Machine {
-    const n = wrap(() => this._native.fork())
     const outputs = { stdout: opts.stdout ?? this.#outputs.stdout, stderr: opts.stderr ?? this.#outputs.stderr }
     if ((typeof outputs.stdout === 'function') !== (typeof this.#outputs.stdout === 'function') ||
         (typeof outputs.stderr === 'function') !== (typeof this.#outputs.stderr === 'function')) {
       throw new InvalidArgumentError('a fork can replace output callbacks, but not switch between callback and pipe/inherit modes')
     }
+    const n = wrap(() => this._native.fork())
     return Machine._fromNative(n, outputs, new Map(this.#handlers))
   }
 

@@ -24,7 +24,7 @@ export class Pool {
   readonly #resetAfterUse: boolean
   readonly #idle: Machine[] = []
   readonly #all: Machine[] = []
-  readonly #waiters: ((m: Machine) => void)[] = []
+  readonly #waiters: { resolve: (m: Machine) => void; reject: (e: unknown) => void }[] = []
   #closed = false
 
   constructor(snapshot: Snapshot, opts: PoolOptions = {}) {
@@ -55,7 +55,7 @@ export class Pool {
     if (this.#closed) return Promise.reject(new InvalidStateError('the pool is closed'))
     const m = this.#idle.pop()
     if (m) return Promise.resolve(m)
-    return new Promise((resolve) => this.#waiters.push(resolve))
+    return new Promise((resolve, reject) => this.#waiters.push({ resolve, reject }))
   }
 
   /** Return a fork taken with acquire(); it is reset first unless resetAfterUse is false. */
@@ -67,7 +67,7 @@ export class Pool {
     }
     if (this.#resetAfterUse) m.reset()
     const next = this.#waiters.shift()
-    if (next) next(m)
+    if (next) next.resolve(m)
     else this.#idle.push(m)
   }
 
@@ -81,11 +81,12 @@ export class Pool {
     }
   }
 
-  /** Close every fork and reject future acquires. */
+  /** Close every fork, reject waiting and future acquires. Forks in use close when released. */
   close(): void {
     this.#closed = true
-    for (const m of this.#all) m.close()
+    for (const m of this.#idle) m.close()
     this.#idle.length = 0
+    for (const w of this.#waiters.splice(0)) w.reject(new InvalidStateError('the pool was closed'))
   }
 
   get snapshot(): Snapshot {

@@ -289,10 +289,13 @@ impl Machine {
         self.vm.reset_dirty_log(self.layout.memory)?;
         self.mem.take_host_dirty();
         let source = snapshot::read_only_view(&memfd, self.layout.memory)?;
+        let extents = crate::memory::data_extents(&memfd, self.layout.memory);
         let linux = self.linux.capture();
         let proto = self.linux.fork_from(&linux)?;
         let snap = Snapshot {
             data: Arc::new(SnapshotData {
+                data_pages: crate::memory::extent_bitmap(&extents, self.layout.memory),
+                extents,
                 memfd,
                 source,
                 layout: self.layout.clone(),
@@ -314,7 +317,7 @@ impl Machine {
     pub fn fork(snap: &Snapshot) -> Result<Machine> {
         let d = &snap.data;
         let mut vm = VmPool::global().take()?;
-        let mem = GuestMemory::private_over(&d.memfd, d.layout.memory)?;
+        let mem = GuestMemory::private_over(&d.memfd, d.layout.memory, &d.extents)?;
         vm.attach(&mem, true)?;
         vm.set_system_state(&d.layout, d.cr3)?;
         vm.restore(&d.cpu)?;
@@ -359,10 +362,10 @@ impl Machine {
             *w |= h;
         }
         let restored = match strategy {
-            ResetStrategy::CopyDirty => self.mem.restore_pages(&dirty, d.source_bytes()),
+            ResetStrategy::CopyDirty => self.mem.restore_pages(&dirty, d.source_bytes(), &d.data_pages),
             ResetStrategy::DropDirty => self.mem.drop_pages(&dirty),
             ResetStrategy::RemapAll => {
-                self.mem.remap_private(&d.memfd)?;
+                self.mem.remap_private(&d.memfd, &d.extents)?;
                 dirty.iter().map(|w| w.count_ones() as usize).sum()
             }
         };
@@ -391,11 +394,11 @@ impl Machine {
         let d = &snap.data;
         let same_tables = self.layout.memory == d.layout.memory && self.cr3 == d.cr3 && self.space.regions() == d.space.regions();
         if same_tables {
-            self.mem.remap_private(&d.memfd)?;
+            self.mem.remap_private(&d.memfd, &d.extents)?;
             // Start the guest-write log afresh for the new image.
             self.vm.reset_dirty_log(self.layout.memory)?;
         } else {
-            let mem = Arc::new(GuestMemory::private_over(&d.memfd, d.layout.memory)?);
+            let mem = Arc::new(GuestMemory::private_over(&d.memfd, d.layout.memory, &d.extents)?);
             self.vm.reattach(&mem, true)?;
             let old = std::mem::replace(&mut *self.mem, mem);
             drop(old);

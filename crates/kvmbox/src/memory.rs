@@ -22,8 +22,12 @@ use crate::layout::{page_down, page_up, AddressSpace, PAGE_SIZE};
 
 /// Guest physical memory starting at guest address 0.
 pub struct GuestMemory {
-    /// The mapping; it also owns the memfd (its file offset).
+    /// The mapping. Shared memory: the memfd is its file offset. Private memory: anonymous
+    /// (so never-written pages are plain zero pages, and touching them does not allocate pages
+    /// in the snapshot's file) with the snapshot's data extents mapped privately over it.
     region: MmapRegion<()>,
+    /// The snapshot image a private mapping is made of.
+    image: std::sync::Mutex<Option<File>>,
     size: u64,
     /// MAP_PRIVATE over a snapshot's memfd (never write the memfd itself then).
     private: AtomicBool,
@@ -108,7 +112,7 @@ impl GuestMemory {
         )
         .map_err(|e| Error::OutOfMemory(format!("mapping {size} bytes of guest memory: {e}")))?;
         dont_fork(region.as_ptr(), size);
-        Ok(GuestMemory { region, size, private: AtomicBool::new(false), host_dirty: dirty_bitmap(size) })
+        Ok(GuestMemory { region, image: std::sync::Mutex::new(None), size, private: AtomicBool::new(false), host_dirty: dirty_bitmap(size) })
     }
 
     /// A shared mapping of an existing memfd (used to fix up a loaded snapshot image).
@@ -121,21 +125,42 @@ impl GuestMemory {
             libc::MAP_SHARED | libc::MAP_NORESERVE,
         )
         .map_err(|e| Error::OutOfMemory(format!("mapping {size} bytes of guest memory: {e}")))?;
-        Ok(GuestMemory { region, size, private: AtomicBool::new(false), host_dirty: dirty_bitmap(size) })
+        Ok(GuestMemory { region, image: std::sync::Mutex::new(None), size, private: AtomicBool::new(false), host_dirty: dirty_bitmap(size) })
     }
 
-    /// Copy-on-write memory over a snapshot's memfd: reads see the snapshot, writes stay here.
-    pub fn private_over(memfd: &File, size: u64) -> Result<GuestMemory> {
-        let file = memfd.try_clone().map_err(|e| Error::OutOfMemory(format!("dup of snapshot memory: {e}")))?;
-        let region = MmapRegion::build(
-            Some(vm_memory::FileOffset::new(file, 0)),
-            size as usize,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_NORESERVE,
-        )
-        .map_err(|e| Error::OutOfMemory(format!("mapping {size} bytes of guest memory: {e}")))?;
-        dont_fork(region.as_ptr(), size);
-        Ok(GuestMemory { region, size, private: AtomicBool::new(true), host_dirty: dirty_bitmap(size) })
+    /// Copy-on-write memory over a snapshot's memfd, whose data lies in `extents` (see
+    /// [`data_extents`]): reads see the snapshot, writes stay here.
+    pub fn private_over(memfd: &File, size: u64, extents: &[(u64, u64)]) -> Result<GuestMemory> {
+        let region = MmapRegion::build(None, size as usize, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE)
+            .map_err(|e| Error::OutOfMemory(format!("mapping {size} bytes of guest memory: {e}")))?;
+        let mem = GuestMemory { region, image: std::sync::Mutex::new(None), size, private: AtomicBool::new(true), host_dirty: dirty_bitmap(size) };
+        mem.map_image(memfd, extents)?;
+        Ok(mem)
+    }
+
+    /// Map the data extents of `memfd` privately over this (anonymous) mapping.
+    fn map_image(&self, memfd: &File, extents: &[(u64, u64)]) -> Result<()> {
+        for &(start, end) in extents {
+            // SAFETY: replaces part of our own mapping, in place, with a private mapping of
+            // the same range of the image; KVM's MMU notifier drops stale mappings.
+            let addr = unsafe {
+                libc::mmap(
+                    self.host_base().add(start as usize).cast(),
+                    (end - start) as usize,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_NORESERVE | libc::MAP_FIXED,
+                    memfd.as_raw_fd(),
+                    start as i64,
+                )
+            };
+            if addr == libc::MAP_FAILED {
+                return Err(Error::OutOfMemory(format!("mapping the snapshot image: {}", std::io::Error::last_os_error())));
+            }
+        }
+        dont_fork(self.host_base(), self.size);
+        *self.image.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(memfd.try_clone().map_err(|e| Error::OutOfMemory(format!("dup of snapshot memory: {e}")))?);
+        Ok(())
     }
 
     /// Turn this memory into a snapshot image: return a memfd holding its current contents
@@ -144,7 +169,7 @@ impl GuestMemory {
     /// first writes its contents — the snapshot it maps plus its private pages — to a new one.
     pub fn freeze(&self) -> Result<File> {
         let file = if self.is_private() { self.materialize()? } else { self.backing_file()? };
-        self.remap_private(&file)?;
+        self.remap_private(&file, &data_extents(&file, self.size))?;
         Ok(file)
     }
 
@@ -161,18 +186,9 @@ impl GuestMemory {
             }
             Ok(())
         };
-        let backing = self.memfd();
-        let mut at: i64 = 0;
-        loop {
-            // SAFETY: lseek on our own descriptor.
-            let data = unsafe { libc::lseek(backing, at, libc::SEEK_DATA) };
-            if data < 0 || data as u64 >= self.size {
-                break;
-            }
-            let hole = unsafe { libc::lseek(backing, data, libc::SEEK_HOLE) }.max(data) as u64;
-            let end = hole.min(self.size);
-            write_range(data as u64, end)?;
-            at = end as i64;
+        let image = self.backing_file()?;
+        for (start, end) in data_extents(&image, self.size) {
+            write_range(start, end)?;
         }
         for page in self.private_page_list() {
             write_range(page * PAGE_SIZE, (page + 1) * PAGE_SIZE)?;
@@ -180,30 +196,34 @@ impl GuestMemory {
         Ok(file)
     }
 
-    /// Map `memfd` (another snapshot's memory, same size) privately in place of this memory.
-    pub fn remap_private(&self, memfd: &File) -> Result<()> {
-        // SAFETY: as in `freeze`: same address and length, a different file.
+    /// Map `memfd` (a snapshot image of the same size, data in `extents`) privately in place
+    /// of this memory.
+    pub fn remap_private(&self, memfd: &File, extents: &[(u64, u64)]) -> Result<()> {
+        // SAFETY: same address and length as our mapping: fresh anonymous zero pages first.
         let addr = unsafe {
             libc::mmap(
                 self.host_base().cast(),
                 self.size as usize,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_NORESERVE | libc::MAP_FIXED,
-                memfd.as_raw_fd(),
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
+                -1,
                 0,
             )
         };
         if addr == libc::MAP_FAILED {
             return Err(Error::OutOfMemory(format!("remapping guest memory: {}", std::io::Error::last_os_error())));
         }
-        dont_fork(self.host_base(), self.size);
+        self.map_image(memfd, extents)?;
         self.private.store(true, Ordering::SeqCst);
         self.take_host_dirty();
         Ok(())
     }
 
-    /// A new descriptor of the memfd behind this memory.
+    /// A new descriptor of the memfd behind this memory (its own, or the image it maps).
     pub fn backing_file(&self) -> Result<File> {
+        if let Some(f) = &*self.image.lock().unwrap_or_else(|e| e.into_inner()) {
+            return f.try_clone().map_err(|e| Error::kvm("dup memfd", e));
+        }
         let f = self.region.file_offset().ok_or_else(|| Error::Internal("guest memory has no backing file".into()))?;
         f.file().try_clone().map_err(|e| Error::kvm("dup memfd", e))
     }
@@ -262,9 +282,10 @@ impl GuestMemory {
         self.host_dirty.iter().map(|w| w.swap(0, Ordering::Relaxed)).collect()
     }
 
-    /// Copy the pages set in `bitmap` back from `source` (the snapshot's memory, same layout).
-    /// Returns how many pages were restored.
-    pub fn restore_pages(&self, bitmap: &[u64], source: &[u8]) -> usize {
+    /// Restore the pages set in `bitmap` to the snapshot: copied from `source` (its image)
+    /// where `data` says the image holds data, zero-filled elsewhere (reading holes of the
+    /// image would allocate pages in it). Returns how many pages were restored.
+    pub fn restore_pages(&self, bitmap: &[u64], source: &[u8], data: &[u64]) -> usize {
         let mut restored = 0;
         let base = self.host_base();
         for (w, &word) in bitmap.iter().enumerate() {
@@ -276,8 +297,15 @@ impl GuestMemory {
                 if off + PAGE_SIZE as usize > source.len() {
                     continue;
                 }
+                let has_data = data.get(w).is_some_and(|d| d & (1 << (page % 64)) != 0);
                 // SAFETY: `off` is a page inside both mappings (same size); the vCPU is stopped.
-                unsafe { std::ptr::copy_nonoverlapping(source.as_ptr().add(off), base.add(off), PAGE_SIZE as usize) };
+                unsafe {
+                    if has_data {
+                        std::ptr::copy_nonoverlapping(source.as_ptr().add(off), base.add(off), PAGE_SIZE as usize)
+                    } else {
+                        std::ptr::write_bytes(base.add(off), 0, PAGE_SIZE as usize)
+                    }
+                };
                 restored += 1;
             }
         }
@@ -319,6 +347,7 @@ impl GuestMemory {
         self.size
     }
 
+    /// The shared memfd (shared memory only).
     fn memfd(&self) -> i32 {
         self.region.file_offset().map(|f| f.file().as_raw_fd()).unwrap_or(-1)
     }
@@ -563,6 +592,41 @@ pub(crate) fn new_memfd(size: u64) -> Result<File> {
     let file = unsafe { File::from_raw_fd(fd) };
     file.set_len(size).map_err(|e| Error::OutOfMemory(format!("sizing guest memory: {e}")))?;
     Ok(file)
+}
+
+/// The ranges of `memfd` that hold data (SEEK_DATA/SEEK_HOLE), page-aligned. Forks map only
+/// these from the image; the holes stay anonymous zero memory, so touching them never adds
+/// pages to the (shared, immutable) image.
+pub(crate) fn data_extents(memfd: &File, size: u64) -> Vec<(u64, u64)> {
+    let fd = memfd.as_raw_fd();
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    let mut at: i64 = 0;
+    loop {
+        // SAFETY: lseek on our own descriptor.
+        let data = unsafe { libc::lseek(fd, at, libc::SEEK_DATA) };
+        if data < 0 || data as u64 >= size {
+            break;
+        }
+        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) }.max(data) as u64;
+        let (start, end) = (page_down(data as u64), page_up(hole.min(size)).unwrap_or(size).min(size));
+        match out.last_mut() {
+            Some(last) if start <= last.1 => last.1 = end,
+            _ => out.push((start, end)),
+        }
+        at = end as i64;
+    }
+    out
+}
+
+/// One bit per page in `extents`.
+pub(crate) fn extent_bitmap(extents: &[(u64, u64)], size: u64) -> Vec<u64> {
+    let mut bits = vec![0u64; size.div_ceil(PAGE_SIZE).div_ceil(64) as usize];
+    for &(start, end) in extents {
+        for page in start / PAGE_SIZE..end / PAGE_SIZE {
+            bits[(page / 64) as usize] |= 1 << (page % 64);
+        }
+    }
+    bits
 }
 
 fn dirty_bitmap(size: u64) -> Vec<AtomicU64> {

@@ -58,6 +58,10 @@ pub(crate) struct SnapshotData {
     pub memfd: File,
     /// A read-only view of `memfd`, the source for restoring pages.
     pub source: MmapRegion<()>,
+    /// The ranges of the image that hold data (the rest reads as zero)…
+    pub extents: Vec<(u64, u64)>,
+    /// … and the same as one bit per page.
+    pub data_pages: Vec<u64>,
     pub layout: Layout,
     pub space: Arc<AddressSpace>,
     pub cr3: u64,
@@ -197,8 +201,11 @@ impl Snapshot {
         // Reopens the recorded files now, so a file the allowlist refuses fails the load.
         let proto = base.fork_from(&linux_state)?;
         let source = read_only_view(&memfd, memory)?;
+        let extents = crate::memory::data_extents(&memfd, memory);
         Ok(Snapshot {
             data: Arc::new(SnapshotData {
+                data_pages: crate::memory::extent_bitmap(&extents, memory),
+                extents,
                 memfd,
                 source,
                 layout,

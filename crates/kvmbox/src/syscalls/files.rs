@@ -10,6 +10,7 @@ use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::host::{Host, Stream};
@@ -121,7 +122,23 @@ pub enum FdSpec {
     Stdin,
     Stdout,
     Stderr,
-    File { path: PathBuf, is_dir: bool, offset: u64 },
+    /// `handle` is a descriptor of the very file (its own open file description), so forks
+    /// and resets reopen the same file even if its path was since replaced or removed; a
+    /// snapshot loaded from a file has none and reopens by path through the allowlist.
+    File { path: PathBuf, is_dir: bool, offset: u64, handle: Option<Arc<OwnedFd>> },
+}
+
+/// A new, independent open file description of the file behind `fd`.
+fn reopen(fd: RawFd, is_dir: bool) -> std::result::Result<OwnedFd, i32> {
+    let path = CString::new(format!("/proc/self/fd/{fd}")).map_err(|_| errno::EINVAL)?;
+    let flags = libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY | if is_dir { libc::O_DIRECTORY } else { 0 };
+    // SAFETY: open of a valid C string; the new fd is owned below.
+    let n = unsafe { libc::open(path.as_ptr(), flags) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(errno::EIO));
+    }
+    // SAFETY: fresh descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(n) })
 }
 
 /// A path the guest may read (a file, or a directory and everything below it).
@@ -319,7 +336,8 @@ impl FdTable {
                     FdKind::File { host, path, is_dir } => {
                         // SAFETY: lseek on our own fd, only to read its position.
                         let offset = unsafe { libc::lseek(host.as_raw_fd(), 0, libc::SEEK_CUR) }.max(0) as u64;
-                        FdSpec::File { path: path.clone(), is_dir: *is_dir, offset }
+                        let handle = reopen(host.as_raw_fd(), *is_dir).ok().map(Arc::new);
+                        FdSpec::File { path: path.clone(), is_dir: *is_dir, offset, handle }
                     }
                 };
                 Some((i, spec))
@@ -335,11 +353,14 @@ impl FdTable {
                 FdSpec::Stdin => FdKind::Stdin,
                 FdSpec::Stdout => FdKind::Stdout,
                 FdSpec::Stderr => FdKind::Stderr,
-                FdSpec::File { path, is_dir, offset } => {
+                FdSpec::File { path, is_dir, offset, handle } => {
                     let flags = if *is_dir { libc::O_RDONLY | libc::O_DIRECTORY } else { libc::O_RDONLY };
-                    let (host, is_dir) = policy
-                        .open(path, flags)
-                        .map_err(|e| Error::InvalidState(format!("cannot reopen {} (errno {e}) for the snapshot state", path.display())))?;
+                    let reopened = match handle {
+                        Some(h) => reopen(h.as_raw_fd(), *is_dir).map(|fd| (fd, *is_dir)),
+                        None => policy.open(path, flags),
+                    };
+                    let (host, is_dir) =
+                        reopened.map_err(|e| Error::InvalidState(format!("cannot reopen {} (errno {e}) for the snapshot state", path.display())))?;
                     // SAFETY: lseek on the fd just opened.
                     unsafe { libc::lseek(host.as_raw_fd(), *offset as i64, libc::SEEK_SET) };
                     FdKind::File { host, path: path.clone(), is_dir }

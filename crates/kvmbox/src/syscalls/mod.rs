@@ -56,7 +56,7 @@ impl LinuxState {
                 FdSpec::Stdin => w.u8(0),
                 FdSpec::Stdout => w.u8(1),
                 FdSpec::Stderr => w.u8(2),
-                FdSpec::File { path, is_dir, offset } => {
+                FdSpec::File { path, is_dir, offset, .. } => {
                     w.u8(3);
                     w.bytes(path.as_os_str().as_encoded_bytes());
                     w.u8(*is_dir as u8);
@@ -105,7 +105,7 @@ impl LinuxState {
                     if !path.is_absolute() {
                         return Err(bad("relative path of an open file"));
                     }
-                    FdSpec::File { path: files::normalize(&path), is_dir: r.u8()? != 0, offset: r.u64()? }
+                    FdSpec::File { path: files::normalize(&path), is_dir: r.u8()? != 0, offset: r.u64()?, handle: None }
                 }
                 _ => return Err(bad("unknown descriptor kind")),
             };
