@@ -19,6 +19,7 @@ Options for run:
   --env KEY=VALUE     set a variable in the guest's environment (may be repeated)
   --inherit-env       pass this process's whole environment to the guest
   --trace             print every syscall the guest makes to stderr
+  --hugepages         back guest memory with huge pages (hugetlbfs if reserved, else THP)
   --                  end of options
 
 Exit status: the guest's own; 128+N if it killed itself with signal N; for a CPU fault the
@@ -52,6 +53,7 @@ function runCommand(argv: string[]): number {
   let timeout: number | undefined
   let memory: number | undefined
   let trace = false
+  let hugepages = false
   const allowRead: string[] = []
   const env: Record<string, string> = {}
   let i = 0
@@ -83,6 +85,8 @@ function runCommand(argv: string[]): number {
       for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !(k in env)) env[k] = v
     } else if (a === '--trace') {
       trace = true
+    } else if (a === '--hugepages') {
+      hugepages = true
     } else if (a === '--help' || a === '-h') {
       process.stdout.write(HELP + '\n')
       return 0
@@ -96,7 +100,7 @@ function runCommand(argv: string[]): number {
   if (prog === undefined) fail('run needs a PROGRAM (see kvmbox --help)')
   const args = argv.slice(i)
   try {
-    const vm = Machine.fromFile(prog, { args, env, memory, timeout, trace, allowRead, stdin: 'inherit', stdout: 'inherit', stderr: 'inherit' })
+    const vm = Machine.fromFile(prog, { args, env, memory, timeout, trace, hugepages, allowRead, stdin: 'inherit', stdout: 'inherit', stderr: 'inherit' })
     let r = vm.run()
     // A guest built for host calls pauses once initialized; on the command line, just go on.
     while (r.status === 'paused') r = vm.run()

@@ -31,6 +31,11 @@ export interface MachineOptions {
   exePath?: string
   /** Cap on captured stdout and stderr, each, in bytes (default 64 MiB); the rest is dropped. */
   outputLimit?: number
+  /**
+   * Back guest memory with huge pages: reserved hugetlbfs pages when the host has some, else
+   * transparent huge pages. Forks of a snapshot use 4 KiB pages. Default false.
+   */
+  hugepages?: boolean
 }
 
 interface RunResultBase {
@@ -246,6 +251,7 @@ function toNativeOptions(opts: MachineOptions, defaultArgv0: string): native.Nat
     trace: opts.trace ?? false,
     exePath: opts.exePath,
     outputLimit: opts.outputLimit,
+    hugepages: opts.hugepages ?? false,
   }
 }
 
@@ -314,8 +320,11 @@ export class Machine {
     return pages
   }
 
-  /** Host memory used: pages private to this machine and the snapshot image it shares. */
-  memoryUsage(): { privateBytes: number; sharedBytes: number; memorySize: number } {
+  /**
+   * Host memory used: pages private to this machine, the snapshot image it shares, and how
+   * much of its memory huge pages back (`hugepages`: 'none' | 'transparent' | 'hugetlb').
+   */
+  memoryUsage(): { privateBytes: number; sharedBytes: number; memorySize: number; hugeBytes: number; hugepages: string } {
     return wrap(() => this.#native.memoryUsage())
   }
 

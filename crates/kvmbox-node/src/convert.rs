@@ -22,6 +22,7 @@ pub struct NativeOptions {
     pub trace: Option<bool>,
     pub exe_path: Option<String>,
     pub output_limit: Option<f64>,
+    pub hugepages: Option<bool>,
 }
 
 /// A structured error record; the SDK maps `code` to an error class.
@@ -121,6 +122,7 @@ pub(crate) fn core_options(o: NativeOptions) -> std::result::Result<MachineOptio
         trace: o.trace.unwrap_or(false),
         exe_path: o.exe_path,
         cwd: None,
+        hugepages: o.hugepages.unwrap_or(false),
     })
 }
 

@@ -20,6 +20,9 @@ pub struct NativeMemoryUsage {
     pub private_bytes: f64,
     pub shared_bytes: f64,
     pub memory_size: f64,
+    pub huge_bytes: f64,
+    /// "none" | "transparent" | "hugetlb"
+    pub hugepages: String,
 }
 
 /// An immutable image of a paused machine.
@@ -293,7 +296,18 @@ impl NativeMachine {
         let slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
         let Slot::Idle(machine) = &*slot else { return Err(state_error(&slot)) };
         let u = machine.memory_usage();
-        Ok(NativeMemoryUsage { private_bytes: u.private_bytes as f64, shared_bytes: u.shared_bytes as f64, memory_size: u.memory_size as f64 })
+        let hugepages = match u.hugepages {
+            kvmbox::HugePages::None => "none",
+            kvmbox::HugePages::Transparent => "transparent",
+            kvmbox::HugePages::Hugetlb => "hugetlb",
+        };
+        Ok(NativeMemoryUsage {
+            private_bytes: u.private_bytes as f64,
+            shared_bytes: u.shared_bytes as f64,
+            memory_size: u.memory_size as f64,
+            huge_bytes: u.huge_bytes as f64,
+            hugepages: hugepages.into(),
+        })
     }
 
     /// Details of the last failed call.

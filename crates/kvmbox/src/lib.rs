@@ -36,5 +36,5 @@ pub use host::{Host, HostCall, HostCallFn, HostCalls, NoHost, Stream, HOSTCALL_F
 pub use machine::{CallArg, Machine, MachineOptions, MemoryUsage, ResetStrategy, RunOutcome, DEFAULT_MEMORY, DEFAULT_OUTPUT_LIMIT};
 pub use snapshot::{LoadOptions, Snapshot};
 pub use vcpu::VmPool;
-pub use memory::{Efault, MemoryView, WeakMemoryView};
+pub use memory::{Efault, HugePages, MemoryView, WeakMemoryView};
 pub use syscalls::files::{Input, Output};

@@ -35,6 +35,17 @@ pub struct GuestMemory {
     host_dirty: Vec<AtomicU64>,
 }
 
+/// Which huge pages back a machine's memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HugePages {
+    /// 4 KiB pages.
+    None,
+    /// Transparent huge pages (MADV_HUGEPAGE), used where the kernel can assemble them.
+    Transparent,
+    /// Reserved hugetlbfs pages (MAP_HUGETLB).
+    Hugetlb,
+}
+
 /// A guest memory access outside what the guest itself may touch (a syscall gets EFAULT).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Efault;
@@ -115,6 +126,57 @@ impl GuestMemory {
         Ok(GuestMemory { region, image: std::sync::Mutex::new(None), size, private: AtomicBool::new(false), host_dirty: dirty_bitmap(size) })
     }
 
+    /// Anonymous memory backed by huge pages: hugetlbfs pages when the host has reserved some
+    /// (MAP_HUGETLB), else transparent huge pages (MADV_HUGEPAGE). Huge pages need anonymous
+    /// memory here (THP for shared memory is usually disabled), so a snapshot of it copies the
+    /// contents into a memfd image first. Returns the memory and which kind of huge pages it got.
+    pub fn new_huge(size: u64) -> Result<(GuestMemory, HugePages)> {
+        let anon = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
+        // No MAP_NORESERVE for hugetlbfs: the whole size is reserved up front, so a host
+        // without enough reserved huge pages fails here (and falls back) instead of raising
+        // SIGBUS on a later touch.
+        let (region, kind) = match MmapRegion::build(None, size as usize, libc::PROT_READ | libc::PROT_WRITE, anon | libc::MAP_HUGETLB) {
+            Ok(r) => (r, HugePages::Hugetlb),
+            Err(_) => {
+                let r = MmapRegion::build(None, size as usize, libc::PROT_READ | libc::PROT_WRITE, anon | libc::MAP_NORESERVE)
+                    .map_err(|e| Error::OutOfMemory(format!("mapping {size} bytes of guest memory: {e}")))?;
+                // SAFETY: advice on our own mapping.
+                let ok = unsafe { libc::madvise(r.as_ptr().cast(), size as usize, libc::MADV_HUGEPAGE) } == 0;
+                (r, if ok { HugePages::Transparent } else { HugePages::None })
+            }
+        };
+        dont_fork(region.as_ptr(), size);
+        Ok((GuestMemory { region, image: std::sync::Mutex::new(None), size, private: AtomicBool::new(true), host_dirty: dirty_bitmap(size) }, kind))
+    }
+
+    /// Bytes of this memory currently backed by huge pages (from /proc/self/smaps).
+    pub fn huge_bytes(&self) -> u64 {
+        let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else { return 0 };
+        let (lo, hi) = (self.host_base() as u64, self.host_base() as u64 + self.size);
+        let mut inside = false;
+        let mut total = 0;
+        for line in smaps.lines() {
+            if let Some((range, _)) = line.split_once(' ') {
+                if let Some((a, b)) = range.split_once('-') {
+                    if let (Ok(a), Ok(b)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) {
+                        inside = a >= lo && b <= hi;
+                        continue;
+                    }
+                }
+            }
+            if !inside {
+                continue;
+            }
+            let mut parts = line.split_whitespace();
+            let key = parts.next().unwrap_or("");
+            let kb: u64 = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            if matches!(key, "AnonHugePages:" | "ShmemPmdMapped:" | "FilePmdMapped:" | "Private_Hugetlb:" | "Shared_Hugetlb:") {
+                total += kb * 1024;
+            }
+        }
+        total
+    }
+
     /// A shared mapping of an existing memfd (used to fix up a loaded snapshot image).
     pub fn shared_over(memfd: &File, size: u64) -> Result<GuestMemory> {
         let file = memfd.try_clone().map_err(|e| Error::OutOfMemory(format!("dup of snapshot memory: {e}")))?;
@@ -186,9 +248,11 @@ impl GuestMemory {
             }
             Ok(())
         };
-        let image = self.backing_file()?;
-        for (start, end) in data_extents(&image, self.size) {
-            write_range(start, end)?;
+        // Anonymous memory (hugepages) has no image; a fork's image holds the snapshot's data.
+        if let Ok(image) = self.backing_file() {
+            for (start, end) in data_extents(&image, self.size) {
+                write_range(start, end)?;
+            }
         }
         for page in self.private_page_list() {
             write_range(page * PAGE_SIZE, (page + 1) * PAGE_SIZE)?;

@@ -1,0 +1,84 @@
+#!/usr/bin/env node
+// Native speed: the same static binary natively (spawnSync) and in kvmbox, with and without
+// huge pages, in one run. Medians of REPS runs; each workload times itself inside the program
+// (CLOCK_MONOTONIC), so process and VM start-up are not counted.
+//   sha256 64 MiB   CPU-bound
+//   stream 64 MiB   STREAM copy/scale/add/triad (best of 5 passes), three 64 MiB arrays
+//   touch 256 MiB   first touch of fresh memory
+import { spawnSync } from 'node:child_process';
+import { createRequire } from 'node:module';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const BUILD = path.join(ROOT, 'benches', 'build');
+const require = createRequire(import.meta.url);
+const { Machine, probe } = require('../dist');
+const REPS = 5;
+
+const pr = probe();
+if (!pr.available) {
+  console.error(`KVM unavailable: ${pr.error}`);
+  process.exit(1);
+}
+fs.mkdirSync(BUILD, { recursive: true });
+const bin = path.join(BUILD, 'native_speed');
+const src = path.join(ROOT, 'benches', 'native_speed.c');
+if (!fs.existsSync(bin) || fs.statSync(bin).mtimeMs < fs.statSync(src).mtimeMs) {
+  const r = spawnSync('gcc', ['-O2', '-static', '-o', bin, src], { stdio: 'inherit' });
+  if (r.status !== 0) process.exit(1);
+}
+
+const parse = (out) => Object.fromEntries(out.trim().split('\n').map((l) => l.split(' ')).map(([k, ms, ...rest]) => [k, { ms: Number(ms), rest }]));
+function native(args) {
+  const r = spawnSync(bin, args, { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`native ${args}: ${r.stderr}`);
+  return parse(r.stdout);
+}
+function kvm(args, hugepages) {
+  const vm = Machine.fromFile(bin, { args: [bin, ...args], memory: 1 << 30, hugepages, timeout: 120_000 });
+  const r = vm.run();
+  if (r.status !== 'exited' || r.exitCode !== 0) throw new Error(`kvmbox ${args}: ${r.status} ${r.stderr}`);
+  return parse(r.stdout.toString());
+}
+const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
+
+const workloads = [
+  ['sha256', '64'],
+  ['stream', '64'],
+  ['touch', '256'],
+];
+const sides = { native: (a) => native(a), kvmbox: (a) => kvm(a, false), 'kvmbox hugepages': (a) => kvm(a, true) };
+const results = {}; // metric -> side -> [ms]
+for (const args of workloads) {
+  for (const [side, run] of Object.entries(sides)) run(args); // warm-up (THP compaction, caches)
+  for (let i = 0; i < REPS; i++) {
+    for (const [side, run] of Object.entries(sides)) {
+      const out = run(args);
+      for (const [metric, { ms, rest }] of Object.entries(out)) {
+        if (metric === 'check') continue;
+        ((results[metric] ??= {})[side] ??= []).push(ms);
+        if (metric === 'sha256') (results.sha256_digest ??= new Set()).add(rest[0]);
+      }
+    }
+  }
+}
+if (results.sha256_digest.size !== 1) throw new Error('SHA-256 digests differ between runs');
+delete results.sha256_digest;
+
+const rows = Object.entries(results).map(([metric, bySide]) => {
+  const n = median(bySide.native);
+  const k = median(bySide.kvmbox);
+  const h = median(bySide['kvmbox hugepages']);
+  return `| ${metric} | ${n.toFixed(2)} ms | ${k.toFixed(2)} ms | ${h.toFixed(2)} ms | ${(n / k).toFixed(3)}× | ${(n / h).toFixed(3)}× |`;
+});
+const md = [
+  `Measured ${new Date().toISOString().slice(0, 10)} · backend \`${pr.backend}\` · ${os.cpus().length} cores · medians of ${REPS}; \`node benches/native.mjs\`. Speed = native time / kvmbox time (1.0 = native speed, higher is faster).`,
+  '',
+  '| workload | native | kvmbox | kvmbox + hugepages | speed | speed with hugepages |',
+  '|---|---:|---:|---:|---:|---:|',
+  ...rows,
+].join('\n');
+console.log(`\n----- markdown for README (native speed) -----\n${md}\n----- end markdown -----`);
