@@ -20,6 +20,7 @@ Options for run:
   --inherit-env       pass this process's whole environment to the guest
   --trace             print every syscall the guest makes to stderr
   --hugepages         back guest memory with huge pages (hugetlbfs if reserved, else THP)
+  --gdb PORT          wait for gdb on 127.0.0.1:PORT before running (gdb PROG -ex 'target remote :PORT')
   --                  end of options
 
 Exit status: the guest's own; 128+N if it killed itself with signal N; for a CPU fault the
@@ -54,6 +55,7 @@ function runCommand(argv: string[]): number {
   let memory: number | undefined
   let trace = false
   let hugepages = false
+  let gdbPort: number | undefined
   const allowRead: string[] = []
   const env: Record<string, string> = {}
   let i = 0
@@ -87,6 +89,9 @@ function runCommand(argv: string[]): number {
       trace = true
     } else if (a === '--hugepages') {
       hugepages = true
+    } else if (a === '--gdb') {
+      gdbPort = Number(value(a))
+      if (!Number.isInteger(gdbPort) || gdbPort < 0 || gdbPort > 65535) fail('--gdb needs a TCP port number')
     } else if (a === '--help' || a === '-h') {
       process.stdout.write(HELP + '\n')
       return 0
@@ -101,6 +106,10 @@ function runCommand(argv: string[]): number {
   const args = argv.slice(i)
   try {
     const vm = Machine.fromFile(prog, { args, env, memory, timeout, trace, hugepages, allowRead, stdin: 'inherit', stdout: 'inherit', stderr: 'inherit' })
+    if (gdbPort !== undefined) {
+      const port = vm.debug({ port: gdbPort })
+      process.stderr.write(`kvmbox: waiting for gdb on 127.0.0.1:${port} (gdb ${prog} -ex 'target remote :${port}')\n`)
+    }
     let r = vm.run()
     // A guest built for host calls pauses once initialized; on the command line, just go on.
     while (r.status === 'paused') r = vm.run()

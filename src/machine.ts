@@ -462,6 +462,17 @@ export class Machine {
     return this
   }
 
+  /**
+   * Make the next run() or call() (synchronous) wait for gdb to connect, then let gdb drive
+   * it: `gdb prog -ex 'target remote :PORT'`. Breakpoints, single-step, registers (general,
+   * rip, rflags, SSE), memory, Ctrl-C; detach lets the guest continue undebugged. Returns the
+   * port (pass 0 to pick a free one).
+   */
+  debug(opts: { port: number; host?: string }): number {
+    if (!Number.isInteger(opts.port) || opts.port < 0 || opts.port > 65535) throw new InvalidArgumentError(`port must be 0–65535, got ${opts.port}`)
+    return wrap(() => this.#native.debug(opts.host ?? '127.0.0.1', opts.port))
+  }
+
   /** Output the guest wrote to captured ('pipe') streams during calls, emptied by this. */
   takeOutput(): { stdout: Buffer; stderr: Buffer } {
     return this.#native.takeOutput()

@@ -96,6 +96,8 @@ pub struct NativeMachine {
     last_error: Option<NativeError>,
     /// Output left over when a call finished the machine.
     last_output: Option<(Vec<u8>, Vec<u8>)>,
+    /// Set by `debug()`: the next run/call waits for gdb on this socket.
+    pending_debug: Option<std::net::TcpListener>,
 }
 
 fn new_native(inner: Machine) -> NativeMachine {
@@ -108,6 +110,7 @@ fn new_native(inner: Machine) -> NativeMachine {
         worker: None,
         last_error: None,
         last_output: None,
+        pending_debug: None,
     }
 }
 
@@ -207,9 +210,13 @@ impl NativeMachine {
         let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
         let Slot::Idle(machine) = &mut *slot else { return Err(state_error(&slot)) };
         let mut host = JsHost { env, hooks: &mut self.hooks, intercepted: &self.intercepted, callback_failed: false };
-        let outcome = match timeout_ms {
-            Some(_) => machine.run_with(timeout_of(timeout_ms), &mut host),
-            None => machine.run_with_default_timeout(&mut host),
+        let timeout = match timeout_ms {
+            Some(_) => timeout_of(timeout_ms),
+            None => machine.default_timeout(),
+        };
+        let outcome = match self.pending_debug.take() {
+            Some(listener) => machine.run_debug(&listener, timeout, &mut host),
+            None => machine.run_with(timeout, &mut host),
         };
         let callback_failed = host.callback_failed;
         let result = run_result(machine, outcome, callback_failed);
@@ -245,7 +252,10 @@ impl NativeMachine {
         let Slot::Idle(machine) = &mut *slot else { return Err(state_error(&slot)) };
         let mut host = JsHost { env, hooks: &mut self.hooks, intercepted: &self.intercepted, callback_failed: false };
         let timeout = timeout_of(timeout_ms).or(machine.default_timeout());
-        let outcome = machine.call(addr, &mut core_args, timeout, &mut host);
+        let outcome = match self.pending_debug.take() {
+            Some(listener) => machine.call_debug(&listener, addr, &mut core_args, timeout, &mut host),
+            None => machine.call(addr, &mut core_args, timeout, &mut host),
+        };
         let callback_failed = host.callback_failed;
         if !keep(machine) {
             // Keep the output for takeOutput() before the VM goes.
@@ -260,6 +270,17 @@ impl NativeMachine {
                 Err(Error::new(code, e.to_string()))
             }
         }
+    }
+
+    /// Make the next run() or call() wait for a gdb connection on host:port (port 0 picks a
+    /// free one). Returns the port listened on.
+    #[napi]
+    pub fn debug(&mut self, host: String, port: u32) -> std::result::Result<u32, Error<String>> {
+        let listener = std::net::TcpListener::bind((host.as_str(), port as u16))
+            .map_err(|e| Error::new("INVALID_ARGUMENT".to_string(), format!("cannot listen for gdb on {host}:{port}: {e}")))?;
+        let bound = listener.local_addr().map(|a| a.port() as u32).unwrap_or(port);
+        self.pending_debug = Some(listener);
+        Ok(bound)
     }
 
     /// Take a snapshot of the paused guest (this machine then runs on a private copy).

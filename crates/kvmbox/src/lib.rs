@@ -13,6 +13,7 @@
 //! ```
 
 mod arch;
+mod debug;
 mod elf;
 pub mod error;
 pub mod floor;

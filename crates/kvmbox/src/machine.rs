@@ -92,10 +92,15 @@ enum State {
 }
 
 /// Why the run loop stopped (the non-error ways).
-enum Stop {
+pub(crate) enum Stop {
     Exit(ExitStatus),
     Pause(kvm_regs),
     CallReturn(u64),
+    /// Debugging only: a breakpoint (#BP, vector 3) or single-step (#DB, vector 1) trap; the
+    /// vCPU is back in user mode at the trapping point.
+    Trap(u8),
+    /// Debugging only: the debugger asked to stop the guest.
+    Interrupted,
 }
 
 /// An argument of [`Machine::call`].
@@ -139,6 +144,11 @@ pub struct Machine {
     resets_since_clear: u32,
     /// Which huge pages back guest memory.
     huge: HugePages,
+    /// Set while a debugger is attached: #BP/#DB traps stop the run loop instead of being
+    /// faults, and the flag lets the debugger interrupt a running guest.
+    pub(crate) debug_interrupt: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// The vCPU has entered the guest at least once (its synced registers are valid).
+    ran: bool,
     /// Learned at the first syscall exit from CS.dpl: does `syscall` stay in ring 3 here?
     syscall_in_ring3: Option<bool>,
 }
@@ -271,6 +281,8 @@ impl Machine {
             resets_since_clear: 0,
             syscall_in_ring3: None,
             huge,
+            debug_interrupt: None,
+            ran: false,
         })
     }
 
@@ -348,6 +360,8 @@ impl Machine {
             resets_since_clear: 0,
             syscall_in_ring3: None,
             huge: HugePages::None,
+            debug_interrupt: None,
+            ran: true,
         })
     }
 
@@ -518,6 +532,30 @@ impl Machine {
             State::Ready => {}
         }
         let result = self.run_loop(timeout, host, false);
+        self.finish_run(result)
+    }
+
+    /// Like `run_with`, but first wait for gdb to connect on `listener` and let it drive the
+    /// guest (breakpoints, single steps, registers, memory, Ctrl-C). When gdb detaches (or the
+    /// connection drops) the guest runs on undebugged, exactly as it would have; breakpoints
+    /// never outlive the session.
+    pub fn run_debug(&mut self, listener: &std::net::TcpListener, timeout: Option<Duration>, host: &mut dyn Host) -> Result<RunOutcome> {
+        match self.state {
+            State::Finished => return Err(Error::InvalidState("the guest has already finished".into())),
+            State::Paused { resume } => self.set_user_context(resume),
+            State::Ready => {}
+        }
+        let (conn, _) = listener.accept().map_err(|e| Error::InvalidArgument(format!("waiting for gdb: {e}")))?;
+        let result = match crate::debug::session(self, host, timeout, conn, false) {
+            Ok(crate::debug::SessionEnd::Stopped(stop)) => Ok(stop),
+            Ok(crate::debug::SessionEnd::Detached) => self.run_loop(timeout, host, false),
+            Ok(crate::debug::SessionEnd::Killed) => Ok(Stop::Exit(ExitStatus::Signal(libc::SIGKILL))),
+            Err(e) => Err(e),
+        };
+        self.finish_run(result)
+    }
+
+    fn finish_run(&mut self, result: Result<Stop>) -> Result<RunOutcome> {
         match result {
             Ok(Stop::Pause(resume)) => {
                 self.state = State::Paused { resume };
@@ -527,7 +565,7 @@ impl Machine {
                 self.state = State::Finished;
                 Ok(outcome(status))
             }
-            Ok(Stop::CallReturn(_)) => unreachable!("call returns only happen inside call()"),
+            Ok(Stop::CallReturn(_) | Stop::Trap(_) | Stop::Interrupted) => unreachable!("only inside call() or a debug session"),
             Err(e) => {
                 self.state = State::Finished;
                 Err(e)
@@ -541,6 +579,30 @@ impl Machine {
     /// host calls meanwhile. After a fault, timeout, host error or exit during the call the
     /// machine is finished (unusable), since its memory may be half-updated.
     pub fn call(&mut self, addr: u64, args: &mut [CallArg<'_>], timeout: Option<Duration>, host: &mut dyn Host) -> Result<u64> {
+        self.call_impl(addr, args, timeout, host, None)
+    }
+
+    /// Like `call`, but first wait for gdb on `listener` and let it drive the call (the session
+    /// ends when the function returns; see `run_debug`).
+    pub fn call_debug(
+        &mut self,
+        listener: &std::net::TcpListener,
+        addr: u64,
+        args: &mut [CallArg<'_>],
+        timeout: Option<Duration>,
+        host: &mut dyn Host,
+    ) -> Result<u64> {
+        self.call_impl(addr, args, timeout, host, Some(listener))
+    }
+
+    fn call_impl(
+        &mut self,
+        addr: u64,
+        args: &mut [CallArg<'_>],
+        timeout: Option<Duration>,
+        host: &mut dyn Host,
+        debug: Option<&std::net::TcpListener>,
+    ) -> Result<u64> {
         let State::Paused { resume } = self.state else {
             return Err(Error::InvalidState(match self.state {
                 State::Finished => "the guest has already finished".into(),
@@ -555,7 +617,19 @@ impl Machine {
         }
         let (regs, placed) = self.call_frame(&resume, addr, args)?;
         self.set_user_context(regs);
-        match self.run_loop(timeout, host, true) {
+        let result = match debug {
+            None => self.run_loop(timeout, host, true),
+            Some(listener) => {
+                let (conn, _) = listener.accept().map_err(|e| Error::InvalidArgument(format!("waiting for gdb: {e}")))?;
+                match crate::debug::session(self, host, timeout, conn, true) {
+                    Ok(crate::debug::SessionEnd::Stopped(stop)) => Ok(stop),
+                    Ok(crate::debug::SessionEnd::Detached) => self.run_loop(timeout, host, true),
+                    Ok(crate::debug::SessionEnd::Killed) => Ok(Stop::Exit(ExitStatus::Signal(libc::SIGKILL))),
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        match result {
             Ok(Stop::CallReturn(value)) => {
                 for (arg, at) in args.iter_mut().zip(&placed) {
                     if let CallArg::Bytes(buf) = arg {
@@ -568,7 +642,7 @@ impl Machine {
                 self.state = State::Finished;
                 Err(Error::GuestExited(outcome(status)))
             }
-            Ok(Stop::Pause(_)) => unreachable!("kvmbox_pause() inside a call returns EBUSY"),
+            Ok(Stop::Pause(_) | Stop::Trap(_) | Stop::Interrupted) => unreachable!("kvmbox_pause() inside a call returns EBUSY; traps only in debug sessions"),
             Err(e) => {
                 self.state = State::Finished;
                 Err(e)
@@ -639,11 +713,12 @@ impl Machine {
         }
     }
 
-    fn run_loop(&mut self, timeout: Option<Duration>, host: &mut dyn Host, in_call: bool) -> Result<Stop> {
+    pub(crate) fn run_loop(&mut self, timeout: Option<Duration>, host: &mut dyn Host, in_call: bool) -> Result<Stop> {
         let deadline = timeout.map(|t| Instant::now() + t);
         let timeout_ms = timeout.map(|t| t.as_millis() as u64).unwrap_or(0);
         let run_ptr = self.vm.vcpu.get_kvm_run() as *mut kvm_bindings::kvm_run;
         let _armed = timer::arm(run_ptr, timeout)?;
+        self.ran = true;
         loop {
             let port = match self.vm.vcpu.run() {
                 Ok(VcpuExit::IoOut(port, _)) => port,
@@ -663,6 +738,9 @@ impl Machine {
                 Ok(other) => return Err(Error::Internal(format!("unexpected VM exit {other:?}"))),
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                     self.vm.vcpu.set_kvm_immediate_exit(0);
+                    if self.debug_interrupt.as_ref().is_some_and(|f| f.swap(false, std::sync::atomic::Ordering::SeqCst)) {
+                        return Ok(Stop::Interrupted);
+                    }
                     self.check_deadline(deadline, timeout_ms)?;
                     continue;
                 }
@@ -686,6 +764,10 @@ impl Machine {
                 }
                 p if (arch::EXCEPTION_PORT_BASE..arch::EXCEPTION_PORT_BASE + arch::EXCEPTION_VECTORS as u16).contains(&p) => {
                     let vector = (p - arch::EXCEPTION_PORT_BASE) as u8;
+                    if self.debug_interrupt.is_some() && (vector == 1 || vector == 3) {
+                        self.return_from_trap()?;
+                        return Ok(Stop::Trap(vector));
+                    }
                     return Err(self.fault(vector, Some(())));
                 }
                 // Ring 3 can reach only the ports in the TSS bitmap; using them other than
@@ -745,6 +827,55 @@ impl Machine {
         // VMX/SVM: the vCPU is in ring 0 at the stub and runs `sysretq` itself.
         self.vm.vcpu.set_sync_dirty_reg(SyncReg::Register);
         Ok(None)
+    }
+
+    /// After a trap (no error code) the CPU left rip, cs, rflags, rsp, ss on the ring-0 stack;
+    /// go back to user mode there, as the stub's `iretq` would (trap flag cleared).
+    fn return_from_trap(&mut self) -> Result<()> {
+        let sync = self.vm.vcpu.sync_regs_mut();
+        let mut regs = sync.regs;
+        let frame = regs.rsp;
+        regs.rip = self.mem.read_u64(frame)?;
+        regs.rflags = (self.mem.read_u64(frame + 16)? & !0x100) | 0x2;
+        regs.rsp = self.mem.read_u64(frame + 24)?;
+        self.set_user_context(regs);
+        Ok(())
+    }
+
+    /// The vCPU's registers as of the last exit (user mode between runs), or as set up for
+    /// the first run.
+    pub(crate) fn regs(&mut self) -> kvm_regs {
+        if !self.ran {
+            return self.vm.vcpu.get_regs().unwrap_or_default();
+        }
+        self.vm.vcpu.sync_regs_mut().regs
+    }
+
+    /// Change the registers the guest continues with.
+    pub(crate) fn set_regs(&mut self, regs: kvm_regs) {
+        if !self.ran {
+            let _ = self.vm.vcpu.set_regs(&regs);
+            return;
+        }
+        self.set_user_context(regs);
+    }
+
+    pub(crate) fn fpu(&self) -> Result<kvm_bindings::kvm_fpu> {
+        self.vm.vcpu.get_fpu().map_err(|e| Error::kvm("KVM_GET_FPU", e))
+    }
+
+    pub(crate) fn set_fpu(&self, fpu: &kvm_bindings::kvm_fpu) -> Result<()> {
+        self.vm.vcpu.set_fpu(fpu).map_err(|e| Error::kvm("KVM_SET_FPU", e))
+    }
+
+    /// Debugger memory access: anything the guest may read, including its read-only code
+    /// (to plant breakpoints); never the system area.
+    pub(crate) fn debug_read(&self, addr: u64, out: &mut [u8]) -> bool {
+        self.space.user_accessible(addr, out.len() as u64, false) && self.mem.read(addr, out).is_ok()
+    }
+
+    pub(crate) fn debug_write(&self, addr: u64, data: &[u8]) -> bool {
+        self.space.user_accessible(addr, data.len() as u64, false) && self.mem.write(addr, data).is_ok()
     }
 
     /// A port exit that did not come from one of our stubs.

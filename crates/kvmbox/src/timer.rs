@@ -45,6 +45,26 @@ fn install_handler() {
     });
 }
 
+/// Make sure this thread can receive the kick signal (handler installed, signal unblocked).
+pub fn prepare_thread() -> Result<()> {
+    install_handler();
+    // SAFETY: changing this thread's signal mask for one signal.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, timeout_signal());
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+    }
+    Ok(())
+}
+
+/// Make the vCPU running on `thread` (a pthread_t) leave KVM_RUN now (it sees EINTR).
+pub fn kick(thread: usize) {
+    // SAFETY: sending our own signal to a live thread of this process; its handler only sets
+    // immediate_exit.
+    unsafe { libc::pthread_kill(thread as libc::pthread_t, timeout_signal()) };
+}
+
 fn thread_timer() -> Result<libc::timer_t> {
     if let Some(t) = TIMER.with(|t| t.get()) {
         return Ok(t as libc::timer_t);

@@ -1,0 +1,336 @@
+//! Live debugging with gdb: a GDB remote-protocol stub (the `gdbstub` crate) driving a
+//! machine's run loop.
+//!
+//! On PVM, KVM_SET_GUEST_DEBUG does not reach ring-3 code, so breakpoints are `int3` bytes
+//! planted in guest memory and single steps set RFLAGS.TF; the resulting #BP/#DB exceptions
+//! reach the host through the IDT stubs like every other exception (this works on VMX/SVM
+//! too). Breakpoints live only for the session: they are removed when gdb detaches, the
+//! connection drops or the guest stops, so they never reach a snapshot, a fork or a later run.
+//! Ctrl-C: a watcher thread sees the byte arrive and kicks the vCPU out of KVM_RUN.
+
+use std::collections::BTreeMap;
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use gdbstub::common::Signal;
+use gdbstub::conn::ConnectionExt;
+use gdbstub::stub::run_blocking::{self, BlockingEventLoop};
+use gdbstub::stub::{DisconnectReason, GdbStub, SingleThreadStopReason};
+use gdbstub::target::ext::base::singlethread::{SingleThreadBase, SingleThreadResume, SingleThreadResumeOps, SingleThreadSingleStep, SingleThreadSingleStepOps};
+use gdbstub::target::ext::base::BaseOps;
+use gdbstub::target::ext::breakpoints::{Breakpoints, BreakpointsOps, SwBreakpoint, SwBreakpointOps};
+use gdbstub::target::{Target, TargetError, TargetResult};
+use gdbstub_arch::x86::reg::X86_64CoreRegs;
+use gdbstub_arch::x86::X86_64_SSE;
+
+use crate::error::{Error, Result};
+use crate::host::Host;
+use crate::machine::{Machine, Stop};
+use crate::syscalls::ExitStatus;
+use crate::timer;
+
+/// How a debug session ended.
+pub(crate) enum SessionEnd {
+    /// The guest stopped for good (exit, pause) while debugged.
+    Stopped(Stop),
+    /// gdb detached or the connection dropped: the guest continues undebugged.
+    Detached,
+    /// gdb killed the guest.
+    Killed,
+}
+
+struct Session<'a> {
+    machine: &'a mut Machine,
+    host: &'a mut dyn Host,
+    timeout: Option<Duration>,
+    step: bool,
+    /// Address → original byte under each planted `int3`.
+    breakpoints: BTreeMap<u64, u8>,
+    interrupt: Arc<AtomicBool>,
+    /// Debugging a function call (its return ends the session).
+    in_call: bool,
+    /// A stop or failure that ends the session once gdb has been told about it.
+    end: Option<Result<Stop>>,
+}
+
+impl Target for Session<'_> {
+    type Arch = X86_64_SSE;
+    type Error = String;
+
+    #[inline(always)]
+    fn base_ops(&mut self) -> BaseOps<'_, Self::Arch, Self::Error> {
+        BaseOps::SingleThread(self)
+    }
+
+    #[inline(always)]
+    fn support_breakpoints(&mut self) -> Option<BreakpointsOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+impl SingleThreadBase for Session<'_> {
+    fn read_registers(&mut self, regs: &mut X86_64CoreRegs) -> TargetResult<(), Self> {
+        let r = self.machine.regs();
+        regs.regs = [r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, r.rsp, r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15];
+        regs.rip = r.rip;
+        regs.eflags = r.rflags as u32;
+        regs.segments.cs = crate::arch::SEL_USER_CODE as u32;
+        regs.segments.ss = crate::arch::SEL_USER_DATA as u32;
+        regs.segments.ds = crate::arch::SEL_USER_DATA as u32;
+        regs.segments.es = crate::arch::SEL_USER_DATA as u32;
+        regs.segments.fs = crate::arch::SEL_USER_DATA as u32;
+        regs.segments.gs = crate::arch::SEL_USER_DATA as u32;
+        let fpu = self.machine.fpu().map_err(|e| TargetError::Fatal(e.to_string()))?;
+        for (dst, src) in regs.st.iter_mut().zip(fpu.fpr.iter()) {
+            dst.copy_from_slice(&src[..10]);
+        }
+        regs.fpu.fctrl = fpu.fcw as u32;
+        regs.fpu.fstat = fpu.fsw as u32;
+        regs.fpu.ftag = fpu.ftwx as u32;
+        regs.fpu.fop = fpu.last_opcode as u32;
+        regs.fpu.fioff = fpu.last_ip as u32;
+        regs.fpu.fooff = fpu.last_dp as u32;
+        for (dst, src) in regs.xmm.iter_mut().zip(fpu.xmm.iter()) {
+            *dst = u128::from_le_bytes(*src);
+        }
+        regs.mxcsr = fpu.mxcsr;
+        Ok(())
+    }
+
+    fn write_registers(&mut self, regs: &X86_64CoreRegs) -> TargetResult<(), Self> {
+        let mut r = self.machine.regs();
+        let g = &regs.regs;
+        (r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, r.rsp) = (g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7]);
+        (r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15) = (g[8], g[9], g[10], g[11], g[12], g[13], g[14], g[15]);
+        r.rip = regs.rip;
+        // User-controllable flags only (no IOPL, no VM/RF tricks).
+        r.rflags = (regs.eflags as u64 & 0x3C_0DD5) | 0x2;
+        self.machine.set_regs(r);
+        let mut fpu = self.machine.fpu().map_err(|e| TargetError::Fatal(e.to_string()))?;
+        for (dst, src) in fpu.xmm.iter_mut().zip(regs.xmm.iter()) {
+            *dst = src.to_le_bytes();
+        }
+        fpu.mxcsr = regs.mxcsr & 0xFFFF;
+        self.machine.set_fpu(&fpu).map_err(|e| TargetError::Fatal(e.to_string()))?;
+        Ok(())
+    }
+
+    fn read_addrs(&mut self, start: u64, data: &mut [u8]) -> TargetResult<usize, Self> {
+        // Byte ranges may straddle inaccessible pages: return what is readable.
+        let mut done = 0;
+        while done < data.len() {
+            let addr = start + done as u64;
+            let chunk = (4096 - (addr % 4096) as usize).min(data.len() - done);
+            if !self.machine.debug_read(addr, &mut data[done..done + chunk]) {
+                break;
+            }
+            done += chunk;
+        }
+        // Show the program's own bytes, not our int3s.
+        for (&at, &orig) in self.breakpoints.range(start..start + done as u64) {
+            data[(at - start) as usize] = orig;
+        }
+        Ok(done)
+    }
+
+    fn write_addrs(&mut self, start: u64, data: &[u8]) -> TargetResult<(), Self> {
+        if self.machine.debug_write(start, data) {
+            Ok(())
+        } else {
+            Err(TargetError::Errno(14))
+        }
+    }
+
+    #[inline(always)]
+    fn support_resume(&mut self) -> Option<SingleThreadResumeOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+impl SingleThreadResume for Session<'_> {
+    fn resume(&mut self, _signal: Option<Signal>) -> std::result::Result<(), Self::Error> {
+        self.step = false;
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn support_single_step(&mut self) -> Option<SingleThreadSingleStepOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+impl SingleThreadSingleStep for Session<'_> {
+    fn step(&mut self, _signal: Option<Signal>) -> std::result::Result<(), Self::Error> {
+        self.step = true;
+        Ok(())
+    }
+}
+
+impl Breakpoints for Session<'_> {
+    #[inline(always)]
+    fn support_sw_breakpoint(&mut self) -> Option<SwBreakpointOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+impl SwBreakpoint for Session<'_> {
+    fn add_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        if self.breakpoints.contains_key(&addr) {
+            return Ok(true);
+        }
+        let mut orig = [0u8];
+        if !self.machine.debug_read(addr, &mut orig) || !self.machine.debug_write(addr, &[0xCC]) {
+            return Ok(false);
+        }
+        self.breakpoints.insert(addr, orig[0]);
+        Ok(true)
+    }
+
+    fn remove_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        match self.breakpoints.remove(&addr) {
+            Some(orig) => Ok(self.machine.debug_write(addr, &[orig])),
+            None => Ok(false),
+        }
+    }
+}
+
+impl Session<'_> {
+    fn remove_all_breakpoints(&mut self) {
+        for (addr, orig) in std::mem::take(&mut self.breakpoints) {
+            self.machine.debug_write(addr, &[orig]);
+        }
+    }
+
+    /// Run until the guest traps, stops, fails or is interrupted.
+    fn run(&mut self, conn_fd: i32) -> Result<Stop> {
+        if self.step {
+            let mut r = self.machine.regs();
+            r.rflags |= 0x100; // TF: #DB after one instruction
+            self.machine.set_regs(r);
+        }
+        let stop_watch = Arc::new(AtomicBool::new(false));
+        let watcher = {
+            let stop_watch = stop_watch.clone();
+            let interrupt = self.interrupt.clone();
+            // SAFETY: pthread_self has no preconditions.
+            let vcpu_thread = unsafe { libc::pthread_self() } as usize;
+            std::thread::spawn(move || {
+                while !stop_watch.load(Ordering::SeqCst) {
+                    let mut pfd = libc::pollfd { fd: conn_fd, events: libc::POLLIN, revents: 0 };
+                    // SAFETY: poll on one valid pollfd.
+                    if unsafe { libc::poll(&mut pfd, 1, 20) } > 0 {
+                        interrupt.store(true, Ordering::SeqCst);
+                        timer::kick(vcpu_thread);
+                        return;
+                    }
+                }
+            })
+        };
+        let result = self.machine.run_loop(self.timeout, self.host, self.in_call);
+        stop_watch.store(true, Ordering::SeqCst);
+        let _ = watcher.join();
+        result
+    }
+}
+
+fn signal_for_fault(e: &Error) -> Signal {
+    match e {
+        Error::GuestFault(f) => match f.vector {
+            0 | 16 | 19 => Signal::SIGFPE,
+            6 => Signal::SIGILL,
+            17 => Signal::SIGBUS,
+            _ => Signal::SIGSEGV,
+        },
+        Error::Timeout(_) => Signal::SIGALRM,
+        _ => Signal::SIGKILL,
+    }
+}
+
+enum EventLoop {}
+
+impl BlockingEventLoop for EventLoop {
+    type Target = Session<'static>;
+    type Connection = TcpStream;
+    type StopReason = SingleThreadStopReason<u64>;
+
+    #[allow(clippy::type_complexity)]
+    fn wait_for_stop_reason(
+        target: &mut Session<'static>,
+        conn: &mut TcpStream,
+    ) -> std::result::Result<run_blocking::Event<Self::StopReason>, run_blocking::WaitForStopReasonError<String, std::io::Error>> {
+        use run_blocking::{Event, WaitForStopReasonError as W};
+        if target.end.is_some() {
+            // gdb resumed a guest that already stopped for good: end the session.
+            return Err(W::Target("the guest has stopped".into()));
+        }
+        let stepping = target.step;
+        match target.run(conn.as_raw_fd()) {
+            Ok(Stop::Trap(3)) => {
+                let mut r = target.machine.regs();
+                if target.breakpoints.contains_key(&(r.rip - 1)) {
+                    r.rip -= 1; // re-execute the real instruction once the breakpoint is lifted
+                    target.machine.set_regs(r);
+                    Ok(Event::TargetStopped(SingleThreadStopReason::SwBreak(())))
+                } else {
+                    Ok(Event::TargetStopped(SingleThreadStopReason::Signal(Signal::SIGTRAP)))
+                }
+            }
+            Ok(Stop::Trap(_)) if stepping => Ok(Event::TargetStopped(SingleThreadStopReason::DoneStep)),
+            Ok(Stop::Trap(_)) => Ok(Event::TargetStopped(SingleThreadStopReason::Signal(Signal::SIGTRAP))),
+            Ok(Stop::Interrupted) => {
+                let byte = conn.read().map_err(W::Connection)?;
+                Ok(Event::IncomingData(byte))
+            }
+            Ok(Stop::Exit(ExitStatus::Code(c))) => {
+                target.end = Some(Ok(Stop::Exit(ExitStatus::Code(c))));
+                Ok(Event::TargetStopped(SingleThreadStopReason::Exited(c as u8)))
+            }
+            Ok(Stop::Exit(ExitStatus::Signal(s))) => {
+                target.end = Some(Ok(Stop::Exit(ExitStatus::Signal(s))));
+                Ok(Event::TargetStopped(SingleThreadStopReason::Terminated(Signal(s as u8))))
+            }
+            Ok(other) => {
+                // kvmbox_pause(), or the called function returned: the debugged run or call
+                // ends here, as an undebugged one would.
+                target.end = Some(Ok(other));
+                Err(W::Target("the guest paused, or the called function returned".into()))
+            }
+            Err(e) => {
+                let sig = signal_for_fault(&e);
+                target.end = Some(Err(e));
+                Ok(Event::TargetStopped(SingleThreadStopReason::Signal(sig)))
+            }
+        }
+    }
+
+    fn on_interrupt(_target: &mut Session<'static>) -> std::result::Result<Option<Self::StopReason>, String> {
+        Ok(Some(SingleThreadStopReason::Signal(Signal::SIGINT)))
+    }
+}
+
+/// Serve one gdb connection on `conn` for `machine` until the guest stops for good, gdb
+/// detaches or kills it, or the connection drops. Breakpoints are removed in every case.
+pub(crate) fn session(machine: &mut Machine, host: &mut dyn Host, timeout: Option<Duration>, conn: TcpStream, in_call: bool) -> Result<SessionEnd> {
+    let _ = conn.set_nodelay(true);
+    timer::prepare_thread()?;
+    let interrupt = Arc::new(AtomicBool::new(false));
+    machine.debug_interrupt = Some(interrupt.clone());
+    let mut s = Session { machine, host, timeout, step: false, breakpoints: BTreeMap::new(), interrupt, in_call, end: None };
+    // SAFETY: the event loop's Target type needs a 'static lifetime; the session (and the
+    // borrows inside it) is only used within this function and dropped before it returns.
+    let s_static: &mut Session<'static> = unsafe { std::mem::transmute::<&mut Session<'_>, &mut Session<'static>>(&mut s) };
+    let outcome = GdbStub::new(conn).run_blocking::<EventLoop>(s_static);
+    s.remove_all_breakpoints();
+    let end = s.end.take();
+    s.machine.debug_interrupt = None;
+    match (outcome, end) {
+        (_, Some(Err(e))) => Err(e),
+        (_, Some(Ok(stop))) => Ok(SessionEnd::Stopped(stop)),
+        (Ok(DisconnectReason::Kill), None) => Ok(SessionEnd::Killed),
+        // Detach, or the connection failed: the guest goes on without the debugger.
+        (_, None) => Ok(SessionEnd::Detached),
+    }
+}
