@@ -34,7 +34,7 @@ test.serial('gdb: breakpoint, backtrace, variables, stepping, registers, then no
   const native = runNative(debugme);
   const vm = Machine.fromFile(debugme);
   const port = vm.debug({ port: 0 });
-  const session = gdb(port, ['break compute', 'continue', 'bt', 'print x', 'next', 'next', 'print y', 'info registers rip', 'delete', 'continue']);
+  const session = gdb(port, ['break compute', 'continue', 'bt', 'print x', 'next', 'next', 'print y', 'info registers rip', 'info registers fs_base', 'print $mxcsr', 'delete', 'continue']);
   const r = vm.run(); // blocks until gdb lets the program finish
   const out = await session;
   t.regex(out, /Breakpoint 1, compute \(x=10\) at .*debugme\.c:5/);
@@ -43,6 +43,8 @@ test.serial('gdb: breakpoint, backtrace, variables, stepping, registers, then no
   t.regex(out, /\n6\t {4}int z = y \+ 3;\n7\t {4}return z \* z;/, 'next stepped line by line');
   t.regex(out, /\$2 = 20\n/);
   t.regex(out, /rip +0x[0-9a-f]+ +0x[0-9a-f]+ <compute\+\d+>/);
+  t.regex(out, /fs_base +0x[1-9a-f][0-9a-f]* /, 'the TLS base (segment base) is reported');
+  t.regex(out, /\$3 = \[ IM DM ZM OM UM PM \]/, 'SSE control register');
   t.regex(out, /exited with code 0313/);
   t.is(r.status, 'exited');
   t.is(r.exitCode, native.exitCode);

@@ -23,14 +23,86 @@ use gdbstub::target::ext::base::singlethread::{SingleThreadBase, SingleThreadRes
 use gdbstub::target::ext::base::BaseOps;
 use gdbstub::target::ext::breakpoints::{Breakpoints, BreakpointsOps, SwBreakpoint, SwBreakpointOps};
 use gdbstub::target::{Target, TargetError, TargetResult};
+use gdbstub::arch::{Arch, Registers};
+use gdbstub_arch::x86::reg::id::X86_64CoreRegId;
 use gdbstub_arch::x86::reg::X86_64CoreRegs;
-use gdbstub_arch::x86::X86_64_SSE;
 
 use crate::error::{Error, Result};
 use crate::host::Host;
 use crate::machine::{Machine, Stop};
 use crate::syscalls::ExitStatus;
 use crate::timer;
+
+/// x86-64 with SSE plus the FS/GS base registers (the guest's TLS pointers), which gdbstub's
+/// stock x86-64 description lacks. The `g` packet is the stock layout followed by fs_base and
+/// gs_base, as the target description below declares.
+enum X86_64Kvmbox {}
+
+/// Registers of [`X86_64Kvmbox`].
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct KvmboxRegs {
+    core: X86_64CoreRegs,
+    fs_base: u64,
+    gs_base: u64,
+}
+
+impl Registers for KvmboxRegs {
+    type ProgramCounter = u64;
+
+    fn pc(&self) -> u64 {
+        self.core.rip
+    }
+
+    fn gdb_serialize(&self, mut write_byte: impl FnMut(Option<u8>)) {
+        self.core.gdb_serialize(&mut write_byte);
+        for b in self.fs_base.to_le_bytes().into_iter().chain(self.gs_base.to_le_bytes()) {
+            write_byte(Some(b));
+        }
+    }
+
+    fn gdb_deserialize(&mut self, bytes: &[u8]) -> std::result::Result<(), ()> {
+        const CORE: usize = 0x218;
+        self.core.gdb_deserialize(bytes.get(..CORE).ok_or(())?)?;
+        if let Some(rest) = bytes.get(CORE..CORE + 16) {
+            self.fs_base = u64::from_le_bytes(rest[..8].try_into().unwrap());
+            self.gs_base = u64::from_le_bytes(rest[8..].try_into().unwrap());
+        }
+        Ok(())
+    }
+}
+
+impl Arch for X86_64Kvmbox {
+    type Usize = u64;
+    type Registers = KvmboxRegs;
+    type RegId = X86_64CoreRegId;
+    type BreakpointKind = usize;
+
+    fn target_description_xml() -> Option<&'static str> {
+        Some(TARGET_XML)
+    }
+}
+
+/// The register layout of `g` packets, in gdb's feature names (amd64 core + SSE + segments).
+const TARGET_XML: &str = r#"<?xml version="1.0"?><!DOCTYPE target SYSTEM "gdb-target.dtd"><target version="1.0"><architecture>i386:x86-64</architecture>
+<feature name="org.gnu.gdb.i386.core">
+<flags id="i386_eflags" size="4"><field name="CF" start="0" end="0"/><field name="" start="1" end="1"/><field name="PF" start="2" end="2"/><field name="AF" start="4" end="4"/><field name="ZF" start="6" end="6"/><field name="SF" start="7" end="7"/><field name="TF" start="8" end="8"/><field name="IF" start="9" end="9"/><field name="DF" start="10" end="10"/><field name="OF" start="11" end="11"/><field name="NT" start="14" end="14"/><field name="RF" start="16" end="16"/><field name="VM" start="17" end="17"/><field name="AC" start="18" end="18"/><field name="VIF" start="19" end="19"/><field name="VIP" start="20" end="20"/><field name="ID" start="21" end="21"/></flags>
+<reg name="rax" bitsize="64" type="int64"/><reg name="rbx" bitsize="64" type="int64"/><reg name="rcx" bitsize="64" type="int64"/><reg name="rdx" bitsize="64" type="int64"/><reg name="rsi" bitsize="64" type="int64"/><reg name="rdi" bitsize="64" type="int64"/><reg name="rbp" bitsize="64" type="data_ptr"/><reg name="rsp" bitsize="64" type="data_ptr"/>
+<reg name="r8" bitsize="64" type="int64"/><reg name="r9" bitsize="64" type="int64"/><reg name="r10" bitsize="64" type="int64"/><reg name="r11" bitsize="64" type="int64"/><reg name="r12" bitsize="64" type="int64"/><reg name="r13" bitsize="64" type="int64"/><reg name="r14" bitsize="64" type="int64"/><reg name="r15" bitsize="64" type="int64"/>
+<reg name="rip" bitsize="64" type="code_ptr"/><reg name="eflags" bitsize="32" type="i386_eflags"/>
+<reg name="cs" bitsize="32" type="int32"/><reg name="ss" bitsize="32" type="int32"/><reg name="ds" bitsize="32" type="int32"/><reg name="es" bitsize="32" type="int32"/><reg name="fs" bitsize="32" type="int32"/><reg name="gs" bitsize="32" type="int32"/>
+<reg name="st0" bitsize="80" type="i387_ext"/><reg name="st1" bitsize="80" type="i387_ext"/><reg name="st2" bitsize="80" type="i387_ext"/><reg name="st3" bitsize="80" type="i387_ext"/><reg name="st4" bitsize="80" type="i387_ext"/><reg name="st5" bitsize="80" type="i387_ext"/><reg name="st6" bitsize="80" type="i387_ext"/><reg name="st7" bitsize="80" type="i387_ext"/>
+<reg name="fctrl" bitsize="32" type="int" group="float"/><reg name="fstat" bitsize="32" type="int" group="float"/><reg name="ftag" bitsize="32" type="int" group="float"/><reg name="fiseg" bitsize="32" type="int" group="float"/><reg name="fioff" bitsize="32" type="int" group="float"/><reg name="foseg" bitsize="32" type="int" group="float"/><reg name="fooff" bitsize="32" type="int" group="float"/><reg name="fop" bitsize="32" type="int" group="float"/>
+</feature>
+<feature name="org.gnu.gdb.i386.sse">
+<vector id="v8bf16" type="bfloat16" count="8"/><vector id="v4f" type="ieee_single" count="4"/><vector id="v2d" type="ieee_double" count="2"/><vector id="v16i8" type="int8" count="16"/><vector id="v8i16" type="int16" count="8"/><vector id="v4i32" type="int32" count="4"/><vector id="v2i64" type="int64" count="2"/>
+<union id="vec128"><field name="v8_bfloat16" type="v8bf16"/><field name="v4_float" type="v4f"/><field name="v2_double" type="v2d"/><field name="v16_int8" type="v16i8"/><field name="v8_int16" type="v8i16"/><field name="v4_int32" type="v4i32"/><field name="v2_int64" type="v2i64"/><field name="uint128" type="uint128"/></union>
+<flags id="i386_mxcsr" size="4"><field name="IE" start="0" end="0"/><field name="DE" start="1" end="1"/><field name="ZE" start="2" end="2"/><field name="OE" start="3" end="3"/><field name="UE" start="4" end="4"/><field name="PE" start="5" end="5"/><field name="DAZ" start="6" end="6"/><field name="IM" start="7" end="7"/><field name="DM" start="8" end="8"/><field name="ZM" start="9" end="9"/><field name="OM" start="10" end="10"/><field name="UM" start="11" end="11"/><field name="PM" start="12" end="12"/><field name="FZ" start="15" end="15"/></flags>
+<reg name="xmm0" bitsize="128" type="vec128"/><reg name="xmm1" bitsize="128" type="vec128"/><reg name="xmm2" bitsize="128" type="vec128"/><reg name="xmm3" bitsize="128" type="vec128"/><reg name="xmm4" bitsize="128" type="vec128"/><reg name="xmm5" bitsize="128" type="vec128"/><reg name="xmm6" bitsize="128" type="vec128"/><reg name="xmm7" bitsize="128" type="vec128"/>
+<reg name="xmm8" bitsize="128" type="vec128"/><reg name="xmm9" bitsize="128" type="vec128"/><reg name="xmm10" bitsize="128" type="vec128"/><reg name="xmm11" bitsize="128" type="vec128"/><reg name="xmm12" bitsize="128" type="vec128"/><reg name="xmm13" bitsize="128" type="vec128"/><reg name="xmm14" bitsize="128" type="vec128"/><reg name="xmm15" bitsize="128" type="vec128"/>
+<reg name="mxcsr" bitsize="32" type="i386_mxcsr" group="vector"/>
+</feature>
+<feature name="org.gnu.gdb.i386.segments"><reg name="fs_base" bitsize="64" type="int"/><reg name="gs_base" bitsize="64" type="int"/></feature>
+</target>"#;
 
 /// How a debug session ended.
 pub(crate) enum SessionEnd {
@@ -57,7 +129,7 @@ struct Session<'a> {
 }
 
 impl Target for Session<'_> {
-    type Arch = X86_64_SSE;
+    type Arch = X86_64Kvmbox;
     type Error = String;
 
     #[inline(always)]
@@ -72,7 +144,9 @@ impl Target for Session<'_> {
 }
 
 impl SingleThreadBase for Session<'_> {
-    fn read_registers(&mut self, regs: &mut X86_64CoreRegs) -> TargetResult<(), Self> {
+    fn read_registers(&mut self, all: &mut KvmboxRegs) -> TargetResult<(), Self> {
+        (all.fs_base, all.gs_base) = self.machine.segment_bases();
+        let regs = &mut all.core;
         let r = self.machine.regs();
         regs.regs = [r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, r.rsp, r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15];
         regs.rip = r.rip;
@@ -100,7 +174,8 @@ impl SingleThreadBase for Session<'_> {
         Ok(())
     }
 
-    fn write_registers(&mut self, regs: &X86_64CoreRegs) -> TargetResult<(), Self> {
+    fn write_registers(&mut self, all: &KvmboxRegs) -> TargetResult<(), Self> {
+        let regs = &all.core;
         let mut r = self.machine.regs();
         let g = &regs.regs;
         (r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, r.rsp) = (g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7]);

@@ -860,12 +860,54 @@ impl Machine {
         self.set_user_context(regs);
     }
 
+    /// The x87/SSE state, read from the XSAVE image (KVM_GET_FPU is not reliable for MXCSR
+    /// on every backend).
     pub(crate) fn fpu(&self) -> Result<kvm_bindings::kvm_fpu> {
-        self.vm.vcpu.get_fpu().map_err(|e| Error::kvm("KVM_GET_FPU", e))
+        let x = self.vm.vcpu.get_xsave().map_err(|e| Error::kvm("KVM_GET_XSAVE", e))?;
+        let b: Vec<u8> = x.region.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
+        let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+        let mut fpu = kvm_bindings::kvm_fpu {
+            fcw: u16_at(0),
+            fsw: u16_at(2),
+            ftwx: b[4],
+            last_opcode: u16_at(6),
+            last_ip: u64_at(8),
+            last_dp: u64_at(16),
+            mxcsr: u32::from_le_bytes(b[24..28].try_into().unwrap()),
+            ..Default::default()
+        };
+        for i in 0..8 {
+            fpu.fpr[i].copy_from_slice(&b[32 + 16 * i..48 + 16 * i]);
+        }
+        for i in 0..16 {
+            fpu.xmm[i].copy_from_slice(&b[160 + 16 * i..176 + 16 * i]);
+        }
+        Ok(fpu)
     }
 
+    /// Write XMM registers and MXCSR back into the XSAVE image.
     pub(crate) fn set_fpu(&self, fpu: &kvm_bindings::kvm_fpu) -> Result<()> {
-        self.vm.vcpu.set_fpu(fpu).map_err(|e| Error::kvm("KVM_SET_FPU", e))
+        let mut x = self.vm.vcpu.get_xsave().map_err(|e| Error::kvm("KVM_GET_XSAVE", e))?;
+        let mut b: Vec<u8> = x.region.iter().flat_map(|w| w.to_le_bytes()).collect();
+        b[24..28].copy_from_slice(&fpu.mxcsr.to_le_bytes());
+        for i in 0..16 {
+            b[160 + 16 * i..176 + 16 * i].copy_from_slice(&fpu.xmm[i]);
+        }
+        for (w, c) in x.region.iter_mut().zip(b.chunks_exact(4)) {
+            *w = u32::from_le_bytes(c.try_into().unwrap());
+        }
+        // SAFETY: a complete kvm_xsave read from this vCPU, with only MXCSR/XMM changed.
+        unsafe { self.vm.vcpu.set_xsave(&x) }.map_err(|e| Error::kvm("KVM_SET_XSAVE", e))
+    }
+
+    /// FS and GS base (the guest's TLS pointers) as of the last exit.
+    pub(crate) fn segment_bases(&mut self) -> (u64, u64) {
+        if !self.ran {
+            return self.vm.vcpu.get_sregs().map(|s| (s.fs.base, s.gs.base)).unwrap_or_default();
+        }
+        let s = &self.vm.vcpu.sync_regs_mut().sregs;
+        (s.fs.base, s.gs.base)
     }
 
     /// Debugger memory access: anything the guest may read, including its read-only code
