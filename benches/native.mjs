@@ -3,7 +3,7 @@
 // huge pages, in one run. Medians of REPS runs; each workload times itself inside the program
 // (CLOCK_MONOTONIC), so process and VM start-up are not counted.
 //   sha256 64 MiB   CPU-bound
-//   stream 64 MiB   STREAM copy/scale/add/triad (best of 5 passes), three 64 MiB arrays
+//   stream 128 MiB  STREAM copy/scale/add/triad (best of 10 passes), three 128 MiB arrays
 //   touch 256 MiB   first touch of fresh memory
 import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
@@ -16,7 +16,7 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const BUILD = path.join(ROOT, 'benches', 'build');
 const require = createRequire(import.meta.url);
 const { Machine, probe } = require('../dist');
-const REPS = 5;
+const REPS = 7;
 
 const pr = probe();
 if (!pr.available) {
@@ -47,7 +47,7 @@ const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 
 const workloads = [
   ['sha256', '64'],
-  ['stream', '64'],
+  ['stream', '128'],
   ['touch', '256'],
 ];
 const sides = { native: (a) => native(a), kvmbox: (a) => kvm(a, false), 'kvmbox hugepages': (a) => kvm(a, true) };

@@ -65,7 +65,7 @@ static int stream(size_t mib) {
     for (size_t i = 0; i < n; i++) { a[i] = 1.0; b[i] = 2.0; c[i] = 0.0; }
     double best[4] = {1e30, 1e30, 1e30, 1e30};
     const double s = 3.0;
-    for (int rep = 0; rep < 5; rep++) {
+    for (int rep = 0; rep < 10; rep++) {
         double t = now_ms();
         for (size_t i = 0; i < n; i++) c[i] = a[i];
         double t1 = now_ms();
