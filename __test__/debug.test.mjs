@@ -166,3 +166,17 @@ test.serial('gdb protocol: a connection that drops mid-session leaves the guest 
   t.is(r.exitCode, native.exitCode);
   t.is(r.stdout.toString(), native.stdout.toString());
 });
+
+test.serial('gdb: kill ends the guest (as SIGKILL) and the host is fine', async (t) => {
+  const vm = Machine.fromFile(debugme);
+  const port = vm.debug({ port: 0 });
+  const session = gdb(port, ['break compute', 'continue', 'kill']);
+  const r = vm.run();
+  const out = await session;
+  t.regex(out, /Breakpoint 1, compute/);
+  t.is(r.status, 'signaled');
+  t.is(r.signal, 'SIGKILL');
+  t.is(r.stdout.toString(), '', 'killed before printing');
+  const again = Machine.fromFile(debugme).run();
+  t.is(again.exitCode, 203);
+});
