@@ -26,17 +26,27 @@ pub struct RawSyscallLoop {
     entry_exit_rip: u64,
 }
 
+/// The smallest machine kvmbox can build: `code` at PIE_BASE (one page, user R+X), the stub
+/// pages and page tables, and a vCPU about to run it with stack pointer `stack_top - sp_below`.
+/// The stack's top word is the call-return trampoline address.
+fn raw_vm(code: &[u8], sp_below: u64) -> Result<(Vm, GuestMemory, Layout)> {
+    let memory = crate::layout::MIN_MEMORY;
+    let layout = Layout::new(memory);
+    let region = Region { start: PIE_BASE, end: PIE_BASE + 4096, perm: Perm::USER_RX };
+    let space = AddressSpace::new(layout.regions(&[region]));
+    let mem = GuestMemory::new(memory)?;
+    arch::write_system_pages(&mem, &layout)?;
+    let cr3 = paging::build(&mem, &layout, space.regions())?;
+    mem.write(PIE_BASE, code)?;
+    let sp = layout.stack_top - sp_below;
+    mem.write_u64(sp, layout.sys.call_return)?;
+    let vm = vcpu::create(&mem, &layout, cr3, PIE_BASE, sp)?;
+    Ok((vm, mem, layout))
+}
+
 impl RawSyscallLoop {
     pub fn new() -> Result<RawSyscallLoop> {
-        let memory = crate::layout::MIN_MEMORY;
-        let layout = Layout::new(memory);
-        let code = Region { start: PIE_BASE, end: PIE_BASE + 4096, perm: Perm::USER_RX };
-        let space = AddressSpace::new(layout.regions(&[code]));
-        let mem = GuestMemory::new(memory)?;
-        arch::write_system_pages(&mem, &layout)?;
-        let cr3 = paging::build(&mem, &layout, space.regions())?;
-        mem.write(PIE_BASE, LOOP_CODE)?;
-        let vm = vcpu::create(&mem, &layout, cr3, PIE_BASE, layout.stack_top - 64)?;
+        let (vm, mem, layout) = raw_vm(LOOP_CODE, 64)?;
         Ok(RawSyscallLoop { vm, _mem: mem, entry_exit_rip: layout.sys.syscall_entry + arch::SYSCALL_EXIT_RIP_OFFSET })
     }
 
@@ -81,18 +91,8 @@ pub struct RawCallLoop {
 
 impl RawCallLoop {
     pub fn new() -> Result<RawCallLoop> {
-        let memory = crate::layout::MIN_MEMORY;
-        let layout = Layout::new(memory);
-        let code = Region { start: PIE_BASE, end: PIE_BASE + 4096, perm: Perm::USER_RX };
-        let space = AddressSpace::new(layout.regions(&[code]));
-        let mem = GuestMemory::new(memory)?;
-        arch::write_system_pages(&mem, &layout)?;
-        let cr3 = paging::build(&mem, &layout, space.regions())?;
-        mem.write(PIE_BASE, &[0xC3])?; // ret
-        let entry_sp = layout.stack_top - 24;
-        mem.write_u64(entry_sp, layout.sys.call_return)?;
-        let vm = vcpu::create(&mem, &layout, cr3, PIE_BASE, entry_sp)?;
-        Ok(RawCallLoop { vm, _mem: mem, entry: PIE_BASE, entry_sp })
+        let (vm, mem, layout) = raw_vm(&[0xC3], 24)?; // ret
+        Ok(RawCallLoop { vm, _mem: mem, entry: PIE_BASE, entry_sp: layout.stack_top - 24 })
     }
 
     /// One call round trip.

@@ -114,7 +114,11 @@ impl WeakMemoryView {
 
 impl GuestMemory {
     pub fn new(size: u64) -> Result<GuestMemory> {
-        let file = new_memfd(size)?;
+        Self::shared(new_memfd(size)?, size)
+    }
+
+    /// Shared memory over `file`: the memfd is the memory.
+    fn shared(file: File, size: u64) -> Result<GuestMemory> {
         let region = MmapRegion::build(
             Some(vm_memory::FileOffset::new(file, 0)),
             size as usize,
@@ -179,15 +183,7 @@ impl GuestMemory {
 
     /// A shared mapping of an existing memfd (used to fix up a loaded snapshot image).
     pub fn shared_over(memfd: &File, size: u64) -> Result<GuestMemory> {
-        let file = memfd.try_clone().map_err(|e| Error::OutOfMemory(format!("dup of snapshot memory: {e}")))?;
-        let region = MmapRegion::build(
-            Some(vm_memory::FileOffset::new(file, 0)),
-            size as usize,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_NORESERVE,
-        )
-        .map_err(|e| Error::OutOfMemory(format!("mapping {size} bytes of guest memory: {e}")))?;
-        Ok(GuestMemory { region, image: std::sync::Mutex::new(None), size, private: AtomicBool::new(false), host_dirty: dirty_bitmap(size) })
+        Self::shared(memfd.try_clone().map_err(|e| Error::OutOfMemory(format!("dup of snapshot memory: {e}")))?, size)
     }
 
     /// Copy-on-write memory over a snapshot's memfd, whose data lies in `extents` (see

@@ -69,14 +69,10 @@ fn thread_timer() -> Result<libc::timer_t> {
     if let Some(t) = TIMER.with(|t| t.get()) {
         return Ok(t as libc::timer_t);
     }
-    install_handler();
+    prepare_thread()?;
     // SAFETY: plain libc calls with valid out-pointers; the timer lives as long as the thread
     // (one per thread, reused by every run on it).
     unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, timeout_signal());
-        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
         let mut sev: libc::sigevent = std::mem::zeroed();
         sev.sigev_notify = libc::SIGEV_THREAD_ID;
         sev.sigev_signo = timeout_signal();
