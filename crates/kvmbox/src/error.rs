@@ -113,4 +113,5 @@ impl Error {
     }
 }
 
+/// Result with kvmbox's [`Error`](enum@Error).
 pub type Result<T> = std::result::Result<T, Error>;

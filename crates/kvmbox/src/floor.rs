@@ -45,6 +45,7 @@ fn raw_vm(code: &[u8], sp_below: u64) -> Result<(Vm, GuestMemory, Layout)> {
 }
 
 impl RawSyscallLoop {
+    /// Build the raw VM (needs KVM).
     pub fn new() -> Result<RawSyscallLoop> {
         let (vm, mem, layout) = raw_vm(LOOP_CODE, 64)?;
         Ok(RawSyscallLoop { vm, _mem: mem, entry_exit_rip: layout.sys.syscall_entry + arch::SYSCALL_EXIT_RIP_OFFSET })
@@ -90,6 +91,7 @@ pub struct RawCallLoop {
 }
 
 impl RawCallLoop {
+    /// Build the raw VM (needs KVM).
     pub fn new() -> Result<RawCallLoop> {
         let (vm, mem, layout) = raw_vm(&[0xC3], 24)?; // ret
         Ok(RawCallLoop { vm, _mem: mem, entry: PIE_BASE, entry_sp: layout.stack_top - 24 })

@@ -10,6 +10,7 @@ use crate::memory::{Efault, UserMemory};
 /// First and last syscall number of the embedder's host-call range; kvmbox's own control
 /// calls sit above it. Numbers below the range are Linux syscalls.
 pub const HOSTCALL_FIRST: u64 = 0x1_0000;
+/// Last syscall number of the host-call range.
 pub const HOSTCALL_LAST: u64 = 0xF_FFFF;
 /// `kvmbox_pause()`: the guest is initialized and ready for calls.
 pub const SYS_PAUSE: u64 = 0x10_0000;
@@ -17,13 +18,17 @@ pub const SYS_PAUSE: u64 = 0x10_0000;
 /// Which output stream a chunk belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stream {
+    /// The guest's file descriptor 1.
     Stdout,
+    /// The guest's file descriptor 2.
     Stderr,
 }
 
 /// One syscall the embedder handles, with checked access to the guest's memory.
 pub struct HostCall<'a> {
+    /// The syscall number (rax).
     pub nr: u64,
+    /// The arguments: rdi, rsi, rdx, r10, r8, r9.
     pub args: [u64; 6],
     pub(crate) memory: UserMemory<'a>,
 }
@@ -80,6 +85,7 @@ pub struct HostCalls {
 }
 
 impl HostCalls {
+    /// No handlers yet.
     pub fn new() -> Self {
         Self::default()
     }

@@ -68,10 +68,12 @@ pub enum Backend {
     Vmx,
     /// AMD-V (`kvm_amd`).
     Svm,
+    /// None of the above modules is loaded.
     Unknown,
 }
 
 impl Backend {
+    /// Short name: "pvm", "vmx", "svm" or "unknown".
     pub fn name(self) -> &'static str {
         match self {
             Backend::Pvm => "pvm",
@@ -85,7 +87,9 @@ impl Backend {
 /// What [`probe`] found out about the host's KVM.
 #[derive(Debug, Clone)]
 pub struct ProbeReport {
+    /// Whether kvmbox can create VMs here.
     pub available: bool,
+    /// The module serving `/dev/kvm`.
     pub backend: Backend,
     /// Why KVM is unusable, when it is.
     pub error: Option<String>,

@@ -1,7 +1,7 @@
 //! The guest address space: where everything lives, and what each page may be used for.
 //!
 //! Guest virtual addresses equal guest physical addresses (identity mapping) and the whole
-//! space `[0, memory_size)` is described once, at creation, by a sorted list of [`Region`]s.
+//! space `[0, memory_size)` is described once, at creation, by a sorted list of `Region`s.
 //! The same list drives both the guest page tables (built once, never edited — see the PVM
 //! notes) and the host's permission checks on syscall pointers, so the two cannot disagree.
 //!

@@ -1,7 +1,7 @@
 //! kvmbox: run static x86-64 Linux programs inside KVM with no guest kernel.
 //!
 //! Every `syscall` the guest makes exits to the host (through a one-instruction stub), where
-//! [`syscalls`] emulates Linux. Guest code runs in ring 3 only; page tables are built once.
+//! kvmbox emulates Linux. Guest code runs in ring 3 only; page tables are built once.
 //!
 //! ```no_run
 //! use kvmbox::{Machine, MachineOptions, RunOutcome};
@@ -12,6 +12,8 @@
 //! # Ok::<(), kvmbox::Error>(())
 //! ```
 
+#![warn(missing_docs)]
+
 mod arch;
 mod debug;
 mod elf;
@@ -19,6 +21,8 @@ pub mod error;
 pub mod floor;
 mod host;
 mod kvm;
+/// The guest address-space layout (exposed for tests and tools; not a stable API).
+#[doc(hidden)]
 pub mod layout;
 mod machine;
 mod memory;
@@ -27,7 +31,7 @@ mod reaper;
 mod snapfile;
 mod snapshot;
 mod stack;
-pub mod syscalls;
+mod syscalls;
 mod timer;
 mod vcpu;
 

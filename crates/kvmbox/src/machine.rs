@@ -42,8 +42,11 @@ pub struct MachineOptions {
     pub memory: u64,
     /// Default timeout for [`Machine::run`].
     pub timeout: Option<Duration>,
+    /// The guest's standard input.
     pub stdin: Input,
+    /// Where the guest's stdout goes.
     pub stdout: Output,
+    /// Where the guest's stderr goes.
     pub stderr: Output,
     /// Host files and directories the guest may open read-only.
     pub allow_read: Vec<String>,
@@ -475,6 +478,7 @@ impl Machine {
         self.linux.stdout.take_captured()
     }
 
+    /// Captured stderr so far (emptied by the call).
     pub fn take_stderr(&mut self) -> Vec<u8> {
         self.linux.stderr.take_captured()
     }
@@ -520,6 +524,7 @@ impl Machine {
         self.run_with(self.timeout, host)
     }
 
+    /// `run` with this timeout instead of the machine's.
     pub fn run_with_timeout(&mut self, timeout: Option<Duration>) -> Result<RunOutcome> {
         self.run_with(timeout, &mut NoHost)
     }

@@ -74,10 +74,12 @@ impl MemoryView {
         UserMemory { mem: &self.mem, space: &self.space }
     }
 
+    /// Read `len` bytes the guest may read.
     pub fn read(&self, addr: u64, len: u64) -> std::result::Result<Vec<u8>, Efault> {
         self.user().read_vec(addr, len)
     }
 
+    /// Write where the guest may write.
     pub fn write(&self, addr: u64, data: &[u8]) -> std::result::Result<(), Efault> {
         self.user().write(addr, data)
     }
@@ -107,6 +109,7 @@ pub struct WeakMemoryView {
 }
 
 impl WeakMemoryView {
+    /// The view, if the memory still exists.
     pub fn upgrade(&self) -> Option<MemoryView> {
         Some(MemoryView { mem: self.mem.upgrade()?, space: self.space.upgrade()? })
     }

@@ -29,9 +29,13 @@ use crate::vcpu::CpuState;
 pub struct LoadOptions {
     /// Host files and directories the guest may open read-only.
     pub allow_read: Vec<String>,
+    /// Where forks' stdout goes.
     pub stdout: Output,
+    /// Where forks' stderr goes.
     pub stderr: Output,
+    /// Default timeout of forks' runs and calls.
     pub timeout: Option<Duration>,
+    /// Print every syscall of forks to stderr.
     pub trace: bool,
 }
 

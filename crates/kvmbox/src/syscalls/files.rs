@@ -23,7 +23,12 @@ pub enum Input {
     /// Immediate end of file.
     Empty,
     /// These bytes, then end of file.
-    Bytes { data: Vec<u8>, pos: usize },
+    Bytes {
+        /// All of the input.
+        data: Vec<u8>,
+        /// How much the guest has read.
+        pos: usize,
+    },
     /// The host process's own file descriptor 0.
     Inherit,
 }
@@ -31,7 +36,14 @@ pub enum Input {
 /// Where the guest's standard output or error goes.
 pub enum Output {
     /// Collected in memory, up to `limit` bytes (the rest is dropped and `truncated` set).
-    Capture { data: Vec<u8>, limit: usize, truncated: bool },
+    Capture {
+        /// What was captured.
+        data: Vec<u8>,
+        /// Most bytes kept.
+        limit: usize,
+        /// Whether output beyond `limit` was dropped.
+        truncated: bool,
+    },
     /// Written straight to this host file descriptor (1 or 2 of the host process).
     Inherit(RawFd),
     /// Handed chunk by chunk to the run's [`crate::Host::output`]; an error stops the guest.
@@ -39,6 +51,7 @@ pub enum Output {
 }
 
 impl Output {
+    /// Capture up to `limit` bytes.
     pub fn capture(limit: usize) -> Output {
         Output::Capture { data: Vec::new(), limit, truncated: false }
     }
@@ -89,6 +102,7 @@ impl Output {
         }
     }
 
+    /// The captured bytes so far (emptied).
     pub fn take_captured(&mut self) -> Vec<u8> {
         match self {
             Output::Capture { data, .. } => std::mem::take(data),
@@ -96,6 +110,7 @@ impl Output {
         }
     }
 
+    /// Whether captured output was cut at the limit.
     pub fn truncated(&self) -> bool {
         matches!(self, Output::Capture { truncated: true, .. })
     }

@@ -26,7 +26,7 @@ use mm::Mappings;
 /// errno values (x86-64 Linux numbering, the same as the host's).
 pub mod errno {
     pub use libc::{
-        E2BIG, EACCES, EAGAIN, EBADF, EBUSY, EEXIST, EFAULT, EINTR, EINVAL, EIO, EISDIR, EMFILE, ENAMETOOLONG, ENOENT,
+        EACCES, EAGAIN, EBADF, EBUSY, EEXIST, EFAULT, EINTR, EINVAL, EIO, EISDIR, EMFILE, ENAMETOOLONG, ENOENT,
         ENOMEM, ENOSYS, ENOTDIR, ENOTTY, EPERM, ERANGE, EROFS, ESPIPE, ESRCH, ETIMEDOUT,
     };
 }
