@@ -1,0 +1,53 @@
+// The example server: each request in a pooled fork; a crash gives 500, a loop 504, and
+// neither affects other requests or later ones.
+import { spawnSync } from 'node:child_process';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+
+import test from 'ava';
+
+import { REPO_DIR, requireKvm, tempDir } from './helpers.mjs';
+
+requireKvm(test);
+
+const require = createRequire(import.meta.url);
+const dir = tempDir('kvmbox-server-');
+const render = path.join(dir, 'render');
+for (const [cmd, args] of [
+  ['gcc', ['-O2', '-static', '-o', render, path.join(REPO_DIR, 'examples', 'render.c')]],
+  [path.join(REPO_DIR, 'node_modules', '.bin', 'tsc'), ['-p', path.join(REPO_DIR, 'examples')]],
+]) {
+  const r = spawnSync(cmd, args, { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`${cmd} failed: ${r.stdout}${r.stderr}`);
+}
+const { createServer } = require(path.join(REPO_DIR, 'examples', 'http-server.js'));
+
+test('the example server renders, isolates failures and keeps serving', async (t) => {
+  const { server, pool } = createServer(render, 2);
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  const url = `http://127.0.0.1:${server.address().port}`;
+  const post = async (body) => {
+    const r = await fetch(url, { method: 'POST', body });
+    return { status: r.status, text: await r.text() };
+  };
+  try {
+    const ok = await post('hello <world>');
+    t.is(ok.status, 200);
+    t.regex(ok.text, /You sent 2 words: <blockquote>hello &lt;world&gt;<\/blockquote>/);
+    const [crash, loop, ...others] = await Promise.all([post('crash'), post('loop'), ...Array.from({ length: 10 }, (_, i) => post(`request ${i}`))]);
+    t.is(crash.status, 500);
+    t.regex(crash.text, /GuestFaultError/);
+    t.is(loop.status, 504);
+    t.regex(loop.text, /TimeoutError/);
+    others.forEach((o, i) => {
+      t.is(o.status, 200);
+      t.true(o.text.includes(`<blockquote>request ${i}</blockquote>`), 'each response has its own request and nothing else');
+    });
+    const after = await post('after the failures');
+    t.is(after.status, 200);
+    t.regex(after.text, /You sent 3 words/);
+  } finally {
+    server.close();
+    pool.close();
+  }
+});
