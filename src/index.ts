@@ -15,8 +15,8 @@ export type {
   HostCallHandler,
   HostCallResult,
 } from './machine'
-export { Pool } from './pool'
-export type { PoolOptions } from './pool'
+export { Pool, RemoteMachine } from './pool'
+export type { PoolOptions, PoolMachine } from './pool'
 export {
   KvmboxError,
   KvmUnavailableError,

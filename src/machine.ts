@@ -732,6 +732,21 @@ export class Snapshot {
     return new Snapshot(n, { stdout: opts.stdout, stderr: opts.stderr }, new Map())
   }
 
+  /** @internal Register for worker threads of this process; returns an id. */
+  _share(): number {
+    return this._native.share()
+  }
+
+  /** @internal The snapshot shared under `id` by another thread. */
+  static _fromShared(id: number): Snapshot {
+    return new Snapshot(wrap(() => native.NativeSnapshot.fromShared(id)), {}, new Map())
+  }
+
+  /** @internal */
+  static _unshare(id: number): void {
+    native.NativeSnapshot.unshare(id)
+  }
+
   /** Guest memory size of machines made from this snapshot. */
   get memorySize(): number {
     return this._native.memorySize

@@ -1,11 +1,138 @@
-import { InvalidArgumentError, InvalidStateError } from './errors'
+import * as path from 'node:path'
+import { Worker } from 'node:worker_threads'
+
+import * as errors from './errors'
+import { InvalidArgumentError, InvalidStateError, KvmboxError } from './errors'
+import type { Address, CallArg, CallOptions } from './machine'
 import { Machine, Snapshot, setVmPoolSize } from './machine'
 
 export interface PoolOptions {
-  /** Number of forks kept (default 4). */
+  /** Number of forks kept (default 4; with `workers`, at least one per worker). */
   size?: number
   /** Reset each fork to the snapshot after use, so nothing of one use is seen by the next (default true). */
   resetAfterUse?: boolean
+  /**
+   * Run the forks in this many worker threads (default 0: forks live on this thread and
+   * `pool.with` hands out real Machines). With workers, each worker thread owns an equal share
+   * of the forks — sharing the snapshot's memory, not copying it — and runs their calls on its
+   * own core; `pool.with` then hands out a {@link RemoteMachine}.
+   */
+  workers?: number
+  /**
+   * With `workers`: a module (absolute path) exporting `setup(machine)`, called in the worker
+   * for every fork — the place to register host-call handlers (`machine.onSyscall`), since
+   * functions cannot be sent to another thread.
+   */
+  workerSetup?: string
+}
+
+/** The part of a Machine a pool hands out: what works across threads (asynchronous). */
+export interface PoolMachine {
+  callAsync(target: string | Address, ...args: [...CallArg[]] | [...CallArg[], CallOptions]): Promise<number>
+  callBigIntAsync(target: string | Address, ...args: [...CallArg[]] | [...CallArg[], CallOptions]): Promise<bigint>
+}
+
+/** A fork living in a pool worker thread; calls are forwarded there. */
+export class RemoteMachine implements PoolMachine {
+  /** @internal */
+  constructor(
+    private readonly worker: WorkerHandle,
+    private readonly fork: number,
+  ) {}
+
+  callAsync(target: string | Address, ...args: [...CallArg[]] | [...CallArg[], CallOptions]): Promise<number> {
+    return this.#call(target, args, false) as Promise<number>
+  }
+
+  callBigIntAsync(target: string | Address, ...args: [...CallArg[]] | [...CallArg[], CallOptions]): Promise<bigint> {
+    return this.#call(target, args, true) as Promise<bigint>
+  }
+
+  /** Reset the fork to the snapshot (the pool does this after each use). */
+  reset(): Promise<number> {
+    return this.worker.request({ op: 'reset', fork: this.fork }) as Promise<number>
+  }
+
+  /** Output written to captured streams during calls. */
+  takeOutput(): Promise<{ stdout: Buffer; stderr: Buffer }> {
+    return this.worker.request({ op: 'takeOutput', fork: this.fork }) as Promise<{ stdout: Buffer; stderr: Buffer }>
+  }
+
+  async #call(target: string | Address, raw: unknown[], asBigInt: boolean): Promise<number | bigint> {
+    const args = [...raw]
+    let timeout: number | undefined
+    const last = args[args.length - 1]
+    if (typeof last === 'object' && last !== null && !(last instanceof Uint8Array)) timeout = (args.pop() as CallOptions).timeout
+    const reply = (await this.worker.request({ op: 'call', fork: this.fork, target, args, asBigInt, timeout }, true)) as {
+      value: number | bigint
+      buffers: (Uint8Array | undefined)[]
+    }
+    // Buffers come back filled by the guest: copy into the caller's.
+    reply.buffers.forEach((b, i) => {
+      const dst = args[i]
+      if (b && dst instanceof Uint8Array) dst.set(b.subarray(0, dst.length))
+    })
+    return reply.value
+  }
+}
+
+/** @internal One pool worker thread and its pending requests. */
+class WorkerHandle {
+  readonly worker: Worker
+  readonly ready: Promise<void>
+  #next = 1
+  readonly #pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: unknown) => void; whole: boolean }>()
+
+  constructor(shareId: number, forks: number, setup?: string) {
+    this.worker = new Worker(path.join(__dirname, 'pool-worker.js'), { workerData: { kvmboxPoolWorker: { shareId, forks, setup } } })
+    this.ready = new Promise((resolve, reject) => {
+      const onMessage = (m: { ready?: boolean }) => {
+        if (m.ready) {
+          this.worker.off('message', onMessage)
+          this.worker.off('error', reject)
+          resolve()
+        }
+      }
+      this.worker.on('message', onMessage)
+      this.worker.once('error', reject)
+    })
+    this.worker.on('message', (m: { id?: number; ok: boolean; value?: unknown; error?: Record<string, unknown> }) => {
+      if (m.id === undefined) return
+      const p = this.#pending.get(m.id)
+      if (!p) return
+      this.#pending.delete(m.id)
+      if (m.ok) p.resolve(p.whole ? m : m.value)
+      else p.reject(deserializeError(m.error ?? {}))
+    })
+    this.worker.on('error', (e) => {
+      for (const p of this.#pending.values()) p.reject(e)
+      this.#pending.clear()
+    })
+  }
+
+  request(msg: Record<string, unknown>, whole = false): Promise<unknown> {
+    const id = this.#next++
+    return new Promise((resolve, reject) => {
+      this.#pending.set(id, { resolve, reject, whole })
+      this.worker.postMessage({ ...msg, id })
+    })
+  }
+}
+
+function deserializeError(e: Record<string, unknown>): unknown {
+  const ctor = (errors as unknown as Record<string, unknown>)[e.name as string]
+  let err: Error
+  if (typeof ctor === 'function' && (ctor as { prototype: unknown }).prototype instanceof KvmboxError) {
+    // A real Error (with its internal slot) whose prototype is the typed class.
+    err = Reflect.construct(Error, [String(e.message)], ctor as new () => Error)
+    err.name = String(e.name)
+  } else {
+    err = new Error(String(e.message))
+    err.name = String(e.name)
+  }
+  for (const [k, v] of Object.entries(e)) if (k !== 'cause' && k !== 'message' && k !== 'name') (err as unknown as Record<string, unknown>)[k] = v
+  if (e.cause) (err as { cause?: unknown }).cause = deserializeError(e.cause as Record<string, unknown>)
+  return err
 }
 
 /**
@@ -18,27 +145,49 @@ export interface PoolOptions {
  *
  * After each use the fork is reset to the snapshot (microseconds; only the pages the use
  * wrote are copied back), including after a fault or timeout. Waiters are served in order.
+ * With `workers`, forks live in worker threads (one core each) and uses get a RemoteMachine.
  */
-export class Pool {
+export class Pool<M extends PoolMachine = Machine> {
   readonly #snapshot: Snapshot
   readonly #resetAfterUse: boolean
-  readonly #idle: Machine[] = []
-  readonly #all: Machine[] = []
-  readonly #waiters: { resolve: (m: Machine) => void; reject: (e: unknown) => void }[] = []
+  readonly #idle: M[] = []
+  readonly #all: M[] = []
+  readonly #waiters: { resolve: (m: M) => void; reject: (e: unknown) => void }[] = []
+  readonly #workers: WorkerHandle[] = []
+  #shareId: number | undefined
   #closed = false
+  /** Resolves once every worker has created its forks (immediately without workers). */
+  readonly ready: Promise<void>
 
   constructor(snapshot: Snapshot, opts: PoolOptions = {}) {
-    const size = opts.size ?? 4
-    if (!Number.isInteger(size) || size < 1) throw new InvalidArgumentError(`pool size must be a positive integer, got ${size}`)
+    const workers = opts.workers ?? 0
+    if (!Number.isInteger(workers) || workers < 0) throw new InvalidArgumentError(`workers must be a non-negative integer, got ${workers}`)
+    const size = Math.max(opts.size ?? 4, workers)
+    if (!Number.isInteger(size) || size < 1) throw new InvalidArgumentError(`pool size must be a positive integer, got ${opts.size}`)
     this.#snapshot = snapshot
     this.#resetAfterUse = opts.resetAfterUse ?? true
-    for (let i = 0; i < size; i++) {
-      const m = snapshot.fork()
-      this.#all.push(m)
-      this.#idle.push(m)
+    if (workers === 0) {
+      for (let i = 0; i < size; i++) {
+        const m = snapshot.fork() as unknown as M
+        this.#all.push(m)
+        this.#idle.push(m)
+      }
+      // Later forks of any snapshot find a blank VM ready.
+      setVmPoolSize(Math.min(size, 8))
+      this.ready = Promise.resolve()
+      return
     }
-    // Later forks of any snapshot find a blank VM ready.
-    setVmPoolSize(Math.min(size, 8))
+    this.#shareId = snapshot._share()
+    for (let w = 0; w < workers; w++) {
+      const forks = Math.floor(size / workers) + (w < size % workers ? 1 : 0)
+      const handle = new WorkerHandle(this.#shareId, forks, opts.workerSetup)
+      this.#workers.push(handle)
+      for (let f = 0; f < forks; f++) this.#all.push(new RemoteMachine(handle, f) as unknown as M)
+    }
+    // Interleave workers so consecutive uses land on different threads.
+    const byWorker = this.#workers.map((h) => this.#all.filter((m) => (m as unknown as { worker: WorkerHandle }).worker === h))
+    for (let i = 0; byWorker.some((l) => i < l.length); i++) for (const l of byWorker) if (i < l.length) this.#idle.unshift(l[i])
+    this.ready = Promise.all(this.#workers.map((h) => h.ready)).then(() => undefined)
   }
 
   /** Forks currently free. */
@@ -51,42 +200,55 @@ export class Pool {
   }
 
   /** Take a fork (waiting for one to be free). Give it back with release(). */
-  acquire(): Promise<Machine> {
-    if (this.#closed) return Promise.reject(new InvalidStateError('the pool is closed'))
+  async acquire(): Promise<M> {
+    if (this.#closed) throw new InvalidStateError('the pool is closed')
+    await this.ready
     const m = this.#idle.pop()
-    if (m) return Promise.resolve(m)
+    if (m) return m
     return new Promise((resolve, reject) => this.#waiters.push({ resolve, reject }))
   }
 
-  /** Return a fork taken with acquire(); it is reset first unless resetAfterUse is false. */
-  release(m: Machine): void {
+  /**
+   * Return a fork taken with acquire(); it is reset first unless resetAfterUse is false.
+   * Throws at once for a machine that is not the pool's; the promise settles once the fork
+   * is back (immediately for forks on this thread).
+   */
+  release(m: M): Promise<void> {
     if (!this.#all.includes(m)) throw new InvalidArgumentError('this machine does not belong to the pool')
     if (this.#closed) {
-      m.close()
-      return
+      if (m instanceof Machine) m.close()
+      return Promise.resolve()
     }
-    if (this.#resetAfterUse) m.reset()
+    if (this.#resetAfterUse && m instanceof RemoteMachine) return m.reset().then(() => this.#handBack(m))
+    if (this.#resetAfterUse) (m as unknown as Machine).reset()
+    this.#handBack(m)
+    return Promise.resolve()
+  }
+
+  #handBack(m: M): void {
     const next = this.#waiters.shift()
     if (next) next.resolve(m)
     else this.#idle.push(m)
   }
 
   /** Run `fn` with a fork, then reset and release it (also when `fn` throws). */
-  async with<T>(fn: (m: Machine) => T | Promise<T>): Promise<T> {
+  async with<T>(fn: (m: M) => T | Promise<T>): Promise<T> {
     const m = await this.acquire()
     try {
       return await fn(m)
     } finally {
-      this.release(m)
+      await this.release(m)
     }
   }
 
-  /** Close every fork, reject waiting and future acquires. Forks in use close when released. */
+  /** Close every fork (and worker), reject waiting and future acquires. */
   close(): void {
     this.#closed = true
-    for (const m of this.#idle) m.close()
+    for (const m of this.#idle) if (m instanceof Machine) m.close()
     this.#idle.length = 0
     for (const w of this.#waiters.splice(0)) w.reject(new InvalidStateError('the pool was closed'))
+    for (const h of this.#workers) void h.worker.terminate()
+    if (this.#shareId !== undefined) Snapshot._unshare(this.#shareId)
   }
 
   get snapshot(): Snapshot {

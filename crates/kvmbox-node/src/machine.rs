@@ -25,6 +25,10 @@ pub struct NativeMemoryUsage {
     pub hugepages: String,
 }
 
+/// Snapshots shared between the JS threads of this process, by id.
+static SHARED: std::sync::LazyLock<Mutex<HashMap<u64, kvmbox::Snapshot>>> = std::sync::LazyLock::new(|| Mutex::new(HashMap::new()));
+static NEXT_SHARE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 /// An immutable image of a paused machine.
 #[napi]
 pub struct NativeSnapshot {
@@ -67,6 +71,34 @@ impl NativeSnapshot {
     #[napi(getter)]
     pub fn resident_bytes(&self) -> f64 {
         self.inner.resident_bytes() as f64
+    }
+
+    /// Register this snapshot for other JS threads of this process (worker_threads cannot
+    /// receive native objects); returns an id for `fromShared`. The image is shared, not
+    /// copied. Call `unshare(id)` when done.
+    #[napi]
+    pub fn share(&self) -> f64 {
+        let id = NEXT_SHARE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        SHARED.lock().unwrap_or_else(|e| e.into_inner()).insert(id, self.inner.clone());
+        id as f64
+    }
+
+    /// The snapshot another thread shared under `id`.
+    #[napi(factory)]
+    pub fn from_shared(id: f64) -> std::result::Result<NativeSnapshot, Error<String>> {
+        SHARED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(id as u64))
+            .cloned()
+            .map(|inner| NativeSnapshot { inner })
+            .ok_or_else(|| Error::new("INVALID_ARGUMENT".to_string(), format!("no shared snapshot {id}")))
+    }
+
+    /// Forget a shared id (snapshots already taken from it stay valid).
+    #[napi]
+    pub fn unshare(id: f64) {
+        SHARED.lock().unwrap_or_else(|e| e.into_inner()).remove(&(id as u64));
     }
 }
 
@@ -148,9 +180,9 @@ impl NativeMachine {
     #[napi]
     pub fn set_hooks(
         &mut self,
-        on_stdout: Option<ChunkCallback>,
-        on_stderr: Option<ChunkCallback>,
-        dispatch: Option<SyscallDispatch>,
+        #[napi(ts_arg_type = "((chunk: Buffer) => void) | undefined | null")] on_stdout: Option<ChunkCallback>,
+        #[napi(ts_arg_type = "((chunk: Buffer) => void) | undefined | null")] on_stderr: Option<ChunkCallback>,
+        #[napi(ts_arg_type = "((nr: number) => number) | undefined | null")] dispatch: Option<SyscallDispatch>,
         regs: Option<BigUint64Array>,
     ) -> Result<()> {
         self.hooks = Hooks {
@@ -234,7 +266,7 @@ impl NativeMachine {
         &mut self,
         env: &Env,
         addr: Either<f64, BigInt>,
-        mut args: Vec<JsCallArg>,
+        #[napi(ts_arg_type = "Array<number | bigint | string | Buffer>")] mut args: Vec<JsCallArg>,
         as_bigint: bool,
         timeout_ms: Option<f64>,
     ) -> std::result::Result<Either<f64, BigInt>, Error<String>> {
@@ -356,9 +388,9 @@ impl NativeMachine {
         &mut self,
         env: &'env Env,
         timeout_ms: Option<f64>,
-        dispatch: Option<DispatchTsfn>,
-        on_stdout: Option<ChunkCallback>,
-        on_stderr: Option<ChunkCallback>,
+        #[napi(ts_arg_type = "((nr: number, a0: bigint, a1: bigint, a2: bigint, a3: bigint, a4: bigint, a5: bigint) => Promise<bigint>) | undefined | null")] dispatch: Option<DispatchTsfn>,
+        #[napi(ts_arg_type = "((chunk: Buffer) => void) | undefined | null")] on_stdout: Option<ChunkCallback>,
+        #[napi(ts_arg_type = "((chunk: Buffer) => void) | undefined | null")] on_stderr: Option<ChunkCallback>,
     ) -> std::result::Result<Object<'env>, Error<String>> {
         let work = Work::Run { timeout: timeout_of(timeout_ms), use_default: timeout_ms.is_none() };
         self.submit(env, work, Vec::new(), dispatch, on_stdout, on_stderr)
@@ -371,12 +403,12 @@ impl NativeMachine {
         &mut self,
         env: &'env Env,
         addr: Either<f64, BigInt>,
-        args: Vec<JsCallArg>,
+        #[napi(ts_arg_type = "Array<number | bigint | string | Buffer>")] args: Vec<JsCallArg>,
         as_bigint: bool,
         timeout_ms: Option<f64>,
-        dispatch: Option<DispatchTsfn>,
-        on_stdout: Option<ChunkCallback>,
-        on_stderr: Option<ChunkCallback>,
+        #[napi(ts_arg_type = "((nr: number, a0: bigint, a1: bigint, a2: bigint, a3: bigint, a4: bigint, a5: bigint) => Promise<bigint>) | undefined | null")] dispatch: Option<DispatchTsfn>,
+        #[napi(ts_arg_type = "((chunk: Buffer) => void) | undefined | null")] on_stdout: Option<ChunkCallback>,
+        #[napi(ts_arg_type = "((chunk: Buffer) => void) | undefined | null")] on_stderr: Option<ChunkCallback>,
     ) -> std::result::Result<Object<'env>, Error<String>> {
         let addr = u64_of_addr(&addr).ok_or_else(|| invalid("function address out of range"))?;
         let mut owned = Vec::with_capacity(args.len());

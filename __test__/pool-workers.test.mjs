@@ -1,0 +1,53 @@
+// Pool with worker threads: forks of one shared snapshot live in workers, calls are forwarded,
+// failures come back as typed errors and the forks keep serving after their reset.
+import path from 'node:path';
+
+import test from 'ava';
+
+import { GuestFaultError, guest, kvmbox, Machine, requireKvm, TEST_DIR, TimeoutError } from './helpers.mjs';
+
+const { Pool, RemoteMachine } = kvmbox;
+
+requireKvm(test);
+
+function snapshot(t) {
+  const vm = Machine.fromFile(guest('calls-glibc'));
+  t.is(vm.run().status, 'paused');
+  for (let i = 0; i < 5; i++) vm.call('counter_next');
+  return vm.snapshot();
+}
+
+test('forks in worker threads serve calls with fresh state each time', async (t) => {
+  const pool = new Pool(snapshot(t), { size: 4, workers: 2 });
+  await pool.ready;
+  t.is(pool.size, 4);
+  const results = await Promise.all(Array.from({ length: 40 }, () => pool.with((m) => m.callAsync('counter_next'))));
+  t.deepEqual(results, Array(40).fill(6));
+  t.true(await pool.with((m) => m instanceof RemoteMachine));
+  const sums = await Promise.all(Array.from({ length: 20 }, (_, i) => pool.with((m) => m.callAsync('add', i, 1000))));
+  t.deepEqual(sums, Array.from({ length: 20 }, (_, i) => i + 1000));
+  t.is(await pool.with((m) => m.callBigIntAsync('add', 1n << 60n, 1n)), (1n << 60n) + 1n);
+  const buf = Buffer.from('make me loud');
+  t.is(await pool.with((m) => m.callAsync('upcase', buf, buf.length)), buf.length);
+  t.is(buf.toString(), 'MAKE ME LOUD', 'buffers come back from the worker');
+  pool.close();
+});
+
+test('a fault or timeout in a worker fork is a typed error, and the pool keeps serving', async (t) => {
+  const pool = new Pool(snapshot(t), { size: 2, workers: 2 });
+  const fault = await t.throwsAsync(() => pool.with((m) => m.callAsync('crash')), { instanceOf: GuestFaultError });
+  t.is(fault.vector, 14);
+  t.is(fault.address, 16n);
+  await t.throwsAsync(() => pool.with((m) => m.callAsync('spin', -1, { timeout: 100 })), { instanceOf: TimeoutError });
+  const after = await Promise.all(Array.from({ length: 10 }, () => pool.with((m) => m.callAsync('counter_next'))));
+  t.deepEqual(after, Array(10).fill(6));
+  pool.close();
+  await t.throwsAsync(() => pool.with((m) => m.callAsync('add', 1, 2)), { instanceOf: kvmbox.InvalidStateError });
+});
+
+test('workerSetup registers host-call handlers inside the workers', async (t) => {
+  const pool = new Pool(snapshot(t), { size: 2, workers: 2, workerSetup: path.join(TEST_DIR, 'fixtures', 'pool-setup.cjs') });
+  const r = await Promise.all([3, 4, 5].map((x) => pool.with((m) => m.callAsync('echo_plus_one', x))));
+  t.deepEqual(r, [301, 401, 501]);
+  pool.close();
+});
