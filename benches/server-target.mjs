@@ -24,7 +24,7 @@ const script = new vm.Script(RENDER_JS);
 let server;
 if (kind === 'kvmbox') {
   const { createServer } = require(path.join(ROOT, 'examples', 'http-server.js'));
-  ({ server } = createServer(RENDER, Number(process.env.POOL_SIZE ?? 8)));
+  ({ server } = createServer(RENDER, Number(process.env.POOL_SIZE ?? 8), Number(process.env.WORKERS ?? 0)));
 } else {
   server = http.createServer((req, res) => {
     const chunks = [];

@@ -24,21 +24,33 @@ for (const [cmd, args] of [
   if (r.status !== 0) process.exit(1);
 }
 
-async function measure(kind, port) {
-  const child = spawn(process.execPath, [path.join(ROOT, 'benches', 'server-target.mjs'), kind, String(port)], { stdio: ['ignore', 'pipe', 'inherit'] });
+async function measure(kind, port, env = {}) {
+  const child = spawn(process.execPath, [path.join(ROOT, 'benches', 'server-target.mjs'), kind, String(port)], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, ...env },
+  });
   await new Promise((resolve) => child.stdout.once('data', resolve));
   const body = 'the quick brown fox jumps over the <lazy> dog & friends';
   await autocannon({ url: `http://127.0.0.1:${port}`, method: 'POST', body, connections: CONNECTIONS, duration: 1 }); // warm-up
   const r = await autocannon({ url: `http://127.0.0.1:${port}`, method: 'POST', body, connections: CONNECTIONS, duration: DURATION });
   child.kill();
-  return { kind, rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, errors: r.errors + r.non2xx };
+  return { kind: env.WORKERS ? `${kind}-w${env.WORKERS}` : kind, rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, errors: r.errors + r.non2xx };
 }
 
 const results = [];
 let port = 18180;
 for (const kind of ['kvmbox', 'spawn', 'nodevm']) results.push(await measure(kind, port++));
+const cpus = os.cpus().length;
+results.push(await measure('kvmbox', port++, { WORKERS: '1' }));
+results.push(await measure('kvmbox', port++, { WORKERS: String(cpus) }));
 const k = results[0];
-const names = { kvmbox: 'kvmbox pool (fork per request, reset after)', spawn: '`spawnSync` of the same program per request', nodevm: '`node:vm`, fresh context per request' };
+const names = {
+  kvmbox: 'kvmbox pool (fork per request, reset after; forks on the main thread, each call on its vCPU thread)',
+  spawn: '`spawnSync` of the same program per request',
+  nodevm: '`node:vm`, fresh context per request',
+  'kvmbox-w1': 'kvmbox pool in 1 worker thread',
+  [`kvmbox-w${cpus}`]: `kvmbox pool in ${cpus} worker threads`,
+};
 const md = [
   `Measured ${new Date().toISOString().slice(0, 10)} · ${os.cpus().length} cores · autocannon, ${CONNECTIONS} connections, ${DURATION} s, 127.0.0.1; \`npm run bench:server\`.`,
   '',

@@ -13,16 +13,19 @@ import * as http from 'node:http'
 import * as path from 'node:path'
 
 import { GuestFaultError, Machine, Pool, TimeoutError } from '../dist/index.js'
+import type { PoolMachine } from '../dist/index.js'
 
 const GUEST = process.env.GUEST ?? path.join(__dirname, 'render')
 const PORT = Number(process.env.PORT ?? 8080)
 const POOL_SIZE = Number(process.env.POOL_SIZE ?? 8)
 const TIMEOUT_MS = Number(process.env.TIMEOUT_MS ?? 200)
+/** 0: forks on the main thread (each async call still runs on the fork's own vCPU thread). */
+const WORKERS = Number(process.env.WORKERS ?? 0)
 
-export function createServer(guest = GUEST, poolSize = POOL_SIZE): { server: http.Server; pool: Pool } {
+export function createServer(guest = GUEST, poolSize = POOL_SIZE, workers = WORKERS): { server: http.Server; pool: Pool<PoolMachine> } {
   const vm = Machine.fromFile(guest, { memory: 64 << 20, timeout: TIMEOUT_MS })
   if (vm.run().status !== 'paused') throw new Error('the guest did not pause after initializing')
-  const pool = new Pool(vm.snapshot(), { size: poolSize })
+  const pool = new Pool<PoolMachine>(vm.snapshot(), { size: poolSize, workers })
   const server = http.createServer((req, res) => {
     const chunks: Buffer[] = []
     req.on('data', (c: Buffer) => chunks.push(c))
