@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Fuzz the ELF loader and snapshot-file loading with cargo-fuzz (libFuzzer), SECONDS each
+# (default 30). Seeds: the built test guests and a saved snapshot. Needs `npm run build` and
+# `npm run build:guests` first. Crashes land in crates/kvmbox/fuzz/artifacts/ and fail the run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds="${1:-30}"
+command -v cargo-fuzz >/dev/null 2>&1 || cargo install -q cargo-fuzz --locked
+fuzz=crates/kvmbox/fuzz
+mkdir -p "$fuzz/corpus/elf" "$fuzz/corpus/snapshot_file"
+cp __test__/guests/build/hello-musl __test__/guests/build/exit-musl __test__/guests/build/hello-pie "$fuzz/corpus/elf/"
+node -e "
+const { Machine } = require('./dist');
+const vm = Machine.fromFile('__test__/guests/build/calls-musl', { memory: 8 << 20 });
+vm.run();
+vm.snapshot().save('$fuzz/corpus/snapshot_file/calls-musl.kvmsnap');"
+cd crates/kvmbox
+# cargo-fuzz needs nightly-only flags; the stable toolchain accepts them with RUSTC_BOOTSTRAP.
+export RUSTC_BOOTSTRAP=1
+for target in elf snapshot_file; do
+  echo "== fuzz $target for ${seconds}s"
+  cargo fuzz run -O "$target" "fuzz/corpus/$target" -- -max_total_time="$seconds" -rss_limit_mb=4096 -max_len=1048576 2>&1 | grep -E "^Done|ERROR|panicked|SUMMARY" || true
+  if ls fuzz/artifacts/"$target"/crash-* >/dev/null 2>&1; then
+    echo "fuzz $target found crashes:"; ls fuzz/artifacts/"$target"/; exit 1
+  fi
+done
