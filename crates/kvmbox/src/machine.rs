@@ -727,7 +727,7 @@ impl Machine {
         loop {
             let port = match self.vm.vcpu.run() {
                 Ok(VcpuExit::IoOut(port, _)) => port,
-                Ok(VcpuExit::Shutdown) => return Err(self.fault(8, None)),
+                Ok(VcpuExit::Shutdown) => return Err(self.fault(8, false)),
                 Ok(VcpuExit::MmioRead(addr, _)) | Ok(VcpuExit::MmioWrite(addr, _)) => {
                     let rip = self.vm.vcpu.sync_regs_mut().regs.rip;
                     return Err(Error::GuestFault(GuestFault { vector: 14, rip, address: addr, error_code: None }));
@@ -736,7 +736,7 @@ impl Machine {
                     self.check_deadline(deadline, timeout_ms)?;
                     continue;
                 }
-                Ok(VcpuExit::Hlt) => return Err(self.fault(13, None)),
+                Ok(VcpuExit::Hlt) => return Err(self.fault(13, false)),
                 Ok(VcpuExit::IoIn(..)) => return Err(self.forged_port_access()),
                 Ok(VcpuExit::InternalError) => return Err(Error::Internal("KVM internal error while running the guest".into())),
                 Ok(VcpuExit::FailEntry(reason, _)) => return Err(Error::Internal(format!("VM entry failed (reason {reason:#x})"))),
@@ -773,7 +773,7 @@ impl Machine {
                         self.return_from_trap()?;
                         return Ok(Stop::Trap(vector));
                     }
-                    return Err(self.fault(vector, Some(())));
+                    return Err(self.fault(vector, true));
                 }
                 // Ring 3 can reach only the ports in the TSS bitmap; using them other than
                 // through the stubs is treated as the #GP it would be on real hardware.
@@ -811,10 +811,8 @@ impl Machine {
             let mut call = HostCall { nr, args, memory: UserMemory { mem: &self.mem, space: &self.space } };
             let result = host.syscall(&mut call).map(Flow::Return).map_err(Error::HostCallback);
             self.linux.trace_syscall(nr, &args, &result);
-            match result? {
-                Flow::Return(v) => v,
-                Flow::Exit(_) => unreachable!(),
-            }
+            let Flow::Return(v) = result? else { unreachable!("a host call only returns a value") };
+            v
         } else {
             let env = SyscallEnv { mem: &self.mem, space: &self.space, vcpu: &self.vm.vcpu, deadline, timeout_ms };
             match self.linux.handle(&env, host, nr, args)? {
@@ -933,11 +931,11 @@ impl Machine {
 
     /// Build the fault error for `vector`. With `frame`, the CPU pushed an exception frame on
     /// the ring-0 stack; the faulting rip comes from there.
-    fn fault(&mut self, vector: u8, frame: Option<()>) -> Error {
+    fn fault(&mut self, vector: u8, frame: bool) -> Error {
         let sync = self.vm.vcpu.sync_regs_mut();
         let (rsp, rip_now, cr2) = (sync.regs.rsp, sync.regs.rip, sync.sregs.cr2);
         let mut fault = GuestFault { vector, rip: rip_now, address: 0, error_code: None };
-        if frame.is_some() {
+        if frame {
             let mut at = rsp;
             if arch::has_error_code(vector) {
                 fault.error_code = self.mem.read_u64(at).ok();

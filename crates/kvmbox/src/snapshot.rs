@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -177,11 +178,10 @@ impl Snapshot {
         let mut regs: kvm_bindings::kvm_regs = r.pod()?;
         regs.rflags = (regs.rflags & 0x3C_7FD7 & !0x100) | 0x2;
         let (fs_base, gs_base): (u64, u64) = (r.pod()?, r.pod()?);
-        let mut xsave = kvm_bindings::kvm_xsave::default();
-        xsave.region = r.pod()?;
+        let xsave = kvm_bindings::kvm_xsave { region: r.pod()?, ..Default::default() };
         let linux_state = LinuxState::decode(&mut r, layout.heap_limit())?;
-        let exe_path = std::path::PathBuf::from(std::ffi::OsStr::new(&String::from_utf8_lossy(r.bytes()?).into_owned()));
-        let cwd = std::path::PathBuf::from(std::ffi::OsStr::new(&String::from_utf8_lossy(r.bytes()?).into_owned()));
+        let exe_path = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(r.bytes()?));
+        let cwd = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(r.bytes()?));
         if !exe_path.is_absolute() || !cwd.is_absolute() || !r.remaining().is_empty() {
             return Err(bad("paths"));
         }
@@ -200,7 +200,7 @@ impl Snapshot {
         let cpu = CpuState { regs, sregs, xsave: Box::new(xsave) };
 
         let policy = Arc::new(FilePolicy::new(&opts.allow_read, &cwd)?);
-        let mm = linux_state_heap(&linux_state);
+        let mm = linux_state.heap().clone();
         let base = Linux::new(mm, policy, Input::Empty, opts.stdout, opts.stderr, exe_path, cwd, memory, layout.stack_size(), opts.trace);
         // Reopens the recorded files now, so a file the allowlist refuses fails the load.
         let proto = base.fork_from(&linux_state)?;
@@ -237,8 +237,4 @@ fn segments_of(layout: &Layout, regions: &[Region]) -> Vec<Region> {
         .filter(|r| r.start >= layout::USER_MIN && r.end <= layout.heap_limit() && r.perm != Perm::USER_RW && r.perm.present)
         .copied()
         .collect()
-}
-
-fn linux_state_heap(state: &LinuxState) -> crate::syscalls::mm::Mappings {
-    state.heap().clone()
 }

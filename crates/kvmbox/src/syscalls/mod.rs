@@ -8,6 +8,7 @@ pub mod files;
 pub mod mm;
 
 use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -101,7 +102,7 @@ impl LinuxState {
                 1 => FdSpec::Stdout,
                 2 => FdSpec::Stderr,
                 3 => {
-                    let path = PathBuf::from(std::ffi::OsStr::from_encoded_bytes_unchecked_compat(r.bytes()?));
+                    let path = PathBuf::from(std::ffi::OsStr::from_bytes(r.bytes()?));
                     if !path.is_absolute() {
                         return Err(bad("relative path of an open file"));
                     }
@@ -486,7 +487,7 @@ impl Linux {
                     n as u64
                 }
                 // SAFETY: host read(0) into the checked guest range.
-                Input::Inherit => host_ret(unsafe { libc::read(0, ptr.cast(), len as usize) } as i64),
+                Input::Inherit => ret(host_result(unsafe { libc::read(0, ptr.cast(), len as usize) } as i64)),
             },
             Some(FdKind::File { is_dir: true, .. }) => err(errno::EISDIR),
             Some(FdKind::File { host, .. }) => {
@@ -499,7 +500,7 @@ impl Linux {
                         None => libc::read(fd, ptr.cast(), len as usize),
                     }
                 };
-                host_ret(n as i64)
+                ret(host_result(n as i64))
             }
         })
     }
@@ -627,7 +628,7 @@ impl Linux {
         if raw.is_empty() {
             return Err(errno::ENOENT);
         }
-        let p = Path::new(std::ffi::OsStr::from_encoded_bytes_unchecked_compat(&raw));
+        let p = Path::new(std::ffi::OsStr::from_bytes(&raw));
         let base = if p.is_absolute() {
             PathBuf::from("/")
         } else if dirfd as i32 == AT_FDCWD {
@@ -1069,14 +1070,6 @@ impl Linux {
     }
 }
 
-fn host_ret(n: i64) -> u64 {
-    if n < 0 {
-        err(std::io::Error::last_os_error().raw_os_error().unwrap_or(errno::EIO))
-    } else {
-        n as u64
-    }
-}
-
 fn host_result(n: i64) -> std::result::Result<u64, i32> {
     if n < 0 {
         Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(errno::EIO))
@@ -1103,15 +1096,6 @@ fn host_clock(clock: u64) -> std::result::Result<libc::timespec, i32> {
     let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
     unsafe { libc::clock_gettime(id, &mut ts) };
     Ok(ts)
-}
-
-trait OsStrCompat {
-    fn from_encoded_bytes_unchecked_compat(b: &[u8]) -> &std::ffi::OsStr;
-}
-impl OsStrCompat for std::ffi::OsStr {
-    fn from_encoded_bytes_unchecked_compat(b: &[u8]) -> &std::ffi::OsStr {
-        std::os::unix::ffi::OsStrExt::from_bytes(b)
-    }
 }
 
 /// Name of an errno value for traces.
