@@ -11,42 +11,23 @@
 //   peers           worker_threads postMessage round trip, a persistent child process pipe
 //                   round trip, and isolated-vm applySync (when it is installed).
 
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
-import fs from 'node:fs';
 import os from 'node:os';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 
-const SCRIPT = fileURLToPath(import.meta.url);
-const ROOT = path.resolve(path.dirname(SCRIPT), '..');
-const BUILD = path.join(ROOT, 'benches', 'build');
+import { compileGuest, kvmbox, median, requireKvm } from './common.mjs';
+
 const require = createRequire(import.meta.url);
-const { Machine, measureCallFloor, measureSyscallFloor, probe } = require('../dist');
+const { Machine, measureCallFloor, measureSyscallFloor } = kvmbox;
 
 const REPS = 15;
 const N = 2000;
 const now = () => process.hrtime.bigint();
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 const fmt = (ns) => (ns >= 1000 ? `${(ns / 1000).toFixed(2)} µs` : `${ns.toFixed(0)} ns`);
 
-const pr = probe();
-if (!pr.available) {
-  console.error(`KVM unavailable: ${pr.error}`);
-  process.exit(1);
-}
-
-fs.mkdirSync(BUILD, { recursive: true });
-const guest = path.join(BUILD, 'calls_bench');
-const src = path.join(ROOT, 'benches', 'calls_bench.c');
-if (!fs.existsSync(guest) || fs.statSync(guest).mtimeMs < fs.statSync(src).mtimeMs) {
-  const r = spawnSync('gcc', ['-O2', '-static', '-o', guest, src], { stdio: 'inherit' });
-  if (r.status !== 0) process.exit(1);
-}
+const pr = requireKvm();
+const guest = compileGuest('calls_bench');
 
 const vm = Machine.fromFile(guest);
 if (vm.run().status !== 'paused') throw new Error('calls_bench did not pause');

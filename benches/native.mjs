@@ -6,30 +6,15 @@
 //   stream 128 MiB  STREAM copy/scale/add/triad (best of 10 passes), three 128 MiB arrays
 //   touch 256 MiB   first touch of fresh memory
 import { spawnSync } from 'node:child_process';
-import { createRequire } from 'node:module';
-import fs from 'node:fs';
 import os from 'node:os';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const BUILD = path.join(ROOT, 'benches', 'build');
-const require = createRequire(import.meta.url);
-const { Machine, probe } = require('../dist');
+import { compileGuest, kvmbox, median, requireKvm } from './common.mjs';
+
+const { Machine } = kvmbox;
 const REPS = 7;
 
-const pr = probe();
-if (!pr.available) {
-  console.error(`KVM unavailable: ${pr.error}`);
-  process.exit(1);
-}
-fs.mkdirSync(BUILD, { recursive: true });
-const bin = path.join(BUILD, 'native_speed');
-const src = path.join(ROOT, 'benches', 'native_speed.c');
-if (!fs.existsSync(bin) || fs.statSync(bin).mtimeMs < fs.statSync(src).mtimeMs) {
-  const r = spawnSync('gcc', ['-O2', '-static', '-o', bin, src], { stdio: 'inherit' });
-  if (r.status !== 0) process.exit(1);
-}
+const pr = requireKvm();
+const bin = compileGuest('native_speed');
 
 const parse = (out) => Object.fromEntries(out.trim().split('\n').map((l) => l.split(' ')).map(([k, ms, ...rest]) => [k, { ms: Number(ms), rest }]));
 function native(args) {
@@ -43,7 +28,6 @@ function kvm(args, hugepages) {
   if (r.status !== 'exited' || r.exitCode !== 0) throw new Error(`kvmbox ${args}: ${r.status} ${r.stderr}`);
   return parse(r.stdout.toString());
 }
-const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 
 const workloads = [
   ['sha256', '64'],

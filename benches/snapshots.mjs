@@ -22,19 +22,14 @@
 // forced GC between rounds (untimed) so no sample pays for garbage of earlier ones.
 
 import { spawnSync } from 'node:child_process';
-import { createRequire } from 'node:module';
 import v8 from 'node:v8';
 import nodeVm from 'node:vm';
 import fs from 'node:fs';
 import os from 'node:os';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 
-const SCRIPT = fileURLToPath(import.meta.url);
-const ROOT = path.resolve(path.dirname(SCRIPT), '..');
-const BUILD = path.join(ROOT, 'benches', 'build');
-const require = createRequire(import.meta.url);
-const { Machine, Pool, setVmPoolSize, probe } = require('../dist');
+import { compileGuest, kvmbox, median, requireKvm } from './common.mjs';
+
+const { Machine, Pool, setVmPoolSize } = kvmbox;
 
 const POOL_N = 16; // blank VMs kept ready for section 1 (one batch of forks)
 const FORK_SAMPLES = 208; // 13 batches of POOL_N
@@ -51,10 +46,6 @@ const now = () => process.hrtime.bigint();
 const since = (t) => Number(now() - t);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const sorted = (xs) => [...xs].sort((a, b) => a - b);
-const median = (xs) => {
-  const s = sorted(xs);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 /** Nearest-rank percentile. */
 const pct = (xs, p) => {
   const s = sorted(xs);
@@ -73,25 +64,10 @@ async function settle() {
   await new Promise(setImmediate);
 }
 
-const pr = probe();
-if (!pr.available) {
-  console.error(`KVM unavailable: ${pr.error}`);
-  process.exit(1);
-}
-
-fs.mkdirSync(BUILD, { recursive: true });
-function compile(name) {
-  const out = path.join(BUILD, name);
-  const src = path.join(ROOT, 'benches', `${name}.c`);
-  if (!fs.existsSync(out) || fs.statSync(out).mtimeMs < fs.statSync(src).mtimeMs) {
-    const r = spawnSync('gcc', ['-O2', '-static', '-o', out, src], { stdio: 'inherit' });
-    if (r.status !== 0) process.exit(1);
-  }
-  return out;
-}
-const callsGuest = compile('calls_bench');
-const nativeGuest = compile('fresh_native');
-const bigGuest = compile('bigmem');
+const pr = requireKvm();
+const callsGuest = compileGuest('calls_bench');
+const nativeGuest = compileGuest('fresh_native');
+const bigGuest = compileGuest('bigmem');
 
 const tStart = now();
 const master = Machine.fromFile(callsGuest);
