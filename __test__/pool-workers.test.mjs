@@ -30,6 +30,13 @@ test('forks in worker threads serve calls with fresh state each time', async (t)
   const buf = Buffer.from('make me loud');
   t.is(await pool.with((m) => m.callAsync('upcase', buf, buf.length)), buf.length);
   t.is(buf.toString(), 'MAKE ME LOUD', 'buffers come back from the worker');
+  // Several calls in flight on one fork, each with its own buffer (they share the fork's
+  // transfer arena, so they must not see each other's bytes), one larger than the arena.
+  const words = ['alpha', 'bravo', 'x'.repeat(300_000), 'delta'];
+  const bufs = words.map((w) => Buffer.from(w));
+  const lens = await pool.with((m) => Promise.all(bufs.map((b) => m.callAsync('upcase', b, b.length))));
+  t.deepEqual(lens, words.map((w) => w.length));
+  t.deepEqual(bufs.map((b) => b.toString()), words.map((w) => w.toUpperCase()));
   pool.close();
 });
 

@@ -20,7 +20,7 @@ for (const [cmd, args] of [
   const r = spawnSync(cmd, args, { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`${cmd} failed: ${r.stdout}${r.stderr}`);
 }
-const { createServer } = require(path.join(REPO_DIR, 'examples', 'http-server.js'));
+const { createServer, STRETCH_ROUNDS } = require(path.join(REPO_DIR, 'examples', 'http-server.js'));
 
 test('the example server renders, isolates failures and keeps serving', async (t) => {
   const { server, pool } = createServer(render, 2);
@@ -46,6 +46,12 @@ test('the example server renders, isolates failures and keeps serving', async (t
     const after = await post('after the failures');
     t.is(after.status, 200);
     t.regex(after.text, /You sent 3 words/);
+    // The CPU-bound route gives what the same program computes natively.
+    const r = await fetch(`${url}/stretch`, { method: 'POST', body: 'secret' });
+    t.is(r.status, 200);
+    const native = spawnSync(render, ['stretch', String(STRETCH_ROUNDS)], { input: 'secret', encoding: 'utf8' });
+    t.regex(native.stdout, /^[0-9a-f]{16}\n$/);
+    t.is(await r.text(), native.stdout);
   } finally {
     server.close();
     pool.close();

@@ -21,9 +21,9 @@ const RENDER_JS = `
 `;
 const script = new vm.Script(RENDER_JS);
 
+const { createServer, STRETCH_ROUNDS } = require(path.join(ROOT, 'examples', 'http-server.js'));
 let server;
 if (kind === 'kvmbox') {
-  const { createServer } = require(path.join(ROOT, 'examples', 'http-server.js'));
   ({ server } = createServer(RENDER, Number(process.env.POOL_SIZE ?? 8), Number(process.env.WORKERS ?? 0)));
 } else {
   server = http.createServer((req, res) => {
@@ -32,9 +32,12 @@ if (kind === 'kvmbox') {
     req.on('end', () => {
       const body = Buffer.concat(chunks);
       if (kind === 'spawn') {
-        const r = spawnSync(RENDER, [], { input: body });
+        const r = spawnSync(RENDER, req.url === '/stretch' ? ['stretch', String(STRETCH_ROUNDS)] : [], { input: body });
         res.writeHead(r.status === 0 ? 200 : 500);
         res.end(r.stdout);
+      } else if (req.url === '/stretch') {
+        res.writeHead(501);
+        res.end('not implemented in JavaScript (no native 64-bit multiply)\n');
       } else {
         const ctx = vm.createContext({ body: body.toString(), out: '' });
         script.runInContext(ctx, { timeout: 200 });

@@ -3,6 +3,7 @@
  *
  *   npm run example:server            # listens on 127.0.0.1:8080 (PORT=… to change)
  *   curl -d 'hello <world>' 127.0.0.1:8080
+ *   curl -d 'secret' 127.0.0.1:8080/stretch   # CPU-bound: ~1 ms of key stretching in the guest
  *
  * The guest (examples/render.c) initializes once; every request is served by a fork of that
  * snapshot from a pool and the fork is reset afterwards, so no request sees another's data.
@@ -21,6 +22,8 @@ const POOL_SIZE = Number(process.env.POOL_SIZE ?? 8)
 const TIMEOUT_MS = Number(process.env.TIMEOUT_MS ?? 200)
 /** 0: forks on the main thread (each async call still runs on the fork's own vCPU thread). */
 const WORKERS = Number(process.env.WORKERS ?? 0)
+/** Rounds of the /stretch route (about 1 ms of guest work). */
+export const STRETCH_ROUNDS = 300_000
 
 export function createServer(guest = GUEST, poolSize = POOL_SIZE, workers = WORKERS): { server: http.Server; pool: Pool<PoolMachine> } {
   const vm = Machine.fromFile(guest, { memory: 64 << 20, timeout: TIMEOUT_MS })
@@ -33,7 +36,9 @@ export function createServer(guest = GUEST, poolSize = POOL_SIZE, workers = WORK
       const body = Buffer.concat(chunks)
       const out = Buffer.alloc(64 * 1024 + body.length * 6)
       try {
-        const n = await pool.with((m) => m.callAsync('render', body, body.length, out, out.length))
+        const n = await pool.with((m) =>
+          req.url === '/stretch' ? m.callAsync('stretch', body, body.length, STRETCH_ROUNDS, out, out.length) : m.callAsync('render', body, body.length, out, out.length),
+        )
         if (n < 0) throw new Error('render failed')
         res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' })
         res.end(out.subarray(0, n))

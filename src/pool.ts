@@ -5,6 +5,7 @@ import * as errors from './errors'
 import { InvalidArgumentError, InvalidStateError, KvmboxError } from './errors'
 import type { Address, CallArg, CallOptions } from './machine'
 import { Machine, Snapshot, setVmPoolSize } from './machine'
+import type { ArenaSlice } from './pool-worker'
 
 export interface PoolOptions {
   /** Number of forks kept (default 4; with `workers`, at least one per worker). */
@@ -34,6 +35,12 @@ export interface PoolMachine {
 
 /** A fork living in a pool worker thread; calls are forwarded there. */
 export class RemoteMachine implements PoolMachine {
+  /** Shared with the worker: buffer arguments travel through it (see pool-worker.ts). */
+  #arena: SharedArrayBuffer | undefined
+  #arenaSent = false
+  /** Calls on one fork run one at a time (they share the arena); this is the last one queued. */
+  #tail: Promise<unknown> = Promise.resolve()
+
   /** @internal */
   constructor(
     private readonly worker: WorkerHandle,
@@ -53,26 +60,57 @@ export class RemoteMachine implements PoolMachine {
     return this.worker.request({ op: 'reset', fork: this.fork }) as Promise<number>
   }
 
+  /** @internal Reset without waiting: the worker handles it before this fork's next request. */
+  _resetInBackground(): void {
+    this.worker.post({ op: 'reset', fork: this.fork })
+  }
+
   /** Output written to captured streams during calls. */
   takeOutput(): Promise<{ stdout: Buffer; stderr: Buffer }> {
     return this.worker.request({ op: 'takeOutput', fork: this.fork }) as Promise<{ stdout: Buffer; stderr: Buffer }>
   }
 
-  async #call(target: string | Address, raw: unknown[], asBigInt: boolean): Promise<number | bigint> {
+  #call(target: string | Address, raw: unknown[], asBigInt: boolean): Promise<number | bigint> {
+    const run = this.#tail.then(() => this.#callNow(target, raw, asBigInt))
+    this.#tail = run.catch(() => undefined)
+    return run
+  }
+
+  async #callNow(target: string | Address, raw: unknown[], asBigInt: boolean): Promise<number | bigint> {
     const args = [...raw]
     let timeout: number | undefined
     const last = args[args.length - 1]
     if (typeof last === 'object' && last !== null && !(last instanceof Uint8Array)) timeout = (args.pop() as CallOptions).timeout
-    const reply = (await this.worker.request({ op: 'call', fork: this.fork, target, args, asBigInt, timeout }, true)) as {
-      value: number | bigint
-      buffers: (Uint8Array | undefined)[]
+    // Buffers go through the fork's shared arena (one memcpy each way) rather than being
+    // structured-cloned twice.
+    const bytes = args.reduce<number>((n, a) => n + (a instanceof Uint8Array ? a.length : 0), 0)
+    if (bytes > 0 && (!this.#arena || this.#arena.byteLength < bytes)) {
+      this.#arena = new SharedArrayBuffer(Math.max(bytes, 2 * (this.#arena?.byteLength ?? 32 * 1024)))
+      this.#arenaSent = false
     }
-    // Buffers come back filled by the guest: copy into the caller's.
-    reply.buffers.forEach((b, i) => {
-      const dst = args[i]
-      if (b && dst instanceof Uint8Array) dst.set(b.subarray(0, dst.length))
+    const view = this.#arena ? new Uint8Array(this.#arena) : undefined
+    let at = 0
+    const sent = args.map((a) => {
+      if (!(a instanceof Uint8Array)) return a
+      view!.set(a, at)
+      const slice: ArenaSlice = { at, len: a.length }
+      at += a.length
+      return slice
     })
-    return reply.value
+    const msg: Record<string, unknown> = { op: 'call', fork: this.fork, target, args: sent, asBigInt, timeout }
+    if (bytes > 0 && !this.#arenaSent) {
+      msg.arena = this.#arena
+      this.#arenaSent = true
+    }
+    try {
+      return (await this.worker.request(msg)) as number | bigint
+    } finally {
+      // The guest may have written into its buffers (also before a fault): copy them back.
+      sent.forEach((s, i) => {
+        const dst = args[i]
+        if (dst instanceof Uint8Array) dst.set(view!.subarray((s as ArenaSlice).at, (s as ArenaSlice).at + dst.length))
+      })
+    }
   }
 }
 
@@ -81,7 +119,7 @@ class WorkerHandle {
   readonly worker: Worker
   readonly ready: Promise<void>
   #next = 1
-  readonly #pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: unknown) => void; whole: boolean }>()
+  readonly #pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: unknown) => void }>()
 
   constructor(shareId: number, forks: number, setup?: string) {
     this.worker = new Worker(path.join(__dirname, 'pool-worker.js'), { workerData: { kvmboxPoolWorker: { shareId, forks, setup } } })
@@ -101,7 +139,7 @@ class WorkerHandle {
       const p = this.#pending.get(m.id)
       if (!p) return
       this.#pending.delete(m.id)
-      if (m.ok) p.resolve(p.whole ? m : m.value)
+      if (m.ok) p.resolve(m.value)
       else p.reject(deserializeError(m.error ?? {}))
     })
     this.worker.on('error', (e) => {
@@ -110,12 +148,17 @@ class WorkerHandle {
     })
   }
 
-  request(msg: Record<string, unknown>, whole = false): Promise<unknown> {
+  request(msg: Record<string, unknown>): Promise<unknown> {
     const id = this.#next++
     return new Promise((resolve, reject) => {
-      this.#pending.set(id, { resolve, reject, whole })
+      this.#pending.set(id, { resolve, reject })
       this.worker.postMessage({ ...msg, id })
     })
+  }
+
+  /** A message that gets no reply. */
+  post(msg: Record<string, unknown>): void {
+    this.worker.postMessage(msg)
   }
 }
 
@@ -219,8 +262,8 @@ export class Pool<M extends PoolMachine = Machine> {
       if (m instanceof Machine) m.close()
       return Promise.resolve()
     }
-    if (this.#resetAfterUse && m instanceof RemoteMachine) return m.reset().then(() => this.#handBack(m))
-    if (this.#resetAfterUse) (m as unknown as Machine).reset()
+    if (this.#resetAfterUse && m instanceof RemoteMachine) m._resetInBackground()
+    else if (this.#resetAfterUse) (m as unknown as Machine).reset()
     this.#handBack(m)
     return Promise.resolve()
   }
