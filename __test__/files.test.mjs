@@ -1,11 +1,12 @@
 // File access sandbox: only paths under allowRead can be opened (read-only);
 // everything else fails with EACCES, including tricks (.., symlinks, prefixes).
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 
 import test from 'ava';
 
-import { guest, requireKvm, runKvm, runNative, summarize, tempDir, VARIANTS } from './helpers.mjs';
+import { guest, InvalidArgumentError, requireKvm, runKvm, runNative, summarize, tempDir, VARIANTS } from './helpers.mjs';
 
 requireKvm(test);
 
@@ -126,5 +127,44 @@ test('without allowRead nothing can be opened (EACCES)', (t) => {
 test('the guest binary itself is not readable unless allowed', (t) => {
   const file = guest('files-pie');
   const r = summarize(runKvm(file, { args: [file, allowed, file], allowRead: [allowed] }));
+  t.deepEqual(splitSecond(r.stdout).second, DENIED, r.stdout);
+});
+
+// Kernel pseudo files and special files stay out of reach even when an allowed directory
+// contains them (here the whole root): /proc/self/mem would be the host process's memory.
+const fifo = path.join(root, 'fifo');
+spawnSync('mkfifo', [fifo]);
+const PSEUDO_CASES = [
+  ['/proc/self/mem (the host process memory)', '/proc/self/mem'],
+  ['/proc/self/environ', '/proc/self/environ'],
+  ['/proc/self/fd/0 (a magic link)', '/proc/self/fd/0'],
+  ['/proc/self/root/etc/hostname (a magic link)', '/proc/self/root/etc/hostname'],
+  ['/sys/kernel/mm/transparent_hugepage/enabled', '/sys/kernel/mm/transparent_hugepage/enabled'],
+  ['/dev/zero (a device)', '/dev/zero'],
+  ['/dev/kvm', '/dev/kvm'],
+  ['a FIFO (must not block the host)', fifo],
+];
+for (const [label, target] of PSEUDO_CASES) {
+  test(`denied even with allowRead ['/']: ${label}`, (t) => {
+    t.true(fs.existsSync(target) || target.startsWith('/proc/self'), `${target} exists on this host`);
+    const file = guest('files-glibc');
+    const started = Date.now();
+    const r = summarize(runKvm(file, { args: [file, allowed, target], allowRead: ['/'], timeout: 5000 }));
+    t.deepEqual(splitSecond(r.stdout).second, DENIED, r.stdout);
+    t.is(r.exitCode, 0);
+    t.true(Date.now() - started < 4000, 'the open did not block');
+  });
+}
+
+test('allowRead of a pseudo filesystem or a device is refused up front', (t) => {
+  const file = guest('files-glibc');
+  for (const [p, what] of [['/proc/self', /procfs/], ['/sys/kernel', /sysfs/], ['/proc', /procfs/], ['/dev/null', /neither a regular file nor a directory/]]) {
+    t.throws(() => runKvm(file, { args: [file, allowed], allowRead: [p] }), { instanceOf: InvalidArgumentError, message: what }, p);
+  }
+});
+
+test('a device below an allowed directory is denied', (t) => {
+  const file = guest('files-glibc');
+  const r = summarize(runKvm(file, { args: [file, allowed, '/dev/null'], allowRead: [allowed, '/dev'] }));
   t.deepEqual(splitSecond(r.stdout).second, DENIED, r.stdout);
 });

@@ -3,8 +3,11 @@
 //! EACCES (as a Landlock-sandboxed process sees), writes to allowed files with EROFS.
 //!
 //! Files are opened with openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS) below an O_PATH
-//! handle of each allowed directory, so neither `..` nor a symlink can lead out of it, and
-//! only regular files and directories are ever handed to the guest.
+//! handle of each allowed directory, so neither `..` nor a symlink can lead out of it. The
+//! open itself is an O_PATH open (no side effects: a FIFO does not block the host, a device
+//! driver's open is never called); only a regular file or directory that does not live on a
+//! kernel pseudo filesystem (procfs — /proc/self/mem would be the host's memory —, sysfs,
+//! debugfs, …) is then reopened for reading and handed to the guest.
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -156,6 +159,33 @@ fn reopen(fd: RawFd, is_dir: bool) -> std::result::Result<OwnedFd, i32> {
     Ok(unsafe { OwnedFd::from_raw_fd(n) })
 }
 
+/// Kernel pseudo filesystems whose files expose the host (its memory, environment, devices,
+/// tunables): never readable by a guest, even below an allowed directory such as `/`.
+const PSEUDO_FILESYSTEMS: &[(i64, &str)] = &[
+    (0x9fa0, "procfs"),
+    (0x6265_6572, "sysfs"),
+    (0x6462_6720, "debugfs"),
+    (0x7472_6163, "tracefs"),
+    (0x7363_6673, "securityfs"),
+    (0x0027_e0eb, "cgroupfs"),
+    (0x6367_7270, "cgroup2fs"),
+    (0xcafe_4a11, "bpffs"),
+    (0x6265_6570, "configfs"),
+    (0xde5e_81e4, "efivarfs"),
+    (0x6165_676c, "pstorefs"),
+    (0x1cd1, "devpts"),
+];
+
+/// The pseudo filesystem `fd` lives on, if it is one of [`PSEUDO_FILESYSTEMS`].
+fn pseudo_filesystem(fd: RawFd) -> std::result::Result<Option<&'static str>, i32> {
+    // SAFETY: fstatfs into a zeroed local struct; works on O_PATH descriptors.
+    let mut sfs: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstatfs(fd, &mut sfs) } != 0 {
+        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(errno::EIO));
+    }
+    Ok(PSEUDO_FILESYSTEMS.iter().find(|(magic, _)| *magic == sfs.f_type as i64).map(|(_, name)| *name))
+}
+
 /// A path the guest may read (a file, or a directory and everything below it).
 struct Allowed {
     path: PathBuf,
@@ -215,6 +245,10 @@ impl FilePolicy {
             } else {
                 return Err(Error::InvalidArgument(format!("allowRead path {p:?} is neither a regular file nor a directory")));
             };
+            let probe = std::fs::File::open(&canonical).map_err(|e| Error::InvalidArgument(format!("allowRead path {p:?}: {e}")))?;
+            if let Ok(Some(fs)) = pseudo_filesystem(probe.as_raw_fd()) {
+                return Err(Error::InvalidArgument(format!("allowRead path {p:?} is on {fs}, which guests may never read")));
+            }
             // Both the path as the user wrote it and its canonical form are reachable.
             if abs != canonical && dir.is_none() {
                 allowed.push(Allowed { path: abs.clone(), dir: None });
@@ -238,7 +272,7 @@ impl FilePolicy {
             return Err(errno::EROFS);
         }
         let pass = guest_flags & (libc::O_DIRECTORY | libc::O_NOFOLLOW);
-        let flags = libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY | pass;
+        let flags = libc::O_PATH | libc::O_CLOEXEC | pass;
         let mut last = errno::ENOENT;
         for a in &self.allowed {
             let fd = match &a.dir {
@@ -264,17 +298,22 @@ impl FilePolicy {
                 continue;
             }
             // SAFETY: fresh fd from open/openat2.
-            let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+            let handle = unsafe { OwnedFd::from_raw_fd(fd) };
             let mut st: libc::stat = unsafe { std::mem::zeroed() };
-            // SAFETY: fstat into a local struct.
-            if unsafe { libc::fstat(owned.as_raw_fd(), &mut st) } != 0 {
+            // SAFETY: fstat (valid on O_PATH descriptors) into a local struct.
+            if unsafe { libc::fstat(handle.as_raw_fd(), &mut st) } != 0 {
                 return Err(errno::EIO);
             }
             let kind = st.st_mode & libc::S_IFMT;
-            if kind != libc::S_IFREG && kind != libc::S_IFDIR {
+            if kind == libc::S_IFLNK {
+                // O_PATH | O_NOFOLLOW opened the link itself; a real open fails like this.
+                return Err(errno::ELOOP);
+            }
+            if kind != libc::S_IFREG && kind != libc::S_IFDIR || pseudo_filesystem(handle.as_raw_fd())?.is_some() {
                 return Err(errno::EACCES);
             }
-            return Ok((owned, kind == libc::S_IFDIR));
+            // The very inode checked above, now opened for reading.
+            return Ok((reopen(handle.as_raw_fd(), kind == libc::S_IFDIR)?, kind == libc::S_IFDIR));
         }
         Err(last)
     }
