@@ -284,9 +284,24 @@ export class Machine {
     this.#native = n
     this.#memory = new GuestMemory(n.memory(), this)
     this.#outputs = { stdout: opts.stdout, stderr: opts.stderr }
-    const onStdout = typeof opts.stdout === 'function' ? this.#guardOutput(opts.stdout) : undefined
-    const onStderr = typeof opts.stderr === 'function' ? this.#guardOutput(opts.stderr) : undefined
-    n.setHooks(onStdout, onStderr, this.#dispatch, this.#regs)
+    // The native machine holds these callbacks through references V8 cannot trace, so they
+    // reach this Machine — and the user's callbacks, which may well capture the machine — only
+    // through a WeakRef: a strong path back would be a cycle that is never collected (a
+    // machine dropped without close() would keep its VM, descriptors and memory forever).
+    const weak = new WeakRef(this)
+    const stdout = opts.stdout
+    const stderr = opts.stderr
+    if (typeof stdout === 'function') this.#syncOutput.stdout = Machine.#guardOutput(weak, stdout)
+    if (typeof stderr === 'function') this.#syncOutput.stderr = Machine.#guardOutput(weak, stderr)
+    n.setHooks(
+      typeof stdout === 'function' ? (chunk: Buffer) => Machine.#output(weak, 'stdout', chunk) : undefined,
+      typeof stderr === 'function' ? (chunk: Buffer) => Machine.#output(weak, 'stderr', chunk) : undefined,
+      (nr: number) => {
+        const self = weak.deref()
+        return self ? self.#dispatch(nr) : 1
+      },
+      this.#regs,
+    )
     if (typeof opts.stdout === 'function') this.#asyncOutput.stdout = this.#keepOutputErrors(opts.stdout)
     if (typeof opts.stderr === 'function') this.#asyncOutput.stderr = this.#keepOutputErrors(opts.stderr)
     for (const [nr, h] of handlers ?? []) this.onSyscall(nr, h)
@@ -606,12 +621,21 @@ export class Machine {
     return r
   }
 
-  #guardOutput(f: (chunk: Buffer) => void): (chunk: Buffer) => void {
+  /** Output callbacks of sync runs/calls, held here (see the constructor). */
+  readonly #syncOutput: { stdout?: (chunk: Buffer) => void; stderr?: (chunk: Buffer) => void } = {}
+
+  static #output(weak: WeakRef<Machine>, stream: 'stdout' | 'stderr', chunk: Buffer): void {
+    const self = weak.deref()
+    if (self) self.#syncOutput[stream]?.(chunk)
+  }
+
+  static #guardOutput(weak: WeakRef<Machine>, f: (chunk: Buffer) => void): (chunk: Buffer) => void {
     return (chunk) => {
       try {
         f(chunk)
       } catch (e) {
-        this.#thrown = { value: e, fromHandler: false }
+        const self = weak.deref()
+        if (self) self.#thrown = { value: e, fromHandler: false }
         throw new Error('output callback threw')
       }
     }

@@ -221,6 +221,12 @@ impl NativeMachine {
     pub fn close(&mut self) {
         *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = Slot::Closed;
         self.worker = None;
+        // The references to JS callbacks: a callback that captures its machine would otherwise
+        // keep both alive forever (V8 cannot see a cycle through a native reference).
+        self.hooks = Hooks::default();
+        // The symbol table can be large (hundreds of KB) and V8 does not know it exists, so it
+        // would not hurry to collect this object: drop it now, lookups are over.
+        self.symbols = Arc::default();
     }
 
     /// "ready" | "paused" | "busy" | "finished" (exited or failed, resettable) | "closed"
