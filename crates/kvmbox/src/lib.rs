@@ -37,25 +37,9 @@ mod vcpu;
 
 pub use error::{Error, GuestFault, Result};
 
-/// Entry points for fuzzing the parsers without KVM (not a stable API).
+/// Entry points for fuzzing (not a stable API).
 #[doc(hidden)]
-pub mod fuzzing {
-    /// Parse and place an ELF file the way `Machine::from_bytes` does, minus the VM.
-    pub fn parse_elf(bytes: &[u8]) {
-        if let Ok(program) = crate::elf::Program::parse(bytes.to_vec()) {
-            let _ = program.regions(&crate::layout::Layout::new(64 << 20));
-        }
-    }
-
-    /// Read and verify a snapshot file the way `Snapshot::load` does, up to the point where a
-    /// VM would be needed.
-    pub fn parse_snapshot_file(path: &std::path::Path) {
-        if let Ok((meta, _memfd)) = crate::snapfile::read_file(path, 256 << 20) {
-            let mut r = crate::snapfile::Reader::new(&meta);
-            let _ = r.u64();
-        }
-    }
-}
+pub mod fuzzing;
 pub use kvm::{probe, Backend, ProbeReport};
 pub use host::{Host, HostCall, HostCallFn, HostCalls, NoHost, Stream, HOSTCALL_FIRST, HOSTCALL_LAST, SYS_PAUSE};
 pub use machine::{CallArg, Machine, MachineOptions, MemoryUsage, ResetStrategy, RunOutcome, DEFAULT_MEMORY, DEFAULT_OUTPUT_LIMIT};

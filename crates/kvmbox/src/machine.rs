@@ -847,6 +847,25 @@ impl Machine {
 
     /// The vCPU's registers as of the last exit (user mode between runs), or as set up for
     /// the first run.
+    /// Run one emulated Linux syscall as if the paused guest had issued it, with a 2 ms
+    /// deadline for anything that sleeps; `None` when it ended the process. For fuzzing the
+    /// emulation layer (not a stable API).
+    #[doc(hidden)]
+    pub fn emulate_syscall(&mut self, nr: u64, args: [u64; 6]) -> Result<Option<u64>> {
+        let deadline = Some(Instant::now() + Duration::from_millis(2));
+        let env = SyscallEnv { mem: &self.mem, space: &self.space, vcpu: &self.vm.vcpu, deadline, timeout_ms: 2 };
+        Ok(match self.linux.handle(&env, &mut crate::host::NoHost, nr, args)? {
+            Flow::Return(v) => Some(v),
+            Flow::Exit(_) => None,
+        })
+    }
+
+    /// The paused guest's stack pointer (for fuzzing: a base for valid pointers).
+    #[doc(hidden)]
+    pub fn stack_pointer(&mut self) -> u64 {
+        self.regs().rsp
+    }
+
     pub(crate) fn regs(&mut self) -> kvm_regs {
         if !self.ran {
             return self.vm.vcpu.get_regs().unwrap_or_default();
