@@ -210,3 +210,19 @@ test('stdout closed early (| head -c 10): the guest dies of SIGPIPE like nativel
   t.is(kvm.stdout, native.stdout);
   t.is(kvm.stderr, native.stderr);
 });
+
+test('--seccomp runs the guest on a filtered thread: same output, exit codes, stdin, timeouts', (t) => {
+  const file = guest('exit-musl');
+  const r = cli(['run', '--seccomp', file, '7']);
+  t.is(r.code, 7, r.stderr);
+  t.is(r.stdout, 'exit guest: stdout line, exiting with 7\n');
+  t.is(r.stderr, 'exit guest: stderr line, exiting with 7\n');
+  const hello = guest('hello-glibc');
+  t.is(cli(['run', '--seccomp', hello]).stdout, runNative(hello).stdout.toString());
+  const loop = cli(['run', '--seccomp', '--timeout', '200', guest('faults-glibc'), 'loop']);
+  t.is(loop.code, 124);
+  t.regex(loop.stderr, /timed out/);
+  const both = cli(['run', '--seccomp', '--gdb', '1234', hello]);
+  t.is(both.code, 125);
+  t.regex(both.stderr, /--gdb cannot be combined with --seccomp/);
+});

@@ -499,6 +499,32 @@ test('a secret written during request N is nowhere in guest memory after reset; 
   t.is(m.call('heap_addr'), heapAddr);
 });
 
+test('new machines and forks never show memory that held other data (host heap, closed tenants)', (t) => {
+  // Host memory full of a marker, freed again, and two tenants that wrote a secret and closed.
+  const hostMarker = `HOSTHEAP-${randomBytes(8).toString('hex')}`;
+  let junk = Array.from({ length: 64 }, () => Buffer.alloc(MiB, hostMarker));
+  t.true(junk[63].includes(hostMarker));
+  junk = null;
+  const secret = `TOPSECRET-${randomBytes(12).toString('hex')}`;
+  const vm = paused(t);
+  const snap = vm.snapshot();
+  for (const tenant of [snap.fork(), paused(t)]) {
+    t.is(tenant.call('put_secret', secret), secret.length);
+    t.true(scanMemory(tenant, secret).hits.length > 0, 'positive control');
+    tenant.close();
+  }
+  // New machines of both kinds, and the memory the guest maps fresh, show none of it.
+  const fresh = [snap.fork(), paused(t)];
+  for (const m of fresh) {
+    const scan = scanMemory(m, secret);
+    t.true(scan.readable > 0.9 * m.memory.size);
+    t.deepEqual(scan.hits, [], 'no trace of a closed tenant');
+    t.deepEqual(scanMemory(m, hostMarker).hits, [], 'no trace of freed host memory');
+    t.deepEqual(scanMemory(m, 'HOSTHEAP-').hits, []);
+  }
+  for (const m of fresh) m.close();
+});
+
 // ---------------------------------------------------------------------------------------------
 // 4. pages written by kvmbox (read() into guest memory) are restored
 

@@ -33,6 +33,9 @@ const vm = Machine.fromFile(guest);
 if (vm.run().status !== 'paused') throw new Error('calls_bench did not pause');
 vm.onSyscall(0x10000, (c) => c.args[0]);
 const avm = Machine.fromFile(guest);
+// The same on a machine whose vCPU thread runs under kvmbox's seccomp filter.
+const svm = Machine.fromFile(guest, { seccomp: true });
+await svm.runAsync();
 await avm.runAsync();
 
 /** ns per iteration of `f` over `n` iterations. */
@@ -93,15 +96,23 @@ perOp(200, () => vm.call('empty'));
 vm.call('hostcall_loop', 100);
 vm.call('getpid_loop', 100);
 await perOpAsync(50, () => avm.callAsync('empty'));
+await perOpAsync(50, () => svm.callAsync('empty'));
 await workerRoundTrip(200);
 await childRoundTrip(200);
 ivmApply?.(1000);
 
-const s = { callFloor: [], call: [], callAsync: [], syscallFloor: [], hostcall: [], getpid: [], worker: [], child: [], ivm: [] };
+const s = { callFloor: [], call: [], callAsync: [], callAsyncSeccomp: [], getpidAsync: [], getpidSeccomp: [], syscallFloor: [], hostcall: [], getpid: [], worker: [], child: [], ivm: [] };
 for (let r = 0; r < REPS; r++) {
   s.callFloor.push(measureCallFloor(N));
   s.call.push(perOp(N, () => vm.call('empty')));
   s.callAsync.push(await perOpAsync(N / 4, () => avm.callAsync('empty')));
+  s.callAsyncSeccomp.push(await perOpAsync(N / 4, () => svm.callAsync('empty')));
+  // Emulated syscalls on the vCPU thread, with and without the filter (per getpid).
+  for (const [key, m] of [['getpidAsync', avm], ['getpidSeccomp', svm]]) {
+    const t0 = now();
+    await m.callAsync('getpid_loop', N);
+    s[key].push(Number(now() - t0) / N);
+  }
   s.syscallFloor.push(measureSyscallFloor(N));
   // Per host call: the loop's time minus one empty call, over N.
   const t = now();
@@ -123,6 +134,8 @@ const rows = [
   ['raw call floor (raw VM: set regs, run, `ret` to an exiting trampoline)', fmt(m.callFloor), '1.00× call floor'],
   ['`vm.call(\'empty\')`, sync', fmt(m.call), `${x(m.call, m.callFloor)} call floor`],
   ['`await vm.callAsync(\'empty\')`', fmt(m.callAsync), `${x(m.callAsync, m.callFloor)} call floor`],
+  ['`await vm.callAsync(\'empty\')` on a `seccomp: true` machine', fmt(m.callAsyncSeccomp), `${x(m.callAsyncSeccomp, m.callAsync)} of callAsync`],
+  ['emulated `getpid` inside `callAsync` (per syscall), without → with `seccomp`', `${fmt(m.getpidAsync)} → ${fmt(m.getpidSeccomp)}`, `${x(m.getpidSeccomp, m.getpidAsync)}`],
   ['raw syscall floor (raw VM: `syscall`, resumed with no dispatch)', fmt(m.syscallFloor), '1.00× syscall floor'],
   ['guest → TypeScript host call round trip (`vm.onSyscall` handler)', fmt(m.hostcall), `${x(m.hostcall, m.syscallFloor)} syscall floor (+${fmt(m.hostcall - m.syscallFloor)})`],
   ['guest → emulated `getpid` round trip (for comparison)', fmt(m.getpid), `${x(m.getpid, m.syscallFloor)} syscall floor`],

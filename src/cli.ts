@@ -20,6 +20,7 @@ Options for run:
   --inherit-env       pass this process's whole environment to the guest
   --trace             print every syscall the guest makes to stderr
   --hugepages         back guest memory with huge pages (hugetlbfs if reserved, else THP)
+  --seccomp           run the guest on a thread under kvmbox's seccomp filter (see the README)
   --gdb PORT          wait for gdb on 127.0.0.1:PORT before running (gdb PROG -ex 'target remote :PORT')
   --                  end of options
 
@@ -50,11 +51,12 @@ function faultStatus(e: GuestFaultError): number {
   }
 }
 
-function runCommand(argv: string[]): number {
+async function runCommand(argv: string[]): Promise<number> {
   let timeout: number | undefined
   let memory: number | undefined
   let trace = false
   let hugepages = false
+  let seccomp = false
   let gdbPort: number | undefined
   const allowRead: string[] = []
   const env: Record<string, string> = {}
@@ -89,6 +91,8 @@ function runCommand(argv: string[]): number {
       trace = true
     } else if (a === '--hugepages') {
       hugepages = true
+    } else if (a === '--seccomp') {
+      seccomp = true
     } else if (a === '--gdb') {
       gdbPort = Number(value(a))
       if (!Number.isInteger(gdbPort) || gdbPort < 0 || gdbPort > 65535) fail('--gdb needs a TCP port number')
@@ -104,15 +108,18 @@ function runCommand(argv: string[]): number {
   const prog = argv[i]
   if (prog === undefined) fail('run needs a PROGRAM (see kvmbox --help)')
   const args = argv.slice(i)
+  if (seccomp && gdbPort !== undefined) fail('--gdb cannot be combined with --seccomp (debugging runs on the main thread)')
   try {
-    const vm = Machine.fromFile(prog, { args, env, memory, timeout, trace, hugepages, allowRead, stdin: 'inherit', stdout: 'inherit', stderr: 'inherit' })
+    const vm = Machine.fromFile(prog, { args, env, memory, timeout, trace, hugepages, seccomp, allowRead, stdin: 'inherit', stdout: 'inherit', stderr: 'inherit' })
     if (gdbPort !== undefined) {
       const port = vm.debug({ port: gdbPort })
       process.stderr.write(`kvmbox: waiting for gdb on 127.0.0.1:${port} (gdb ${prog} -ex 'target remote :${port}')\n`)
     }
-    let r = vm.run()
+    // With --seccomp the guest runs on its own, filtered vCPU thread.
+    const run = () => (seccomp ? vm.runAsync() : vm.run())
+    let r = await run()
     // A guest built for host calls pauses once initialized; on the command line, just go on.
-    while (r.status === 'paused') r = vm.run()
+    while (r.status === 'paused') r = await run()
     return r.exitCode
   } catch (e) {
     if (e instanceof TimeoutError) {
@@ -128,7 +135,7 @@ function runCommand(argv: string[]): number {
   }
 }
 
-function main(argv: string[]): number {
+async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv
   if (cmd === undefined || cmd === '--help' || cmd === '-h' || cmd === 'help') {
     process.stdout.write(HELP + '\n')
@@ -143,4 +150,6 @@ function main(argv: string[]): number {
   fail(`unknown command ${cmd} (see kvmbox --help)`)
 }
 
-process.exitCode = main(process.argv.slice(2))
+void main(process.argv.slice(2)).then((code) => {
+  process.exitCode = code
+})

@@ -36,6 +36,14 @@ export interface MachineOptions {
    * transparent huge pages. Forks of a snapshot use 4 KiB pages. Default false.
    */
   hugepages?: boolean
+  /**
+   * Run this guest only on its own vCPU thread under kvmbox's seccomp filter (defence in depth
+   * for this process: that thread cannot start processes or threads, open files for writing,
+   * map executable memory, use the network or issue non-KVM ioctls). Only `runAsync` and
+   * `callAsync` work then; `run`/`call` throw InvalidStateError. Forks and snapshots keep it.
+   * Default false.
+   */
+  seccomp?: boolean
 }
 
 interface RunResultBase {
@@ -252,6 +260,7 @@ function toNativeOptions(opts: MachineOptions, defaultArgv0: string): native.Nat
     exePath: opts.exePath,
     outputLimit: opts.outputLimit,
     hugepages: opts.hugepages ?? false,
+    seccomp: opts.seccomp ?? false,
   }
 }
 
@@ -750,7 +759,7 @@ export class Snapshot {
    * another format version, truncated or corrupt → InvalidArgumentError). File access,
    * outputs and timeout come from `opts`, not from the file.
    */
-  static load(path: string, opts: Pick<MachineOptions, 'allowRead' | 'stdout' | 'stderr' | 'timeout' | 'trace' | 'outputLimit'> = {}): Snapshot {
+  static load(path: string, opts: Pick<MachineOptions, 'allowRead' | 'stdout' | 'stderr' | 'timeout' | 'trace' | 'outputLimit' | 'seccomp'> = {}): Snapshot {
     const nopts = toNativeOptions(opts, '/guest')
     const n = wrap(() => native.NativeSnapshot.load(path, nopts))
     return new Snapshot(n, { stdout: opts.stdout, stderr: opts.stderr }, new Map())

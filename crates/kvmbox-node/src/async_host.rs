@@ -275,20 +275,38 @@ impl Drop for Job {
 /// The dedicated thread of one machine; it ends when the machine's JS object goes away.
 pub(crate) struct Worker {
     jobs: mpsc::Sender<Job>,
+    /// The thread runs under kvmbox's seccomp filter.
+    pub(crate) restricted: bool,
 }
 
 impl Worker {
-    pub(crate) fn spawn() -> Result<Worker> {
+    /// Start the thread; with `restricted`, it installs the seccomp filter before any job.
+    pub(crate) fn spawn(restricted: bool) -> Result<Worker> {
         let (tx, rx) = mpsc::channel::<Job>();
+        let (ready_tx, ready_rx) = mpsc::sync_channel::<std::result::Result<(), String>>(1);
         std::thread::Builder::new()
             .name("kvmbox-vcpu".into())
             .spawn(move || {
+                if restricted {
+                    let r = kvmbox::seccomp::restrict_current_thread().map_err(|e| e.to_string());
+                    let ok = r.is_ok();
+                    let _ = ready_tx.send(r);
+                    if !ok {
+                        return;
+                    }
+                } else {
+                    let _ = ready_tx.send(Ok(()));
+                }
                 for job in rx {
                     job.execute();
                 }
             })
             .map_err(|e| Error::from_reason(format!("cannot start the vCPU thread: {e}")))?;
-        Ok(Worker { jobs: tx })
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(Worker { jobs: tx, restricted }),
+            Ok(Err(e)) => Err(Error::from_reason(format!("cannot restrict the vCPU thread: {e}"))),
+            Err(_) => Err(Error::from_reason("the vCPU thread ended while starting")),
+        }
     }
 
     /// Queue `job`; if the worker is gone the job is dropped, which settles its promise.

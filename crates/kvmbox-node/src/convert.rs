@@ -23,6 +23,7 @@ pub struct NativeOptions {
     pub exe_path: Option<String>,
     pub output_limit: Option<f64>,
     pub hugepages: Option<bool>,
+    pub seccomp: Option<bool>,
 }
 
 /// A structured error record; the SDK maps `code` to an error class.
@@ -123,6 +124,7 @@ pub(crate) fn core_options(o: NativeOptions) -> std::result::Result<MachineOptio
         exe_path: o.exe_path,
         cwd: None,
         hugepages: o.hugepages.unwrap_or(false),
+        seccomp: o.seccomp.unwrap_or(false),
     })
 }
 

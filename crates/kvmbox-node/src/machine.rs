@@ -63,7 +63,7 @@ impl NativeSnapshot {
     #[napi(factory)]
     pub fn load(path: String, options: NativeOptions) -> std::result::Result<NativeSnapshot, Error<String>> {
         let o = core_options(options)?;
-        let opts = kvmbox::LoadOptions { allow_read: o.allow_read, stdout: o.stdout, stderr: o.stderr, timeout: o.timeout, trace: o.trace };
+        let opts = kvmbox::LoadOptions { allow_read: o.allow_read, stdout: o.stdout, stderr: o.stderr, timeout: o.timeout, trace: o.trace, seccomp: o.seccomp };
         Ok(NativeSnapshot { inner: kvmbox::Snapshot::load(&path, opts).map_err(throw)? })
     }
 
@@ -454,8 +454,12 @@ impl NativeMachine {
             intercepted: self.intercepted.clone(),
             callback_failed: false,
         };
-        if self.worker.is_none() {
-            self.worker = Some(Worker::spawn().map_err(internal)?);
+        let restricted = match &*self.slot.lock().unwrap_or_else(|e| e.into_inner()) {
+            Slot::Idle(m) => m.requires_seccomp(),
+            _ => false,
+        };
+        if self.worker.as_ref().is_none_or(|w| restricted && !w.restricted) {
+            self.worker = Some(Worker::spawn(restricted).map_err(internal)?);
         }
         let machine = {
             let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());

@@ -40,6 +40,7 @@ pub use error::{Error, GuestFault, Result};
 /// Entry points for fuzzing (not a stable API).
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod seccomp;
 pub use kvm::{probe, Backend, ProbeReport};
 pub use host::{Host, HostCall, HostCallFn, HostCalls, NoHost, Stream, HOSTCALL_FIRST, HOSTCALL_LAST, SYS_PAUSE};
 pub use machine::{CallArg, Machine, MachineOptions, MemoryUsage, ResetStrategy, RunOutcome, DEFAULT_MEMORY, DEFAULT_OUTPUT_LIMIT};

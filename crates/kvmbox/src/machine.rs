@@ -61,6 +61,9 @@ pub struct MachineOptions {
     /// pages). Guest page tables use 2 MiB pages wherever a 2 MiB chunk has uniform rights
     /// either way. Forks of a snapshot use 4 KiB pages (see the README).
     pub hugepages: bool,
+    /// Run only on threads restricted by [`crate::seccomp::restrict_current_thread`]: run and
+    /// call fail with `InvalidState` anywhere else. Forks and snapshots keep the setting.
+    pub seccomp: bool,
 }
 
 impl Default for MachineOptions {
@@ -78,6 +81,7 @@ impl Default for MachineOptions {
             exe_path: None,
             cwd: None,
             hugepages: false,
+            seccomp: false,
         }
     }
 }
@@ -140,6 +144,8 @@ pub struct Machine {
     symbols: Arc<HashMap<String, u64>>,
     linux: Linux,
     timeout: Option<Duration>,
+    /// Only runs on seccomp-restricted threads (see [`MachineOptions::seccomp`]).
+    seccomp: bool,
     state: State,
     /// The snapshot this machine was forked from (or took), which `reset` returns to.
     snapshot: Option<Snapshot>,
@@ -279,6 +285,7 @@ impl Machine {
             symbols: Arc::clone(&program.symbols),
             linux,
             timeout: opts.timeout,
+            seccomp: opts.seccomp,
             state: State::Ready,
             snapshot: None,
             resets_since_clear: 0,
@@ -333,6 +340,7 @@ impl Machine {
                 linux,
                 proto,
                 timeout: self.timeout,
+                seccomp: self.seccomp,
             }),
         };
         self.snapshot = Some(snap.clone());
@@ -358,6 +366,7 @@ impl Machine {
             symbols: Arc::clone(&d.symbols),
             linux,
             timeout: d.timeout,
+            seccomp: d.seccomp,
             state: State::Paused { resume: d.cpu.regs },
             snapshot: Some(snap.clone()),
             resets_since_clear: 0,
@@ -441,6 +450,7 @@ impl Machine {
         self.cr3 = d.cr3;
         self.symbols = Arc::clone(&d.symbols);
         self.timeout = d.timeout;
+        self.seccomp = d.seccomp;
         self.state = State::Paused { resume: d.cpu.regs };
         self.snapshot = Some(snap.clone());
         Ok(0)
@@ -531,6 +541,7 @@ impl Machine {
 
     /// Run (or continue after a pause) with `host` handling host calls and output.
     pub fn run_with(&mut self, timeout: Option<Duration>, host: &mut dyn Host) -> Result<RunOutcome> {
+        self.check_thread()?;
         match self.state {
             State::Finished => return Err(Error::InvalidState("the guest has already finished".into())),
             State::Paused { resume } => self.set_user_context(resume),
@@ -545,6 +556,7 @@ impl Machine {
     /// connection drops) the guest runs on undebugged, exactly as it would have; breakpoints
     /// never outlive the session.
     pub fn run_debug(&mut self, listener: &std::net::TcpListener, timeout: Option<Duration>, host: &mut dyn Host) -> Result<RunOutcome> {
+        self.check_thread()?;
         match self.state {
             State::Finished => return Err(Error::InvalidState("the guest has already finished".into())),
             State::Paused { resume } => self.set_user_context(resume),
@@ -558,6 +570,21 @@ impl Machine {
             Err(e) => Err(e),
         };
         self.finish_run(result)
+    }
+
+    /// A machine created with `seccomp` runs only on a restricted thread.
+    fn check_thread(&self) -> Result<()> {
+        if self.seccomp && !crate::seccomp::current_thread_restricted() {
+            return Err(Error::InvalidState(
+                "this machine was created with seccomp and runs only on a seccomp-restricted thread (in Node: runAsync/callAsync)".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether this machine runs only on seccomp-restricted threads.
+    pub fn requires_seccomp(&self) -> bool {
+        self.seccomp
     }
 
     fn finish_run(&mut self, result: Result<Stop>) -> Result<RunOutcome> {
@@ -608,6 +635,7 @@ impl Machine {
         host: &mut dyn Host,
         debug: Option<&std::net::TcpListener>,
     ) -> Result<u64> {
+        self.check_thread()?;
         let State::Paused { resume } = self.state else {
             return Err(Error::InvalidState(match self.state {
                 State::Finished => "the guest has already finished".into(),

@@ -42,3 +42,8 @@ pub fn dispose(vm: Vm, mem: Arc<GuestMemory>) {
         None => drop((vm, mem)),
     }
 }
+
+/// Start the reaper thread now (before the calling thread loses the right to start threads).
+pub fn start() {
+    let _ = reaper();
+}

@@ -38,6 +38,8 @@ pub struct LoadOptions {
     pub timeout: Option<Duration>,
     /// Print every syscall of forks to stderr.
     pub trace: bool,
+    /// Forks run only on seccomp-restricted threads (see `MachineOptions::seccomp`).
+    pub seccomp: bool,
 }
 
 impl Default for LoadOptions {
@@ -48,6 +50,7 @@ impl Default for LoadOptions {
             stderr: Output::capture(crate::DEFAULT_OUTPUT_LIMIT),
             timeout: None,
             trace: false,
+            seccomp: false,
         }
     }
 }
@@ -76,6 +79,8 @@ pub(crate) struct SnapshotData {
     /// A process to derive forks' emulation state from (file policy, paths, output kinds).
     pub proto: Linux,
     pub timeout: Option<Duration>,
+    /// Forks run only on seccomp-restricted threads.
+    pub seccomp: bool,
 }
 
 impl SnapshotData {
@@ -220,6 +225,7 @@ impl Snapshot {
                 linux: linux_state,
                 proto,
                 timeout: opts.timeout,
+                seccomp: opts.seccomp,
             }),
         })
     }

@@ -440,3 +440,70 @@ mod snapshot_files {
         assert!(try_load(&[], "empty.kvmsnap").contains("not a kvmbox snapshot"));
     }
 }
+
+/// The seccomp filter: a restricted thread still runs guests (files, timeouts, faults, forks)
+/// but cannot do what a guest never needs; a `seccomp` machine refuses unrestricted threads.
+#[test]
+fn seccomp_restricted_thread_runs_guests_and_nothing_else() {
+    require_kvm();
+    let calls = guest("calls");
+    let files = guest("files");
+    let errno = || std::io::Error::last_os_error().raw_os_error();
+    // On this (unrestricted) thread a seccomp machine does not run.
+    let mut vm = Machine::from_file(&calls, MachineOptions { seccomp: true, ..opts(&["calls"]) }).unwrap();
+    assert!(matches!(vm.run(), Err(Error::InvalidState(m)) if m.contains("seccomp")));
+    // Machines are created on an unrestricted thread (VM creation opens /dev/kvm read-write,
+    // the file policy resolves paths), then run on the restricted one.
+    let dir = guests_dir().to_string_lossy().into_owned();
+    let src = format!("{dir}/calls.c");
+    let opts_files = MachineOptions { allow_read: vec![dir], seccomp: true, ..opts(&["files", &src]) };
+    let mut reader = Machine::from_file(&files, opts_files).unwrap();
+    let handle = std::thread::spawn(move || {
+        kvmbox::seccomp::restrict_current_thread().unwrap();
+        assert!(kvmbox::seccomp::current_thread_restricted());
+        // Guests run: to the pause, then calls, a timeout, a fault, a fork and its reset.
+        assert!(matches!(vm.run().unwrap(), RunOutcome::Paused));
+        let add = vm.symbol("add").unwrap();
+        let mut args = [kvmbox::CallArg::Int(40), kvmbox::CallArg::Int(2)];
+        assert_eq!(vm.call(add, &mut args, None, &mut kvmbox::NoHost).unwrap(), 42);
+        let snap = vm.snapshot().unwrap();
+        let mut fork = Machine::fork(&snap).unwrap();
+        assert!(fork.requires_seccomp(), "forks keep the setting");
+        let spin = fork.symbol("spin").unwrap();
+        let mut forever = [kvmbox::CallArg::Int(u64::MAX)];
+        assert!(matches!(fork.call(spin, &mut forever, Some(Duration::from_millis(30)), &mut kvmbox::NoHost), Err(Error::Timeout(_))));
+        fork.reset().unwrap();
+        let crash = fork.symbol("crash").unwrap();
+        assert!(matches!(fork.call(crash, &mut [], None, &mut kvmbox::NoHost), Err(Error::GuestFault(_))));
+        fork.reset().unwrap();
+        assert_eq!(fork.call(add, &mut args, None, &mut kvmbox::NoHost).unwrap(), 42);
+        // Reading an allowed file works (O_PATH open, type check, reopen).
+        assert!(matches!(reader.run().unwrap(), RunOutcome::Exited(0)));
+        assert!(String::from_utf8_lossy(&reader.take_stdout()).contains("A guest that initializes"));
+        // What a guest never needs is refused.
+        // SAFETY: plain syscalls with valid arguments; each is expected to fail.
+        unsafe {
+            assert_eq!(libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0), -1);
+            assert_eq!(errno(), Some(libc::EPERM), "socket");
+            let path = std::ffi::CString::new("/tmp/kvmbox-seccomp-probe").unwrap();
+            assert_eq!(libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CREAT, 0o600), -1);
+            assert_eq!(errno(), Some(libc::EPERM), "open for writing");
+            let exec = libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ | libc::PROT_EXEC, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0);
+            assert_eq!(exec, libc::MAP_FAILED, "executable mapping");
+            let sh = std::ffi::CString::new("/bin/true").unwrap();
+            let argv = [sh.as_ptr(), std::ptr::null()];
+            assert_eq!(libc::execv(sh.as_ptr(), argv.as_ptr()), -1, "execve");
+            assert_eq!(libc::syscall(libc::SYS_clone3, 0usize, 0usize), -1, "clone3");
+            assert_eq!(libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0), -1, "ptrace");
+            assert_eq!(libc::ioctl(0, libc::FIONREAD, &mut 0i32), -1, "a non-KVM ioctl");
+            assert_eq!(errno(), Some(libc::EPERM));
+        }
+        assert!(std::thread::Builder::new().spawn(|| ()).is_err(), "no new threads");
+    });
+    handle.join().unwrap();
+    assert!(!kvmbox::seccomp::current_thread_restricted(), "other threads are not affected");
+    // SAFETY: a plain socket() on this unrestricted thread, closed right away.
+    let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+    assert!(s >= 0);
+    unsafe { libc::close(s) };
+}
