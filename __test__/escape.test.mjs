@@ -74,6 +74,40 @@ test('syscall pointers to the kernel half, the system area, and overflowing leng
   t.regex(r.stdout.toString(), /results -1 -1 -1 -1\n/);
 });
 
+test('the system pages (stubs, GDT, IDT, TSS, ring-0 stack, page tables) cannot be read, written or executed', (t) => {
+  // The GDT's address leaks through sgdt (no UMIP); the system area's layout follows from it:
+  // syscall entry, call return, exception stubs, GDT, IDT, TSS (3 pages), ring-0 stack, page
+  // tables up to the end of guest memory (128 MiB by default).
+  let gdt;
+  try {
+    Machine.fromFile(bin, { args: [bin, 'sgdt_then_write'] }).run();
+  } catch (e) {
+    gdt = e.address;
+  }
+  const page = 4096n;
+  const sys = gdt - 3n * page;
+  const touch = (addr, op) => {
+    const vm = Machine.fromFile(bin, { args: [bin, `touch_${op}`, addr.toString(16)], timeout: 5000 });
+    try {
+      return vm.run().stdout.toString().includes('NOT STOPPED') ? 'allowed' : 'exited';
+    } catch (e) {
+      t.true(e instanceof GuestFaultError, `${e}`);
+      return e.vector;
+    }
+  };
+  const supervisor = { stubs: sys + 2n * page, gdt, idt: sys + 4n * page, tss: sys + 5n * page, 'tss+2': sys + 7n * page, 'ring-0 stack': sys + 8n * page, pml4: sys + 9n * page, 'last page table': (128n << 20n) - page };
+  for (const [name, addr] of Object.entries(supervisor)) {
+    for (const op of ['r', 'w', 'x']) t.is(touch(addr, op), PF, `${op} ${name} at 0x${addr.toString(16)}`);
+  }
+  // The two entry pages hold only kvmbox's stub code: readable, never writable, and entering
+  // them other than through `syscall`/a call return is a fault (the forged-exit check).
+  for (const [name, addr] of Object.entries({ 'syscall entry': sys, 'call return': sys + page })) {
+    t.is(touch(addr, 'r'), 'allowed', `read ${name}`);
+    t.is(touch(addr, 'w'), PF, `write ${name}`);
+    t.true([PF, GP].includes(touch(addr, 'x')), `jump into ${name}`);
+  }
+});
+
 test('after all of that the host is fine', (t) => {
   assertHealthy(t);
 });

@@ -58,7 +58,13 @@ __attribute__((noinline)) void attempt(const char *mode, const char *arg) {
         *(volatile unsigned char *)(void *)attempt = 0xCC; /* self-modifying code: text is read-only */
     } else if (!strcmp(mode, "jump_noncanonical")) ((void (*)(void))0x8000000000000000UL)();
     else if (!strcmp(mode, "stack_pivot")) __asm__ volatile("mov $0x10, %%rsp\n push %%rax" ::: "memory");
-    else if (!strcmp(mode, "read_kernel_ptr")) {
+    else if (!strcmp(mode, "touch_r") || !strcmp(mode, "touch_w") || !strcmp(mode, "touch_x")) {
+        /* Read, write or execute one byte at a given address (the host's system pages). */
+        volatile unsigned char *p = (volatile unsigned char *)(uintptr_t)strtoull(arg ? arg : "0", NULL, 16);
+        if (mode[6] == 'r') (void)*p;
+        else if (mode[6] == 'w') *p = 0xCC;
+        else ((void (*)(void))(uintptr_t)p)();
+    } else if (!strcmp(mode, "read_kernel_ptr")) {
         /* A syscall pointer into the kernel half and into the system area: EFAULT, not a read. */
         long r1 = syscall(SYS_write, 1, (void *)0xffffffff81000000UL, 8);
         long r2 = syscall(SYS_write, 1, (void *)(uintptr_t)strtoull(arg ? arg : "0", NULL, 16), 8);
