@@ -3,7 +3,7 @@
 // and the host keeps working.
 import test from 'ava';
 
-import { assertHealthy, GuestFaultError, guest, Machine, requireKvm } from './helpers.mjs';
+import { assertHealthy, GuestFaultError, guest, kvmbox, Machine, requireKvm } from './helpers.mjs';
 
 requireKvm(test);
 
@@ -41,8 +41,11 @@ for (const [mode, vectors] of Object.entries(cases)) {
   });
 }
 
-test('in/out to every interesting port, including the stub ports, is a #GP', (t) => {
-  for (const port of ['0x80', '0xE0', '0xE1', '0xC0', '0xCF', '0x3F8', '0xCF8']) {
+test('in/out across the whole port range, including the stub ports, is a #GP', (t) => {
+  // The stubs' own ports and well-known devices, plus every 257th port of the 64 Ki range.
+  const ports = new Set([0x80, 0xe0, 0xe1, 0xc0, 0xcf, 0x3f8, 0xcf8, 0xffff]);
+  for (let p = 0; p < 0x10000; p += 257) ports.add(p);
+  for (const port of [...ports].map((p) => `0x${p.toString(16)}`)) {
     for (const mode of ['out', 'in']) {
       const vm = Machine.fromFile(bin, { args: [bin, mode, port], timeout: 5000 });
       const err = t.throws(() => vm.run(), { instanceOf: GuestFaultError }, `${mode} ${port}`);
@@ -51,11 +54,22 @@ test('in/out to every interesting port, including the stub ports, is a #GP', (t)
   }
 });
 
-test('int n for every vector the guest tries is a fault', (t) => {
-  for (const n of [0, 1, 2, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 30, 31, 32, 33, 0x40, 0x80, 0x81, 0xc0, 0xe0, 0xe1, 0xfe, 0xff]) {
+test('int n for every vector 0-255 is a fault', (t) => {
+  const pvm = kvmbox.probe().backend === 'pvm';
+  for (let n = 0; n < 256; n++) {
     const vm = Machine.fromFile(bin, { args: [bin, 'int', String(n)], timeout: 5000 });
+    if (pvm && n === 26) {
+      // Measured: on PVM, `int $26` from ring 3 never reaches the guest IDT (nor kvmbox): the
+      // PVM hypervisor consumes it and the guest continues (with eax–edx zeroed). Recorded in
+      // the README; nothing kvmbox can intercept. Anything else from it would show here.
+      const r = vm.run();
+      t.is(r.exitCode, 1, 'int 26 on PVM: the guest went on to its end');
+      t.is(r.stdout.toString(), 'escape: int\nNOT STOPPED\n');
+      continue;
+    }
     const err = t.throws(() => vm.run(), { instanceOf: GuestFaultError }, `int ${n}`);
-    t.true([UD, GP, 4, 11].includes(err.vector), `int ${n}: vector ${err.vector}`);
+    // #BP for int3's vector (a user-callable gate, as on Linux), #OF for 4, else #UD/#GP/#NP.
+    t.true([UD, GP, 3, 4, 11].includes(err.vector), `int ${n}: vector ${err.vector}`);
   }
 });
 
