@@ -52,6 +52,16 @@ test('a fault or timeout in a worker fork is a typed error, and the pool keeps s
   await t.throwsAsync(() => pool.with((m) => m.callAsync('add', 1, 2)), { instanceOf: kvmbox.InvalidStateError });
 });
 
+test("workers: 'auto' starts one worker per CPU", async (t) => {
+  const cpus = (await import('node:os')).availableParallelism();
+  const pool = new Pool(snapshot(t), { workers: 'auto', size: 1 });
+  await pool.ready;
+  t.is(pool.size, cpus, 'at least one fork per worker');
+  t.deepEqual(await Promise.all(Array.from({ length: cpus * 3 }, () => pool.with((m) => m.callAsync('counter_next')))), Array(cpus * 3).fill(6));
+  pool.close();
+  t.throws(() => new Pool(snapshot(t), { workers: 'many' }), { instanceOf: kvmbox.InvalidArgumentError });
+});
+
 test('workerSetup registers host-call handlers inside the workers', async (t) => {
   const pool = new Pool(snapshot(t), { size: 2, workers: 2, workerSetup: path.join(TEST_DIR, 'fixtures', 'pool-setup.cjs') });
   const r = await Promise.all([3, 4, 5].map((x) => pool.with((m) => m.callAsync('echo_plus_one', x))));

@@ -34,10 +34,12 @@ export function createServer(guest = GUEST, poolSize = POOL_SIZE, workers = WORK
     req.on('data', (c: Buffer) => chunks.push(c))
     req.on('end', async () => {
       const body = Buffer.concat(chunks)
-      const out = Buffer.alloc(64 * 1024 + body.length * 6)
+      const stretch = req.url === '/stretch'
+      // Room for the page (the template plus the body, escaped), or for a 16-digit hex hash.
+      const out = Buffer.alloc(stretch ? 64 : 64 * 1024 + body.length * 6)
       try {
         const n = await pool.with((m) =>
-          req.url === '/stretch' ? m.callAsync('stretch', body, body.length, STRETCH_ROUNDS, out, out.length) : m.callAsync('render', body, body.length, out, out.length),
+          stretch ? m.callAsync('stretch', body, body.length, STRETCH_ROUNDS, out, out.length) : m.callAsync('render', body, body.length, out, out.length),
         )
         if (n < 0) throw new Error('render failed')
         res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' })
