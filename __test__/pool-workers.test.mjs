@@ -52,6 +52,21 @@ test('a fault or timeout in a worker fork is a typed error, and the pool keeps s
   await t.throwsAsync(() => pool.with((m) => m.callAsync('add', 1, 2)), { instanceOf: kvmbox.InvalidStateError });
 });
 
+test('a fork in a worker handles operations in the order they were made', async (t) => {
+  const pool = new Pool(snapshot(t), { size: 1, workers: 1 });
+  // The first call on a fork with an empty buffer (no arena yet).
+  t.is(await pool.with((m) => m.callAsync('upcase', Buffer.alloc(0), 0)), 0);
+  // Calls a user did not await still run before the reset that follows its use…
+  await pool.with((m) => {
+    void m.callAsync('counter_next');
+    void m.callAsync('counter_next');
+  });
+  // …so the next user sees the snapshot's state, not theirs.
+  t.is(await pool.with((m) => m.callAsync('counter_next')), 6);
+  t.deepEqual(await pool.with((m) => Promise.all([m.callAsync('counter_next'), m.takeOutput(), m.callAsync('counter_next'), m.reset(), m.callAsync('counter_next')])).then((r) => [r[0], r[2], r[4]]), [6, 7, 6]);
+  pool.close();
+});
+
 test("workers: 'auto' starts one worker per CPU", async (t) => {
   const cpus = (await import('node:os')).availableParallelism();
   const pool = new Pool(snapshot(t), { workers: 'auto', size: 1 });

@@ -381,6 +381,8 @@ export class Machine {
    * close() was called; its VM and memory are released).
    */
   get state(): 'ready' | 'paused' | 'busy' | 'finished' | 'closed' {
+    // Busy until the async operation's promise settles, even if the vCPU thread is done.
+    if (this.#busyAsync) return 'busy'
     return this.#native.state as 'ready' | 'paused' | 'busy' | 'finished' | 'closed'
   }
 

@@ -7,8 +7,9 @@
  * server runs out of first):
  * - `{ op: 'call', id, fork, target, args, asBigInt, timeout, arena? }` → `{ id, ok, value | error }`.
  *   Buffer arguments are not structured-cloned: the caller copies them into the fork's
- *   SharedArrayBuffer `arena` (sent once, and again only when it grows) and passes
+ *   SharedArrayBuffer `arena` (shared, sent with every call that has buffers) and passes
  *   `{ at, len }`; the guest's writes land in the arena and the caller copies them back.
+ *   The caller sends one fork's operations strictly in order, one call at a time.
  * - `{ op: 'reset', fork }` (no id, no reply): the pool's reset after each use. Messages are
  *   handled in order, so the fork's next call sees the reset; if a reset fails, the next
  *   request on that fork retries it and reports the error.
@@ -77,12 +78,12 @@ if (parentPort && workerData?.kvmboxPoolWorker) {
 
   const handle = (req: Request): unknown => {
     const m = forks[req.fork]
+    if (req.arena) arenas[req.fork] = req.arena
     if (resetFailed.has(req.fork)) {
       m.reset()
       resetFailed.delete(req.fork)
     }
     if (req.op === 'call') {
-      if (req.arena) arenas[req.fork] = req.arena
       const arena = arenas[req.fork]
       const args = (req.args ?? []).map((a) => (isArenaSlice(a) && arena ? Buffer.from(arena, a.at, a.len) : a))
       const full = (req.timeout !== undefined ? [...args, { timeout: req.timeout }] : args) as never[]

@@ -41,8 +41,10 @@ export interface PoolMachine {
 export class RemoteMachine implements PoolMachine {
   /** Shared with the worker: buffer arguments travel through it (see pool-worker.ts). */
   #arena: SharedArrayBuffer | undefined
-  #arenaSent = false
-  /** Calls on one fork run one at a time (they share the arena); this is the last one queued. */
+  /**
+   * Everything sent for this fork goes out in the order it was asked for, one call at a time
+   * (calls share the arena): the last operation queued.
+   */
   #tail: Promise<unknown> = Promise.resolve()
 
   /** @internal */
@@ -61,21 +63,29 @@ export class RemoteMachine implements PoolMachine {
 
   /** Reset the fork to the snapshot (the pool does this after each use). */
   reset(): Promise<number> {
-    return this.worker.request({ op: 'reset', fork: this.fork }) as Promise<number>
+    return this.#enqueue(() => this.worker.request({ op: 'reset', fork: this.fork })) as Promise<number>
   }
 
-  /** @internal Reset without waiting: the worker handles it before this fork's next request. */
+  /**
+   * @internal Reset without waiting for the worker: posted after everything queued before it,
+   * and the worker handles it before anything queued after it.
+   */
   _resetInBackground(): void {
-    this.worker.post({ op: 'reset', fork: this.fork })
+    void this.#enqueue(() => this.worker.post({ op: 'reset', fork: this.fork }))
   }
 
   /** Output written to captured streams during calls. */
   takeOutput(): Promise<{ stdout: Buffer; stderr: Buffer }> {
-    return this.worker.request({ op: 'takeOutput', fork: this.fork }) as Promise<{ stdout: Buffer; stderr: Buffer }>
+    return this.#enqueue(() => this.worker.request({ op: 'takeOutput', fork: this.fork })) as Promise<{ stdout: Buffer; stderr: Buffer }>
   }
 
   #call(target: string | Address, raw: unknown[], asBigInt: boolean): Promise<number | bigint> {
-    const run = this.#tail.then(() => this.#callNow(target, raw, asBigInt))
+    return this.#enqueue(() => this.#callNow(target, raw, asBigInt))
+  }
+
+  /** Run `op` after every operation queued before it has finished. */
+  #enqueue<T>(op: () => T | Promise<T>): Promise<T> {
+    const run = this.#tail.then(op)
     this.#tail = run.catch(() => undefined)
     return run
   }
@@ -87,10 +97,10 @@ export class RemoteMachine implements PoolMachine {
     if (typeof last === 'object' && last !== null && !(last instanceof Uint8Array)) timeout = (args.pop() as CallOptions).timeout
     // Buffers go through the fork's shared arena (one memcpy each way) rather than being
     // structured-cloned twice.
-    const bytes = args.reduce<number>((n, a) => n + (a instanceof Uint8Array ? a.length : 0), 0)
-    if (bytes > 0 && (!this.#arena || this.#arena.byteLength < bytes)) {
-      this.#arena = new SharedArrayBuffer(Math.max(bytes, 2 * (this.#arena?.byteLength ?? 32 * 1024)))
-      this.#arenaSent = false
+    const buffers = args.filter((a) => a instanceof Uint8Array) as Uint8Array[]
+    const bytes = buffers.reduce((n, b) => n + b.length, 0)
+    if (buffers.length > 0 && (!this.#arena || this.#arena.byteLength < bytes)) {
+      this.#arena = new SharedArrayBuffer(Math.max(bytes, 2 * (this.#arena?.byteLength ?? 16 * 1024)))
     }
     const view = this.#arena ? new Uint8Array(this.#arena) : undefined
     let at = 0
@@ -101,11 +111,10 @@ export class RemoteMachine implements PoolMachine {
       at += a.length
       return slice
     })
+    // The arena goes with every call that uses it (sharing, not copying: cheap), so the worker
+    // can never be left with an older one.
     const msg: Record<string, unknown> = { op: 'call', fork: this.fork, target, args: sent, asBigInt, timeout }
-    if (bytes > 0 && !this.#arenaSent) {
-      msg.arena = this.#arena
-      this.#arenaSent = true
-    }
+    if (buffers.length > 0) msg.arena = this.#arena
     try {
       return (await this.worker.request(msg)) as number | bigint
     } finally {

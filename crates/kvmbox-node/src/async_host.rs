@@ -288,7 +288,7 @@ impl Worker {
             .name("kvmbox-vcpu".into())
             .spawn(move || {
                 if restricted {
-                    let r = kvmbox::seccomp::restrict_current_thread().map_err(|e| e.to_string());
+                    let r = kvmbox::seccomp::restrict_current_thread().map(|_| ()).map_err(|e| e.to_string());
                     let ok = r.is_ok();
                     let _ = ready_tx.send(r);
                     if !ok {

@@ -873,8 +873,6 @@ impl Machine {
         Ok(())
     }
 
-    /// The vCPU's registers as of the last exit (user mode between runs), or as set up for
-    /// the first run.
     /// Run one emulated Linux syscall as if the paused guest had issued it, with a 2 ms
     /// deadline for anything that sleeps; `None` when it ended the process. For fuzzing the
     /// emulation layer (not a stable API).
@@ -894,6 +892,8 @@ impl Machine {
         self.regs().rsp
     }
 
+    /// The vCPU's registers as of the last exit (user mode between runs), or as set up for
+    /// the first run.
     pub(crate) fn regs(&mut self) -> kvm_regs {
         if !self.ran {
             return self.vm.vcpu.get_regs().unwrap_or_default();

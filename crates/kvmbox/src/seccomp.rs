@@ -1,13 +1,18 @@
-//! A seccomp filter for the threads that run guests: defence in depth for the host process.
+//! A seccomp filter (plus a Landlock ruleset) for the threads that run guests: defence in depth
+//! for the host process.
 //!
 //! Everything a guest can make the host do passes through the run loop and the syscall
 //! emulation, on the thread that called `run`/`call`. If a bug there were ever exploited, this
-//! filter limits that thread to what running a guest needs: KVM ioctls, memory management
-//! without executable mappings, reading files (never opening one for writing), clocks and
-//! timers, signals to its own threads, futexes. Everything else — new processes or threads,
-//! `execve`, sockets, `ptrace` and cross-process memory access, `mount`/namespaces, `bpf`,
-//! `perf_event_open`, `io_uring`, `userfaultfd`, `keyctl`, other ioctls — fails with `EPERM`.
-//! (`EPERM` rather than killing the process: an embedding server should survive a kvmbox bug.)
+//! limits that thread to what running a guest needs: KVM ioctls, memory management without
+//! executable mappings, opening files read-only, reads and writes on descriptors it holds,
+//! clocks and timers, signals to its own process, futexes. Everything else — new processes or
+//! threads, `execve`, sockets, `ptrace` and cross-process memory access, `mount`/namespaces,
+//! `bpf`, `perf_event_open`, `io_uring`, `userfaultfd`, `keyctl`, other ioctls — fails with
+//! `EPERM` (rather than killing the process: an embedding server should survive a kvmbox bug).
+//! `openat2` must stay allowed (the file policy resolves paths with it) and seccomp cannot see
+//! its flags, so where the kernel has Landlock (5.13+) the thread also gets a ruleset that
+//! denies every write-like file access (writing, creating, removing, renaming, truncating):
+//! opening a file for writing then fails whichever syscall tries it.
 //!
 //! A filter applies to one thread and cannot be removed, so it is for threads dedicated to
 //! guests: the Node binding's per-machine vCPU thread (`seccomp: true`), or a thread of your
@@ -22,27 +27,46 @@ use seccompiler::{BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, Sec
 use crate::error::{Error, Result};
 
 thread_local! {
-    static RESTRICTED: Cell<bool> = const { Cell::new(false) };
+    static RESTRICTED: Cell<Option<Restriction>> = const { Cell::new(None) };
 }
 
 /// Whether [`restrict_current_thread`] was applied to the calling thread.
 pub fn current_thread_restricted() -> bool {
-    RESTRICTED.with(Cell::get)
+    RESTRICTED.with(Cell::get).is_some()
 }
 
-/// Install kvmbox's seccomp filter on the calling thread (idempotent). Afterwards the thread
-/// can run and call guests but cannot, among others, start processes or threads, open files for
-/// writing, map executable memory, use the network or issue non-KVM ioctls (`EPERM`).
-pub fn restrict_current_thread() -> Result<()> {
-    if current_thread_restricted() {
-        return Ok(());
+/// What [`restrict_current_thread`] could enforce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Restriction {
+    /// The Landlock ruleset denying file writes is in force (false where the kernel lacks
+    /// Landlock; `openat2` could then still open a file for writing).
+    pub file_writes_denied: bool,
+}
+
+/// Install kvmbox's Landlock ruleset (where the kernel has Landlock) and seccomp filter on the
+/// calling thread. Afterwards the thread can run and call guests but cannot, among others,
+/// start processes or threads, open files for writing, map executable memory, use the network
+/// or issue non-KVM ioctls (`EPERM`). Calling it again changes nothing.
+pub fn restrict_current_thread() -> Result<Restriction> {
+    if let Some(r) = RESTRICTED.with(Cell::get) {
+        return Ok(r);
     }
     // Threads kvmbox may start lazily are started now, while the thread still may.
     crate::reaper::start();
+    let restriction = Restriction { file_writes_denied: deny_file_writes()? };
     let program = filter()?;
     seccompiler::apply_filter(&program).map_err(|e| Error::Internal(format!("installing the seccomp filter: {e}")))?;
-    RESTRICTED.with(|r| r.set(true));
-    Ok(())
+    RESTRICTED.with(|r| r.set(Some(restriction)));
+    Ok(restriction)
+}
+
+/// A Landlock ruleset that handles every write-like file access and allows none of them.
+/// Best effort: returns whether the kernel enforces it.
+fn deny_file_writes() -> Result<bool> {
+    use landlock::{AccessFs, Ruleset, RulesetAttr, RulesetStatus, ABI};
+    let fail = |e: landlock::RulesetError| Error::Internal(format!("installing the Landlock ruleset: {e}"));
+    let status = Ruleset::default().handle_access(AccessFs::from_write(ABI::V3)).map_err(fail)?.create().map_err(fail)?.restrict_self().map_err(fail)?;
+    Ok(status.ruleset != RulesetStatus::NotEnforced)
 }
 
 fn condition(arg: u8, op: SeccompCmpOp, value: u64) -> Result<SeccompCondition> {
@@ -75,7 +99,7 @@ fn filter() -> Result<BpfProgram> {
         libc::SYS_fstatfs,
         libc::SYS_fcntl,
         libc::SYS_getdents64,
-        // Its flags live in memory the filter cannot see; kvmbox only passes O_PATH opens.
+        // Its flags live in memory the filter cannot see; the Landlock ruleset denies writes.
         libc::SYS_openat2,
         // Memory without new executable mappings (mmap/mprotect below).
         libc::SYS_munmap,
@@ -101,7 +125,6 @@ fn filter() -> Result<BpfProgram> {
         libc::SYS_sched_yield,
         libc::SYS_gettid,
         libc::SYS_getpid,
-        libc::SYS_tgkill,
         libc::SYS_rseq,
         libc::SYS_set_robust_list,
         libc::SYS_exit,
@@ -117,6 +140,13 @@ fn filter() -> Result<BpfProgram> {
     for nr in unconditional {
         rules.insert(nr, vec![]);
     }
+    // Signals only to threads of this process (the timer that stops a runaway guest).
+    // SAFETY: getpid cannot fail.
+    let pid = unsafe { libc::getpid() } as u64;
+    rules.insert(libc::SYS_tgkill, vec![rule(vec![condition(0, SeccompCmpOp::Eq, pid)?])?]);
+    // Guest memory given back (munmap, madvise, brk shrink) is punched out of its memfd.
+    let punch = (libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE) as u64;
+    rules.insert(libc::SYS_fallocate, vec![rule(vec![condition(1, SeccompCmpOp::Eq, punch)?])?]);
     rules.insert(libc::SYS_mmap, vec![no_exec()?]);
     rules.insert(libc::SYS_mprotect, vec![no_exec()?]);
     // Read-only opens (the O_PATH-checked file is reopened through /proc/self/fd).

@@ -458,9 +458,15 @@ fn seccomp_restricted_thread_runs_guests_and_nothing_else() {
     let src = format!("{dir}/calls.c");
     let opts_files = MachineOptions { allow_read: vec![dir], seccomp: true, ..opts(&["files", &src]) };
     let mut reader = Machine::from_file(&files, opts_files).unwrap();
+    // SAFETY: landlock_create_ruleset(NULL, 0, VERSION) only reports the ABI version.
+    let landlock = unsafe { libc::syscall(libc::SYS_landlock_create_ruleset, 0usize, 0usize, 1u32) } > 0;
+    // SAFETY: a fresh memfd, owned by this test.
+    let memfd = unsafe { libc::memfd_create(c"kvmbox-seccomp-test".as_ptr(), 0) };
+    assert!(memfd >= 0 && unsafe { libc::ftruncate(memfd, 1 << 20) } == 0);
     let handle = std::thread::spawn(move || {
-        kvmbox::seccomp::restrict_current_thread().unwrap();
+        let restriction = kvmbox::seccomp::restrict_current_thread().unwrap();
         assert!(kvmbox::seccomp::current_thread_restricted());
+        assert_eq!(restriction.file_writes_denied, landlock, "Landlock is used where the kernel has it");
         // Guests run: to the pause, then calls, a timeout, a fault, a fork and its reset.
         assert!(matches!(vm.run().unwrap(), RunOutcome::Paused));
         let add = vm.symbol("add").unwrap();
@@ -497,6 +503,27 @@ fn seccomp_restricted_thread_runs_guests_and_nothing_else() {
             assert_eq!(libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0), -1, "ptrace");
             assert_eq!(libc::ioctl(0, libc::FIONREAD, &mut 0i32), -1, "a non-KVM ioctl");
             assert_eq!(errno(), Some(libc::EPERM));
+            assert_eq!(libc::kill(1, 0), -1, "signals to other processes");
+            assert_eq!(libc::syscall(libc::SYS_tgkill, 1, 1, 0), -1, "tgkill to another process");
+            assert_eq!(errno(), Some(libc::EPERM));
+            // Punching holes (how guest memory is given back) works; other fallocate modes do not.
+            let punch = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+            assert_eq!(libc::fallocate(memfd, punch, 0, 4096), 0, "punch a hole");
+            assert_eq!(libc::fallocate(memfd, 0, 0, 4096), -1, "allocate");
+            if landlock {
+                // openat2's flags are invisible to seccomp; Landlock refuses the write open.
+                #[repr(C)]
+                struct OpenHow {
+                    flags: u64,
+                    mode: u64,
+                    resolve: u64,
+                }
+                let how = OpenHow { flags: (libc::O_WRONLY | libc::O_CREAT) as u64, mode: 0o600, resolve: 0 };
+                let r = libc::syscall(libc::SYS_openat2, libc::AT_FDCWD, path.as_ptr(), &how as *const OpenHow, std::mem::size_of::<OpenHow>());
+                assert_eq!(r, -1, "openat2 for writing");
+                assert_eq!(errno(), Some(libc::EACCES));
+                assert!(!std::path::Path::new("/tmp/kvmbox-seccomp-probe").exists());
+            }
         }
         assert!(std::thread::Builder::new().spawn(|| ()).is_err(), "no new threads");
     });

@@ -160,7 +160,8 @@ fn reopen(fd: RawFd, is_dir: bool) -> std::result::Result<OwnedFd, i32> {
 }
 
 /// Kernel pseudo filesystems whose files expose the host (its memory, environment, devices,
-/// tunables): never readable by a guest, even below an allowed directory such as `/`.
+/// tunables, security policy): never readable by a guest, even below an allowed directory such
+/// as `/`. Each is its own mount, so being below /proc or /sys is not what catches them.
 const PSEUDO_FILESYSTEMS: &[(i64, &str)] = &[
     (0x9fa0, "procfs"),
     (0x6265_6572, "sysfs"),
@@ -174,6 +175,17 @@ const PSEUDO_FILESYSTEMS: &[(i64, &str)] = &[
     (0xde5e_81e4, "efivarfs"),
     (0x6165_676c, "pstorefs"),
     (0x1cd1, "devpts"),
+    (0xf97c_ff8c, "selinuxfs"),
+    (0x6573_5543, "fusectl"),
+    (0x4249_4e4d, "binfmt_misc"),
+    (0x0765_5821, "resctrl"),
+    (0x1980_0202, "mqueue"),
+    (0x6e66_7364, "nfsd"),
+    (0x6759_6969, "rpc_pipefs"),
+    (0x0187, "autofs"),
+    (0x6e73_6673, "nsfs"),
+    (0x0904_1934, "anon_inodefs"),
+    (0x5049_4446, "pidfs"),
 ];
 
 /// The pseudo filesystem `fd` lives on, if it is one of [`PSEUDO_FILESYSTEMS`].
@@ -230,25 +242,29 @@ impl FilePolicy {
             let abs = normalize(&cwd.join(p));
             let canonical = std::fs::canonicalize(&abs)
                 .map_err(|e| Error::InvalidArgument(format!("allowRead path {p:?}: {e}")))?;
-            let meta = std::fs::metadata(&canonical).map_err(|e| Error::InvalidArgument(format!("allowRead path {p:?}: {e}")))?;
-            let dir = if meta.is_dir() {
-                let c = CString::new(canonical.as_os_str().as_bytes()).map_err(|_| Error::InvalidArgument(format!("bad path {p:?}")))?;
-                // SAFETY: valid C string; O_PATH handle owned below.
-                let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
-                if fd < 0 {
-                    return Err(Error::InvalidArgument(format!("allowRead path {p:?}: {}", std::io::Error::last_os_error())));
-                }
-                // SAFETY: fresh fd.
-                Some(unsafe { OwnedFd::from_raw_fd(fd) })
-            } else if meta.is_file() {
-                None
-            } else {
-                return Err(Error::InvalidArgument(format!("allowRead path {p:?} is neither a regular file nor a directory")));
-            };
-            let probe = std::fs::File::open(&canonical).map_err(|e| Error::InvalidArgument(format!("allowRead path {p:?}: {e}")))?;
-            if let Ok(Some(fs)) = pseudo_filesystem(probe.as_raw_fd()) {
+            // One O_PATH handle (no side effects, so a FIFO swapped in cannot block us) for
+            // every check; a directory keeps it as the root of its openat2 lookups.
+            let c = CString::new(canonical.as_os_str().as_bytes()).map_err(|_| Error::InvalidArgument(format!("bad path {p:?}")))?;
+            // SAFETY: valid C string; the O_PATH handle is owned below.
+            let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+            if fd < 0 {
+                return Err(Error::InvalidArgument(format!("allowRead path {p:?}: {}", std::io::Error::last_os_error())));
+            }
+            // SAFETY: fresh fd.
+            let handle = unsafe { OwnedFd::from_raw_fd(fd) };
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            // SAFETY: fstat of our O_PATH handle into a local struct.
+            if unsafe { libc::fstat(handle.as_raw_fd(), &mut st) } != 0 {
+                return Err(Error::InvalidArgument(format!("allowRead path {p:?}: {}", std::io::Error::last_os_error())));
+            }
+            if let Ok(Some(fs)) = pseudo_filesystem(handle.as_raw_fd()) {
                 return Err(Error::InvalidArgument(format!("allowRead path {p:?} is on {fs}, which guests may never read")));
             }
+            let dir = match st.st_mode & libc::S_IFMT {
+                libc::S_IFDIR => Some(handle),
+                libc::S_IFREG => None,
+                _ => return Err(Error::InvalidArgument(format!("allowRead path {p:?} is neither a regular file nor a directory"))),
+            };
             // Both the path as the user wrote it and its canonical form are reachable.
             if abs != canonical && dir.is_none() {
                 allowed.push(Allowed { path: abs.clone(), dir: None });
