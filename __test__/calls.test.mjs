@@ -651,6 +651,16 @@ test('vm.call from inside its own handler: HostCallError caused by InvalidStateE
   t.is(vm.state, 'closed');
 });
 
+test('vm.close from inside its own handler: HostCallError caused by InvalidStateError; the host is fine', (t) => {
+  const vm = paused(t);
+  vm.onSyscall(HC_ECHO, (c) => c.vm.close());
+  const err = t.throws(() => vm.call('echo_plus_one', 1), { instanceOf: HostCallError });
+  t.true(err.cause instanceof InvalidStateError, `cause: ${err.cause}`);
+  t.regex(err.cause.message, /cannot close a machine from inside/);
+  vm.close();
+  t.is(vm.state, 'closed');
+});
+
 test('vm.run from inside its own handler: HostCallError caused by InvalidStateError', (t) => {
   const vm = paused(t);
   vm.onSyscall(HC_ECHO, (c) => c.vm.run());

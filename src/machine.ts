@@ -509,6 +509,7 @@ export class Machine {
    * machines release them by themselves.
    */
   close(): void {
+    if (this.#busy) throw new InvalidStateError('cannot close a machine from inside one of its own handlers or callbacks; close it after run()/call() returns')
     this.#native.close()
   }
 
