@@ -641,6 +641,7 @@ test('call on a closed machine throws InvalidStateError', (t) => {
   t.throws(() => vm.run(), { instanceOf: InvalidStateError });
   vm.close(); // idempotent
   t.is(vm.state, 'closed');
+  t.throws(() => vm.symbol('add'), { instanceOf: InvalidStateError, message: /closed/ }, 'not a silent undefined');
 });
 
 test('vm.call from inside its own handler: HostCallError caused by InvalidStateError', (t) => {

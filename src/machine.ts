@@ -511,10 +511,15 @@ export class Machine {
   close(): void {
     if (this.#busy) throw new InvalidStateError('cannot close a machine from inside one of its own handlers or callbacks; close it after run()/call() returns')
     this.#native.close()
+    this.#closedByUser = true
   }
 
-  /** Address of a symbol in the program's ELF symbol table, if present. */
+  /** Set by close(), which also releases the symbol table. */
+  #closedByUser = false
+
+  /** Address of a symbol in the program's ELF symbol table, if present (also after the guest finished; not after close()). */
   symbol(name: string): bigint | undefined {
+    if (this.#closedByUser) throw new InvalidStateError('the machine was closed: its symbol table is released')
     return this.#native.symbol(name) ?? undefined
   }
 
