@@ -278,8 +278,18 @@ impl FilePolicy {
         self.allowed.iter().any(|a| if a.dir.is_some() { path.starts_with(&a.path) } else { path == a.path })
     }
 
-    /// Open a normalised absolute guest path read-only; errno on denial or failure.
+    /// Open a normalised absolute guest path read-only; errno on denial or failure. Returns the
+    /// descriptor and whether it is a directory.
     pub fn open(&self, path: &Path, guest_flags: i32) -> std::result::Result<(OwnedFd, bool), i32> {
+        let (handle, is_dir) = self.lookup(path, guest_flags)?;
+        // The very inode checked by `lookup`, now opened for reading.
+        Ok((reopen(handle.as_raw_fd(), is_dir)?, is_dir))
+    }
+
+    /// What `open` checks, without opening the file for reading: an O_PATH descriptor of the
+    /// allowed regular file or directory at `path` (enough for stat, and no read permission
+    /// needed, as with stat natively), and whether it is a directory.
+    pub fn lookup(&self, path: &Path, guest_flags: i32) -> std::result::Result<(OwnedFd, bool), i32> {
         let wants_write = guest_flags & O_ACCMODE != libc::O_RDONLY || guest_flags & (libc::O_CREAT | libc::O_TRUNC) != 0;
         if !self.covers(path) {
             return Err(errno::EACCES);
@@ -328,8 +338,7 @@ impl FilePolicy {
             if kind != libc::S_IFREG && kind != libc::S_IFDIR || pseudo_filesystem(handle.as_raw_fd())?.is_some() {
                 return Err(errno::EACCES);
             }
-            // The very inode checked above, now opened for reading.
-            return Ok((reopen(handle.as_raw_fd(), kind == libc::S_IFDIR)?, kind == libc::S_IFDIR));
+            return Ok((handle, kind == libc::S_IFDIR));
         }
         Err(last)
     }

@@ -683,7 +683,7 @@ impl Linux {
     }
 
     fn stat_path_resolved(&self, env: &SyscallEnv, p: &Path, buf: u64) -> std::result::Result<u64, i32> {
-        let (host, _) = self.policy.open(p, libc::O_RDONLY)?;
+        let (host, _) = self.policy.lookup(p, libc::O_RDONLY)?;
         // SAFETY: fstat into a local struct.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         if unsafe { libc::fstat(host.as_raw_fd(), &mut st) } != 0 {
@@ -704,7 +704,7 @@ impl Linux {
             }
         } else {
             let p = if empty { self.cwd.clone() } else { self.resolve(env, dirfd, path)? };
-            owned = self.policy.open(&p, libc::O_RDONLY)?.0;
+            owned = self.policy.lookup(&p, libc::O_RDONLY)?.0;
             owned.as_raw_fd()
         };
         // SAFETY: statx with AT_EMPTY_PATH on our own fd into a local struct.
@@ -735,7 +735,12 @@ impl Linux {
 
     fn access(&mut self, env: &SyscallEnv, dirfd: u64, path: u64, mode: u64) -> std::result::Result<u64, i32> {
         let p = self.resolve(env, dirfd, path)?;
-        self.policy.open(&p, libc::O_RDONLY)?;
+        // R_OK needs the file to be readable (as natively); F_OK only that it is there.
+        if mode & 4 != 0 {
+            self.policy.open(&p, libc::O_RDONLY)?;
+        } else {
+            self.policy.lookup(&p, libc::O_RDONLY)?;
+        }
         if mode & 2 != 0 {
             return Err(errno::EROFS);
         }
@@ -769,7 +774,7 @@ impl Linux {
             return Ok(n as u64);
         }
         // Allowed paths are opened through their canonical form: never symlinks.
-        self.policy.open(&p, libc::O_RDONLY)?;
+        self.policy.lookup(&p, libc::O_RDONLY)?;
         Err(errno::EINVAL)
     }
 
