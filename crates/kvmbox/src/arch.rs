@@ -32,6 +32,11 @@ pub const SYSCALL_EXIT_RIP_OFFSET: u64 = 2;
 pub const CALL_RETURN_STUB: &[u8] = &[0xE6, CALL_RETURN_PORT as u8, 0x0F, 0x0B]; // out %al,$p; ud2
 pub const CALL_RETURN_EXIT_RIP_OFFSET: u64 = 2;
 
+/// The rflags `sysretq` restores from r11 (reserved and privileged bits masked; bit 1 set).
+pub fn sysret_rflags(r11: u64) -> u64 {
+    (r11 & 0x3C_7FD7) | 0x2
+}
+
 pub const SEL_KERNEL_CODE: u16 = 0x10;
 pub const SEL_USER_DATA: u16 = 0x28 | 3;
 pub const SEL_USER_CODE: u16 = 0x30 | 3;

@@ -63,7 +63,7 @@ impl RawSyscallLoop {
         let ring3 = sync.sregs.cs.dpl == 3;
         if ring3 {
             sync.regs.rip = sync.regs.rcx;
-            sync.regs.rflags = (sync.regs.r11 & 0x3C_7FD7) | 2;
+            sync.regs.rflags = crate::arch::sysret_rflags(sync.regs.r11);
             self.vm.vcpu.set_sync_dirty_reg(SyncReg::Register);
         }
         Ok(ring3)

@@ -158,8 +158,6 @@ pub struct Machine {
     pub(crate) debug_interrupt: Option<Arc<std::sync::atomic::AtomicBool>>,
     /// The vCPU has entered the guest at least once (its synced registers are valid).
     ran: bool,
-    /// Learned at the first syscall exit from CS.dpl: does `syscall` stay in ring 3 here?
-    syscall_in_ring3: Option<bool>,
 }
 
 /// How `reset` restores guest memory. Measured on PVM (see the README): copying the dirty
@@ -289,7 +287,6 @@ impl Machine {
             state: State::Ready,
             snapshot: None,
             resets_since_clear: 0,
-            syscall_in_ring3: None,
             huge,
             debug_interrupt: None,
             ran: false,
@@ -321,7 +318,7 @@ impl Machine {
         // from now on track the guest's writes so resets know what to copy back.
         self.vm.attach(&self.mem, true)?;
         self.vm.reset_dirty_log(self.layout.memory)?;
-        self.mem.take_host_dirty();
+        self.mem.clear_host_dirty();
         let source = snapshot::read_only_view(&memfd, self.layout.memory)?;
         let extents = crate::memory::data_extents(&memfd, self.layout.memory);
         let linux = self.linux.capture();
@@ -370,7 +367,6 @@ impl Machine {
             state: State::Paused { resume: d.cpu.regs },
             snapshot: Some(snap.clone()),
             resets_since_clear: 0,
-            syscall_in_ring3: None,
             huge: HugePages::None,
             debug_interrupt: None,
             ran: true,
@@ -395,11 +391,9 @@ impl Machine {
     pub fn reset_with(&mut self, strategy: ResetStrategy) -> Result<usize> {
         let snap = self.snapshot.clone().ok_or_else(|| Error::InvalidState("reset() needs a machine forked from a snapshot (or one that took a snapshot)".into()))?;
         let d = &snap.data;
-        let mut log = self.vm.dirty_log(self.layout.memory)?;
-        let mut dirty = log.clone();
-        for (w, h) in dirty.iter_mut().zip(self.mem.take_host_dirty()) {
-            *w |= h;
-        }
+        // Pages the guest wrote (KVM's log) or kvmbox wrote for it (the host log).
+        let mut dirty = self.vm.dirty_log(self.layout.memory)?;
+        self.mem.take_host_dirty_into(&mut dirty);
         let restored = match strategy {
             ResetStrategy::CopyDirty => self.mem.restore_pages(&dirty, d.source_bytes(), &d.data_pages),
             ResetStrategy::DropDirty => self.mem.drop_pages(&dirty),
@@ -414,7 +408,8 @@ impl Machine {
         self.resets_since_clear += 1;
         let period = if restored <= SMALL_DIRTY_SET { RELEARN_EVERY_SMALL } else { RELEARN_EVERY };
         if self.resets_since_clear >= period || strategy != ResetStrategy::CopyDirty {
-            self.vm.clear_dirty_log(&mut log, self.layout.memory)?;
+            // KVM only re-protects pages its log has dirty; the host-written bits are ignored.
+            self.vm.clear_dirty_log(&mut dirty, self.layout.memory)?;
             self.resets_since_clear = 0;
         }
         self.vm.restore(&d.cpu)?;
@@ -498,12 +493,6 @@ impl Machine {
         (self.linux.stdout.truncated(), self.linux.stderr.truncated())
     }
 
-    /// Whether `syscall` was seen to stay in ring 3 (PVM) or enter ring 0 (VMX/SVM);
-    /// `None` until the guest made its first syscall.
-    pub fn syscall_stays_in_ring3(&self) -> Option<bool> {
-        self.syscall_in_ring3
-    }
-
     /// A checked view of guest memory that stays valid as long as it is held.
     pub fn memory(&self) -> MemoryView {
         MemoryView::new(Arc::clone(&self.mem), Arc::clone(&self.space))
@@ -541,12 +530,7 @@ impl Machine {
 
     /// Run (or continue after a pause) with `host` handling host calls and output.
     pub fn run_with(&mut self, timeout: Option<Duration>, host: &mut dyn Host) -> Result<RunOutcome> {
-        self.check_thread()?;
-        match self.state {
-            State::Finished => return Err(Error::InvalidState("the guest has already finished".into())),
-            State::Paused { resume } => self.set_user_context(resume),
-            State::Ready => {}
-        }
+        self.prepare_run()?;
         let result = self.run_loop(timeout, host, false);
         self.finish_run(result)
     }
@@ -556,20 +540,30 @@ impl Machine {
     /// connection drops) the guest runs on undebugged, exactly as it would have; breakpoints
     /// never outlive the session.
     pub fn run_debug(&mut self, listener: &std::net::TcpListener, timeout: Option<Duration>, host: &mut dyn Host) -> Result<RunOutcome> {
+        self.prepare_run()?;
+        let conn = accept_gdb(listener)?;
+        let result = self.run_debugged(conn, timeout, host, false);
+        self.finish_run(result)
+    }
+
+    /// Before a run: the right thread, and registers where the guest continues.
+    fn prepare_run(&mut self) -> Result<()> {
         self.check_thread()?;
         match self.state {
             State::Finished => return Err(Error::InvalidState("the guest has already finished".into())),
             State::Paused { resume } => self.set_user_context(resume),
             State::Ready => {}
         }
-        let (conn, _) = listener.accept().map_err(|e| Error::InvalidArgument(format!("waiting for gdb: {e}")))?;
-        let result = match crate::debug::session(self, host, timeout, conn, false) {
-            Ok(crate::debug::SessionEnd::Stopped(stop)) => Ok(stop),
-            Ok(crate::debug::SessionEnd::Detached) => self.run_loop(timeout, host, false),
-            Ok(crate::debug::SessionEnd::Killed) => Ok(Stop::Exit(ExitStatus::Signal(libc::SIGKILL))),
-            Err(e) => Err(e),
-        };
-        self.finish_run(result)
+        Ok(())
+    }
+
+    /// Let gdb on `conn` drive the guest; after a detach the run goes on undebugged.
+    fn run_debugged(&mut self, conn: std::net::TcpStream, timeout: Option<Duration>, host: &mut dyn Host, in_call: bool) -> Result<Stop> {
+        match crate::debug::session(self, host, timeout, conn, in_call)? {
+            crate::debug::SessionEnd::Stopped(stop) => Ok(stop),
+            crate::debug::SessionEnd::Detached => self.run_loop(timeout, host, in_call),
+            crate::debug::SessionEnd::Killed => Ok(Stop::Exit(ExitStatus::Signal(libc::SIGKILL))),
+        }
     }
 
     /// A machine created with `seccomp` runs only on a restricted thread.
@@ -653,13 +647,8 @@ impl Machine {
         let result = match debug {
             None => self.run_loop(timeout, host, true),
             Some(listener) => {
-                let (conn, _) = listener.accept().map_err(|e| Error::InvalidArgument(format!("waiting for gdb: {e}")))?;
-                match crate::debug::session(self, host, timeout, conn, true) {
-                    Ok(crate::debug::SessionEnd::Stopped(stop)) => Ok(stop),
-                    Ok(crate::debug::SessionEnd::Detached) => self.run_loop(timeout, host, true),
-                    Ok(crate::debug::SessionEnd::Killed) => Ok(Stop::Exit(ExitStatus::Signal(libc::SIGKILL))),
-                    Err(e) => Err(e),
-                }
+                let conn = accept_gdb(listener)?;
+                self.run_debugged(conn, timeout, host, true)
             }
         };
         match result {
@@ -686,15 +675,16 @@ impl Machine {
     /// Registers for calling `addr`: arguments copied below the paused stack, a return
     /// address pointing at the call-return trampoline. Returns the registers and the guest
     /// address of each argument.
-    fn call_frame(&self, resume: &kvm_regs, addr: u64, args: &[CallArg<'_>]) -> Result<(kvm_regs, Vec<u64>)> {
+    fn call_frame(&self, resume: &kvm_regs, addr: u64, args: &[CallArg<'_>]) -> Result<(kvm_regs, [u64; 6])> {
         let top = (resume.rsp.wrapping_sub(RED_ZONE)) & !15;
         let mut sp = top;
-        let mut values = Vec::with_capacity(args.len());
+        // At most six arguments (call_impl checks): register values, or where the bytes went.
+        let mut values = [0u64; 6];
         let too_big = || Error::InvalidArgument("call arguments do not fit in the guest's stack scratch area".into());
-        for arg in args {
+        for (arg, value) in args.iter().zip(&mut values) {
             let bytes: &[u8] = match arg {
                 CallArg::Int(v) => {
-                    values.push(*v);
+                    *value = *v;
                     continue;
                 }
                 CallArg::Str(b) => b,
@@ -702,7 +692,7 @@ impl Machine {
             };
             let extra = matches!(arg, CallArg::Str(_)) as u64;
             sp = sp.checked_sub(bytes.len() as u64 + extra).ok_or_else(too_big)? & !15;
-            values.push(sp);
+            *value = sp;
         }
         // The return address; rsp ≡ 8 (mod 16) at function entry, as after a `call`.
         let entry_sp = sp.checked_sub(8).ok_or_else(too_big)?;
@@ -824,17 +814,16 @@ impl Machine {
         let in_ring3 = sync.sregs.cs.dpl == 3;
         if r.rip != self.layout.sys.syscall_entry + arch::SYSCALL_EXIT_RIP_OFFSET {
             // Only the LSTAR stub may use the syscall port; anything else is a forged exit.
-            return Err(Error::GuestFault(GuestFault { vector: 13, rip: r.rip, address: 0, error_code: Some(0) }));
+            return Err(self.forged_port_access());
         }
-        self.syscall_in_ring3 = Some(in_ring3);
         let (nr, args) = (r.rax, [r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9]);
         let value = if nr == SYS_PAUSE {
             if !in_call {
                 // Where the guest continues: just after its syscall, returning 0.
-                let resume = kvm_regs { rax: 0, rip: r.rcx, rflags: (r.r11 & 0x3C_7FD7) | 0x2, ..r };
+                let resume = kvm_regs { rax: 0, rip: r.rcx, rflags: arch::sysret_rflags(r.r11), ..r };
                 return Ok(Some(Stop::Pause(resume)));
             }
-            (-(crate::syscalls::errno::EBUSY as i64)) as u64
+            crate::syscalls::err(crate::syscalls::errno::EBUSY)
         } else if host.intercepts(nr) {
             let mut call = HostCall { nr, args, memory: UserMemory { mem: &self.mem, space: &self.space } };
             let result = host.syscall(&mut call).map(Flow::Return).map_err(Error::HostCallback);
@@ -853,7 +842,7 @@ impl Machine {
         if in_ring3 {
             // PVM: `syscall` did not change privilege; finish it as sysretq would.
             sync.regs.rip = r.rcx;
-            sync.regs.rflags = (r.r11 & 0x3C_7FD7) | 0x2;
+            sync.regs.rflags = arch::sysret_rflags(r.r11);
         }
         // VMX/SVM: the vCPU is in ring 0 at the stub and runs `sysretq` itself.
         self.vm.vcpu.set_sync_dirty_reg(SyncReg::Register);
@@ -1003,6 +992,12 @@ impl Drop for Machine {
         let (vm, mem) = unsafe { (ManuallyDrop::take(&mut self.vm), ManuallyDrop::take(&mut self.mem)) };
         crate::reaper::dispose(vm, mem);
     }
+}
+
+/// Wait for gdb to connect.
+fn accept_gdb(listener: &std::net::TcpListener) -> Result<std::net::TcpStream> {
+    let (conn, _) = listener.accept().map_err(|e| Error::InvalidArgument(format!("waiting for gdb: {e}")))?;
+    Ok(conn)
 }
 
 fn outcome(status: ExitStatus) -> RunOutcome {

@@ -278,7 +278,7 @@ impl GuestMemory {
         }
         self.map_image(memfd, extents)?;
         self.private.store(true, Ordering::SeqCst);
-        self.take_host_dirty();
+        self.clear_host_dirty();
         Ok(())
     }
 
@@ -340,9 +340,19 @@ impl GuestMemory {
         }
     }
 
-    /// The pages the host wrote since the last call (one bit per page), clearing the record.
-    pub fn take_host_dirty(&self) -> Vec<u64> {
-        self.host_dirty.iter().map(|w| w.swap(0, Ordering::Relaxed)).collect()
+    /// Forget which pages the host wrote.
+    pub fn clear_host_dirty(&self) {
+        for w in &self.host_dirty {
+            w.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// OR the pages the host wrote since the last call into `bitmap` (one bit per page),
+    /// clearing the record.
+    pub fn take_host_dirty_into(&self, bitmap: &mut [u64]) {
+        for (w, h) in bitmap.iter_mut().zip(&self.host_dirty) {
+            *w |= h.swap(0, Ordering::Relaxed);
+        }
     }
 
     /// Restore the pages set in `bitmap` to the snapshot: copied from `source` (its image)
@@ -629,12 +639,10 @@ unsafe impl Pod for libc::iovec {}
 unsafe impl Pod for libc::stat {}
 unsafe impl Pod for libc::statx {}
 unsafe impl Pod for libc::utsname {}
-unsafe impl Pod for libc::rlimit {}
 unsafe impl Pod for libc::sysinfo {}
 unsafe impl Pod for libc::pollfd {}
 unsafe impl Pod for [u64; 4] {}
 unsafe impl Pod for [u64; 3] {}
-unsafe impl Pod for u64 {}
 
 /// Keep guest memory out of child processes: a `fork()` of the embedding process (Node's
 /// `spawnSync` forks) would otherwise write-protect every private guest page for

@@ -181,7 +181,7 @@ impl Snapshot {
             symbols.insert(name, r.u64()?);
         }
         let mut regs: kvm_bindings::kvm_regs = r.pod()?;
-        regs.rflags = (regs.rflags & 0x3C_7FD7 & !0x100) | 0x2;
+        regs.rflags = crate::arch::sysret_rflags(regs.rflags & !0x100);
         let (fs_base, gs_base): (u64, u64) = (r.pod()?, r.pod()?);
         let xsave = kvm_bindings::kvm_xsave { region: r.pod()?, ..Default::default() };
         let linux_state = LinuxState::decode(&mut r, layout.heap_limit())?;

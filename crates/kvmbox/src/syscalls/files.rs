@@ -118,7 +118,8 @@ impl Output {
         matches!(self, Output::Capture { truncated: true, .. })
     }
 
-    fn host_fd(&self) -> Option<RawFd> {
+    /// The host descriptor output goes straight to, if inherited.
+    pub(crate) fn host_fd(&self) -> Option<RawFd> {
         match self {
             Output::Inherit(fd) => Some(*fd),
             _ => None,
@@ -474,7 +475,3 @@ pub fn pipe_stat(uid: u32, gid: u32) -> libc::stat {
     st
 }
 
-/// Host fd backing a stdio stream, if it is inherited (used for fstat/ioctl passthrough).
-pub fn inherited_fd(out: &Output) -> Option<RawFd> {
-    out.host_fd()
-}

@@ -7,7 +7,7 @@
 pub mod files;
 pub mod mm;
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -32,13 +32,17 @@ pub mod errno {
     };
 }
 
+/// `struct sigaction` (handler, flags, restorer, mask) of signals 0–64, kept in place so a
+/// reset copies it without allocating.
+type SignalTable = [[u64; 4]; 65];
+
 /// The emulated process's state as a snapshot keeps it.
 #[derive(Clone)]
 pub struct LinuxState {
     mm: Mappings,
     fds: Vec<(usize, FdSpec)>,
     stdin: Input,
-    sigactions: Vec<[u64; 4]>,
+    sigactions: SignalTable,
     sigmask: u64,
     altstack: [u64; 3],
 }
@@ -124,7 +128,7 @@ impl LinuxState {
             }
             _ => return Err(bad("unknown stdin kind")),
         };
-        let mut sigactions = vec![[0u64; 4]; 65];
+        let mut sigactions: SignalTable = [[0; 4]; 65];
         for a in sigactions.iter_mut() {
             for v in a.iter_mut() {
                 *v = r.u64()?;
@@ -181,7 +185,7 @@ pub fn host_random(buf: &mut [u8]) {
     }
 }
 
-fn err(e: i32) -> u64 {
+pub(crate) fn err(e: i32) -> u64 {
     (-(e as i64)) as u64
 }
 
@@ -211,7 +215,7 @@ pub struct Linux {
     pub trace: bool,
     pub memory: u64,
     pub stack_size: u64,
-    sigactions: Vec<[u64; 4]>,
+    sigactions: SignalTable,
     sigmask: u64,
     altstack: [u64; 3],
 }
@@ -251,7 +255,7 @@ impl Linux {
             trace,
             memory,
             stack_size,
-            sigactions: vec![[0; 4]; 65],
+            sigactions: [[0; 4]; 65],
             sigmask: 0,
             altstack: [0, 2 /* SS_DISABLE */, 0],
         }
@@ -263,7 +267,7 @@ impl Linux {
             mm: self.mm.clone(),
             fds: self.fds.describe(),
             stdin: self.stdin.clone(),
-            sigactions: self.sigactions.clone(),
+            sigactions: self.sigactions,
             sigmask: self.sigmask,
             altstack: self.altstack,
         }
@@ -275,7 +279,7 @@ impl Linux {
         self.fds = FdTable::rebuild(&state.fds, &self.policy)?;
         self.mm = state.mm.clone();
         self.stdin = state.stdin.clone();
-        self.sigactions = state.sigactions.clone();
+        self.sigactions = state.sigactions;
         self.sigmask = state.sigmask;
         self.altstack = state.altstack;
         self.stdout = self.stdout.fresh_like();
@@ -299,7 +303,7 @@ impl Linux {
             trace: self.trace,
             memory: self.memory,
             stack_size: self.stack_size,
-            sigactions: Vec::new(),
+            sigactions: [[0; 4]; 65],
             sigmask: 0,
             altstack: [0; 3],
         };
@@ -428,10 +432,8 @@ impl Linux {
         };
         Ok(match out.write(stream, data, host)? {
             Ok(n) => Flow::Return(n as u64),
-            // A closed reader raises SIGPIPE, whose default action ends the process.
-            Err(libc::EPIPE) if self.sigactions[libc::SIGPIPE as usize][0] != 1 /* SIG_IGN */ => {
-                Flow::Exit(ExitStatus::Signal(libc::SIGPIPE))
-            }
+            // A closed reader raises SIGPIPE, which ends the process unless ignored.
+            Err(libc::EPIPE) => self.raise(libc::SIGPIPE as u64).map_or(Flow::Return(err(libc::EPIPE)), Flow::Exit),
             Err(e) => Flow::Return(err(e)),
         })
     }
@@ -456,15 +458,28 @@ impl Linux {
             Ok(v) => v,
             Err(e) => return Ok(Flow::Return(err(e))),
         };
-        let mut data = Vec::new();
+        // The iovecs' bytes in guest memory, without copying them out one by one.
+        let user = env.user();
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(vecs.len());
         for (base, len) in vecs {
-            match env.user().read_vec(base, len) {
-                Ok(d) => data.extend_from_slice(&d),
-                Err(_) if data.is_empty() => return Ok(Flow::Return(err(errno::EFAULT))),
+            match user.host_range(base, len, false) {
+                Ok(ptr) => {
+                    if len > 0 {
+                        // SAFETY: the range is checked and inside the guest mapping; nothing
+                        // else writes it while the vCPU (on this thread) is stopped in this exit.
+                        parts.push(unsafe { std::slice::from_raw_parts(ptr as *const u8, len as usize) });
+                    }
+                }
+                // Nothing gathered yet: the whole call faults; else a short write, as on Linux.
+                Err(_) if parts.is_empty() => return Ok(Flow::Return(err(errno::EFAULT))),
                 Err(_) => break,
             }
         }
-        self.write_bytes(host, fd, &data)
+        match parts.as_slice() {
+            [] => self.write_bytes(host, fd, &[]),
+            [one] => self.write_bytes(host, fd, one),
+            many => self.write_bytes(host, fd, &many.concat()),
+        }
     }
 
     /// read/pread64 into guest memory.
@@ -597,13 +612,20 @@ impl Linux {
         Ok(ready)
     }
 
-    fn ioctl(&mut self, env: &SyscallEnv, fd: u64, req: u64, arg: u64) -> std::result::Result<u64, i32> {
-        let host = match self.fds.get(fd).ok_or(errno::EBADF)? {
+    /// The host descriptor behind guest `fd`: an inherited stdio stream or an open file
+    /// (`None` for captured or fed stdio); `with_files` false leaves files out.
+    fn host_fd_of(&self, fd: u64, with_files: bool) -> std::result::Result<Option<RawFd>, i32> {
+        Ok(match self.fds.get(fd).ok_or(errno::EBADF)? {
             FdKind::Stdin => matches!(self.stdin, Input::Inherit).then_some(0),
-            FdKind::Stdout => files::inherited_fd(&self.stdout),
-            FdKind::Stderr => files::inherited_fd(&self.stderr),
-            FdKind::File { .. } => None,
-        };
+            FdKind::Stdout => self.stdout.host_fd(),
+            FdKind::Stderr => self.stderr.host_fd(),
+            FdKind::File { host, .. } => with_files.then(|| host.as_raw_fd()),
+        })
+    }
+
+    fn ioctl(&mut self, env: &SyscallEnv, fd: u64, req: u64, arg: u64) -> std::result::Result<u64, i32> {
+        // Terminal queries only reach inherited stdio, never files.
+        let host = self.host_fd_of(fd, false)?;
         let size = match req {
             0x5401 => 36, // TCGETS: struct termios
             0x5413 => 8,  // TIOCGWINSZ: struct winsize
@@ -652,13 +674,7 @@ impl Linux {
     }
 
     fn stat_fd(&self, fd: u64) -> std::result::Result<libc::stat, i32> {
-        let host = match self.fds.get(fd).ok_or(errno::EBADF)? {
-            FdKind::Stdin => matches!(self.stdin, Input::Inherit).then_some(0),
-            FdKind::Stdout => files::inherited_fd(&self.stdout),
-            FdKind::Stderr => files::inherited_fd(&self.stderr),
-            FdKind::File { host, .. } => Some(host.as_raw_fd()),
-        };
-        match host {
+        match self.host_fd_of(fd, true)? {
             None => Ok(files::pipe_stat(self.uid, self.gid)),
             Some(h) => {
                 // SAFETY: fstat into a local struct.
@@ -671,10 +687,15 @@ impl Linux {
         }
     }
 
+    /// AT_EMPTY_PATH with an empty path: the call is about `dirfd` itself.
+    fn is_empty_path(env: &SyscallEnv, path: u64, flags: u64) -> std::result::Result<bool, i32> {
+        Ok(flags & AT_EMPTY_PATH != 0 && env.user().read_cstring(path, 1)?.is_some_and(|p| p.is_empty()))
+    }
+
     fn stat_path(&mut self, env: &SyscallEnv, dirfd: u64, path: u64, buf: u64, flags: u64) -> std::result::Result<u64, i32> {
-        if flags & AT_EMPTY_PATH != 0 && env.user().read_cstring(path, 1)?.is_some_and(|p| p.is_empty()) {
+        if Self::is_empty_path(env, path, flags)? {
             if dirfd as i32 == AT_FDCWD {
-                return self.stat_path_resolved(env, &self.cwd.clone(), buf);
+                return self.stat_path_resolved(env, &self.cwd, buf);
             }
             return self.fstat(env, dirfd, buf);
         }
@@ -694,12 +715,11 @@ impl Linux {
     }
 
     fn statx(&mut self, env: &SyscallEnv, dirfd: u64, path: u64, flags: u64, buf: u64) -> std::result::Result<u64, i32> {
-        let empty = flags & AT_EMPTY_PATH != 0 && env.user().read_cstring(path, 1)?.is_some_and(|p| p.is_empty());
+        let empty = Self::is_empty_path(env, path, flags)?;
         let owned;
         let host = if empty && dirfd as i32 != AT_FDCWD {
             match self.fds.get(dirfd).ok_or(errno::EBADF)? {
                 FdKind::File { host, .. } => host.as_raw_fd(),
-                FdKind::Stdin => return self.statx_from_stat(env, dirfd, buf),
                 _ => return self.statx_from_stat(env, dirfd, buf),
             }
         } else {
@@ -1066,12 +1086,19 @@ impl Linux {
         if sig == 0 {
             return Ok(Flow::Return(0));
         }
+        Ok(self.raise(sig).map_or(Flow::Return(0), Flow::Exit))
+    }
+
+    /// What signal `sig` (1–64) does to the process: `None` if it is ignored (explicitly, or
+    /// by default), else how the process ends (handlers are not run: no signal delivery yet).
+    fn raise(&self, sig: u64) -> Option<ExitStatus> {
         let handler = self.sigactions[sig as usize][0];
         let default_ignored = matches!(sig as i32, libc::SIGCHLD | libc::SIGURG | libc::SIGWINCH | libc::SIGCONT);
         if handler == 1 /* SIG_IGN */ || (handler == 0 && default_ignored) {
-            return Ok(Flow::Return(0));
+            None
+        } else {
+            Some(ExitStatus::Signal(sig as i32))
         }
-        Ok(Flow::Exit(ExitStatus::Signal(sig as i32)))
     }
 }
 
