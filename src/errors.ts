@@ -135,42 +135,33 @@ export interface NativeErrorRecord {
   signal?: number
 }
 
-/** Build the typed error for a native error record. */
+/** The typed error for each code, from a native error record. */
+const FROM_RECORD: Record<ErrorCode, (r: NativeErrorRecord) => KvmboxError> = {
+  KVM_UNAVAILABLE: (r) => new KvmUnavailableError(r.message),
+  ELF_ERROR: (r) => new ElfError(r.message),
+  GUEST_FAULT: (r) => new GuestFaultError(r.message, r.vector ?? -1, r.vectorName ?? '', r.rip ?? 0n, r.address ?? 0n, r.errorCode),
+  TIMEOUT: (r) => new TimeoutError(r.message, r.timeoutMs ?? 0),
+  OUT_OF_MEMORY: (r) => new OutOfMemoryError(r.message),
+  INVALID_ARGUMENT: (r) => new InvalidArgumentError(r.message),
+  INVALID_STATE: (r) => new InvalidStateError(r.message),
+  HOST_CALLBACK_ERROR: (r) => new HostCallError(r.message),
+  GUEST_EXITED: (r) => new GuestExitedError(r.message, r.exitCode ?? 0, r.signal),
+  INTERNAL: (r) => new InternalError(r.message),
+}
+
+function isErrorCode(code: string): code is ErrorCode {
+  return Object.prototype.hasOwnProperty.call(FROM_RECORD, code)
+}
+
+/** Build the typed error for a native error record (unknown codes are internal errors). */
 export function fromRecord(r: NativeErrorRecord): KvmboxError {
-  switch (r.code) {
-    case 'KVM_UNAVAILABLE':
-      return new KvmUnavailableError(r.message)
-    case 'ELF_ERROR':
-      return new ElfError(r.message)
-    case 'GUEST_FAULT':
-      return new GuestFaultError(r.message, r.vector ?? -1, r.vectorName ?? '', r.rip ?? 0n, r.address ?? 0n, r.errorCode)
-    case 'TIMEOUT':
-      return new TimeoutError(r.message, r.timeoutMs ?? 0)
-    case 'OUT_OF_MEMORY':
-      return new OutOfMemoryError(r.message)
-    case 'INVALID_ARGUMENT':
-      return new InvalidArgumentError(r.message)
-    case 'INVALID_STATE':
-      return new InvalidStateError(r.message)
-    case 'HOST_CALLBACK_ERROR':
-      return new HostCallError(r.message)
-    case 'GUEST_EXITED':
-      return new GuestExitedError(r.message, r.exitCode ?? 0, r.signal)
-    default:
-      return new InternalError(r.message)
-  }
+  return (isErrorCode(r.code) ? FROM_RECORD[r.code] : FROM_RECORD.INTERNAL)(r)
 }
 
 /** Re-throw an error thrown by the native layer as its typed class (others pass through). */
 export function translateNativeError(e: unknown): unknown {
   if (e instanceof KvmboxError) return e
-  if (e instanceof Error && typeof (e as { code?: unknown }).code === 'string') {
-    const code = (e as unknown as { code: string }).code
-    const known = ['KVM_UNAVAILABLE', 'ELF_ERROR', 'GUEST_FAULT', 'TIMEOUT', 'OUT_OF_MEMORY', 'INVALID_ARGUMENT', 'HOST_CALLBACK_ERROR', 'INVALID_STATE', 'GUEST_EXITED', 'INTERNAL']
-    if (known.includes(code)) return fromRecord({ code, message: e.message })
-    // Errors the binding raises itself carry their code as a message prefix.
-    const m = /^(INVALID_STATE|INVALID_ARGUMENT|EFAULT): (.*)$/s.exec(e.message)
-    if (m) return m[1] === 'EFAULT' ? new InvalidArgumentError(e.message) : fromRecord({ code: m[1], message: m[2] })
-  }
+  const code = e instanceof Error ? (e as { code?: unknown }).code : undefined
+  if (typeof code === 'string' && isErrorCode(code)) return fromRecord({ code, message: (e as Error).message })
   return e
 }

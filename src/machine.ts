@@ -195,7 +195,8 @@ function toNativeArg(a: CallArg, i: number): NativeArg {
   throw new InvalidArgumentError(`argument ${i}: unsupported type ${typeof a}`)
 }
 
-function isCallOptions(x: unknown): x is CallOptions {
+/** @internal A trailing `{ timeout }` rather than an argument. */
+export function isCallOptions(x: unknown): x is CallOptions {
   return typeof x === 'object' && x !== null && !(x instanceof Uint8Array)
 }
 
@@ -300,8 +301,8 @@ export class Machine {
     const weak = new WeakRef(this)
     const stdout = opts.stdout
     const stderr = opts.stderr
-    if (typeof stdout === 'function') this.#syncOutput.stdout = Machine.#guardOutput(weak, stdout)
-    if (typeof stderr === 'function') this.#syncOutput.stderr = Machine.#guardOutput(weak, stderr)
+    if (typeof stdout === 'function') this.#syncOutput.stdout = Machine.#catchOutput(weak, stdout, true)
+    if (typeof stderr === 'function') this.#syncOutput.stderr = Machine.#catchOutput(weak, stderr, true)
     n.setHooks(
       typeof stdout === 'function' ? (chunk: Buffer) => Machine.#output(weak, 'stdout', chunk) : undefined,
       typeof stderr === 'function' ? (chunk: Buffer) => Machine.#output(weak, 'stderr', chunk) : undefined,
@@ -311,8 +312,8 @@ export class Machine {
       },
       this.#regs,
     )
-    if (typeof opts.stdout === 'function') this.#asyncOutput.stdout = this.#keepOutputErrors(opts.stdout)
-    if (typeof opts.stderr === 'function') this.#asyncOutput.stderr = this.#keepOutputErrors(opts.stderr)
+    if (typeof stdout === 'function') this.#asyncOutput.stdout = Machine.#catchOutput(weak, stdout, false)
+    if (typeof stderr === 'function') this.#asyncOutput.stderr = Machine.#catchOutput(weak, stderr, false)
     for (const [nr, h] of handlers ?? []) this.onSyscall(nr, h)
   }
 
@@ -413,7 +414,7 @@ export class Machine {
    */
   async runAsync(opts: RunOptions = {}): Promise<RunResult> {
     const r = await this.#enterAsync(() =>
-      this.#native.runAsync(opts.timeout, this.#dispatchAsync, this.#asyncOutput.stdout, this.#asyncOutput.stderr),
+      this.#native.runAsync(opts.timeout, this.#asyncDispatcher(), this.#asyncOutput.stdout, this.#asyncOutput.stderr),
     )
     return this.#runResult(r.run!)
   }
@@ -442,7 +443,7 @@ export class Machine {
   async #callAsync(target: string | Address, rawArgs: unknown[], asBigInt: boolean): Promise<number | bigint> {
     const { addr, args, opts } = this.#prepareCall(target, rawArgs)
     const r = await this.#enterAsync(() =>
-      this.#native.callAsync(addr, args, asBigInt, opts.timeout, this.#dispatchAsync, this.#asyncOutput.stdout, this.#asyncOutput.stderr),
+      this.#native.callAsync(addr, args, asBigInt, opts.timeout, this.#asyncDispatcher(), this.#asyncOutput.stdout, this.#asyncOutput.stderr),
     )
     if (r.error) {
       const out = this.#native.takeOutput()
@@ -591,6 +592,11 @@ export class Machine {
     }
   }
 
+  /** The dispatcher for an async operation, if any handler is registered (saves the binding a thread-safe function per operation otherwise). */
+  #asyncDispatcher(): ((nr: number, ...a: bigint[]) => Promise<bigint>) | undefined {
+    return this.#handlers.size > 0 ? this.#dispatchAsync : undefined
+  }
+
   /** The async dispatcher: awaits the handler; a throw rejects (and is kept to re-throw). */
   readonly #dispatchAsync = async (nr: number, ...a: bigint[]): Promise<bigint> => {
     const handler = this.#handlers.get(nr)
@@ -605,16 +611,6 @@ export class Machine {
 
   /** Output callbacks for async operations: a throw is kept (and re-thrown when the operation settles). */
   readonly #asyncOutput: { stdout?: (chunk: Buffer) => void; stderr?: (chunk: Buffer) => void } = {}
-
-  #keepOutputErrors(f: (chunk: Buffer) => void): (chunk: Buffer) => void {
-    return (chunk) => {
-      try {
-        f(chunk)
-      } catch (e) {
-        this.#thrown ??= { value: e, fromHandler: false }
-      }
-    }
-  }
 
   /** Run an async native operation with the same bookkeeping as #enter. */
   async #enterAsync<T>(start: () => Promise<T>): Promise<T & { callbackFailed?: boolean }> {
@@ -646,14 +642,19 @@ export class Machine {
     if (self) self.#syncOutput[stream]?.(chunk)
   }
 
-  static #guardOutput(weak: WeakRef<Machine>, f: (chunk: Buffer) => void): (chunk: Buffer) => void {
+  /**
+   * An output callback whose throw is kept on the machine, to be re-thrown when the run or
+   * call ends; with `stop` (sync runs) the throw also stops the guest. Async operations let
+   * the guest go on and report the first throw when they settle.
+   */
+  static #catchOutput(weak: WeakRef<Machine>, f: (chunk: Buffer) => void, stop: boolean): (chunk: Buffer) => void {
     return (chunk) => {
       try {
         f(chunk)
       } catch (e) {
         const self = weak.deref()
-        if (self) self.#thrown = { value: e, fromHandler: false }
-        throw new Error('output callback threw')
+        if (self) self.#thrown ??= { value: e, fromHandler: false }
+        if (stop) throw new Error('output callback threw')
       }
     }
   }

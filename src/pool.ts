@@ -5,7 +5,7 @@ import { Worker } from 'node:worker_threads'
 import * as errors from './errors'
 import { InvalidArgumentError, InvalidStateError, KvmboxError } from './errors'
 import type { Address, CallArg, CallOptions } from './machine'
-import { Machine, Snapshot, setVmPoolSize } from './machine'
+import { isCallOptions, Machine, Snapshot, setVmPoolSize } from './machine'
 import type { ArenaSlice } from './pool-worker'
 
 export interface PoolOptions {
@@ -90,11 +90,9 @@ export class RemoteMachine implements PoolMachine {
     return run
   }
 
-  async #callNow(target: string | Address, raw: unknown[], asBigInt: boolean): Promise<number | bigint> {
-    const args = [...raw]
-    let timeout: number | undefined
-    const last = args[args.length - 1]
-    if (typeof last === 'object' && last !== null && !(last instanceof Uint8Array)) timeout = (args.pop() as CallOptions).timeout
+  /** `args` is this call's own array (a rest parameter), so it may be changed here. */
+  async #callNow(target: string | Address, args: unknown[], asBigInt: boolean): Promise<number | bigint> {
+    const timeout = isCallOptions(args[args.length - 1]) ? (args.pop() as CallOptions).timeout : undefined
     // Buffers go through the fork's shared arena (one memcpy each way) rather than being
     // structured-cloned twice.
     const buffers = args.filter((a) => a instanceof Uint8Array) as Uint8Array[]
@@ -165,7 +163,8 @@ class WorkerHandle {
     const id = this.#next++
     return new Promise((resolve, reject) => {
       this.#pending.set(id, { resolve, reject })
-      this.worker.postMessage({ ...msg, id })
+      msg.id = id
+      this.worker.postMessage(msg)
     })
   }
 

@@ -115,7 +115,7 @@ pub(crate) fn core_options(o: NativeOptions) -> std::result::Result<MachineOptio
         args: o.args,
         env: o.env,
         memory: o.memory.map(|m| m as u64).unwrap_or(kvmbox::DEFAULT_MEMORY),
-        timeout: o.timeout_ms.filter(|&t| t > 0.0).map(|t| Duration::from_secs_f64(t / 1000.0)),
+        timeout: timeout_of(o.timeout_ms),
         stdin,
         stdout: output_mode(&o.stdout, 1, limit)?,
         stderr: output_mode(&o.stderr, 2, limit)?,

@@ -12,38 +12,46 @@ pub struct NativeMemory {
     pub(crate) view: std::sync::Arc<std::sync::Mutex<WeakMemoryView>>,
 }
 
+/// Errors carry the core's codes, as the machine's do (the SDK maps them to its classes).
+/// (`#[napi]` methods spell the type out: the macro looks for `Result` by name.)
+type JsResult<T> = std::result::Result<T, Error<String>>;
+
 impl NativeMemory {
-    fn live(&self) -> Result<MemoryView> {
-        self.view.lock().unwrap_or_else(|e| e.into_inner()).upgrade().ok_or_else(|| Error::new(Status::GenericFailure, "INVALID_STATE: the machine is closed; its memory was released"))
+    fn live(&self) -> JsResult<MemoryView> {
+        self.view
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .upgrade()
+            .ok_or_else(|| Error::new("INVALID_STATE".to_string(), "the machine is closed; its memory was released".to_string()))
     }
 }
 
-fn addr_of(addr: &BigInt) -> Result<u64> {
-    u64_of_bigint(addr).ok_or_else(|| Error::new(Status::InvalidArg, "INVALID_ARGUMENT: address out of range"))
+fn addr_of(addr: &BigInt) -> JsResult<u64> {
+    u64_of_bigint(addr).ok_or_else(|| Error::new("INVALID_ARGUMENT".to_string(), "address out of range".to_string()))
 }
 
-fn efault(addr: u64, len: u64) -> Error {
-    Error::new(Status::InvalidArg, format!("EFAULT: {len} bytes at {addr:#x} are not accessible to the guest"))
+fn efault(addr: u64, len: u64) -> Error<String> {
+    Error::new("INVALID_ARGUMENT".to_string(), format!("EFAULT: {len} bytes at {addr:#x} are not accessible to the guest"))
 }
 
 #[napi]
 impl NativeMemory {
     #[napi]
-    pub fn read(&self, addr: BigInt, len: f64) -> Result<Buffer> {
+    pub fn read(&self, addr: BigInt, len: f64) -> std::result::Result<Buffer, Error<String>> {
         let addr = addr_of(&addr)?;
         let len = len as u64;
         self.live()?.read(addr, len).map(Buffer::from).map_err(|_| efault(addr, len))
     }
 
     #[napi]
-    pub fn write(&self, addr: BigInt, data: Buffer) -> Result<()> {
+    pub fn write(&self, addr: BigInt, data: Buffer) -> std::result::Result<(), Error<String>> {
         let addr = addr_of(&addr)?;
         self.live()?.write(addr, &data).map_err(|_| efault(addr, data.len() as u64))
     }
 
     /// The bytes of a NUL-terminated string (at most `max`), or null if there is no NUL within.
     #[napi]
-    pub fn read_c_string(&self, addr: BigInt, max: f64) -> Result<Option<Buffer>> {
+    pub fn read_c_string(&self, addr: BigInt, max: f64) -> std::result::Result<Option<Buffer>, Error<String>> {
         let addr = addr_of(&addr)?;
         self.live()?.read_cstring(addr, max as usize).map(|o| o.map(Buffer::from)).map_err(|_| efault(addr, 1))
     }
