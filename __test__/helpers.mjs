@@ -16,19 +16,9 @@ import kvmboxDefault from '../dist/index.js';
 import { buildGuests, BUILD_DIR, GUEST_DIR } from './build-guests.mjs';
 
 export const kvmbox = kvmboxDefault;
-export const {
-  Machine,
-  probe,
-  KvmboxError,
-  KvmUnavailableError,
-  ElfError,
-  GuestFaultError,
-  TimeoutError,
-  OutOfMemoryError,
-  InvalidArgumentError,
-  InvalidStateError,
-  InternalError,
-} = kvmboxDefault;
+// Every name the package exports (the ESM entry shares the CommonJS module instance).
+export * from '../dist/index.mjs';
+const { Machine, probe } = kvmboxDefault;
 
 export const TEST_DIR = path.dirname(fileURLToPath(import.meta.url));
 export const REPO_DIR = path.dirname(TEST_DIR);

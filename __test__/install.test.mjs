@@ -66,6 +66,15 @@ function ok(t, r, what) {
   t.is(r.status, 0, `${what}: ${show(r)}`)
   return r
 }
+/** Checks a snippet's run of the hello guest (its line, then a JSON summary); returns the summary. */
+function helloRun(t, r, tag) {
+  const [line, json] = r.stdout.trimEnd().split('\n')
+  t.is(line, `hello from ${tag}`)
+  const o = JSON.parse(json)
+  t.is(o.status, 'exited')
+  t.is(o.exitCode, 0)
+  return o
+}
 /** Runs a JS snippet with node in the project; `file` decides ESM (.mjs) or CommonJS (.cjs). */
 function node(file, source, opts = {}) {
   fs.writeFileSync(path.join(project, file), source)
@@ -140,11 +149,7 @@ test.serial('ESM: import { Machine } from "kvmbox" runs a guest', (t) => {
     ),
     'node esm.mjs',
   )
-  const [line, json] = r.stdout.trimEnd().split('\n')
-  t.is(line, 'hello from esm')
-  const o = JSON.parse(json)
-  t.is(o.status, 'exited')
-  t.is(o.exitCode, 0)
+  const o = helloRun(t, r, 'esm')
   t.deepEqual(o.esmNames, o.cjsNames, 'the ESM entry exports every name of the CommonJS build')
   t.deepEqual(o.cjsNames, Object.keys(kvmbox).sort(), 'the installed package exports what the repo build does')
   t.true(o.sameModule, 'ESM and CommonJS share one module instance')
@@ -164,11 +169,7 @@ test.serial('CommonJS: require("kvmbox") runs a guest', (t) => {
     ),
     'node cjs.cjs',
   )
-  const [line, json] = r.stdout.trimEnd().split('\n')
-  t.is(line, 'hello from cjs')
-  const o = JSON.parse(json)
-  t.is(o.status, 'exited')
-  t.is(o.exitCode, 0)
+  const o = helloRun(t, r, 'cjs')
   t.true(o.resolved.endsWith('/node_modules/kvmbox/dist/index.js'), o.resolved)
 })
 

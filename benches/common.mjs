@@ -23,11 +23,10 @@ export function requireKvm() {
   return pr;
 }
 
-/** Compile benches/<name>.c into benches/build/<name> (gcc -O2 -static) unless it is up to date. */
-export function compileGuest(name) {
+/** Compile `src` (default benches/<name>.c) into benches/build/<name> (gcc -O2 -static) unless it is up to date. */
+export function compileGuest(name, src = path.join(ROOT, 'benches', `${name}.c`)) {
   fs.mkdirSync(BUILD, { recursive: true });
   const out = path.join(BUILD, name);
-  const src = path.join(ROOT, 'benches', `${name}.c`);
   if (!fs.existsSync(out) || fs.statSync(out).mtimeMs < fs.statSync(src).mtimeMs) {
     const r = spawnSync('gcc', ['-O2', '-static', '-o', out, src], { stdio: 'inherit' });
     if (r.status !== 0) process.exit(1);

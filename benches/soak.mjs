@@ -10,20 +10,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { spawnSync } from 'node:child_process';
 
-import { BUILD, kvmbox, requireKvm, ROOT } from './common.mjs';
+import { compileGuest, kvmbox, requireKvm, ROOT } from './common.mjs';
 
 const { Machine, GuestFaultError, TimeoutError } = kvmbox;
 const MiB = 1 << 20;
-
-/** The test suite's call-serving guest, built here with gcc. */
-export function callsGuest(out = path.join(BUILD, 'soak-calls')) {
-  fs.mkdirSync(path.dirname(out), { recursive: true });
-  const r = spawnSync('gcc', ['-O2', '-static', '-o', out, path.join(ROOT, '__test__', 'guests', 'calls.c')], { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`gcc failed: ${r.stderr}`);
-  return out;
-}
 
 /** The process's resources right now. */
 export function resources() {
@@ -137,7 +128,7 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   requireKvm();
   const RESETS = Number(process.env.RESETS ?? 100_000);
   const VMS = Number(process.env.VMS ?? 10_000);
-  const file = callsGuest();
+  const file = compileGuest('soak-calls', path.join(ROOT, '__test__', 'guests', 'calls.c'));
   const vm = Machine.fromFile(file, { memory: 16 * MiB });
   if (vm.run().status !== 'paused') throw new Error('guest did not pause');
   const snap = vm.snapshot();
