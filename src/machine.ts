@@ -430,7 +430,7 @@ export class Machine {
   }
 
   #runResult(r: native.NativeRunResult): RunResult {
-    if ((r.status === 'error' || r.status === 'callback') && r.error) throw this.#failure(r.error, r.stdout, r.stderr)
+    if (r.status === 'error' && r.error) throw this.#failure(r.error, r.stdout, r.stderr)
     const base = { stdout: r.stdout, stderr: r.stderr, stdoutTruncated: r.stdoutTruncated, stderrTruncated: r.stderrTruncated }
     if (r.status === 'paused') return { status: 'paused', ...base }
     if (r.status === 'signaled') {
@@ -613,13 +613,13 @@ export class Machine {
   readonly #asyncOutput: { stdout?: (chunk: Buffer) => void; stderr?: (chunk: Buffer) => void } = {}
 
   /** Run an async native operation with the same bookkeeping as #enter. */
-  async #enterAsync<T>(start: () => Promise<T>): Promise<T & { callbackFailed?: boolean }> {
+  async #enterAsync<T>(start: () => Promise<T>): Promise<T> {
     this.#checkUsable()
     this.#busyAsync = true
     this.#thrown = undefined
-    let r: T & { callbackFailed?: boolean }
+    let r: T
     try {
-      r = (await start()) as T & { callbackFailed?: boolean }
+      r = await start()
     } catch (e) {
       throw this.#fromThrown() ?? translateNativeError(e)
     } finally {

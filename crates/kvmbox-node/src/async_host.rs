@@ -73,7 +73,6 @@ pub(crate) struct AsyncHost {
     pub stdout: Option<OutputSink>,
     pub stderr: Option<OutputSink>,
     pub intercepted: HashSet<u64>,
-    pub callback_failed: bool,
 }
 
 impl Host for AsyncHost {
@@ -93,7 +92,7 @@ impl Host for AsyncHost {
                 Ok(())
             },
         );
-        let result = if status != Status::Ok {
+        if status != Status::Ok {
             Err(format!("could not reach the JS thread ({status})"))
         } else {
             rx.recv()
@@ -108,11 +107,7 @@ impl Host for AsyncHost {
                         Ok(v)
                     }
                 })
-        };
-        if result.is_err() {
-            self.callback_failed = true;
         }
-        result
     }
 
     fn output(&mut self, stream: Stream, data: &[u8]) -> std::result::Result<(), String> {
@@ -122,7 +117,6 @@ impl Host for AsyncHost {
         };
         if let Some(sink) = sink {
             if !sink.send(data.to_vec()) {
-                self.callback_failed = true;
                 return Err("the output callback is gone".into());
             }
         }
@@ -173,8 +167,6 @@ pub struct NativeAsyncResult {
     pub value: Option<Either<f64, BigInt>>,
     /// For calls that failed.
     pub error: Option<NativeError>,
-    /// A JS callback failed (the SDK knows what it threw).
-    pub callback_failed: bool,
 }
 
 type Resolver = Box<dyn FnOnce(Env) -> Result<NativeAsyncResult> + Send>;
@@ -199,7 +191,7 @@ impl Job {
                 } else {
                     machine.run_with(*timeout, &mut self.host)
                 };
-                (Some(run_result(&mut machine, outcome, self.host.callback_failed)), None, None, Vec::new())
+                (Some(run_result(&mut machine, outcome)), None, None, Vec::new())
             }
             Work::Call { addr, args, as_bigint, timeout } => {
                 let mut core: Vec<CallArg> = args
@@ -227,7 +219,6 @@ impl Job {
             }
         };
         self.host.finish();
-        let callback_failed = self.host.callback_failed;
         {
             let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
             if matches!(*slot, Slot::Busy) && crate::machine::keep(&machine) {
@@ -248,7 +239,7 @@ impl Job {
                     let n = dst.len().min(data.len());
                     dst[..n].copy_from_slice(&data[..n]);
                 }
-                Ok(NativeAsyncResult { run, value, error, callback_failed })
+                Ok(NativeAsyncResult { run, value, error })
             }));
         }
     }

@@ -160,7 +160,7 @@ pub(crate) fn u64_of_addr(a: &Either<f64, BigInt>) -> Option<u64> {
 
 
 /// The SDK's view of how a run ended (output included).
-pub(crate) fn run_result(machine: &mut Machine, outcome: kvmbox::Result<RunOutcome>, callback_failed: bool) -> NativeRunResult {
+pub(crate) fn run_result(machine: &mut Machine, outcome: kvmbox::Result<RunOutcome>) -> NativeRunResult {
     let (stdout_truncated, stderr_truncated) = machine.output_truncated();
     let mut result = NativeRunResult {
         status: String::new(),
@@ -184,7 +184,7 @@ pub(crate) fn run_result(machine: &mut Machine, outcome: kvmbox::Result<RunOutco
         }
         Ok(RunOutcome::Paused) => result.status = "paused".into(),
         Err(e) => {
-            result.status = if callback_failed { "callback".into() } else { "error".into() };
+            result.status = "error".into();
             result.error = Some(error_record(&e));
         }
     }

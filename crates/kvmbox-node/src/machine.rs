@@ -242,12 +242,12 @@ impl NativeMachine {
     }
 
     /// Run (or resume after a pause) on this thread. Guest-level failures come back as
-    /// `{ status: 'error' }`; status 'callback' means one of the SDK's callbacks threw.
+    /// `{ status: 'error' }` (when one of the SDK's callbacks threw, the SDK re-throws what it threw).
     #[napi]
     pub fn run(&mut self, env: &Env, timeout_ms: Option<f64>) -> std::result::Result<NativeRunResult, Error<String>> {
         let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
         let Slot::Idle(machine) = &mut *slot else { return Err(state_error(&slot)) };
-        let mut host = JsHost { env, hooks: &mut self.hooks, intercepted: &self.intercepted, callback_failed: false };
+        let mut host = JsHost { env, hooks: &mut self.hooks, intercepted: &self.intercepted };
         let timeout = match timeout_ms {
             Some(_) => timeout_of(timeout_ms),
             None => machine.default_timeout(),
@@ -256,8 +256,7 @@ impl NativeMachine {
             Some(listener) => machine.run_debug(&listener, timeout, &mut host),
             None => machine.run_with(timeout, &mut host),
         };
-        let callback_failed = host.callback_failed;
-        let result = run_result(machine, outcome, callback_failed);
+        let result = run_result(machine, outcome);
         if !keep(machine) {
             *slot = Slot::Closed;
         }
@@ -288,13 +287,12 @@ impl NativeMachine {
         }
         let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
         let Slot::Idle(machine) = &mut *slot else { return Err(state_error(&slot)) };
-        let mut host = JsHost { env, hooks: &mut self.hooks, intercepted: &self.intercepted, callback_failed: false };
+        let mut host = JsHost { env, hooks: &mut self.hooks, intercepted: &self.intercepted };
         let timeout = timeout_of(timeout_ms).or(machine.default_timeout());
         let outcome = match self.pending_debug.take() {
             Some(listener) => machine.call_debug(&listener, addr, &mut core_args, timeout, &mut host),
             None => machine.call(addr, &mut core_args, timeout, &mut host),
         };
-        let callback_failed = host.callback_failed;
         if !keep(machine) {
             // Keep the output for takeOutput() before the VM goes.
             self.last_output = Some((machine.take_stdout(), machine.take_stderr()));
@@ -303,9 +301,8 @@ impl NativeMachine {
         match outcome {
             Ok(v) => Ok(call_value(v, as_bigint)),
             Err(e) => {
-                let code = if callback_failed { "CALLBACK_THREW".to_string() } else { e.code().to_string() };
                 self.last_error = Some(error_record(&e));
-                Err(Error::new(code, e.to_string()))
+                Err(throw(e))
             }
         }
     }
@@ -452,7 +449,6 @@ impl NativeMachine {
             stdout: on_stdout.map(OutputSink::new).transpose().map_err(internal)?,
             stderr: on_stderr.map(OutputSink::new).transpose().map_err(internal)?,
             intercepted: self.intercepted.clone(),
-            callback_failed: false,
         };
         let restricted = match &*self.slot.lock().unwrap_or_else(|e| e.into_inner()) {
             Slot::Idle(m) => m.requires_seccomp(),

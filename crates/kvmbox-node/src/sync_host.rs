@@ -28,15 +28,6 @@ pub(crate) struct JsHost<'a> {
     pub env: &'a Env,
     pub hooks: &'a mut Hooks,
     pub intercepted: &'a HashSet<u64>,
-    /// A callback failed (the SDK knows what it threw).
-    pub callback_failed: bool,
-}
-
-impl JsHost<'_> {
-    fn fail(&mut self, e: Error) -> String {
-        self.callback_failed = true;
-        e.reason.clone()
-    }
 }
 
 impl Host for JsHost<'_> {
@@ -59,7 +50,7 @@ impl Host for JsHost<'_> {
         match dispatch.borrow_back(env).and_then(|f| f.call(call.nr as u32)) {
             Ok(0) => Ok(regs[6]),
             Ok(_) => Err(format!("the handler for syscall {:#x} threw", call.nr)),
-            Err(e) => Err(self.fail(e)),
+            Err(e) => Err(e.reason.clone()),
         }
     }
 
@@ -71,7 +62,7 @@ impl Host for JsHost<'_> {
         match cb {
             Some(cb) => match cb.borrow_back(self.env).and_then(|f| f.call(Buffer::from(data))) {
                 Ok(()) => Ok(()),
-                Err(e) => Err(self.fail(e)),
+                Err(e) => Err(e.reason.clone()),
             },
             None => Ok(()),
         }
