@@ -21,9 +21,13 @@ function pausedSnapshot(file) {
   return vm.snapshot();
 }
 
-/** Lets exited vCPU threads and finalizers settle before a resource reading. */
-async function settle() {
-  for (let i = 0; i < 5; i++) {
+/**
+ * Lets exited vCPU threads, finalizers and the background teardown thread settle before a
+ * resource reading: at least 250 ms, then until `done()` holds (at most 5 s more, for a busy
+ * host where up to 64 VMs wait in the teardown queue).
+ */
+async function settle(done = () => true) {
+  for (let i = 0; i < 5 || (i < 105 && !done()); i++) {
     gc();
     await new Promise((r) => setTimeout(r, 50));
   }
@@ -46,7 +50,7 @@ test.serial('2000 machines created, used and closed (ELF loads and forks; sync a
   const r = await vmCycles(file, pausedSnapshot(file), 2000);
   t.deepEqual(r.wrong.slice(0, 5), []);
   const d = drift(r.samples);
-  await settle();
+  await settle(() => resources().fds <= before.fds + 3);
   const after = resources();
   t.log(`${r.usPerCycle.toFixed(0)} µs per machine; drift: RSS ${(d.rss / MiB).toFixed(1)} MiB; threads ${before.threads} → ${after.threads}; fds ${before.fds} → ${after.fds}`);
   t.true(d.rss < 16 * MiB, `RSS grew ${(d.rss / MiB).toFixed(1)} MiB after warm-up`);
@@ -66,7 +70,7 @@ test.serial('machines dropped without close() are collected with their VMs (no r
     t.is(m.run().status, 'paused');
     t.is(m.call('echo_plus_one', 1), 8);
   }
-  await settle();
+  await settle(() => resources().fds <= before.fds + 3);
   const after = resources();
   t.log(`fds ${before.fds} → ${after.fds}, RSS ${(before.rss / MiB).toFixed(1)} → ${(after.rss / MiB).toFixed(1)} MiB`);
   t.true(after.fds <= before.fds + 3, `200 unclosed machines left ${after.fds - before.fds} descriptors open`);
