@@ -451,6 +451,15 @@ test("the machine's timeout option applies to calls too", (t) => {
   t.is(vm.state, 'closed');
 });
 
+test('timeout 0 means no timeout for calls too (sync and async), overriding the machine timeout', async (t) => {
+  // 10^8 loop iterations take far longer than the machine's 1 ms timeout.
+  const vm = paused(t, 'glibc', { timeout: 1 });
+  const expected = (10n ** 8n * (10n ** 8n - 1n)) / 2n;
+  t.is(vm.call('spin', 1e8, { timeout: 0 }), Number(expected));
+  t.is(await vm.callAsync('spin', 1e8, { timeout: 0 }), Number(expected));
+  t.throws(() => vm.call('spin', 1e8), { instanceOf: TimeoutError }, 'without the option the machine timeout applies');
+});
+
 function faultInCall(t, variant) {
   const vm = paused(t, variant);
   t.is(vm.call('say', 'before the crash'), 0);

@@ -23,12 +23,15 @@ export function requireKvm() {
   return pr;
 }
 
-/** Compile `src` (default benches/<name>.c) into benches/build/<name> (gcc -O2 -static) unless it is up to date. */
-export function compileGuest(name, src = path.join(ROOT, 'benches', `${name}.c`)) {
+/**
+ * Compile `src` (default benches/<name>.c) into benches/build/<name> (`compiler` -O2 -static,
+ * gcc by default) unless it is up to date.
+ */
+export function compileGuest(name, src = path.join(ROOT, 'benches', `${name}.c`), compiler = 'gcc') {
   fs.mkdirSync(BUILD, { recursive: true });
   const out = path.join(BUILD, name);
   if (!fs.existsSync(out) || fs.statSync(out).mtimeMs < fs.statSync(src).mtimeMs) {
-    const r = spawnSync('gcc', ['-O2', '-static', '-o', out, src], { stdio: 'inherit' });
+    const r = spawnSync(compiler, ['-O2', '-static', '-o', out, src], { stdio: 'inherit' });
     if (r.status !== 0) process.exit(1);
   }
   return out;

@@ -22,7 +22,6 @@
 // in a synchronous loop and slowed the spawnSync reference. `--no-settle` skips settling.)
 
 import { spawnSync } from 'node:child_process';
-import { createRequire } from 'node:module';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import fs from 'node:fs';
@@ -30,11 +29,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const SCRIPT = fileURLToPath(import.meta.url);
-const BENCH_DIR = path.dirname(SCRIPT);
-const ROOT = path.resolve(BENCH_DIR, '..');
-const BUILD_DIR = path.join(BENCH_DIR, 'build');
-const RESULTS_FILE = path.join(BENCH_DIR, 'results.json');
+import { compileGuest, kvmbox, requireKvm, ROOT } from './common.mjs';
+
+const RESULTS_FILE = path.join(path.dirname(fileURLToPath(import.meta.url)), 'results.json');
 
 const CONFIG = {
   floorReps: 15, // (a) samples
@@ -49,12 +46,7 @@ const TIME_BUDGET_MS = 120_000;
 const SETTLE = !process.argv.includes('--no-settle');
 const HELLO_EXPECTED = 'hello from kvmbox guest\n';
 
-if (!fs.existsSync(path.join(ROOT, 'dist', 'index.js'))) {
-  console.error('dist/ is missing: run `npm run build:ts` (or `npm run bench`, which builds) first.');
-  process.exit(1);
-}
-const require = createRequire(import.meta.url);
-const { Machine, measureSyscallFloor, probe } = require('../dist');
+const { Machine, measureSyscallFloor } = kvmbox;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -99,30 +91,6 @@ function hasCommand(cmd) {
   return !r.error;
 }
 
-/** Compile `src` to `out` unless `out` is newer than both the source and this script. */
-function compile(compiler, flags, src, out) {
-  const srcPath = path.join(ROOT, src);
-  const outPath = path.join(BUILD_DIR, out);
-  const rel = path.relative(ROOT, outPath);
-  if (fs.existsSync(outPath)) {
-    const t = fs.statSync(outPath).mtimeMs;
-    if (t >= fs.statSync(srcPath).mtimeMs && t >= fs.statSync(SCRIPT).mtimeMs) {
-      console.log(`  up to date  ${rel}`);
-      return outPath;
-    }
-  }
-  fs.mkdirSync(BUILD_DIR, { recursive: true });
-  const tmp = `${outPath}.tmp-${process.pid}`;
-  const r = spawnSync(compiler, [...flags, '-o', tmp, srcPath], { encoding: 'utf8' });
-  if (r.error || r.status !== 0) {
-    fs.rmSync(tmp, { force: true });
-    throw new Error(`${compiler} ${flags.join(' ')} ${src} failed:\n${r.error ?? r.stderr}`);
-  }
-  fs.renameSync(tmp, outPath);
-  console.log(`  built       ${rel}  (${compiler} ${flags.join(' ')})`);
-  return outPath;
-}
-
 /** Run a guest in kvmbox; checks it exited 0; returns { ms (host wall), createMs, runMs, stdout }. */
 function runKvm(bin, args) {
   const t0 = now();
@@ -162,11 +130,7 @@ const fmtX = (x) => `${x.toFixed(x < 10 ? 2 : 1)}×`;
 // Environment and guests
 
 const tStart = now();
-const pr = probe();
-if (!pr.available) {
-  console.error(`KVM unavailable: ${pr.error ?? 'unknown reason'}`);
-  process.exit(1);
-}
+const pr = requireKvm();
 const cpuModel =
   /^model name\s*:\s*(.*)$/m.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.trim() ?? os.cpus()[0]?.model ?? 'unknown';
 const env = {
@@ -188,10 +152,11 @@ console.log(
 const fdsAtStart = openFds();
 
 console.log('\nguests:');
-const getpidLoop = compile('gcc', ['-O2', '-static'], 'benches/getpid_loop.c', 'getpid_loop');
-const hellos = [{ name: 'glibc', bin: compile('gcc', ['-O2', '-static'], '__test__/guests/hello.c', 'hello-glibc') }];
+const helloSrc = path.join(ROOT, '__test__', 'guests', 'hello.c');
+const getpidLoop = compileGuest('getpid_loop');
+const hellos = [{ name: 'glibc', bin: compileGuest('hello-glibc', helloSrc) }];
 if (hasCommand('musl-gcc')) {
-  hellos.push({ name: 'musl', bin: compile('musl-gcc', ['-O2', '-static'], '__test__/guests/hello.c', 'hello-musl') });
+  hellos.push({ name: 'musl', bin: compileGuest('hello-musl', helloSrc, 'musl-gcc') });
 } else {
   console.log('  skipped     musl hello (musl-gcc not found; apt-get install musl-tools)');
 }

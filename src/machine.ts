@@ -15,7 +15,7 @@ export interface MachineOptions {
   env?: Record<string, string> | string[]
   /** Maximum guest memory in bytes (address space; untouched memory costs nothing). Default 128 MiB, min 8 MiB. */
   memory?: number
-  /** Timeout for `run()` in milliseconds. Default: none. */
+  /** Timeout in milliseconds for `run()` and every call (each can override it; 0 = none). Default: none. */
   timeout?: number
   /** Standard input: the bytes to serve (then EOF), or 'inherit' to read this process's stdin. Default: empty. */
   stdin?: string | Uint8Array | 'inherit'
@@ -88,7 +88,7 @@ export type Address = number | bigint
 export type CallArg = number | bigint | boolean | string | Uint8Array | null | undefined
 
 export interface CallOptions {
-  /** Milliseconds for this call (default: the machine's `timeout`). */
+  /** Milliseconds for this call; 0 = none. Default: the machine's `timeout`. */
   timeout?: number
 }
 

@@ -17,7 +17,7 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::JsDeferred;
 use napi_derive::napi;
 
-use crate::convert::{call_value, error_record, run_result, NativeError, NativeRunResult};
+use crate::convert::{call_value, error_record, run_result, NativeError, NativeRunResult, RequestedTimeout};
 
 /// `(nr, a0, …, a5) => Promise<bigint>`: the SDK's async dispatcher (it awaits the handler).
 pub(crate) type DispatchArgs = FnArgs<(u32, u64, u64, u64, u64, u64, u64)>;
@@ -72,7 +72,7 @@ pub(crate) struct AsyncHost {
     pub dispatch: Option<DispatchTsfn>,
     pub stdout: Option<OutputSink>,
     pub stderr: Option<OutputSink>,
-    pub intercepted: HashSet<u64>,
+    pub intercepted: Arc<HashSet<u64>>,
 }
 
 impl Host for AsyncHost {
@@ -154,8 +154,8 @@ pub(crate) enum OwnedArg {
 }
 
 pub(crate) enum Work {
-    Run { timeout: Option<Duration>, use_default: bool },
-    Call { addr: u64, args: Vec<OwnedArg>, as_bigint: bool, timeout: Option<Duration> },
+    Run { timeout: RequestedTimeout },
+    Call { addr: u64, args: Vec<OwnedArg>, as_bigint: bool, timeout: RequestedTimeout },
 }
 
 /// What an async operation resolves to.
@@ -185,12 +185,8 @@ impl Job {
     fn execute(mut self) {
         let Some(mut machine) = self.machine.take() else { return };
         let (run, value, error, bytes_back) = match &mut self.work {
-            Work::Run { timeout, use_default } => {
-                let outcome = if *use_default {
-                    machine.run_with_default_timeout(&mut self.host)
-                } else {
-                    machine.run_with(*timeout, &mut self.host)
-                };
+            Work::Run { timeout } => {
+                let outcome = machine.run_with(timeout.resolve(&machine), &mut self.host);
                 (Some(run_result(&mut machine, outcome)), None, None, Vec::new())
             }
             Work::Call { addr, args, as_bigint, timeout } => {
@@ -202,7 +198,7 @@ impl Job {
                         OwnedArg::Bytes(b) => CallArg::Bytes(b),
                     })
                     .collect();
-                let timeout = timeout.or(machine.default_timeout());
+                let timeout = timeout.resolve(&machine);
                 let outcome = machine.call(*addr, &mut core, timeout, &mut self.host);
                 drop(core);
                 let back: Vec<Vec<u8>> = args

@@ -132,6 +132,21 @@ pub(crate) fn timeout_of(ms: Option<f64>) -> Option<Duration> {
     ms.filter(|&t| t > 0.0).map(|t| Duration::from_secs_f64(t / 1000.0))
 }
 
+/// A per-operation timeout as the SDK passes it, with one meaning for run, call and their
+/// async forms: not given = the machine's own timeout, 0 = none, else that many milliseconds.
+#[derive(Clone, Copy)]
+pub(crate) struct RequestedTimeout(Option<Option<Duration>>);
+
+impl RequestedTimeout {
+    pub(crate) fn from_ms(ms: Option<f64>) -> Self {
+        Self(ms.map(|t| timeout_of(Some(t))))
+    }
+
+    pub(crate) fn resolve(self, machine: &kvmbox::Machine) -> Option<Duration> {
+        self.0.unwrap_or_else(|| machine.default_timeout())
+    }
+}
+
 
 /// A call argument as the SDK normalises it.
 pub(crate) type JsCallArg = Either4<f64, BigInt, String, Buffer>;

@@ -9,7 +9,7 @@ use napi_derive::napi;
 
 use crate::async_host::{AsyncHost, DispatchTsfn, Job, NativeAsyncResult, OutputSink, OwnedArg, SharedSlot, Slot, Work, Worker};
 use crate::convert::{
-    call_value, core_options, error_record, run_result, throw, timeout_of, u64_of_addr, u64_of_bigint, JsCallArg, NativeError,
+    call_value, core_options, error_record, run_result, throw, u64_of_addr, RequestedTimeout, u64_of_bigint, JsCallArg, NativeError,
     NativeOptions, NativeRunResult,
 };
 use crate::memory::NativeMemory;
@@ -120,7 +120,8 @@ pub struct NativeMachine {
     /// objects handed out, and updated when a reset to another snapshot replaces the memory.
     memory: Arc<Mutex<WeakMemoryView>>,
     /// Syscall numbers with a JS handler.
-    intercepted: HashSet<u64>,
+    /// Shared with running async operations; changed copy-on-write (`Arc::make_mut`).
+    intercepted: Arc<HashSet<u64>>,
     hooks: Hooks,
     /// Started on the first async operation.
     worker: Option<Worker>,
@@ -137,7 +138,7 @@ fn new_native(inner: Machine) -> NativeMachine {
         symbols: inner.symbols(),
         memory: Arc::new(Mutex::new(inner.memory().downgrade())),
         slot: Arc::new(Mutex::new(Slot::Idle(Box::new(inner)))),
-        intercepted: HashSet::new(),
+        intercepted: Arc::new(HashSet::new()),
         hooks: Hooks::default(),
         worker: None,
         last_error: None,
@@ -210,9 +211,9 @@ impl NativeMachine {
     #[napi]
     pub fn intercept(&mut self, nr: u32, on: bool) {
         if on {
-            self.intercepted.insert(nr as u64);
+            Arc::make_mut(&mut self.intercepted).insert(nr as u64);
         } else {
-            self.intercepted.remove(&(nr as u64));
+            Arc::make_mut(&mut self.intercepted).remove(&(nr as u64));
         }
     }
 
@@ -248,10 +249,7 @@ impl NativeMachine {
         let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
         let Slot::Idle(machine) = &mut *slot else { return Err(state_error(&slot)) };
         let mut host = JsHost { env, hooks: &mut self.hooks, intercepted: &self.intercepted };
-        let timeout = match timeout_ms {
-            Some(_) => timeout_of(timeout_ms),
-            None => machine.default_timeout(),
-        };
+        let timeout = RequestedTimeout::from_ms(timeout_ms).resolve(machine);
         let outcome = match self.pending_debug.take() {
             Some(listener) => machine.run_debug(&listener, timeout, &mut host),
             None => machine.run_with(timeout, &mut host),
@@ -288,7 +286,7 @@ impl NativeMachine {
         let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
         let Slot::Idle(machine) = &mut *slot else { return Err(state_error(&slot)) };
         let mut host = JsHost { env, hooks: &mut self.hooks, intercepted: &self.intercepted };
-        let timeout = timeout_of(timeout_ms).or(machine.default_timeout());
+        let timeout = RequestedTimeout::from_ms(timeout_ms).resolve(machine);
         let outcome = match self.pending_debug.take() {
             Some(listener) => machine.call_debug(&listener, addr, &mut core_args, timeout, &mut host),
             None => machine.call(addr, &mut core_args, timeout, &mut host),
@@ -395,7 +393,7 @@ impl NativeMachine {
         #[napi(ts_arg_type = "((chunk: Buffer) => void) | undefined | null")] on_stdout: Option<ChunkCallback>,
         #[napi(ts_arg_type = "((chunk: Buffer) => void) | undefined | null")] on_stderr: Option<ChunkCallback>,
     ) -> std::result::Result<Object<'env>, Error<String>> {
-        let work = Work::Run { timeout: timeout_of(timeout_ms), use_default: timeout_ms.is_none() };
+        let work = Work::Run { timeout: RequestedTimeout::from_ms(timeout_ms) };
         self.submit(env, work, Vec::new(), dispatch, on_stdout, on_stderr)
     }
 
@@ -428,7 +426,7 @@ impl NativeMachine {
                 }
             });
         }
-        let work = Work::Call { addr, args: owned, as_bigint, timeout: timeout_of(timeout_ms) };
+        let work = Work::Call { addr, args: owned, as_bigint, timeout: RequestedTimeout::from_ms(timeout_ms) };
         self.submit(env, work, buffers, dispatch, on_stdout, on_stderr)
     }
 }
@@ -448,7 +446,7 @@ impl NativeMachine {
             dispatch,
             stdout: on_stdout.map(OutputSink::new).transpose().map_err(internal)?,
             stderr: on_stderr.map(OutputSink::new).transpose().map_err(internal)?,
-            intercepted: self.intercepted.clone(),
+            intercepted: Arc::clone(&self.intercepted),
         };
         let restricted = match &*self.slot.lock().unwrap_or_else(|e| e.into_inner()) {
             Slot::Idle(m) => m.requires_seccomp(),
