@@ -9,8 +9,8 @@ use napi_derive::napi;
 
 use crate::async_host::{AsyncHost, DispatchTsfn, Job, NativeAsyncResult, OutputSink, OwnedArg, SharedSlot, Slot, Work, Worker};
 use crate::convert::{
-    call_value, core_options, error_record, run_result, throw, u64_of_addr, RequestedTimeout, u64_of_bigint, JsCallArg, NativeError,
-    NativeOptions, NativeRunResult,
+    call_value, core_options, error_record, run_result, throw, u64_of_addr, u64_of_bigint, JsCallArg, NativeError,
+    NativeOptions, NativeRunResult, RequestedTimeout,
 };
 use crate::memory::NativeMemory;
 use crate::sync_host::{ChunkCallback, Hooks, JsHost, SyscallDispatch};
