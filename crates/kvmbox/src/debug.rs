@@ -390,7 +390,7 @@ impl BlockingEventLoop for EventLoop {
 /// detaches or kills it, or the connection drops. Breakpoints are removed in every case.
 pub(crate) fn session(machine: &mut Machine, host: &mut dyn Host, timeout: Option<Duration>, conn: TcpStream, in_call: bool) -> Result<SessionEnd> {
     let _ = conn.set_nodelay(true);
-    timer::prepare_thread()?;
+    timer::prepare_thread();
     let interrupt = Arc::new(AtomicBool::new(false));
     machine.debug_interrupt = Some(interrupt.clone());
     let mut s = Session { machine, host, timeout, step: false, breakpoints: BTreeMap::new(), interrupt, in_call, end: None };

@@ -23,7 +23,7 @@ use crate::stack;
 use crate::syscalls::files::{FilePolicy, Input, Output};
 use crate::syscalls::mm::Mappings;
 use crate::syscalls::{ExitStatus, Flow, Linux, SyscallEnv};
-use crate::snapshot::{self, Snapshot, SnapshotData};
+use crate::snapshot::{Image, Snapshot, SnapshotData};
 use crate::timer;
 use crate::vcpu::{self, Vm, VmPool};
 
@@ -312,23 +312,18 @@ impl Machine {
             return Err(Error::InvalidState("snapshot() needs a paused guest: run() until the program calls kvmbox_pause()".into()));
         };
         let cpu = self.vm.capture(&resume)?;
-        let memfd = self.mem.freeze()?;
+        let (memfd, extents) = self.mem.freeze()?;
         seal(&memfd);
         // The shadow pages KVM built over the shared mapping are dropped by the MMU notifier;
         // from now on track the guest's writes so resets know what to copy back.
         self.vm.attach(&self.mem, true)?;
         self.vm.reset_dirty_log(self.layout.memory)?;
         self.mem.clear_host_dirty();
-        let source = snapshot::read_only_view(&memfd, self.layout.memory)?;
-        let extents = crate::memory::data_extents(&memfd, self.layout.memory);
         let linux = self.linux.capture();
         let proto = self.linux.fork_from(&linux)?;
         let snap = Snapshot {
             data: Arc::new(SnapshotData {
-                data_pages: crate::memory::extent_bitmap(&extents, self.layout.memory),
-                extents,
-                memfd,
-                source,
+                image: Image::new(memfd, extents, self.layout.memory)?,
                 layout: self.layout.clone(),
                 space: Arc::clone(&self.space),
                 cr3: self.cr3,
@@ -349,7 +344,7 @@ impl Machine {
     pub fn fork(snap: &Snapshot) -> Result<Machine> {
         let d = &snap.data;
         let mut vm = VmPool::global().take()?;
-        let mem = GuestMemory::private_over(&d.memfd, d.layout.memory, &d.extents)?;
+        let mem = GuestMemory::private_over(&d.image.memfd, d.layout.memory, &d.image.extents)?;
         vm.attach(&mem, true)?;
         vm.set_system_state(&d.layout, d.cr3)?;
         vm.restore(&d.cpu)?;
@@ -395,10 +390,10 @@ impl Machine {
         let mut dirty = self.vm.dirty_log(self.layout.memory)?;
         self.mem.take_host_dirty_into(&mut dirty);
         let restored = match strategy {
-            ResetStrategy::CopyDirty => self.mem.restore_pages(&dirty, d.source_bytes(), &d.data_pages),
+            ResetStrategy::CopyDirty => self.mem.restore_pages(&dirty, d.image.bytes(), &d.image.data_pages),
             ResetStrategy::DropDirty => self.mem.drop_pages(&dirty),
             ResetStrategy::RemapAll => {
-                self.mem.remap_private(&d.memfd, &d.extents)?;
+                self.mem.remap_private(&d.image.memfd, &d.image.extents)?;
                 dirty.iter().map(|w| w.count_ones() as usize).sum()
             }
         };
@@ -428,11 +423,11 @@ impl Machine {
         let d = &snap.data;
         let same_tables = self.layout.memory == d.layout.memory && self.cr3 == d.cr3 && self.space.regions() == d.space.regions();
         if same_tables {
-            self.mem.remap_private(&d.memfd, &d.extents)?;
+            self.mem.remap_private(&d.image.memfd, &d.image.extents)?;
             // Start the guest-write log afresh for the new image.
             self.vm.reset_dirty_log(self.layout.memory)?;
         } else {
-            let mem = Arc::new(GuestMemory::private_over(&d.memfd, d.layout.memory, &d.extents)?);
+            let mem = Arc::new(GuestMemory::private_over(&d.image.memfd, d.layout.memory, &d.image.extents)?);
             self.vm.reattach(&mem, true)?;
             let old = std::mem::replace(&mut *self.mem, mem);
             drop(old);
@@ -516,11 +511,6 @@ impl Machine {
     /// The timeout given at creation (used by `run` and as the default for calls).
     pub fn default_timeout(&self) -> Option<Duration> {
         self.timeout
-    }
-
-    /// `run_with` using the machine's own timeout.
-    pub fn run_with_default_timeout(&mut self, host: &mut dyn Host) -> Result<RunOutcome> {
-        self.run_with(self.timeout, host)
     }
 
     /// `run` with this timeout instead of the machine's.

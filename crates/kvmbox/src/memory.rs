@@ -228,10 +228,12 @@ impl GuestMemory {
     /// (from now on immutable) and keep running on a private copy-on-write mapping of it at
     /// the same address. Shared memory hands over its own memfd; private memory (a fork)
     /// first writes its contents — the snapshot it maps plus its private pages — to a new one.
-    pub fn freeze(&self) -> Result<File> {
+    /// Returns the memfd and its data extents (see [`data_extents`]).
+    pub fn freeze(&self) -> Result<(File, Vec<(u64, u64)>)> {
         let file = if self.is_private() { self.materialize()? } else { self.backing_file()? };
-        self.remap_private(&file, &data_extents(&file, self.size))?;
-        Ok(file)
+        let extents = data_extents(&file, self.size);
+        self.remap_private(&file, &extents)?;
+        Ok((file, extents))
     }
 
     /// A new memfd with this memory's current contents, written sparsely: only the extents

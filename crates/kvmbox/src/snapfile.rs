@@ -100,8 +100,8 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Write `meta` and the data extents of `memfd` (`size` bytes) to `path`.
-pub fn write_file(path: &Path, meta: &[u8], memfd: &File, size: u64) -> Result<()> {
+/// Write `meta` and the `extents` of `image` (the guest memory, whose other bytes are zero) to `path`.
+pub fn write_file(path: &Path, meta: &[u8], image: &[u8], extents: &[(u64, u64)]) -> Result<()> {
     let io = |e: std::io::Error| Error::InvalidArgument(format!("writing snapshot {}: {e}", path.display()));
     let mut out = std::io::BufWriter::new(File::create(path).map_err(io)?);
     let mut crc = crc32fast::Hasher::new();
@@ -113,30 +113,10 @@ pub fn write_file(path: &Path, meta: &[u8], memfd: &File, size: u64) -> Result<(
     put(&mut out, &VERSION.to_le_bytes())?;
     put(&mut out, &(meta.len() as u64).to_le_bytes())?;
     put(&mut out, meta)?;
-    let fd = memfd.as_raw_fd();
-    let mut at: i64 = 0;
-    let mut chunk = vec![0u8; 1 << 20];
-    loop {
-        // SAFETY: lseek on our own descriptor.
-        let data = unsafe { libc::lseek(fd, at, libc::SEEK_DATA) };
-        if data < 0 || data as u64 >= size {
-            break;
-        }
-        let end = (unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) }.max(data) as u64).min(size);
-        put(&mut out, &(data as u64).to_le_bytes())?;
-        put(&mut out, &(end - data as u64).to_le_bytes())?;
-        let mut off = data as u64;
-        while off < end {
-            let n = ((end - off) as usize).min(chunk.len());
-            // SAFETY: pread into our own buffer of at least n bytes.
-            let got = unsafe { libc::pread(fd, chunk.as_mut_ptr().cast(), n, off as i64) };
-            if got <= 0 {
-                return Err(io(std::io::Error::last_os_error()));
-            }
-            put(&mut out, &chunk[..got as usize])?;
-            off += got as u64;
-        }
-        at = end as i64;
+    for &(start, end) in extents {
+        put(&mut out, &start.to_le_bytes())?;
+        put(&mut out, &(end - start).to_le_bytes())?;
+        put(&mut out, &image[start as usize..end as usize])?;
     }
     put(&mut out, &u64::MAX.to_le_bytes())?;
     put(&mut out, &0u64.to_le_bytes())?;

@@ -62,14 +62,7 @@ pub struct Snapshot {
 }
 
 pub(crate) struct SnapshotData {
-    /// The guest memory image; never written after the snapshot was taken.
-    pub memfd: File,
-    /// A read-only view of `memfd`, the source for restoring pages.
-    pub source: MmapRegion<()>,
-    /// The ranges of the image that hold data (the rest reads as zero)…
-    pub extents: Vec<(u64, u64)>,
-    /// … and the same as one bit per page.
-    pub data_pages: Vec<u64>,
+    pub image: Image,
     pub layout: Layout,
     pub space: Arc<AddressSpace>,
     pub cr3: u64,
@@ -83,15 +76,34 @@ pub(crate) struct SnapshotData {
     pub seccomp: bool,
 }
 
-impl SnapshotData {
-    pub fn source_bytes(&self) -> &[u8] {
-        // SAFETY: a read-only mapping of `layout.memory` bytes that lives as long as `self`;
-        // the memfd behind it is never modified after the snapshot was taken.
-        unsafe { std::slice::from_raw_parts(self.source.as_ptr(), self.layout.memory as usize) }
+/// A snapshot's guest memory image and what resets and saves need to know about it.
+pub(crate) struct Image {
+    /// The guest memory; sealed, never written after the snapshot was taken.
+    pub memfd: File,
+    /// A read-only view of `memfd`, the source for restoring pages.
+    source: MmapRegion<()>,
+    /// The ranges of the image that hold data (the rest reads as zero)…
+    pub extents: Vec<(u64, u64)>,
+    /// … and the same as one bit per page.
+    pub data_pages: Vec<u64>,
+}
+
+impl Image {
+    /// The image in `memfd` (`size` bytes, data in `extents`, see [`crate::memory::data_extents`]).
+    pub fn new(memfd: File, extents: Vec<(u64, u64)>, size: u64) -> Result<Image> {
+        Ok(Image { source: read_only_view(&memfd, size)?, data_pages: crate::memory::extent_bitmap(&extents, size), extents, memfd })
+    }
+
+    /// The whole image, read-only. Only `extents` may be read: reading a hole of the memfd
+    /// would allocate a page in it.
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: a read-only mapping of the whole image that lives as long as `self`; the
+        // memfd behind it is never modified after the snapshot was taken.
+        unsafe { std::slice::from_raw_parts(self.source.as_ptr(), vm_memory::VolatileMemory::len(&self.source)) }
     }
 }
 
-pub(crate) fn read_only_view(memfd: &File, size: u64) -> Result<MmapRegion<()>> {
+fn read_only_view(memfd: &File, size: u64) -> Result<MmapRegion<()>> {
     let file = memfd.try_clone().map_err(|e| Error::OutOfMemory(format!("dup of snapshot memory: {e}")))?;
     MmapRegion::build(Some(vm_memory::FileOffset::new(file, 0)), size as usize, libc::PROT_READ, libc::MAP_SHARED | libc::MAP_NORESERVE)
         .map_err(|e| Error::OutOfMemory(format!("mapping the snapshot: {e}")))
@@ -108,7 +120,7 @@ impl Snapshot {
         use std::os::fd::AsRawFd;
         // SAFETY: fstat into a local struct.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        if unsafe { libc::fstat(self.data.memfd.as_raw_fd(), &mut st) } != 0 {
+        if unsafe { libc::fstat(self.data.image.memfd.as_raw_fd(), &mut st) } != 0 {
             return 0;
         }
         st.st_blocks as u64 * 512
@@ -147,7 +159,7 @@ impl Snapshot {
         d.linux.encode(&mut w);
         w.bytes(d.proto.exe_path.as_os_str().as_encoded_bytes());
         w.bytes(d.proto.cwd.as_os_str().as_encoded_bytes());
-        snapfile::write_file(path.as_ref(), &w.buf, &d.memfd, d.layout.memory)
+        snapfile::write_file(path.as_ref(), &w.buf, d.image.bytes(), &d.image.extents)
     }
 
     /// Load a snapshot written by [`Snapshot::save`] from `path`, which is checked completely
@@ -206,17 +218,13 @@ impl Snapshot {
 
         let policy = Arc::new(FilePolicy::new(&opts.allow_read, &cwd)?);
         let mm = linux_state.heap().clone();
-        let base = Linux::new(mm, policy, Input::Empty, opts.stdout, opts.stderr, exe_path, cwd, memory, layout.stack_size(), opts.trace);
+        let mut proto = Linux::new(mm, policy, Input::Empty, opts.stdout, opts.stderr, exe_path, cwd, memory, layout.stack_size(), opts.trace);
         // Reopens the recorded files now, so a file the allowlist refuses fails the load.
-        let proto = base.fork_from(&linux_state)?;
-        let source = read_only_view(&memfd, memory)?;
+        proto.restore(&linux_state)?;
         let extents = crate::memory::data_extents(&memfd, memory);
         Ok(Snapshot {
             data: Arc::new(SnapshotData {
-                data_pages: crate::memory::extent_bitmap(&extents, memory),
-                extents,
-                memfd,
-                source,
+                image: Image::new(memfd, extents, memory)?,
                 layout,
                 space: Arc::new(space),
                 cr3,

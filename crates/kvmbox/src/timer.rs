@@ -46,7 +46,7 @@ fn install_handler() {
 }
 
 /// Make sure this thread can receive the kick signal (handler installed, signal unblocked).
-pub fn prepare_thread() -> Result<()> {
+pub fn prepare_thread() {
     install_handler();
     // SAFETY: changing this thread's signal mask for one signal.
     unsafe {
@@ -55,7 +55,6 @@ pub fn prepare_thread() -> Result<()> {
         libc::sigaddset(&mut set, timeout_signal());
         libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
     }
-    Ok(())
 }
 
 /// Make the vCPU running on `thread` (a pthread_t) leave KVM_RUN now (it sees EINTR).
@@ -69,7 +68,7 @@ fn thread_timer() -> Result<libc::timer_t> {
     if let Some(t) = TIMER.with(|t| t.get()) {
         return Ok(t as libc::timer_t);
     }
-    prepare_thread()?;
+    prepare_thread();
     // SAFETY: plain libc calls with valid out-pointers; the timer lives as long as the thread
     // (one per thread, reused by every run on it).
     unsafe {
