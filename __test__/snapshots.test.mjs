@@ -1050,6 +1050,22 @@ test('memoryUsage: a fork pays for the pages it writes; it shares the snapshot i
   t.is(vm.memoryUsage().sharedBytes, snap.residentBytes, 'the snapshot-taker shares the same image');
 });
 
+test('munmap in a fork gives memory back: untouched pages cost nothing, the range reads as zero, reset restores', (t) => {
+  const vm = paused(t);
+  t.is(vm.call('keep_mapping', MiB), 0);
+  const snap = vm.snapshot();
+  const m = fork(t, snap);
+  const u0 = m.memoryUsage().privateBytes;
+  t.is(m.call('map_unmap', 32 * MiB), 0);
+  t.is(m.call('map_unmap', 32 * MiB), 0, 'the same range mapped again reads as zero');
+  const grown = m.memoryUsage().privateBytes - u0;
+  t.true(grown < 2 * MiB, `munmap of a 32 MiB mapping with 2 pages written left ${grown} private bytes`);
+  t.is(m.call('kept_ends'), 0xaa, 'the snapshot data is there');
+  t.is(m.call('remap_kept'), 0, 'a mapping with data in the snapshot reads as zero after munmap and mmap');
+  m.reset();
+  t.is(m.call('kept_ends'), 0xaa, 'reset brings the unmapped snapshot data back');
+});
+
 test("a fork's writes and reads do not grow the shared snapshot image", (t) => {
   const vm = paused(t);
   const snap = vm.snapshot();

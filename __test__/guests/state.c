@@ -271,6 +271,39 @@ KVMBOX_EXPORT long touch_pages(long first, long k) {
     for (long i = 0; i < k; i++) scratch[first + i][(i * 64) % 4096] = (char)(i + 1);
     return k;
 }
+/* munmap and memory: a mapping filled before the snapshot (its pages are image data in forks),
+ * and fresh mappings of which only the first and last page are written. */
+static unsigned char *kept;
+static long kept_len;
+KVMBOX_EXPORT long keep_mapping(long bytes) {
+    kept = mmap(0, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (kept == MAP_FAILED) return -1;
+    memset(kept, 0x55, bytes);
+    kept_len = bytes;
+    return 0;
+}
+KVMBOX_EXPORT long kept_ends(void) { return kept[0] + kept[kept_len - 1]; }
+/* munmap the kept mapping, map the same range again and check that every page reads as zero. */
+KVMBOX_EXPORT long remap_kept(void) {
+    munmap(kept, kept_len);
+    unsigned char *p = mmap(kept, kept_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p != kept) return -2;
+    for (long i = 0; i < kept_len; i += 4096)
+        if (p[i] || p[i + 4095]) return 1;
+    return 0;
+}
+/* mmap `bytes` (at the range the previous call unmapped), check it reads as zero, write its first
+ * and last page, munmap. Returns 0, or 1 if the fresh mapping was not zero. */
+static unsigned char *last_unmapped;
+KVMBOX_EXPORT long map_unmap(long bytes) {
+    unsigned char *p = mmap(last_unmapped, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED || (last_unmapped && p != last_unmapped)) return -2;
+    long bad = p[0] | p[bytes / 2] | p[bytes - 1];
+    p[0] = p[bytes - 1] = 0xaa;
+    munmap(p, bytes);
+    last_unmapped = p;
+    return bad ? 1 : 0;
+}
 /* One request of the reset loop: dirties a few pages, moves the file position, and returns a
  * value derived only from the snapshot state (so it is the same after every reset). */
 KVMBOX_EXPORT long cycle(long x) {

@@ -26,8 +26,9 @@ pub struct GuestMemory {
     /// (so never-written pages are plain zero pages, and touching them does not allocate pages
     /// in the snapshot's file) with the snapshot's data extents mapped privately over it.
     region: MmapRegion<()>,
-    /// The snapshot image a private mapping is made of.
-    image: std::sync::Mutex<Option<File>>,
+    /// The snapshot image a private mapping is made of, and the ranges of it that hold data
+    /// (mapped over the anonymous base; everything else is anonymous underneath).
+    image: std::sync::Mutex<Option<(File, Vec<(u64, u64)>)>>,
     size: u64,
     /// MAP_PRIVATE over a snapshot's memfd (never write the memfd itself then).
     private: AtomicBool,
@@ -219,8 +220,8 @@ impl GuestMemory {
             }
         }
         dont_fork(self.host_base(), self.size);
-        *self.image.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some(memfd.try_clone().map_err(|e| Error::OutOfMemory(format!("dup of snapshot memory: {e}")))?);
+        let file = memfd.try_clone().map_err(|e| Error::OutOfMemory(format!("dup of snapshot memory: {e}")))?;
+        *self.image.lock().unwrap_or_else(|e| e.into_inner()) = Some((file, extents.to_vec()));
         Ok(())
     }
 
@@ -286,7 +287,7 @@ impl GuestMemory {
 
     /// A new descriptor of the memfd behind this memory (its own, or the image it maps).
     pub fn backing_file(&self) -> Result<File> {
-        if let Some(f) = &*self.image.lock().unwrap_or_else(|e| e.into_inner()) {
+        if let Some((f, _)) = &*self.image.lock().unwrap_or_else(|e| e.into_inner()) {
             return f.try_clone().map_err(|e| Error::kvm("dup memfd", e));
         }
         let f = self.region.file_offset().ok_or_else(|| Error::Internal("guest memory has no backing file".into()))?;
@@ -465,30 +466,19 @@ impl GuestMemory {
     }
 
     /// Make `[start, end)` read as zero and, where possible, give its memory back to the host
-    /// (munmap, MADV_DONTNEED, brk shrink). Shared memory punches the pages out of the memfd;
-    /// private memory must not touch the snapshot's memfd, so it zero-fills instead.
+    /// (munmap, MADV_DONTNEED, brk shrink). Partial pages at either end are zero-filled.
     pub fn discard(&self, start: u64, end: u64) {
         let end = end.min(self.size);
         if start >= end {
             return;
         }
-        if self.is_private() {
-            self.mark_dirty(start, end - start);
-            if let Some(slice) = self.slice(start, (end - start) as usize) {
-                // SAFETY: the range is inside our mapping; the vCPU is stopped.
-                unsafe { std::ptr::write_bytes(slice.ptr_guard_mut().as_ptr(), 0, (end - start) as usize) };
-            }
-            return;
-        }
         let full_start = page_up(start).unwrap_or(end).min(end);
         let full_end = page_down(end).max(full_start);
-        if start < full_start {
-            let _ = self.write(start, &vec![0; (full_start - start) as usize]);
-        }
-        if full_end < end {
-            let _ = self.write(full_end, &vec![0; (end - full_end) as usize]);
-        }
-        if full_start < full_end {
+        self.zero_fill(start, full_start);
+        self.zero_fill(full_end, end);
+        if self.is_private() {
+            self.discard_private_pages(full_start, full_end);
+        } else if full_start < full_end {
             // SAFETY: punching a hole in our own memfd within its size; the kernel keeps every
             // mapping (ours and KVM's shadow pages via the MMU notifier) consistent and later
             // reads see zeros.
@@ -501,8 +491,54 @@ impl GuestMemory {
                 )
             };
             if rc != 0 {
-                let _ = self.write(full_start, &vec![0; (full_end - full_start) as usize]);
+                self.zero_fill(full_start, full_end);
             }
+        }
+    }
+
+    /// Whole pages of private memory, which must not touch the snapshot's memfd. Pages outside
+    /// the image's data are anonymous underneath: MADV_DONTNEED makes them zero again and frees
+    /// their copies (the snapshot has zeros there too, so a reset has nothing to restore).
+    /// Pages over image data would read as the image after MADV_DONTNEED, so they are
+    /// zero-filled, which also allocates them, and recorded as written for the next reset.
+    fn discard_private_pages(&self, start: u64, end: u64) {
+        let image = self.image.lock().unwrap_or_else(|e| e.into_inner());
+        let data: &[(u64, u64)] = image.as_ref().map_or(&[], |(_, extents)| extents);
+        let mut at = start;
+        for &(s, e) in data.iter().skip_while(|&&(_, e)| e <= start) {
+            if s >= end {
+                break;
+            }
+            let (s, e) = (page_down(s).max(at), page_up(e).unwrap_or(end).min(end));
+            self.drop_or_zero(at, s);
+            self.zero_fill(s, e);
+            at = at.max(e);
+        }
+        self.drop_or_zero(at, end);
+    }
+
+    /// MADV_DONTNEED on whole pages of anonymous private memory; zero-fill where the kernel
+    /// refuses (e.g. hugetlbfs ranges that are not huge-page aligned).
+    fn drop_or_zero(&self, start: u64, end: u64) {
+        if start >= end {
+            return;
+        }
+        // SAFETY: a page-aligned range inside our own private anonymous mapping.
+        let rc = unsafe { libc::madvise(self.host_base().add(start as usize).cast(), (end - start) as usize, libc::MADV_DONTNEED) };
+        if rc != 0 {
+            self.zero_fill(start, end);
+        }
+    }
+
+    /// Write zeros over `[start, end)` (recorded as host-written on private memory).
+    fn zero_fill(&self, start: u64, end: u64) {
+        if start >= end {
+            return;
+        }
+        self.mark_dirty(start, end - start);
+        if let Some(slice) = self.slice(start, (end - start) as usize) {
+            // SAFETY: the range is inside our mapping; the vCPU is stopped.
+            unsafe { std::ptr::write_bytes(slice.ptr_guard_mut().as_ptr(), 0, (end - start) as usize) };
         }
     }
 
