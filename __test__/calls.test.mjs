@@ -475,6 +475,17 @@ function faultInCall(t, variant) {
   assertFreshMachineWorks(t, variant);
 }
 
+test('a call that finishes the machine puts what the guest printed on the error, sync and async', async (t) => {
+  const s = paused(t);
+  t.is(s.call('say', 'before the crash'), 0);
+  t.is(t.throws(() => s.call('crash'), { instanceOf: GuestFaultError }).stdout.toString(), 'before the crash\n');
+  const a = await pausedAsync(t);
+  t.is(await a.callAsync('say', 'before the async crash'), 0);
+  const err = await t.throwsAsync(() => a.callAsync('crash'), { instanceOf: GuestFaultError });
+  t.is(err.stdout.toString(), 'before the async crash\n');
+  t.is(a.state, 'closed');
+});
+
 test('glibc: a fault inside a call throws GuestFaultError and closes the machine', (t) => faultInCall(t, 'glibc'));
 test('musl: a fault inside a call throws GuestFaultError and closes the machine', (t) => faultInCall(t, 'musl'));
 test('pie: a fault inside a call throws GuestFaultError and closes the machine', (t) => faultInCall(t, 'pie'));

@@ -141,7 +141,29 @@ impl AsyncHost {
 pub(crate) enum Slot {
     Idle(Box<Machine>),
     Busy,
+    /// Finished and not resettable: the VM is released; only the output the machine had
+    /// captured is kept, for takeOutput() (the SDK puts it on the error that finished it).
+    Done { stdout: Vec<u8>, stderr: Vec<u8> },
     Closed,
+}
+
+/// A machine stays alive while it can still be used: not finished, or resettable (it has a
+/// snapshot to return to). Anything else releases its VM at once.
+fn keep(m: &Machine) -> bool {
+    !m.is_finished() || m.snapshot_of().is_some()
+}
+
+impl Slot {
+    /// After a run or call: a machine that can no longer be used releases its VM now (not
+    /// when JS collects the object), keeping only the output it captured.
+    pub(crate) fn release_if_finished(&mut self) {
+        if let Slot::Idle(m) = self {
+            if !keep(m) {
+                let done = Slot::Done { stdout: m.take_stdout(), stderr: m.take_stderr() };
+                *self = done;
+            }
+        }
+    }
 }
 
 pub(crate) type SharedSlot = Arc<Mutex<Slot>>;
@@ -217,14 +239,11 @@ impl Job {
         self.host.finish();
         {
             let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
-            if matches!(*slot, Slot::Busy) && crate::machine::keep(&machine) {
+            if matches!(*slot, Slot::Busy) {
                 *slot = Slot::Idle(Box::new(machine));
+                slot.release_if_finished();
             } else {
-                // Finished, or closed meanwhile: release the VM now.
-                if matches!(*slot, Slot::Busy) {
-                    *slot = Slot::Closed;
-                }
-                drop(machine);
+                drop(machine); // closed meanwhile: release the VM now
             }
         }
         let mut buffers = std::mem::take(&mut self.buffers);

@@ -127,8 +127,6 @@ pub struct NativeMachine {
     worker: Option<Worker>,
     /// Details of the last failed call (fetched by the SDK only when one failed).
     last_error: Option<NativeError>,
-    /// Output left over when a call finished the machine.
-    last_output: Option<(Vec<u8>, Vec<u8>)>,
     /// Set by `debug()`: the next run/call waits for gdb on this socket.
     pending_debug: Option<std::net::TcpListener>,
 }
@@ -142,15 +140,8 @@ fn new_native(inner: Machine) -> NativeMachine {
         hooks: Hooks::default(),
         worker: None,
         last_error: None,
-        last_output: None,
         pending_debug: None,
     }
-}
-
-/// A machine stays alive while it can still be used: not finished, or resettable (it has a
-/// snapshot to return to). Anything else releases its VM at once.
-pub(crate) fn keep(m: &Machine) -> bool {
-    !m.is_finished() || m.snapshot_of().is_some()
 }
 
 fn state_error(slot: &Slot) -> Error<String> {
@@ -234,7 +225,7 @@ impl NativeMachine {
     #[napi(getter)]
     pub fn state(&self) -> &'static str {
         match &*self.slot.lock().unwrap_or_else(|e| e.into_inner()) {
-            Slot::Closed => "closed",
+            Slot::Closed | Slot::Done { .. } => "closed",
             Slot::Busy => "busy",
             Slot::Idle(m) if m.is_paused() => "paused",
             Slot::Idle(m) if m.is_finished() => "finished",
@@ -255,9 +246,7 @@ impl NativeMachine {
             None => machine.run_with(timeout, &mut host),
         };
         let result = run_result(machine, outcome);
-        if !keep(machine) {
-            *slot = Slot::Closed;
-        }
+        slot.release_if_finished();
         Ok(result)
     }
 
@@ -291,11 +280,7 @@ impl NativeMachine {
             Some(listener) => machine.call_debug(&listener, addr, &mut core_args, timeout, &mut host),
             None => machine.call(addr, &mut core_args, timeout, &mut host),
         };
-        if !keep(machine) {
-            // Keep the output for takeOutput() before the VM goes.
-            self.last_output = Some((machine.take_stdout(), machine.take_stderr()));
-            *slot = Slot::Closed;
-        }
+        slot.release_if_finished();
         match outcome {
             Ok(v) => Ok(call_value(v, as_bigint)),
             Err(e) => {
@@ -334,7 +319,6 @@ impl NativeMachine {
             None => machine.reset(),
         }
         .map_err(throw)?;
-        self.last_output = None;
         self.last_error = None;
         if to.is_some() {
             // The memory (and its address space) may have been replaced.
@@ -373,12 +357,10 @@ impl NativeMachine {
     /// Output captured (in 'pipe' mode) since the last run/take.
     #[napi]
     pub fn take_output(&mut self) -> NativeOutput {
-        let (stdout, stderr) = match self.last_output.take() {
-            Some(o) => o,
-            None => match &mut *self.slot.lock().unwrap_or_else(|e| e.into_inner()) {
-                Slot::Idle(m) => (m.take_stdout(), m.take_stderr()),
-                _ => (Vec::new(), Vec::new()),
-            },
+        let (stdout, stderr) = match &mut *self.slot.lock().unwrap_or_else(|e| e.into_inner()) {
+            Slot::Idle(m) => (m.take_stdout(), m.take_stderr()),
+            Slot::Done { stdout, stderr } => (std::mem::take(stdout), std::mem::take(stderr)),
+            Slot::Busy | Slot::Closed => (Vec::new(), Vec::new()),
         };
         NativeOutput { stdout: stdout.into(), stderr: stderr.into() }
     }
