@@ -60,3 +60,14 @@ test('a seccomp machine reads allowed files (and still not others)', async (t) =
   t.true(r.stdout.toString().includes('A guest that initializes'));
   t.true(r.stdout.toString().includes('second open errno: EACCES'));
 });
+
+test('debug() is refused by a seccomp machine, and a pending debug() refuses async runs and calls', async (t) => {
+  const vm = Machine.fromFile(guest('calls-glibc'), { seccomp: true });
+  t.teardown(() => vm.close());
+  t.throws(() => vm.debug({ port: 0 }), { instanceOf: InvalidStateError, message: /seccomp/ });
+  t.is((await vm.runAsync()).status, 'paused', 'the machine is still usable');
+  const plain = Machine.fromFile(guest('calls-glibc'));
+  t.teardown(() => plain.close());
+  plain.debug({ port: 0 });
+  await t.throwsAsync(() => plain.runAsync(), { instanceOf: InvalidStateError, message: /debug\(\)/ });
+});

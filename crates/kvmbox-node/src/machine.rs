@@ -294,6 +294,11 @@ impl NativeMachine {
     /// free one). Returns the port listened on.
     #[napi]
     pub fn debug(&mut self, host: String, port: u32) -> std::result::Result<u32, Error<String>> {
+        if let Slot::Idle(m) = &*self.slot.lock().unwrap_or_else(|e| e.into_inner()) {
+            if m.requires_seccomp() {
+                return Err(Error::new("INVALID_STATE".to_string(), "a seccomp machine cannot be debugged: gdb serves only synchronous run()/call(), which it refuses".to_string()));
+            }
+        }
         let listener = std::net::TcpListener::bind((host.as_str(), port as u16))
             .map_err(|e| Error::new("INVALID_ARGUMENT".to_string(), format!("cannot listen for gdb on {host}:{port}: {e}")))?;
         let bound = listener.local_addr().map(|a| a.port() as u32).unwrap_or(port);
@@ -423,6 +428,9 @@ impl NativeMachine {
         on_stdout: Option<ChunkCallback>,
         on_stderr: Option<ChunkCallback>,
     ) -> std::result::Result<Object<'env>, Error<String>> {
+        if self.pending_debug.is_some() {
+            return Err(Error::new("INVALID_STATE".to_string(), "debug() waits for the next synchronous run() or call(); async ones cannot be debugged".to_string()));
+        }
         let internal = |e: Error| Error::new("INTERNAL".to_string(), e.reason.clone());
         let host = AsyncHost {
             dispatch,
