@@ -160,9 +160,9 @@ function wrap<T>(f: () => T): T {
   }
 }
 
-function toAddr(a: Address): bigint {
-  if (typeof a === 'bigint') return a
-  if (typeof a === 'number' && Number.isSafeInteger(a) && a >= 0) return BigInt(a)
+/** An address as the binding takes it (a number or a bigint; its range is checked there). */
+function toAddr(a: Address): Address {
+  if (typeof a === 'bigint' || (typeof a === 'number' && Number.isSafeInteger(a) && a >= 0)) return a
   throw new InvalidArgumentError(`addresses must be non-negative safe integers or bigints, got ${String(a)}`)
 }
 
@@ -543,7 +543,6 @@ export class Machine {
       }
       return a
     }
-    if (typeof target === 'number' && Number.isSafeInteger(target) && target >= 0) return target
     return toAddr(target)
   }
 

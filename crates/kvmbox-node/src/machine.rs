@@ -155,6 +155,14 @@ fn invalid(msg: &str) -> Error<String> {
     Error::new("INVALID_ARGUMENT".to_string(), msg.to_string())
 }
 
+fn function_address(addr: &Either<f64, BigInt>) -> std::result::Result<u64, Error<String>> {
+    u64_of_addr(addr).ok_or_else(|| invalid("function address out of range"))
+}
+
+fn bigint_arg(b: &BigInt) -> std::result::Result<u64, Error<String>> {
+    u64_of_bigint(b).ok_or_else(|| invalid("bigint argument does not fit in 64 bits"))
+}
+
 #[napi]
 impl NativeMachine {
     #[napi(factory)]
@@ -262,12 +270,12 @@ impl NativeMachine {
         as_bigint: bool,
         timeout_ms: Option<f64>,
     ) -> std::result::Result<Either<f64, BigInt>, Error<String>> {
-        let addr = u64_of_addr(&addr).ok_or_else(|| invalid("function address out of range"))?;
+        let addr = function_address(&addr)?;
         let mut core_args = Vec::with_capacity(args.len());
         for a in args.iter_mut() {
             core_args.push(match a {
                 Either4::A(n) => CallArg::Int((*n as i64) as u64),
-                Either4::B(b) => CallArg::Int(u64_of_bigint(b).ok_or_else(|| invalid("bigint argument does not fit in 64 bits"))?),
+                Either4::B(b) => CallArg::Int(bigint_arg(b)?),
                 Either4::C(s) => CallArg::Str(s.as_bytes()),
                 Either4::D(buf) => CallArg::Bytes(buf.as_mut()),
             });
@@ -398,13 +406,13 @@ impl NativeMachine {
         #[napi(ts_arg_type = "((chunk: Buffer) => void) | undefined | null")] on_stdout: Option<ChunkCallback>,
         #[napi(ts_arg_type = "((chunk: Buffer) => void) | undefined | null")] on_stderr: Option<ChunkCallback>,
     ) -> std::result::Result<Object<'env>, Error<String>> {
-        let addr = u64_of_addr(&addr).ok_or_else(|| invalid("function address out of range"))?;
+        let addr = function_address(&addr)?;
         let mut owned = Vec::with_capacity(args.len());
         let mut buffers = Vec::new();
         for a in args {
             owned.push(match a {
                 Either4::A(n) => OwnedArg::Int((n as i64) as u64),
-                Either4::B(b) => OwnedArg::Int(u64_of_bigint(&b).ok_or_else(|| invalid("bigint argument does not fit in 64 bits"))?),
+                Either4::B(b) => OwnedArg::Int(bigint_arg(&b)?),
                 Either4::C(s) => OwnedArg::Str(s.into_bytes()),
                 Either4::D(buf) => {
                     let copy = buf.to_vec();

@@ -4,7 +4,7 @@ use kvmbox::{MemoryView, WeakMemoryView};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
-use crate::convert::u64_of_bigint;
+use crate::convert::u64_of_addr;
 
 /// Checked access to a machine's guest memory from JS (until the machine is finished/closed).
 #[napi]
@@ -26,8 +26,8 @@ impl NativeMemory {
     }
 }
 
-fn addr_of(addr: &BigInt) -> JsResult<u64> {
-    u64_of_bigint(addr).ok_or_else(|| Error::new("INVALID_ARGUMENT".to_string(), "address out of range".to_string()))
+fn addr_of(addr: &Either<f64, BigInt>) -> JsResult<u64> {
+    u64_of_addr(addr).ok_or_else(|| Error::new("INVALID_ARGUMENT".to_string(), "address out of range".to_string()))
 }
 
 fn efault(addr: u64, len: u64) -> Error<String> {
@@ -37,21 +37,21 @@ fn efault(addr: u64, len: u64) -> Error<String> {
 #[napi]
 impl NativeMemory {
     #[napi]
-    pub fn read(&self, addr: BigInt, len: f64) -> std::result::Result<Buffer, Error<String>> {
+    pub fn read(&self, addr: Either<f64, BigInt>, len: f64) -> std::result::Result<Buffer, Error<String>> {
         let addr = addr_of(&addr)?;
         let len = len as u64;
         self.live()?.read(addr, len).map(Buffer::from).map_err(|_| efault(addr, len))
     }
 
     #[napi]
-    pub fn write(&self, addr: BigInt, data: Buffer) -> std::result::Result<(), Error<String>> {
+    pub fn write(&self, addr: Either<f64, BigInt>, data: Buffer) -> std::result::Result<(), Error<String>> {
         let addr = addr_of(&addr)?;
         self.live()?.write(addr, &data).map_err(|_| efault(addr, data.len() as u64))
     }
 
     /// The bytes of a NUL-terminated string (at most `max`), or null if there is no NUL within.
     #[napi]
-    pub fn read_c_string(&self, addr: BigInt, max: f64) -> std::result::Result<Option<Buffer>, Error<String>> {
+    pub fn read_c_string(&self, addr: Either<f64, BigInt>, max: f64) -> std::result::Result<Option<Buffer>, Error<String>> {
         let addr = addr_of(&addr)?;
         self.live()?.read_cstring(addr, max as usize).map(|o| o.map(Buffer::from)).map_err(|_| efault(addr, 1))
     }
