@@ -413,6 +413,7 @@ export class Machine {
    * async, and many machines can run at once.
    */
   async runAsync(opts: RunOptions = {}): Promise<RunResult> {
+    this.#checkUsable()
     const r = await this.#enterAsync(() =>
       this.#native.runAsync(opts.timeout, this.#asyncDispatcher(), this.#asyncOutput.stdout, this.#asyncOutput.stderr),
     )
@@ -611,9 +612,8 @@ export class Machine {
   /** Output callbacks for async operations: a throw is kept (and re-thrown when the operation settles). */
   readonly #asyncOutput: { stdout?: (chunk: Buffer) => void; stderr?: (chunk: Buffer) => void } = {}
 
-  /** Run an async native operation with the same bookkeeping as #enter. */
+  /** Run an async native operation with the same bookkeeping as #enter (the caller checked #checkUsable). */
   async #enterAsync<T>(start: () => Promise<T>): Promise<T> {
-    this.#checkUsable()
     this.#busyAsync = true
     this.#thrown = undefined
     let r: T
