@@ -52,6 +52,23 @@ test('a fault or timeout in a worker fork is a typed error, and the pool keeps s
   await t.throwsAsync(() => pool.with((m) => m.callAsync('add', 1, 2)), { instanceOf: kvmbox.InvalidStateError });
 });
 
+test('an error from a worker fork arrives with its class, its fields and the output before it', async (t) => {
+  const pool = new Pool(snapshot(t), { size: 1, workers: 1 });
+  t.teardown(() => pool.close());
+  const err = await t.throwsAsync(
+    () =>
+      pool.with(async (m) => {
+        await m.callAsync('say', 'said in a worker');
+        return m.callAsync('crash');
+      }),
+    { instanceOf: GuestFaultError },
+  );
+  t.is(err.code, 'GUEST_FAULT');
+  t.is(err.address, 16n);
+  t.true(err.rip > 0n);
+  t.is(err.stdout?.toString(), 'said in a worker\n');
+});
+
 test('a fork in a worker handles operations in the order they were made', async (t) => {
   const pool = new Pool(snapshot(t), { size: 1, workers: 1 });
   // The first call on a fork with an empty buffer (no arena yet).

@@ -43,16 +43,16 @@ interface Request {
   arena?: SharedArrayBuffer
 }
 
-/** An error as plain data (structured clone keeps no classes). */
+/**
+ * An error as plain data (structured clone keeps no classes). A KvmboxError's own fields are
+ * the record `fromRecord()` rebuilds it from on the main thread, plus the output it carries.
+ */
 export function serializeError(e: unknown): Record<string, unknown> {
-  if (e instanceof Error) {
-    const out: Record<string, unknown> = { name: e.name, message: e.message }
-    for (const k of ['code', 'vector', 'vectorName', 'rip', 'address', 'errorCode', 'timeoutMs', 'exitCode', 'signal']) {
-      if (k in e) out[k] = (e as unknown as Record<string, unknown>)[k]
-    }
-    if (e instanceof KvmboxError && e.cause !== undefined) out.cause = serializeError(e.cause)
-    return out
+  if (e instanceof KvmboxError) {
+    const { cause, ...fields } = e as KvmboxError & { cause?: unknown }
+    return { ...fields, kvmbox: true, message: e.message, ...(cause === undefined ? {} : { cause: serializeError(cause) }) }
   }
+  if (e instanceof Error) return { name: e.name, message: e.message, code: (e as { code?: unknown }).code }
   return { name: 'Error', message: String(e) }
 }
 

@@ -2,8 +2,8 @@ import * as os from 'node:os'
 import * as path from 'node:path'
 import { Worker } from 'node:worker_threads'
 
-import * as errors from './errors'
-import { InvalidArgumentError, InvalidStateError, KvmboxError } from './errors'
+import type { NativeErrorRecord } from './errors'
+import { fromRecord, InvalidArgumentError, InvalidStateError } from './errors'
 import type { Address, CallArg, CallOptions } from './machine'
 import { isCallOptions, Machine, Snapshot, setVmPoolSize } from './machine'
 import type { ArenaSlice } from './pool-worker'
@@ -175,17 +175,17 @@ class WorkerHandle {
 }
 
 function deserializeError(e: Record<string, unknown>): unknown {
-  const ctor = (errors as unknown as Record<string, unknown>)[e.name as string]
   let err: Error
-  if (typeof ctor === 'function' && (ctor as { prototype: unknown }).prototype instanceof KvmboxError) {
-    // A real Error (with its internal slot) whose prototype is the typed class.
-    err = Reflect.construct(Error, [String(e.message)], ctor as new () => Error)
-    err.name = String(e.name)
+  if (e.kvmbox) {
+    const k = fromRecord(e as unknown as NativeErrorRecord)
+    if (e.stdout instanceof Uint8Array) k.stdout = Buffer.from(e.stdout.buffer, e.stdout.byteOffset, e.stdout.byteLength)
+    if (e.stderr instanceof Uint8Array) k.stderr = Buffer.from(e.stderr.buffer, e.stderr.byteOffset, e.stderr.byteLength)
+    err = k
   } else {
     err = new Error(String(e.message))
     err.name = String(e.name)
+    if (e.code !== undefined) (err as { code?: unknown }).code = e.code
   }
-  for (const [k, v] of Object.entries(e)) if (k !== 'cause' && k !== 'message' && k !== 'name') (err as unknown as Record<string, unknown>)[k] = v
   if (e.cause) (err as { cause?: unknown }).cause = deserializeError(e.cause as Record<string, unknown>)
   return err
 }
@@ -265,8 +265,9 @@ export class Pool<M extends PoolMachine = Machine> {
 
   /**
    * Return a fork taken with acquire(); it is reset first unless resetAfterUse is false.
-   * Throws at once for a machine that is not the pool's; the promise settles once the fork
-   * is back (immediately for forks on this thread).
+   * Throws at once for a machine that is not the pool's. The fork is back when this returns
+   * (the promise is already settled): a fork on this thread is reset synchronously; a fork in
+   * a worker is reset there in the background, ahead of its next operation.
    */
   release(m: M): Promise<void> {
     if (!this.#all.includes(m)) throw new InvalidArgumentError('this machine does not belong to the pool')
