@@ -16,6 +16,7 @@ import {
   REPO_DIR,
   runNative,
   summarize,
+  waitFor,
 } from './helpers.mjs';
 
 requireKvm(test);
@@ -296,7 +297,7 @@ test('many machines in sequence (no resource leak)', async (t) => {
   }
   // Finished machines must not hold their KVM file descriptors until GC. Teardown runs on a
   // background thread (up to 64 VMs queued), which on a busy host takes a moment to catch up.
-  for (let i = 0; i < 100 && fds() - before >= 20; i++) await new Promise((r) => setTimeout(r, 50));
+  await waitFor(() => fds() - before < 20);
   t.true(fds() - before < 20, `open KVM fds: ${before} before, ${fds()} after 200 runs`);
   t.is(machines.length, 200);
 });

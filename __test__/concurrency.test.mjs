@@ -4,16 +4,12 @@
 // bounded time (no deadlock).
 import test from 'ava';
 
-import { GuestFaultError, guest, kvmbox, Machine, requireKvm, TimeoutError } from './helpers.mjs';
-
-const { Pool } = kvmbox;
+import { GuestFaultError, pausedMachine, Pool, requireKvm, TimeoutError } from './helpers.mjs';
 
 requireKvm(test);
 
 function snapshot(t) {
-  const vm = Machine.fromFile(guest('calls-glibc'));
-  t.is(vm.run().status, 'paused');
-  return vm.snapshot();
+  return pausedMachine(t).snapshot();
 }
 
 /** A deterministic mix: mostly additions, some crashes, some infinite loops. */

@@ -6,9 +6,7 @@ import path from 'node:path';
 
 import test from 'ava';
 
-import { GUEST_DIR, guest, Machine, requireKvm, runNative, tempDir, kvmbox } from './helpers.mjs';
-
-const { TimeoutError } = kvmbox;
+import { GUEST_DIR, guest, Machine, pausedMachine, requireKvm, runNative, tempDir, TimeoutError } from './helpers.mjs';
 
 requireKvm(test);
 
@@ -67,8 +65,7 @@ test.serial('gdb: a breakpoint on a line, then detach: the guest finishes exactl
 
 test.serial('gdb: debugging a call in one fork leaves its siblings and later calls untouched', async (t) => {
   const calls = guest('calls-glibc');
-  const vm = Machine.fromFile(calls);
-  t.is(vm.run().status, 'paused');
+  const vm = pausedMachine(t, calls);
   const snap = vm.snapshot();
   const a = snap.fork();
   const b = snap.fork();

@@ -1,21 +1,17 @@
 // Exhaustion (second part of the hardening issue): output floods hit the documented cap,
 // descriptors run out with EMFILE, unbounded recursion faults, busy host-call loops time out,
 // memory bombs get NULL — and after each the fork resets and serves correctly.
-import path from 'node:path';
-
 import test from 'ava';
 
-import { GuestFaultError, guest, Machine, requireKvm, TimeoutError, kvmbox } from './helpers.mjs';
+import { GuestFaultError, guest, kvmbox, pausedMachine, requireKvm, TimeoutError } from './helpers.mjs';
 
 requireKvm(test);
 
 const bin = guest('exhaust-glibc');
-const file = path.join(path.dirname(bin), 'hello-glibc');
+const file = guest('hello-glibc');
 
 function fork(t, opts = {}) {
-  const vm = Machine.fromFile(bin, { args: [bin, file], allowRead: [file], memory: 64 << 20, ...opts });
-  t.is(vm.run().status, 'paused');
-  return vm.snapshot().fork();
+  return pausedMachine(t, bin, { args: [bin, file], allowRead: [file], memory: 64 << 20, ...opts }).snapshot().fork();
 }
 
 function resetsAndServes(t, m) {

@@ -40,6 +40,25 @@ export function guest(name) {
   return p;
 }
 
+/**
+ * A machine of `file` (default: the `calls` guest) run up to its kvmbox_pause(), closed when
+ * test `t` ends.
+ */
+export function pausedMachine(t, file = guest('calls-glibc'), opts = {}) {
+  const vm = Machine.fromFile(file, opts);
+  t.teardown(() => vm.close());
+  t.is(vm.run().status, 'paused');
+  return vm;
+}
+
+/**
+ * Polls `done()` every 50 ms until it holds or `ms` passed: for resources released by the
+ * background teardown thread, which on a busy host takes a moment to catch up.
+ */
+export async function waitFor(done, ms = 5000) {
+  for (let waited = 0; waited < ms && !done(); waited += 50) await new Promise((r) => setTimeout(r, 50));
+}
+
 /** 'K=V' array or object -> object (for child_process). */
 function envObject(env) {
   if (env === undefined) return {};

@@ -4,7 +4,7 @@ import fs from 'node:fs';
 
 import test from 'ava';
 
-import { guest, kvmbox, Machine, requireKvm, runNative } from './helpers.mjs';
+import { CLI, guest, kvmbox, Machine, requireKvm, runNative } from './helpers.mjs';
 
 requireKvm(test);
 
@@ -50,7 +50,7 @@ test('a snapshot of a huge-page machine forks with 4 KiB pages and the same cont
 
 test('the CLI accepts --hugepages', (t) => {
   t.truthy(kvmbox.Machine);
-  const out = runNative(process.execPath, { args: [process.execPath, 'dist/cli.js', 'run', '--hugepages', '--memory', '512', guest('bigtouch-glibc')] });
+  const out = runNative(process.execPath, { args: [process.execPath, CLI, 'run', '--hugepages', '--memory', '512', guest('bigtouch-glibc')] });
   t.is(out.exitCode, 0, out.stderr.toString());
   t.regex(out.stdout.toString(), /filled 256 MiB[\s\S]*, 0 bad words/);
 });

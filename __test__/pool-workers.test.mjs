@@ -4,15 +4,22 @@ import path from 'node:path';
 
 import test from 'ava';
 
-import { GuestFaultError, guest, kvmbox, Machine, requireKvm, TEST_DIR, TimeoutError } from './helpers.mjs';
-
-const { Pool, RemoteMachine } = kvmbox;
+import {
+  GuestFaultError,
+  InvalidArgumentError,
+  InvalidStateError,
+  pausedMachine,
+  Pool,
+  RemoteMachine,
+  requireKvm,
+  TEST_DIR,
+  TimeoutError,
+} from './helpers.mjs';
 
 requireKvm(test);
 
 function snapshot(t) {
-  const vm = Machine.fromFile(guest('calls-glibc'));
-  t.is(vm.run().status, 'paused');
+  const vm = pausedMachine(t);
   for (let i = 0; i < 5; i++) vm.call('counter_next');
   return vm.snapshot();
 }
@@ -49,7 +56,7 @@ test('a fault or timeout in a worker fork is a typed error, and the pool keeps s
   const after = await Promise.all(Array.from({ length: 10 }, () => pool.with((m) => m.callAsync('counter_next'))));
   t.deepEqual(after, Array(10).fill(6));
   pool.close();
-  await t.throwsAsync(() => pool.with((m) => m.callAsync('add', 1, 2)), { instanceOf: kvmbox.InvalidStateError });
+  await t.throwsAsync(() => pool.with((m) => m.callAsync('add', 1, 2)), { instanceOf: InvalidStateError });
 });
 
 test('an error from a worker fork arrives with its class, its fields and the output before it', async (t) => {
@@ -91,7 +98,7 @@ test("workers: 'auto' starts one worker per CPU", async (t) => {
   t.is(pool.size, cpus, 'at least one fork per worker');
   t.deepEqual(await Promise.all(Array.from({ length: cpus * 3 }, () => pool.with((m) => m.callAsync('counter_next')))), Array(cpus * 3).fill(6));
   pool.close();
-  t.throws(() => new Pool(snapshot(t), { workers: 'many' }), { instanceOf: kvmbox.InvalidArgumentError });
+  t.throws(() => new Pool(snapshot(t), { workers: 'many' }), { instanceOf: InvalidArgumentError });
 });
 
 test('workerSetup registers host-call handlers inside the workers', async (t) => {

@@ -6,7 +6,7 @@ import path from 'node:path';
 
 import test from 'ava';
 
-import { GuestFaultError, guest, InvalidStateError, kvmbox, Machine, requireKvm, TEST_DIR, TimeoutError } from './helpers.mjs';
+import { GuestFaultError, guest, InvalidStateError, Machine, Pool, requireKvm, GUEST_DIR, TimeoutError } from './helpers.mjs';
 
 requireKvm(test);
 
@@ -44,7 +44,7 @@ test('a seccomp machine runs asynchronously on a filtered thread, with everythin
   await t.throwsAsync(() => fork.callAsync('crash'), { instanceOf: GuestFaultError });
   fork.reset();
   t.is(await fork.callAsync('add', 40, 2), 42);
-  const pool = new kvmbox.Pool(snap, { size: 2 });
+  const pool = new Pool(snap, { size: 2 });
   t.deepEqual(await Promise.all([1, 2, 3, 4].map((i) => pool.with((m) => m.callAsync('add', i, i)))), [2, 4, 6, 8]);
   pool.close();
   fork.close();
@@ -53,7 +53,7 @@ test('a seccomp machine runs asynchronously on a filtered thread, with everythin
 
 test('a seccomp machine reads allowed files (and still not others)', async (t) => {
   const file = guest('files-glibc');
-  const allowed = path.join(TEST_DIR, 'guests', 'calls.c');
+  const allowed = path.join(GUEST_DIR, 'calls.c');
   const vm = Machine.fromFile(file, { seccomp: true, args: [file, allowed, '/etc/hostname'], allowRead: [path.dirname(allowed)] });
   const r = await vm.runAsync();
   t.is(r.exitCode, 0, r.stdout.toString());

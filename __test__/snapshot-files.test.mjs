@@ -5,21 +5,13 @@ import path from 'node:path';
 
 import test from 'ava';
 
-import { guest, InvalidArgumentError, kvmbox, Machine, requireKvm, tempDir } from './helpers.mjs';
-
-const { Snapshot } = kvmbox;
+import { InvalidArgumentError, pausedMachine, requireKvm, Snapshot, tempDir } from './helpers.mjs';
 
 requireKvm(test);
 
-function pausedCalls(t) {
-  const vm = Machine.fromFile(guest('calls-glibc'));
-  t.is(vm.run().status, 'paused');
-  return vm;
-}
-
 test('a saved snapshot loads with its memory, registers and process state', (t) => {
   const dir = tempDir();
-  const vm = pausedCalls(t);
+  const vm = pausedMachine(t);
   for (let i = 0; i < 7; i++) vm.call('counter_next');
   const file = path.join(dir, 'calls.kvmsnap');
   vm.snapshot().save(file);
@@ -42,7 +34,7 @@ test('a saved snapshot loads with its memory, registers and process state', (t) 
 
 test('bad snapshot files are rejected with a clear error', (t) => {
   const dir = tempDir();
-  const vm = pausedCalls(t);
+  const vm = pausedMachine(t);
   const file = path.join(dir, 'good.kvmsnap');
   vm.snapshot().save(file);
   const good = fs.readFileSync(file);

@@ -11,19 +11,21 @@ import path from 'node:path';
 import test from 'ava';
 
 import {
+  GuestExitedError,
   GuestFaultError,
   guest,
   InvalidArgumentError,
   InvalidStateError,
-  kvmbox,
   Machine,
+  Pool,
   requireKvm,
+  setVmPoolSize,
+  Snapshot,
   tempDir,
   TimeoutError,
   VARIANTS,
+  waitFor,
 } from './helpers.mjs';
-
-const { Pool, Snapshot, GuestExitedError } = kvmbox;
 
 requireKvm(test);
 
@@ -882,7 +884,7 @@ test.serial('100000 call+reset cycles: same result every time, flat RSS and desc
 
 test.serial('1000 fork+call+close cycles: flat descriptor count', async (t) => {
   // Blank VMs kept ready by earlier pools would be counted as descriptors: stop refilling.
-  kvmbox.setVmPoolSize(0);
+  setVmPoolSize(0);
   const vm = paused(t);
   const snap = vm.snapshot();
   const once = () => {
@@ -898,7 +900,7 @@ test.serial('1000 fork+call+close cycles: flat descriptor count', async (t) => {
   for (let i = 0; i < 1000; i++) results.add(once());
   t.is(results.size, 1, 'every fork computes the same result');
   // Teardown runs on a background thread: give it a moment to catch up.
-  for (let i = 0; i < 100 && fdCount() > fds0 + 2; i++) await new Promise((r) => setTimeout(r, 50));
+  await waitFor(() => fdCount() <= fds0 + 2);
   t.true(fdCount() <= fds0 + 2, `descriptors: ${fds0} → ${fdCount()}`);
   t.true(process.memoryUsage.rss() - rss0 < 50 * MiB, 'RSS stays flat');
 });
