@@ -16,8 +16,8 @@ use crate::elf::Program;
 use crate::error::{Error, GuestFault, Result};
 use crate::kvm;
 use crate::layout::{self, AddressSpace, Layout};
-use crate::host::{Host, HostCall, NoHost, SYS_PAUSE};
-use crate::memory::{GuestMemory, HugePages, MemoryView, UserMemory};
+use crate::host::{Host, NoHost, SYS_PAUSE};
+use crate::memory::{GuestMemory, HugePages, MemoryView};
 use crate::paging;
 use crate::stack;
 use crate::syscalls::files::{FilePolicy, Input, Output};
@@ -814,12 +814,6 @@ impl Machine {
                 return Ok(Some(Stop::Pause(resume)));
             }
             crate::syscalls::err(crate::syscalls::errno::EBUSY)
-        } else if host.intercepts(nr) {
-            let mut call = HostCall { nr, args, memory: UserMemory { mem: &self.mem, space: &self.space } };
-            let result = host.syscall(&mut call).map(Flow::Return).map_err(Error::HostCallback);
-            self.linux.trace_syscall(nr, &args, &result);
-            let Flow::Return(v) = result? else { unreachable!("a host call only returns a value") };
-            v
         } else {
             let env = SyscallEnv { mem: &self.mem, space: &self.space, vcpu: &self.vm.vcpu, deadline, timeout_ms };
             match self.linux.handle(&env, host, nr, args)? {

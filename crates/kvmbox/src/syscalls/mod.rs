@@ -18,7 +18,7 @@ use kvm_ioctls::VcpuFd;
 
 use crate::arch::{MSR_FS_BASE, MSR_GS_BASE};
 use crate::error::{Error, Result};
-use crate::host::{Host, Stream};
+use crate::host::{Host, HostCall, Stream};
 use crate::layout::AddressSpace;
 use crate::memory::{Efault, GuestMemory, UserMemory};
 use files::{FdKind, FdSpec, FdTable, FilePolicy, Input, Output};
@@ -319,7 +319,7 @@ impl Linux {
     }
 
     /// Print one trace line, if tracing is on (host calls are traced too).
-    pub fn trace_syscall(&self, nr: u64, a: &[u64; 6], flow: &Result<Flow>) {
+    fn trace_syscall(&self, nr: u64, a: &[u64; 6], flow: &Result<Flow>) {
         if self.trace {
             let shown = match flow {
                 Ok(Flow::Return(v)) if (*v as i64) < 0 && (*v as i64) > -4096 => format!("-{}", errno_name(-(*v as i64) as i32)),
@@ -341,6 +341,11 @@ impl Linux {
     }
 
     fn dispatch(&mut self, env: &SyscallEnv, host: &mut dyn Host, nr: u64, a: [u64; 6]) -> Result<Flow> {
+        // The embedder's own syscall numbers (host calls), or Linux ones it took over.
+        if host.intercepts(nr) {
+            let mut call = HostCall { nr, args: a, memory: env.user() };
+            return host.syscall(&mut call).map(Flow::Return).map_err(Error::HostCallback);
+        }
         let mem = env.user();
         let r = match nr {
             0 => self.read(env, a[0], a[1], a[2], None)?,
