@@ -41,6 +41,25 @@ fn opts(args: &[&str]) -> MachineOptions {
     MachineOptions { args: args.iter().map(|s| s.to_string()).collect(), ..MachineOptions::default() }
 }
 
+/// The `calls` guest run up to its kvmbox_pause().
+fn paused() -> Machine {
+    require_kvm();
+    let mut vm = Machine::from_file(guest("calls"), opts(&["calls"])).unwrap();
+    assert_eq!(vm.run().unwrap(), RunOutcome::Paused);
+    vm
+}
+
+/// Call the guest function `name` with no host.
+fn call(vm: &mut Machine, name: &str, args: &mut [kvmbox::CallArg]) -> kvmbox::Result<u64> {
+    let addr = vm.symbol(name).unwrap_or_else(|| panic!("symbol {name}"));
+    vm.call(addr, args, None, &mut kvmbox::NoHost)
+}
+
+/// The `calls` guest's counter, incremented.
+fn counter(vm: &mut Machine) -> u64 {
+    call(vm, "counter_next", &mut []).unwrap()
+}
+
 #[test]
 fn hello_prints_and_exits() {
     require_kvm();
@@ -200,17 +219,11 @@ mod calls {
     use super::*;
     use kvmbox::{CallArg, HostCalls, NoHost};
 
+    /// The shared paused(), checking what the guest printed while initializing.
     fn paused() -> Machine {
-        require_kvm();
-        let mut vm = Machine::from_file(guest("calls"), opts(&["calls"])).unwrap();
-        assert_eq!(vm.run().unwrap(), RunOutcome::Paused);
+        let mut vm = super::paused();
         assert_eq!(String::from_utf8(vm.take_stdout()).unwrap(), "initialized\n");
         vm
-    }
-
-    fn call(vm: &mut Machine, name: &str, args: &mut [CallArg]) -> kvmbox::Result<u64> {
-        let addr = vm.symbol(name).unwrap_or_else(|| panic!("symbol {name}"));
-        vm.call(addr, args, None, &mut NoHost)
     }
 
     #[test]
@@ -308,18 +321,6 @@ mod snapshots {
     use super::*;
     use kvmbox::{CallArg, NoHost, Snapshot};
 
-    fn paused() -> Machine {
-        require_kvm();
-        let mut vm = Machine::from_file(guest("calls"), opts(&["calls"])).unwrap();
-        assert_eq!(vm.run().unwrap(), RunOutcome::Paused);
-        vm
-    }
-
-    fn counter(vm: &mut Machine) -> u64 {
-        let f = vm.symbol("counter_next").unwrap();
-        vm.call(f, &mut [], None, &mut NoHost).unwrap()
-    }
-
     #[test]
     fn forks_are_isolated_and_reset_restores() {
         let mut master = paused();
@@ -351,15 +352,13 @@ mod snapshots {
         let mut master = paused();
         let snap = master.snapshot().unwrap();
         let mut f = Machine::fork(&snap).unwrap();
-        let crash = f.symbol("crash").unwrap();
-        assert!(matches!(f.call(crash, &mut [], None, &mut NoHost), Err(Error::GuestFault(_))));
+        assert!(matches!(call(&mut f, "crash", &mut []), Err(Error::GuestFault(_))));
         f.reset().unwrap();
-        let add = f.symbol("add").unwrap();
-        assert_eq!(f.call(add, &mut [CallArg::Int(2), CallArg::Int(3)], None, &mut NoHost).unwrap(), 5);
+        assert_eq!(call(&mut f, "add", &mut [CallArg::Int(2), CallArg::Int(3)]).unwrap(), 5);
         let spin = f.symbol("spin").unwrap();
         assert!(matches!(f.call(spin, &mut [CallArg::Int(u64::MAX)], Some(Duration::from_millis(50)), &mut NoHost), Err(Error::Timeout(_))));
         f.reset().unwrap();
-        assert_eq!(f.call(add, &mut [CallArg::Int(2), CallArg::Int(3)], None, &mut NoHost).unwrap(), 5);
+        assert_eq!(call(&mut f, "add", &mut [CallArg::Int(2), CallArg::Int(3)]).unwrap(), 5);
     }
 
     #[test]
@@ -392,18 +391,11 @@ mod snapshots {
 
 mod snapshot_files {
     use super::*;
-    use kvmbox::{LoadOptions, NoHost, Snapshot};
-
-    fn counter(vm: &mut Machine) -> u64 {
-        let f = vm.symbol("counter_next").unwrap();
-        vm.call(f, &mut [], None, &mut NoHost).unwrap()
-    }
+    use kvmbox::{LoadOptions, Snapshot};
 
     #[test]
     fn save_load_round_trip_and_rejects_bad_files() {
-        require_kvm();
-        let mut master = Machine::from_file(guest("calls"), opts(&["calls"])).unwrap();
-        assert_eq!(master.run().unwrap(), RunOutcome::Paused);
+        let mut master = paused();
         for _ in 0..5 {
             counter(&mut master);
         }
@@ -469,9 +461,8 @@ fn seccomp_restricted_thread_runs_guests_and_nothing_else() {
         assert_eq!(restriction.file_writes_denied, landlock, "Landlock is used where the kernel has it");
         // Guests run: to the pause, then calls, a timeout, a fault, a fork and its reset.
         assert!(matches!(vm.run().unwrap(), RunOutcome::Paused));
-        let add = vm.symbol("add").unwrap();
         let mut args = [kvmbox::CallArg::Int(40), kvmbox::CallArg::Int(2)];
-        assert_eq!(vm.call(add, &mut args, None, &mut kvmbox::NoHost).unwrap(), 42);
+        assert_eq!(call(&mut vm, "add", &mut args).unwrap(), 42);
         let snap = vm.snapshot().unwrap();
         let mut fork = Machine::fork(&snap).unwrap();
         assert!(fork.requires_seccomp(), "forks keep the setting");
@@ -479,10 +470,9 @@ fn seccomp_restricted_thread_runs_guests_and_nothing_else() {
         let mut forever = [kvmbox::CallArg::Int(u64::MAX)];
         assert!(matches!(fork.call(spin, &mut forever, Some(Duration::from_millis(30)), &mut kvmbox::NoHost), Err(Error::Timeout(_))));
         fork.reset().unwrap();
-        let crash = fork.symbol("crash").unwrap();
-        assert!(matches!(fork.call(crash, &mut [], None, &mut kvmbox::NoHost), Err(Error::GuestFault(_))));
+        assert!(matches!(call(&mut fork, "crash", &mut []), Err(Error::GuestFault(_))));
         fork.reset().unwrap();
-        assert_eq!(fork.call(add, &mut args, None, &mut kvmbox::NoHost).unwrap(), 42);
+        assert_eq!(call(&mut fork, "add", &mut args).unwrap(), 42);
         // Reading an allowed file works (O_PATH open, type check, reopen).
         assert!(matches!(reader.run().unwrap(), RunOutcome::Exited(0)));
         assert!(String::from_utf8_lossy(&reader.take_stdout()).contains("A guest that initializes"));
