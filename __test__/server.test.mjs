@@ -6,20 +6,15 @@ import path from 'node:path';
 
 import test from 'ava';
 
+import { buildExample } from '../scripts/build-example.mjs';
+
 import { REPO_DIR, requireKvm, tempDir } from './helpers.mjs';
 
 requireKvm(test);
 
 const require = createRequire(import.meta.url);
 const dir = tempDir('kvmbox-server-');
-const render = path.join(dir, 'render');
-for (const [cmd, args] of [
-  ['gcc', ['-O2', '-static', '-o', render, path.join(REPO_DIR, 'examples', 'render.c')]],
-  [path.join(REPO_DIR, 'node_modules', '.bin', 'tsc'), ['-p', path.join(REPO_DIR, 'examples')]],
-]) {
-  const r = spawnSync(cmd, args, { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`${cmd} failed: ${r.stdout}${r.stderr}`);
-}
+const render = buildExample(path.join(dir, 'render'));
 const { createServer, STRETCH_ROUNDS } = require(path.join(REPO_DIR, 'examples', 'http-server.js'));
 
 test('the example server renders, isolates failures and keeps serving', async (t) => {

@@ -5,6 +5,8 @@ import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import fs from 'node:fs';
 import path from 'node:path';
+import v8 from 'node:v8';
+import nodeVm from 'node:vm';
 import { fileURLToPath } from 'node:url';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -35,6 +37,15 @@ export function compileGuest(name, src = path.join(ROOT, 'benches', `${name}.c`)
     if (r.status !== 0) process.exit(1);
   }
   return out;
+}
+
+v8.setFlagsFromString('--expose-gc');
+const gc = nodeVm.runInNewContext('gc');
+
+/** Untimed, between samples: collect garbage from earlier ones and let the event loop turn. */
+export async function settle() {
+  gc();
+  await new Promise(setImmediate);
 }
 
 export const median = (xs) => {

@@ -37,7 +37,7 @@ const workloads = [
 const sides = { native: (a) => native(a), kvmbox: (a) => kvm(a, false), 'kvmbox hugepages': (a) => kvm(a, true) };
 const results = {}; // metric -> side -> [ms]
 for (const args of workloads) {
-  for (const [side, run] of Object.entries(sides)) run(args); // warm-up (THP compaction, caches)
+  for (const run of Object.values(sides)) run(args); // warm-up (THP compaction, caches)
   for (let i = 0; i < REPS; i++) {
     for (const [side, run] of Object.entries(sides)) {
       const out = run(args);

@@ -22,14 +22,12 @@
 // in a synchronous loop and slowed the spawnSync reference. `--no-settle` skips settling.)
 
 import { spawnSync } from 'node:child_process';
-import v8 from 'node:v8';
-import vm from 'node:vm';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { compileGuest, kvmbox, requireKvm, ROOT } from './common.mjs';
+import { compileGuest, kvmbox, requireKvm, ROOT, settle as settleHeap } from './common.mjs';
 
 const RESULTS_FILE = path.join(path.dirname(fileURLToPath(import.meta.url)), 'results.json');
 
@@ -51,14 +49,9 @@ const { Machine, measureSyscallFloor } = kvmbox;
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-v8.setFlagsFromString('--expose-gc');
-const forceGc = vm.runInNewContext('gc');
-
-/** Untimed: collect garbage from earlier samples. */
+/** Untimed: collect garbage from earlier samples (unless --no-settle). */
 async function settle() {
-  if (!SETTLE) return;
-  forceGc();
-  await new Promise(setImmediate);
+  if (SETTLE) await settleHeap();
 }
 
 const openFds = () => fs.readdirSync('/proc/self/fd').length;

@@ -5,9 +5,9 @@ import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import vm from 'node:vm';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+import { ROOT } from './common.mjs';
+
 const RENDER = path.join(ROOT, 'examples', 'render');
 const require = createRequire(import.meta.url);
 const [kind, port] = [process.argv[2], Number(process.argv[3])];

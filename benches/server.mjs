@@ -4,13 +4,15 @@
 // (examples/http-server.ts: a fork per request, reset after), spawnSync of the same static
 // program per request, and node:vm with a fresh context per request. Each server runs in its
 // own process; autocannon runs here.
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+import { buildExample } from '../scripts/build-example.mjs';
+import { requireKvm, ROOT } from './common.mjs';
+
+requireKvm();
 const require = createRequire(import.meta.url);
 const autocannon = require('autocannon');
 const DURATION = Number(process.env.DURATION ?? 5);
@@ -18,13 +20,7 @@ const DURATION = Number(process.env.DURATION ?? 5);
 const REPEAT = Number(process.env.REPEAT ?? 3);
 const CONNECTIONS = 16;
 
-for (const [cmd, args] of [
-  ['gcc', ['-O2', '-static', '-o', 'examples/render', 'examples/render.c']],
-  ['npx', ['tsc', '-p', 'examples']],
-]) {
-  const r = spawnSync(cmd, args, { cwd: ROOT, stdio: 'inherit' });
-  if (r.status !== 0) process.exit(1);
-}
+buildExample();
 
 async function measure(kind, port, route, env = {}) {
   const child = spawn(process.execPath, [path.join(ROOT, 'benches', 'server-target.mjs'), kind, String(port)], {

@@ -22,12 +22,11 @@
 // forced GC between rounds (untimed) so no sample pays for garbage of earlier ones.
 
 import { spawnSync } from 'node:child_process';
-import v8 from 'node:v8';
 import nodeVm from 'node:vm';
 import fs from 'node:fs';
 import os from 'node:os';
 
-import { compileGuest, kvmbox, median, requireKvm } from './common.mjs';
+import { compileGuest, kvmbox, median, requireKvm, settle } from './common.mjs';
 
 const { Machine, Pool, setVmPoolSize } = kvmbox;
 
@@ -56,13 +55,6 @@ const fmt = (ns) => (ns >= 1e6 ? `${(ns / 1e6).toFixed(2)} ms` : ns >= 1000 ? `$
 const fmtB = (b) => (Math.abs(b) >= 2 ** 30 ? `${(b / 2 ** 30).toFixed(2)} GiB` : Math.abs(b) >= MiB ? `${(b / MiB).toFixed(2)} MiB` : `${(b / 1024).toFixed(0)} KiB`);
 const x = (a, b) => `${(a / b).toFixed(1)}×`;
 
-v8.setFlagsFromString('--expose-gc');
-const forceGc = nodeVm.runInNewContext('gc');
-/** Untimed: collect garbage from earlier samples and let the event loop turn. */
-async function settle() {
-  forceGc();
-  await new Promise(setImmediate);
-}
 
 const pr = requireKvm();
 const callsGuest = compileGuest('calls_bench');
