@@ -124,6 +124,50 @@ test('the system pages (stubs, GDT, IDT, TSS, ring-0 stack, page tables) cannot 
   }
 });
 
+test('a jump into the syscall entry page cannot choose a non-canonical return or IOPL 3', (t) => {
+  const entry = gdtAddress() - 3n * 4096n;
+  // Non-canonical rcx: PVM treats the jump as a syscall and refuses to return there (the #GP
+  // Linux gives); VMX/SVM treat any ring-3 exit at the entry stub as forged.
+  let vm = Machine.fromFile(bin, { args: [bin, 'lstar_noncanonical', entry.toString(16)], timeout: 5000 });
+  let err = t.throws(() => vm.run(), { instanceOf: GuestFaultError });
+  t.is(err.vector, GP);
+  t.true([0x8000000000000000n, entry].includes(err.rip), `rip 0x${err.rip.toString(16)}`);
+  t.is(err.stdout.toString(), 'escape: lstar_noncanonical\n');
+  // r11 with IOPL 3: where the jump returns at all (PVM), IOPL is 0 and `cli` still faults.
+  vm = Machine.fromFile(bin, { args: [bin, 'lstar_iopl', entry.toString(16)], timeout: 5000 });
+  err = t.throws(() => vm.run(), { instanceOf: GuestFaultError });
+  t.is(err.vector, GP);
+  t.regex(err.stdout.toString(), /^escape: lstar_iopl\n(iopl=0\n)?$/);
+  if (probe().backend === 'pvm') t.is(err.stdout.toString(), 'escape: lstar_iopl\niopl=0\n');
+});
+
+test('syscall with the stack pointer on the GDT works and leaves the GDT alone', (t) => {
+  const gdt = gdtAddress();
+  const r = Machine.fromFile(bin, { args: [bin, 'syscall_rsp_gdt', gdt.toString(16)], timeout: 5000 }).run();
+  t.is(r.exitCode, 0);
+  t.is(r.stdout.toString(), 'escape: syscall_rsp_gdt\ngetpid ok\n');
+  t.is(gdtAddress(), gdt, 'the next guest still runs with the same tables');
+});
+
+test('no 32-bit compatibility-mode code segment', (t) => {
+  const vm = Machine.fromFile(bin, { args: [bin, 'far_jump_compat'], timeout: 5000 });
+  const err = t.throws(() => vm.run(), { instanceOf: GuestFaultError });
+  // #BP would mean the int3 at the target ran in compatibility mode.
+  t.true([GP, 11, UD].includes(err.vector), `vector ${err.vector}`);
+});
+
+test('vmcall from the guest faults or fails, and its code is never rewritten', (t) => {
+  const vm = Machine.fromFile(bin, { args: [bin, 'vmcall'], timeout: 5000 });
+  try {
+    const r = vm.run();
+    t.is(r.exitCode, 0);
+    t.regex(r.stdout.toString(), /vmcall rax=-\d+ code=0f01c1\n$/);
+  } catch (e) {
+    t.true(e instanceof GuestFaultError, `${e}`);
+    t.true([UD, GP].includes(e.vector), `vector ${e.vector}`);
+  }
+});
+
 test('after all of that the host is fine', (t) => {
   assertHealthy(t);
 });

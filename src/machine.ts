@@ -208,15 +208,15 @@ export interface RunOptions {
 /** What the host's KVM is and whether kvmbox can use it. */
 export interface ProbeResult {
   available: boolean
-  /** 'pvm' | 'vmx' | 'svm' | 'unknown': the kernel module serving /dev/kvm. */
-  backend: string
+  /** The KVM backend, decided from a real syscall exit (ring 3: PVM) and the CPU vendor. */
+  backend: 'pvm' | 'vmx' | 'svm' | 'unknown'
   error?: string
   /** Observed from a real syscall exit: true where `syscall` stays in ring 3 (PVM). */
   syscallInRing3?: boolean
 }
 
 export function probe(): ProbeResult {
-  return native.probe()
+  return native.probe() as ProbeResult
 }
 
 // First name wins: SIGABRT rather than its alias SIGIOT.

@@ -66,6 +66,12 @@ KVMBOX_EXPORT long say(const char *s) {
 KVMBOX_EXPORT long quit(long code) { exit((int)code); }
 KVMBOX_EXPORT long pause_inside(void) { return kvmbox_pause(); }
 KVMBOX_EXPORT long getpid_twice(void) { return getpid() + getpid(); }
+/* n syscalls in a row: a debugger's Ctrl-C almost always lands in (or right after) one. */
+KVMBOX_EXPORT long syscall_spin(long n) {
+    long sum = 0;
+    for (long i = 0; i < n; i++) sum += getppid();
+    return sum;
+}
 
 int main(int argc, char **argv) {
     (void)argc;

@@ -78,6 +78,52 @@ __attribute__((noinline)) void attempt(const char *mode, const char *arg) {
         if (mode[6] == 'r') (void)*p;
         else if (mode[6] == 'w') *p = 0xCC;
         else ((void (*)(void))(uintptr_t)p)();
+    } else if (!strcmp(mode, "lstar_noncanonical") || !strcmp(mode, "lstar_iopl")) {
+        /* Jump straight into the syscall entry page (address in ARG) with a return address and
+         * flags of the guest's choosing, as if `syscall` had set them: a non-canonical rcx, or
+         * r11 asking for IOPL 3 (every port, cli/sti). Neither may take effect. */
+        uint64_t entry = strtoull(arg ? arg : "0", NULL, 16);
+        uint64_t rcx = mode[6] == 'n' ? 0x8000000000000000UL : 0;
+        uint64_t flags;
+        __asm__ volatile("lea 1f(%%rip), %%rcx\n"
+                         "test %[rcx], %[rcx]\n jz 2f\n mov %[rcx], %%rcx\n"
+                         "2: mov $0x3202, %%r11\n mov $39, %%eax\n jmp *%[entry]\n"
+                         "1: pushfq\n pop %[flags]"
+                         : [flags] "=r"(flags)
+                         : [entry] "r"(entry), [rcx] "r"(rcx)
+                         : "rax", "rcx", "r11", "memory", "cc");
+        printf("iopl=%lu\n", (unsigned long)((flags >> 12) & 3));
+        fflush(stdout);
+        __asm__ volatile("cli");
+    } else if (!strcmp(mode, "syscall_rsp_gdt")) {
+        /* `syscall` with the stack pointer on the GDT (ARG): on VMX/SVM the entry stub runs in
+         * ring 0 on the guest's rsp, so nothing may be pushed there. */
+        uint64_t gdt = strtoull(arg ? arg : "0", NULL, 16);
+        long pid;
+        __asm__ volatile("mov %%rsp, %%r12\n mov %[gdt], %%rsp\n mov $39, %%eax\n syscall\n mov %%r12, %%rsp"
+                         : "=a"(pid)
+                         : [gdt] "r"(gdt)
+                         : "rcx", "r11", "r12", "memory");
+        printf("getpid %s\n", pid > 0 ? "ok" : "failed");
+        fflush(stdout);
+        exit(0);
+    } else if (!strcmp(mode, "far_jump_compat")) {
+        /* Into 32-bit compatibility mode through selector 0x23 (STAR's sysret base, left empty),
+         * at an int3 (the same byte in both modes): reaching it would be a #BP. */
+        struct __attribute__((packed)) { uint32_t off; uint16_t sel; } target = {0, 0x23};
+        uint64_t at;
+        __asm__ volatile("lea 1f(%%rip), %0\n jmp 2f\n 1: int3\n 2:" : "=r"(at));
+        target.off = (uint32_t)at;
+        __asm__ volatile("ljmp *%0" ::"m"(target));
+    } else if (!strcmp(mode, "vmcall")) {
+        /* A hypercall from ring 3: a fault, or an error in rax; never a rewrite of the guest's code
+         * (KVM's hypercall-patching quirk is off). */
+        unsigned char *site;
+        long rax = 0;
+        __asm__ volatile("lea 1f(%%rip), %[site]\n 1: vmcall" : [site] "=r"(site), "+a"(rax) :: "memory");
+        printf("vmcall rax=%ld code=%02x%02x%02x\n", rax, site[0], site[1], site[2]);
+        fflush(stdout);
+        exit(0);
     } else if (!strcmp(mode, "read_kernel_ptr")) {
         /* A syscall pointer into the kernel half and into the system area: EFAULT, not a read. */
         long r1 = syscall(SYS_write, 1, (void *)0xffffffff81000000UL, 8);

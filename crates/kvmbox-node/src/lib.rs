@@ -16,7 +16,7 @@ use convert::throw;
 #[napi(object)]
 pub struct ProbeResult {
     pub available: bool,
-    /// "pvm", "vmx", "svm" or "unknown": the kernel module serving /dev/kvm.
+    /// "pvm", "vmx", "svm" or "unknown": decided from a real syscall exit and the CPU vendor.
     pub backend: String,
     /// Why KVM is unusable, if it is.
     pub error: Option<String>,
@@ -27,8 +27,7 @@ pub struct ProbeResult {
 #[napi]
 pub fn probe() -> ProbeResult {
     let report = kvmbox::probe();
-    let syscall_in_ring3 = if report.available { kvmbox::floor::syscall_exits_in_ring3().ok() } else { None };
-    ProbeResult { available: report.available, backend: report.backend.name().into(), error: report.error, syscall_in_ring3 }
+    ProbeResult { available: report.available, backend: report.backend.name().into(), error: report.error, syscall_in_ring3: report.syscall_in_ring3 }
 }
 
 /// Keep about `n` blank VMs created ahead of time (on a background thread) for forks.

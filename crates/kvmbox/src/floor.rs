@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use kvm_ioctls::{SyncReg, VcpuExit};
 
-use crate::arch;
+use crate::arch::{self, exit::{self, ExitRegs, GuestExit, SyscallEntry}};
 use crate::error::{Error, Result};
 use crate::layout::{AddressSpace, Layout, Perm, Region, PIE_BASE};
 use crate::memory::GuestMemory;
@@ -23,7 +23,7 @@ const LOOP_CODE: &[u8] = &[
 pub struct RawSyscallLoop {
     vm: Vm,
     _mem: GuestMemory,
-    entry_exit_rip: u64,
+    layout: Layout,
 }
 
 /// The smallest machine kvmbox can build: `code` at PIE_BASE (one page, user R+X), the stub
@@ -48,7 +48,7 @@ impl RawSyscallLoop {
     /// Build the raw VM (needs KVM).
     pub fn new() -> Result<RawSyscallLoop> {
         let (vm, mem, layout) = raw_vm(LOOP_CODE, 64)?;
-        Ok(RawSyscallLoop { vm, _mem: mem, entry_exit_rip: layout.sys.syscall_entry + arch::SYSCALL_EXIT_RIP_OFFSET })
+        Ok(RawSyscallLoop { vm, _mem: mem, layout })
     }
 
     /// Run one syscall exit and resume; returns whether the exit happened in ring 3.
@@ -59,12 +59,18 @@ impl RawSyscallLoop {
             Err(e) => return Err(Error::kvm("KVM_RUN", e)),
         }
         let sync = self.vm.vcpu.sync_regs_mut();
-        debug_assert_eq!(sync.regs.rip, self.entry_exit_rip);
         let ring3 = sync.sregs.cs.dpl == 3;
-        if ring3 {
-            sync.regs.rip = sync.regs.rcx;
-            sync.regs.rflags = crate::arch::sysret_rflags(sync.regs.r11);
-            self.vm.vcpu.set_sync_dirty_reg(SyncReg::Register);
+        // The loop's own code is the only guest code, so whichever way this host reports the
+        // exit is genuine: decode it with the entry mode the exit itself shows.
+        let entry = if ring3 { SyscallEntry::Ring3 } else { SyscallEntry::Ring0 };
+        match exit::decode(arch::SYSCALL_PORT, ExitRegs::of(&sync.regs, sync.sregs.cs.dpl), &self.layout.sys, entry) {
+            GuestExit::Syscall { sysret_in_guest: true, .. } => {}
+            GuestExit::Syscall { user_rip, user_rflags, sysret_in_guest: false } => {
+                sync.regs.rip = user_rip;
+                sync.regs.rflags = user_rflags;
+                self.vm.vcpu.set_sync_dirty_reg(SyncReg::Register);
+            }
+            other => return Err(Error::Internal(format!("floor loop: syscall exit decoded as {other:?}"))),
         }
         Ok(ring3)
     }

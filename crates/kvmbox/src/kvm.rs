@@ -1,4 +1,4 @@
-//! The process-wide KVM handle and the backend probe.
+//! The process-wide KVM handle: `/dev/kvm`, checked once, with the CPUID KVM supports.
 
 use std::sync::OnceLock;
 
@@ -57,59 +57,4 @@ pub(crate) fn kvm() -> Result<&'static Kvm> {
 
 pub(crate) fn supported_cpuid() -> Result<&'static CpuId> {
     handle().map(|h| &h.cpuid)
-}
-
-/// Which kernel module serves `/dev/kvm`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    /// Paravirtual KVM (`kvm_pvm`) inside a cloud VM: `syscall` stays in ring 3, ring 0 is slow.
-    Pvm,
-    /// Intel VT-x (`kvm_intel`).
-    Vmx,
-    /// AMD-V (`kvm_amd`).
-    Svm,
-    /// None of the above modules is loaded.
-    Unknown,
-}
-
-impl Backend {
-    /// Short name: "pvm", "vmx", "svm" or "unknown".
-    pub fn name(self) -> &'static str {
-        match self {
-            Backend::Pvm => "pvm",
-            Backend::Vmx => "vmx",
-            Backend::Svm => "svm",
-            Backend::Unknown => "unknown",
-        }
-    }
-}
-
-/// What [`probe`] found out about the host's KVM.
-#[derive(Debug, Clone)]
-pub struct ProbeReport {
-    /// Whether kvmbox can create VMs here.
-    pub available: bool,
-    /// The module serving `/dev/kvm`.
-    pub backend: Backend,
-    /// Why KVM is unusable, when it is.
-    pub error: Option<String>,
-}
-
-/// Find out whether KVM is usable and which backend serves it. The backend is named after
-/// the loaded module; [`crate::floor::syscall_exits_in_ring3`] checks behaviour directly.
-pub fn probe() -> ProbeReport {
-    let module = |m: &str| std::path::Path::new("/sys/module").join(m).exists();
-    let backend = if module("kvm_pvm") {
-        Backend::Pvm
-    } else if module("kvm_intel") {
-        Backend::Vmx
-    } else if module("kvm_amd") {
-        Backend::Svm
-    } else {
-        Backend::Unknown
-    };
-    match handle() {
-        Ok(_) => ProbeReport { available: true, backend, error: None },
-        Err(e) => ProbeReport { available: false, backend, error: Some(e.to_string()) },
-    }
 }

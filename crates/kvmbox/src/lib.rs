@@ -15,6 +15,7 @@
 #![warn(missing_docs)]
 
 mod arch;
+mod backend;
 mod debug;
 mod elf;
 pub mod error;
@@ -41,7 +42,7 @@ pub use error::{Error, GuestFault, Result};
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod seccomp;
-pub use kvm::{probe, Backend, ProbeReport};
+pub use backend::{probe, Backend, ProbeReport};
 pub use host::{Host, HostCall, HostCallFn, HostCalls, NoHost, Stream, HOSTCALL_FIRST, HOSTCALL_LAST, SYS_PAUSE};
 pub use machine::{CallArg, Machine, MachineOptions, MemoryUsage, ResetStrategy, RunOutcome, DEFAULT_MEMORY, DEFAULT_OUTPUT_LIMIT};
 pub use snapshot::{LoadOptions, Snapshot};

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use kvm_bindings::kvm_regs;
 use kvm_ioctls::{SyncReg, VcpuExit};
 
-use crate::arch;
+use crate::arch::{self, exit::{self, ExitRegs, GuestExit, SyscallEntry}};
+use crate::backend;
 use crate::elf::Program;
 use crate::error::{Error, GuestFault, Result};
 use crate::kvm;
@@ -158,6 +159,11 @@ pub struct Machine {
     pub(crate) debug_interrupt: Option<Arc<std::sync::atomic::AtomicBool>>,
     /// The vCPU has entered the guest at least once (its synced registers are valid).
     ran: bool,
+    /// How this host's KVM runs the syscall entry stub (how syscall exits look).
+    syscall_entry: SyscallEntry,
+    /// A triple fault may have re-initialized the vCPU (SVM does): `reset` must set the
+    /// descriptor tables, control registers and MSRs again.
+    system_state_lost: bool,
 }
 
 /// How `reset` restores guest memory. Measured on PVM (see the README): copying the dirty
@@ -227,6 +233,7 @@ impl Machine {
     pub fn from_bytes(bytes: Vec<u8>, mut opts: MachineOptions) -> Result<Machine> {
         // Fail fast and clearly without KVM, before any parsing work.
         kvm::kvm()?;
+        let syscall_entry = backend::syscall_entry()?;
         let memory = layout::round_memory(opts.memory).map_err(Error::InvalidArgument)?;
         let program = Program::parse(bytes)?;
         let layout = Layout::new(memory);
@@ -254,7 +261,7 @@ impl Machine {
             uid: unsafe { libc::getuid() },
             gid: unsafe { libc::getgid() },
             hwcap: arch::hwcap_from_cpuid(cpuid),
-            hwcap2: 1 << 1, // HWCAP2_FSGSBASE: CR4.FSGSBASE is set
+            hwcap2: if arch::has_fsgsbase(cpuid) { 1 << 1 } else { 0 }, // HWCAP2_FSGSBASE: CR4.FSGSBASE is set
             execfn: opts.args[0].clone(),
         };
         let stack_limit = layout.stack_bottom + layout.stack_size() / 2;
@@ -290,6 +297,8 @@ impl Machine {
             huge,
             debug_interrupt: None,
             ran: false,
+            syscall_entry,
+            system_state_lost: false,
         })
     }
 
@@ -343,6 +352,7 @@ impl Machine {
     /// taken. Its VM comes from the background pool when one is ready.
     pub fn fork(snap: &Snapshot) -> Result<Machine> {
         let d = &snap.data;
+        let syscall_entry = backend::syscall_entry()?;
         let mut vm = VmPool::global().take()?;
         let mem = GuestMemory::private_over(&d.image.memfd, d.layout.memory, &d.image.extents)?;
         vm.attach(&mem, true)?;
@@ -365,6 +375,8 @@ impl Machine {
             huge: HugePages::None,
             debug_interrupt: None,
             ran: true,
+            syscall_entry,
+            system_state_lost: false,
         })
     }
 
@@ -407,6 +419,10 @@ impl Machine {
             self.vm.clear_dirty_log(&mut dirty, self.layout.memory)?;
             self.resets_since_clear = 0;
         }
+        if self.system_state_lost {
+            self.vm.set_system_state(&self.layout, self.cr3)?;
+            self.system_state_lost = false;
+        }
         self.vm.restore(&d.cpu)?;
         self.linux.restore(&d.linux)?;
         self.state = State::Paused { resume: d.cpu.regs };
@@ -433,6 +449,7 @@ impl Machine {
             drop(old);
         }
         self.vm.set_system_state(&d.layout, d.cr3)?;
+        self.system_state_lost = false;
         self.vm.restore(&d.cpu)?;
         self.linux = d.proto.fork_from(&d.linux)?;
         self.layout = d.layout.clone();
@@ -735,7 +752,12 @@ impl Machine {
         loop {
             let port = match self.vm.vcpu.run() {
                 Ok(VcpuExit::IoOut(port, _)) => port,
-                Ok(VcpuExit::Shutdown) => return Err(self.fault(8, false)),
+                Ok(VcpuExit::Shutdown) => {
+                    // A triple fault. SVM then INITs the vCPU (STAR/LSTAR/SFMASK, XCR0 and
+                    // the control registers are lost); reset() sets them again.
+                    self.system_state_lost = true;
+                    return Err(self.fault(8, false));
+                }
                 Ok(VcpuExit::MmioRead(addr, _)) | Ok(VcpuExit::MmioWrite(addr, _)) => {
                     let rip = self.vm.vcpu.sync_regs_mut().regs.rip;
                     return Err(Error::GuestFault(GuestFault { vector: 14, rip, address: addr, error_code: None }));
@@ -745,7 +767,7 @@ impl Machine {
                     continue;
                 }
                 Ok(VcpuExit::Hlt) => return Err(self.fault(13, false)),
-                Ok(VcpuExit::IoIn(..)) => return Err(self.forged_port_access()),
+                Ok(VcpuExit::IoIn(..)) => return Err(general_protection(self.vm.vcpu.sync_regs_mut().regs.rip)),
                 Ok(VcpuExit::InternalError) => return Err(Error::Internal("KVM internal error while running the guest".into())),
                 Ok(VcpuExit::FailEntry(reason, _)) => return Err(Error::Internal(format!("VM entry failed (reason {reason:#x})"))),
                 Ok(other) => return Err(Error::Internal(format!("unexpected VM exit {other:?}"))),
@@ -762,30 +784,27 @@ impl Machine {
                 }
                 Err(e) => return Err(Error::kvm("KVM_RUN", e)),
             };
-            match port {
-                arch::SYSCALL_PORT => {
-                    if let Some(stop) = self.syscall(deadline, timeout_ms, host, in_call)? {
+            let sync = self.vm.vcpu.sync_regs_mut();
+            let at = ExitRegs::of(&sync.regs, sync.sregs.cs.dpl);
+            match exit::decode(port, at, &self.layout.sys, self.syscall_entry) {
+                GuestExit::Syscall { user_rip, user_rflags, sysret_in_guest } => {
+                    if let Some(stop) = self.syscall(user_rip, user_rflags, sysret_in_guest, deadline, timeout_ms, host, in_call)? {
                         return Ok(stop);
                     }
                 }
-                arch::CALL_RETURN_PORT if in_call => {
-                    let regs = &self.vm.vcpu.sync_regs_mut().regs;
-                    if regs.rip != self.layout.sys.call_return + arch::CALL_RETURN_EXIT_RIP_OFFSET {
-                        return Err(self.forged_port_access());
-                    }
-                    return Ok(Stop::CallReturn(regs.rax));
-                }
-                p if (arch::EXCEPTION_PORT_BASE..arch::EXCEPTION_PORT_BASE + arch::EXCEPTION_VECTORS as u16).contains(&p) => {
-                    let vector = (p - arch::EXCEPTION_PORT_BASE) as u8;
+                GuestExit::CallReturn if in_call => return Ok(Stop::CallReturn(self.vm.vcpu.sync_regs_mut().regs.rax)),
+                GuestExit::Exception(vector) => {
                     if self.debug_interrupt.is_some() && (vector == 1 || vector == 3) {
                         self.return_from_trap()?;
                         return Ok(Stop::Trap(vector));
                     }
                     return Err(self.fault(vector, true));
                 }
-                // Ring 3 can reach only the ports in the TSS bitmap; using them other than
-                // through the stubs is treated as the #GP it would be on real hardware.
-                _ => return Err(self.forged_port_access()),
+                // A call return outside a call, a port only the stubs may use, a jump into a
+                // stub, a syscall returning to a non-canonical address: the #GP it would be on
+                // real hardware (or under Linux).
+                GuestExit::CallReturn => return Err(general_protection(at.rip)),
+                GuestExit::GeneralProtection { rip } => return Err(general_protection(rip)),
             }
         }
     }
@@ -797,20 +816,25 @@ impl Machine {
         }
     }
 
-    /// Handle a syscall exit; `Some(stop)` if the guest exited or paused.
-    fn syscall(&mut self, deadline: Option<Instant>, timeout_ms: u64, host: &mut dyn Host, in_call: bool) -> Result<Option<Stop>> {
-        let sync = self.vm.vcpu.sync_regs_mut();
-        let r = sync.regs;
-        let in_ring3 = sync.sregs.cs.dpl == 3;
-        if r.rip != self.layout.sys.syscall_entry + arch::SYSCALL_EXIT_RIP_OFFSET {
-            // Only the LSTAR stub may use the syscall port; anything else is a forged exit.
-            return Err(self.forged_port_access());
-        }
+    /// Handle a decoded syscall exit (see [`exit::GuestExit::Syscall`]); `Some(stop)` if the
+    /// guest exited or paused.
+    #[allow(clippy::too_many_arguments)]
+    fn syscall(
+        &mut self,
+        user_rip: u64,
+        user_rflags: u64,
+        sysret_in_guest: bool,
+        deadline: Option<Instant>,
+        timeout_ms: u64,
+        host: &mut dyn Host,
+        in_call: bool,
+    ) -> Result<Option<Stop>> {
+        let r = self.vm.vcpu.sync_regs_mut().regs;
         let (nr, args) = (r.rax, [r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9]);
         let value = if nr == SYS_PAUSE {
             if !in_call {
                 // Where the guest continues: just after its syscall, returning 0.
-                let resume = kvm_regs { rax: 0, rip: r.rcx, rflags: arch::sysret_rflags(r.r11), ..r };
+                let resume = kvm_regs { rax: 0, rip: user_rip, rflags: user_rflags, ..r };
                 return Ok(Some(Stop::Pause(resume)));
             }
             crate::syscalls::err(crate::syscalls::errno::EBUSY)
@@ -823,12 +847,13 @@ impl Machine {
         };
         let sync = self.vm.vcpu.sync_regs_mut();
         sync.regs.rax = value;
-        if in_ring3 {
-            // PVM: `syscall` did not change privilege; finish it as sysretq would.
-            sync.regs.rip = r.rcx;
-            sync.regs.rflags = arch::sysret_rflags(r.r11);
+        if !sysret_in_guest {
+            // PVM: `syscall` did not change privilege; finish it as sysretq would. (VMX/SVM:
+            // RIP stays on the stub, so KVM skips its `out` and `sysretq` runs; moving RIP
+            // would cancel that skip.)
+            sync.regs.rip = user_rip;
+            sync.regs.rflags = user_rflags;
         }
-        // VMX/SVM: the vCPU is in ring 0 at the stub and runs `sysretq` itself.
         self.vm.vcpu.set_sync_dirty_reg(SyncReg::Register);
         Ok(None)
     }
@@ -859,6 +884,16 @@ impl Machine {
         })
     }
 
+    /// Make the next exception unrecoverable (an empty IDT: the CPU escalates to a triple
+    /// fault and KVM reports a shutdown), so tests can check what reset does after one. Not a
+    /// stable API.
+    #[doc(hidden)]
+    pub fn break_interrupt_table(&mut self) {
+        let sync = self.vm.vcpu.sync_regs_mut();
+        sync.sregs.idt.limit = 0;
+        self.vm.vcpu.set_sync_dirty_reg(SyncReg::SystemRegister);
+    }
+
     /// The paused guest's stack pointer (for fuzzing: a base for valid pointers).
     #[doc(hidden)]
     pub fn stack_pointer(&mut self) -> u64 {
@@ -871,7 +906,10 @@ impl Machine {
         if !self.ran {
             return self.vm.vcpu.get_regs().unwrap_or_default();
         }
-        self.vm.vcpu.sync_regs_mut().regs
+        let sync = self.vm.vcpu.sync_regs_mut();
+        // A stop inside the syscall stub is shown (and, once written back by set_regs, resumed)
+        // as the user state around the syscall.
+        exit::user_state_in_syscall_stub(&sync.regs, sync.sregs.cs.dpl, &self.layout.sys).unwrap_or(sync.regs)
     }
 
     /// Change the registers the guest continues with.
@@ -943,12 +981,6 @@ impl Machine {
         self.space.user_accessible(addr, data.len() as u64, false) && self.mem.write(addr, data).is_ok()
     }
 
-    /// A port exit that did not come from one of our stubs.
-    fn forged_port_access(&mut self) -> Error {
-        let rip = self.vm.vcpu.sync_regs_mut().regs.rip;
-        Error::GuestFault(GuestFault { vector: 13, rip, address: 0, error_code: Some(0) })
-    }
-
     /// Build the fault error for `vector`. With `frame`, the CPU pushed an exception frame on
     /// the ring-0 stack; the faulting rip comes from there.
     fn fault(&mut self, vector: u8, frame: bool) -> Error {
@@ -982,6 +1014,11 @@ impl Drop for Machine {
 fn accept_gdb(listener: &std::net::TcpListener) -> Result<std::net::TcpStream> {
     let (conn, _) = listener.accept().map_err(|e| Error::InvalidArgument(format!("waiting for gdb: {e}")))?;
     Ok(conn)
+}
+
+/// The #GP a forged exit (see [`exit::GuestExit::GeneralProtection`]) is reported as.
+fn general_protection(rip: u64) -> Error {
+    Error::GuestFault(GuestFault { vector: 13, rip, address: 0, error_code: Some(0) })
 }
 
 fn outcome(status: ExitStatus) -> RunOutcome {

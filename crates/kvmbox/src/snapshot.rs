@@ -211,7 +211,7 @@ impl Snapshot {
         drop(image);
         crate::machine::seal(&memfd);
         // User-mode segments and our control registers; only the FS/GS bases come from the file.
-        let mut sregs = arch::initial_sregs(kvm_bindings::kvm_sregs::default(), &layout, cr3);
+        let mut sregs = arch::initial_sregs(kvm_bindings::kvm_sregs::default(), &layout, cr3, crate::kvm::supported_cpuid()?);
         sregs.fs.base = fs_base;
         sregs.gs.base = gs_base;
         let cpu = CpuState { regs, sregs, xsave: Box::new(xsave) };

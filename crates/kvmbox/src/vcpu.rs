@@ -50,6 +50,7 @@ impl Vm {
             ..Default::default()
         };
         let manual_protect = vm.enable_cap(&cap).is_ok();
+        disable_hypercall_patching(&vm);
         Ok(Vm { vcpu, vm, manual_protect })
     }
 
@@ -110,11 +111,11 @@ impl Vm {
     /// general-purpose registers).
     pub fn set_system_state(&mut self, layout: &Layout, cr3: u64) -> Result<()> {
         let sregs = self.vcpu.get_sregs().map_err(|e| Error::kvm("KVM_GET_SREGS", e))?;
-        self.vcpu.set_sregs(&arch::initial_sregs(sregs, layout, cr3)).map_err(|e| Error::kvm("KVM_SET_SREGS", e))?;
+        let cpuid = kvm::supported_cpuid()?;
+        self.vcpu.set_sregs(&arch::initial_sregs(sregs, layout, cr3, cpuid)).map_err(|e| Error::kvm("KVM_SET_SREGS", e))?;
         // XCR0 needs CR4.OSXSAVE, set just above.
-        arch::set_xcr0(&self.vcpu, arch::xcr0_from_cpuid(kvm::supported_cpuid()?))?;
-        self.vcpu.set_msrs(&arch::initial_msrs(layout)?).map_err(|e| Error::kvm("KVM_SET_MSRS", e))?;
-        Ok(())
+        arch::set_xcr0(&self.vcpu, arch::xcr0_from_cpuid(cpuid))?;
+        arch::set_msrs(&self.vcpu, &arch::initial_msrs(layout)?)
     }
 
     /// Set up a fresh process: system state plus an initial FPU and entry registers.
@@ -145,6 +146,20 @@ impl Vm {
         self.vcpu.set_sync_dirty_reg(SyncReg::Register);
         self.vcpu.set_sync_dirty_reg(SyncReg::SystemRegister);
         Ok(())
+    }
+}
+
+/// By default KVM rewrites a guest's `vmcall`/`vmmcall` into the host vendor's instruction (so
+/// guests migrated between Intel and AMD keep working), which writes into guest memory behind
+/// the dirty log. The guest has no business with hypercalls: turn that off where KVM lets us
+/// (KVM_CAP_DISABLE_QUIRKS2; best effort, older kernels lack it). The instruction itself then
+/// fails in the guest as on any host (#UD, or -KVM_EPERM in rax from ring 3).
+fn disable_hypercall_patching(vm: &VmFd) {
+    let quirk = kvm_bindings::KVM_X86_QUIRK_FIX_HYPERCALL_INSN as u64;
+    let supported = vm.check_extension_raw(kvm_bindings::KVM_CAP_DISABLE_QUIRKS2 as libc::c_ulong);
+    if supported > 0 && supported as u64 & quirk != 0 {
+        let cap = kvm_bindings::kvm_enable_cap { cap: kvm_bindings::KVM_CAP_DISABLE_QUIRKS2, args: [quirk, 0, 0, 0], ..Default::default() };
+        let _ = vm.enable_cap(&cap);
     }
 }
 

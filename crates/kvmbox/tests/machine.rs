@@ -362,6 +362,25 @@ mod snapshots {
     }
 
     #[test]
+    fn reset_after_a_triple_fault_restores_a_working_machine() {
+        // SVM re-initializes the vCPU after a triple fault (STAR/LSTAR/SFMASK, XCR0, control
+        // registers); the reset must set them again or the next syscall goes nowhere.
+        let mut master = paused();
+        let snap = master.snapshot().unwrap();
+        let mut f = Machine::fork(&snap).unwrap();
+        let pid = call(&mut f, "getpid_twice", &mut []).unwrap();
+        f.reset().unwrap();
+        f.break_interrupt_table();
+        match call(&mut f, "crash", &mut []) {
+            Err(Error::GuestFault(fault)) => assert_eq!(fault.vector, 8, "a shutdown is reported as a double fault"),
+            other => panic!("expected a triple fault, got {other:?}"),
+        }
+        f.reset().unwrap();
+        assert_eq!(call(&mut f, "getpid_twice", &mut []).unwrap(), pid, "syscalls work after the reset");
+        assert!(matches!(call(&mut f, "crash", &mut []), Err(Error::GuestFault(e)) if e.vector == 14), "and exceptions are delivered again");
+    }
+
+    #[test]
     fn snapshot_of_a_fork_and_reset_to_another_snapshot() {
         let mut master = paused();
         let s1 = master.snapshot().unwrap();
@@ -523,4 +542,139 @@ fn seccomp_restricted_thread_runs_guests_and_nothing_else() {
     let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
     assert!(s >= 0);
     unsafe { libc::close(s) };
+}
+
+mod debugging {
+    //! The gdb stub driven by a minimal client of the remote serial protocol (no gdb needed, so
+    //! this also runs inside the SVM rig).
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+
+    struct Client(TcpStream);
+
+    impl Client {
+        fn connect(port: u16) -> Client {
+            let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+            Client(s)
+        }
+
+        fn send(&mut self, body: &str) {
+            let sum = body.bytes().fold(0u8, |a, b| a.wrapping_add(b));
+            write!(self.0, "${body}#{sum:02x}").unwrap();
+        }
+
+        /// The next packet's body (acks skipped, each packet acked).
+        fn reply(&mut self) -> String {
+            let mut byte = [0u8; 1];
+            loop {
+                self.0.read_exact(&mut byte).unwrap();
+                if byte[0] == b'$' {
+                    break;
+                }
+            }
+            let mut body = Vec::new();
+            loop {
+                self.0.read_exact(&mut byte).unwrap();
+                if byte[0] == b'#' {
+                    break;
+                }
+                body.push(byte[0]);
+            }
+            let mut sum = [0u8; 2];
+            self.0.read_exact(&mut sum).unwrap();
+            self.0.write_all(b"+").unwrap();
+            // Run-length encoding: `c*N` repeats c another N - 29 times.
+            let mut out = Vec::new();
+            let mut i = 0;
+            while i < body.len() {
+                if body[i] == b'*' && i + 1 < body.len() {
+                    let last = *out.last().unwrap();
+                    out.extend(std::iter::repeat_n(last, body[i + 1] as usize - 29));
+                    i += 2;
+                } else {
+                    out.push(body[i]);
+                    i += 1;
+                }
+            }
+            String::from_utf8(out).unwrap()
+        }
+
+        fn ask(&mut self, body: &str) -> String {
+            self.send(body);
+            self.reply()
+        }
+
+        /// rip and eflags from a `g` reply (16 general registers, then rip and eflags).
+        fn rip_rflags(&mut self) -> (u64, u64) {
+            let g = self.ask("g");
+            let le = |hex: &str| (0..hex.len() / 2).rev().fold(0u64, |a, i| (a << 8) | u64::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap());
+            (le(&g[256..272]), le(&g[272..280]))
+        }
+    }
+
+    /// A stop reply for a trap (SIGTRAP) or the interrupt (SIGINT), not an exit or a fault.
+    fn assert_stopped(reply: &str, signal: &str) {
+        assert!(reply.starts_with(&format!("T{signal}")) || reply.starts_with(&format!("S{signal}")), "stop reply {reply:?}");
+    }
+
+    #[test]
+    fn single_steps_then_detach_runs_on_unchanged() {
+        require_kvm();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let guest = std::thread::spawn(move || {
+            let mut vm = Machine::from_file(guest("hello"), MachineOptions::default()).unwrap();
+            let outcome = vm.run_debug(&listener, None, &mut kvmbox::NoHost);
+            (outcome, vm.take_stdout())
+        });
+        let mut gdb = Client::connect(port);
+        assert_stopped(&gdb.ask("?"), "05");
+        let mut rip = gdb.rip_rflags().0;
+        for _ in 0..20 {
+            assert_stopped(&gdb.ask("s"), "05");
+            let (next, rflags) = gdb.rip_rflags();
+            assert_ne!(next, rip, "each step moves");
+            assert_eq!(rflags & 0x100, 0, "the trap flag is the debugger's, not shown");
+            rip = next;
+        }
+        gdb.send("D");
+        assert_eq!(gdb.reply(), "OK");
+        let (outcome, stdout) = guest.join().unwrap();
+        assert_eq!(outcome.unwrap(), RunOutcome::Exited(0));
+        assert_eq!(String::from_utf8(stdout).unwrap(), "hello from kvmbox guest\n");
+    }
+
+    #[test]
+    fn interrupt_during_syscalls_then_step_stays_in_user_mode() {
+        // VMX/SVM: Ctrl-C usually stops the vCPU in the ring-0 syscall stub; the debugger must
+        // see (and step from) the user state it returns to, never the stub in ring 3.
+        let mut vm = paused();
+        let spin = vm.symbol("syscall_spin").unwrap();
+        let sys_base = kvmbox::layout::Layout::new(vm.memory_size()).sys_base;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // Syscalls without end; after the debugger detaches, the call's timeout ends it.
+        let forever = kvmbox::CallArg::Int(i64::MAX as u64);
+        let timeout = Some(Duration::from_millis(300));
+        let guest = std::thread::spawn(move || vm.call_debug(&listener, spin, &mut [forever], timeout, &mut kvmbox::NoHost));
+        let mut gdb = Client::connect(port);
+        assert_stopped(&gdb.ask("?"), "05");
+        for round in 0..3 {
+            gdb.send("c");
+            std::thread::sleep(Duration::from_millis(20));
+            gdb.0.write_all(&[0x03]).unwrap();
+            assert_stopped(&gdb.reply(), "02");
+            let (rip, _) = gdb.rip_rflags();
+            assert!(rip < sys_base, "round {round}: stopped at {rip:#x}, inside kvmbox's system area");
+            assert_stopped(&gdb.ask("s"), "05");
+            let (after, _) = gdb.rip_rflags();
+            assert!(after < sys_base, "round {round}: stepped to {after:#x}");
+        }
+        gdb.send("D");
+        assert_eq!(gdb.reply(), "OK");
+        let end = guest.join().unwrap();
+        assert!(matches!(end, Err(Error::Timeout(_))), "the guest ran on in its syscall loop until the timeout: {end:?}");
+    }
 }

@@ -1003,7 +1003,7 @@ impl Linux {
                 return Err(errno::EPERM);
             }
             let msrs = Msrs::from_entries(&[kvm_msr_entry { index: msr, data: addr, ..Default::default() }]).map_err(|_| errno::EINVAL)?;
-            env.vcpu.set_msrs(&msrs).map_err(|_| errno::EINVAL)?;
+            crate::arch::set_msrs(env.vcpu, &msrs).map_err(|_| errno::EINVAL)?;
             return Ok(0);
         }
         let mut msrs = Msrs::from_entries(&[kvm_msr_entry { index: msr, ..Default::default() }]).map_err(|_| errno::EINVAL)?;

@@ -11,6 +11,8 @@
 //! * PVM: `syscall` stays in ring 3 (only rip/rcx/r11 change); `out` exits with CS.dpl = 3 and
 //!   the host itself resumes at rcx with rflags = r11.
 
+pub mod exit;
+
 use kvm_bindings::{kvm_fpu, kvm_msr_entry, kvm_segment, kvm_sregs, kvm_xcrs, CpuId, Msrs};
 use kvm_ioctls::VcpuFd;
 
@@ -26,15 +28,16 @@ pub const CALL_RETURN_PORT: u16 = 0xE1;
 pub const EXCEPTION_PORT_BASE: u16 = 0xC0;
 pub const EXCEPTION_VECTORS: u8 = 32;
 
-/// Offsets of the instructions inside the syscall entry page.
+/// The code of the syscall entry page and of the call-return page (see [`exit`] for how each
+/// backend reports their `out`).
 pub const SYSCALL_STUB: &[u8] = &[0xE6, SYSCALL_PORT as u8, 0x48, 0x0F, 0x07]; // out %al,$p; sysretq
-pub const SYSCALL_EXIT_RIP_OFFSET: u64 = 2;
 pub const CALL_RETURN_STUB: &[u8] = &[0xE6, CALL_RETURN_PORT as u8, 0x0F, 0x0B]; // out %al,$p; ud2
-pub const CALL_RETURN_EXIT_RIP_OFFSET: u64 = 2;
 
-/// The rflags `sysretq` restores from r11 (reserved and privileged bits masked; bit 1 set).
+/// The rflags a return to user mode gets from r11: what ring 3 may set itself (CF PF AF ZF SF
+/// TF DF OF NT AC VIF VIP ID), never IOPL (which would open every port and cli/sti) or VM/RF,
+/// with IF and the reserved bit 1 set — as Linux returns to user mode.
 pub fn sysret_rflags(r11: u64) -> u64 {
-    (r11 & 0x3C_7FD7) | 0x2
+    (r11 & 0x3C_4DD5) | 0x202
 }
 
 pub const SEL_KERNEL_CODE: u16 = 0x10;
@@ -48,6 +51,9 @@ pub fn has_error_code(vector: u8) -> bool {
 }
 
 const TSS_SIZE: u64 = 104;
+/// Offset of IST1 in the 64-bit TSS, and the IST index every IDT gate uses.
+const TSS_IST1: usize = 0x24;
+const IST_INDEX: u64 = 1;
 const IO_BITMAP_BYTES: u64 = 8192;
 const TSS_LIMIT: u64 = TSS_SIZE + IO_BITMAP_BYTES; // includes the trailing 0xff byte
 
@@ -92,7 +98,7 @@ pub fn write_system_pages(mem: &GuestMemory, layout: &Layout) -> Result<()> {
         0,
         0x0020_9B00_0000_0000, // 0x10 kernel code, 64-bit
         0x00CF_9300_0000_FFFF, // 0x18 kernel data
-        0x00CF_FB00_0000_FFFF, // 0x20 user code, 32-bit (unused; STAR layout needs it)
+        0,                     // 0x20 user code, 32-bit: STAR's sysret base, but no compat mode
         0x00CF_F300_0000_FFFF, // 0x28 user data
         0x0020_FB00_0000_0000, // 0x30 user code, 64-bit
         tss_low,               // 0x38 TSS (two slots)
@@ -103,7 +109,7 @@ pub fn write_system_pages(mem: &GuestMemory, layout: &Layout) -> Result<()> {
     // Exception stubs: `out %al, $(base+v)`, [`add $8,%rsp` to drop the error code], `iretq`.
     let mut stubs = vec![0xCCu8; 4096];
     for v in 0..EXCEPTION_VECTORS {
-        let at = v as usize * 16;
+        let at = v as usize * exit::EXCEPTION_STUB_SLOT as usize;
         let mut code = vec![0xE6, (EXCEPTION_PORT_BASE + v as u16) as u8];
         if has_error_code(v) {
             code.extend_from_slice(&[0x48, 0x83, 0xC4, 0x08]);
@@ -114,13 +120,17 @@ pub fn write_system_pages(mem: &GuestMemory, layout: &Layout) -> Result<()> {
     mem.write(s.exception_stubs, &stubs)?;
 
     // IDT: interrupt gates to the stubs; #BP and #OF are reachable from ring 3 (int3, into)
-    // like on Linux, everything else is DPL 0 and vectors ≥ 32 are not present.
+    // like on Linux, everything else is DPL 0 and vectors ≥ 32 are not present. Every gate
+    // switches to IST1: on VMX/SVM the syscall stub runs in ring 0 on the guest's own rsp (the
+    // CPU switches stacks only on a privilege change), so an exception there must not push its
+    // frame where the guest chose.
     let mut idt = vec![0u8; 4096];
     for v in 0..EXCEPTION_VECTORS {
-        let handler = s.exception_stubs + v as u64 * 16;
+        let handler = s.exception_stubs + v as u64 * exit::EXCEPTION_STUB_SLOT;
         let dpl: u64 = if v == 3 || v == 4 { 3 } else { 0 };
         let low = (handler & 0xffff)
             | ((SEL_KERNEL_CODE as u64) << 16)
+            | (IST_INDEX << 32)
             | ((0x8E | (dpl << 5)) << 40)
             | (((handler >> 16) & 0xffff) << 48);
         let high = handler >> 32;
@@ -129,9 +139,11 @@ pub fn write_system_pages(mem: &GuestMemory, layout: &Layout) -> Result<()> {
     }
     mem.write(s.idt, &idt)?;
 
-    // TSS: rsp0 = top of the ring-0 stack; I/O bitmap right after the 104-byte TSS.
+    // TSS: rsp0 and IST1 = top of the ring-0 stack; I/O bitmap right after the 104-byte TSS.
     let mut tss_bytes = vec![0u8; (TSS_SIZE + IO_BITMAP_BYTES + 1) as usize];
-    tss_bytes[4..12].copy_from_slice(&(s.ring0_stack + 4096).to_le_bytes());
+    let ring0_top = (s.ring0_stack + 4096).to_le_bytes();
+    tss_bytes[4..12].copy_from_slice(&ring0_top);
+    tss_bytes[TSS_IST1..TSS_IST1 + 8].copy_from_slice(&ring0_top);
     tss_bytes[102..104].copy_from_slice(&(TSS_SIZE as u16).to_le_bytes());
     for b in &mut tss_bytes[TSS_SIZE as usize..] {
         *b = 0xff;
@@ -174,8 +186,9 @@ pub fn user_segments() -> (kvm_segment, kvm_segment) {
     (segment(SEL_USER_CODE, 0xB, 3, 1, 1, 0), segment(SEL_USER_DATA, 0x3, 3, 1, 0, 1))
 }
 
-/// Control registers and segments for ring-3 long mode with our tables.
-pub fn initial_sregs(mut sregs: kvm_sregs, layout: &Layout, cr3: u64) -> kvm_sregs {
+/// Control registers and segments for ring-3 long mode with our tables. CR4.FSGSBASE (so the
+/// guest may use `wrfsbase` as on Linux) only where the CPU has it: KVM refuses it otherwise.
+pub fn initial_sregs(mut sregs: kvm_sregs, layout: &Layout, cr3: u64, cpuid: &CpuId) -> kvm_sregs {
     let (code, data) = user_segments();
     sregs.cs = code;
     sregs.ss = data;
@@ -205,7 +218,10 @@ pub fn initial_sregs(mut sregs: kvm_sregs, layout: &Layout, cr3: u64) -> kvm_sre
     sregs.idt.limit = 256 * 16 - 1;
     sregs.cr0 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_AM | CR0_PG;
     sregs.cr3 = cr3;
-    sregs.cr4 = CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT | CR4_FSGSBASE | CR4_OSXSAVE;
+    sregs.cr4 = CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT | CR4_OSXSAVE;
+    if has_fsgsbase(cpuid) {
+        sregs.cr4 |= CR4_FSGSBASE;
+    }
     sregs.efer = EFER_SCE | EFER_LME | EFER_LMA | EFER_NXE;
     sregs
 }
@@ -230,6 +246,17 @@ pub fn initial_msrs(layout: &Layout) -> Result<Msrs> {
     Msrs::from_entries(&list).map_err(|e| Error::kvm("building MSR list", format!("{e:?}")))
 }
 
+/// KVM_SET_MSRS, which reports how many entries it set rather than failing: anything short of
+/// all of them is an error here.
+pub fn set_msrs(vcpu: &VcpuFd, msrs: &Msrs) -> Result<()> {
+    let n = vcpu.set_msrs(msrs).map_err(|e| Error::kvm("KVM_SET_MSRS", e))?;
+    if n != msrs.as_slice().len() {
+        let refused = msrs.as_slice().get(n).map(|e| e.index).unwrap_or(0);
+        return Err(Error::kvm("KVM_SET_MSRS", format!("set {n} of {} MSRs (refused {refused:#x})", msrs.as_slice().len())));
+    }
+    Ok(())
+}
+
 pub fn initial_fpu() -> kvm_fpu {
     kvm_fpu { fcw: 0x37f, mxcsr: 0x1f80, ..Default::default() }
 }
@@ -250,6 +277,11 @@ pub fn set_xcr0(vcpu: &VcpuFd, xcr0: u64) -> Result<()> {
     xcrs.xcrs[0].xcr = 0;
     xcrs.xcrs[0].value = xcr0;
     vcpu.set_xcrs(&xcrs).map_err(|e| Error::kvm("KVM_SET_XCRS", e))
+}
+
+/// CPUID leaf 7 EBX bit 0: rd/wr{fs,gs}base (Linux then reports HWCAP2_FSGSBASE).
+pub fn has_fsgsbase(cpuid: &CpuId) -> bool {
+    cpuid.as_slice().iter().any(|e| e.function == 7 && e.index == 0 && e.ebx & 1 != 0)
 }
 
 /// CPUID leaf 1 EDX, which Linux reports as AT_HWCAP.
