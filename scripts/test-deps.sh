@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs beyond Node and Rust, so `npm test` passes on a fresh
+# Debian/Ubuntu machine with no manual step: compilers for the test guests (gcc, g++, musl-gcc)
+# and gdb for the debugger tests. Installs only what is missing; as root it uses apt-get, as
+# anyone else it says what to install and fails.
+set -euo pipefail
+
+need=()
+command -v gcc >/dev/null 2>&1 || need+=(gcc libc6-dev)
+command -v g++ >/dev/null 2>&1 || need+=(g++)
+command -v musl-gcc >/dev/null 2>&1 || need+=(musl-tools)
+command -v gdb >/dev/null 2>&1 || need+=(gdb)
+[ ${#need[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "test-deps: installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  exit 0
+fi
+echo "test-deps: the tests need: ${need[*]}" >&2
+echo "test-deps: install them (Debian/Ubuntu: sudo apt-get install ${need[*]}) and run npm test again" >&2
+exit 1
