@@ -12,6 +12,7 @@
  *   0x100000 (KVMBOX_SYS_PAUSE) "initialized, ready for calls": the host's run() returns
  *                               { status: 'paused' }; the host may now call exported functions;
  *                               the next run() resumes here and kvmbox_pause() returns 0
+ *   0x100001                    reserved: kvmbox's call-return trampoline (-ENOSYS elsewhere)
  *
  * Functions the host calls with vm.call() are ordinary SysV x86-64 functions of up to six
  * integer/pointer arguments returning an integer (rax). Mark them KVMBOX_EXPORT so the

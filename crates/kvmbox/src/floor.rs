@@ -88,7 +88,7 @@ impl RawSyscallLoop {
 
 /// The floor of a host → guest function call: a raw VM whose only code is `ret`; each round
 /// trip sets rip/rsp through the synced registers, runs, and takes the exit of the call-return
-/// trampoline the `ret` lands on. No argument marshalling, no kvmbox state.
+/// trampoline (its syscall) the `ret` lands on. No argument marshalling, no kvmbox state.
 pub struct RawCallLoop {
     vm: Vm,
     _mem: GuestMemory,
@@ -106,13 +106,21 @@ impl RawCallLoop {
     /// One call round trip.
     pub fn step(&mut self) -> Result<()> {
         match self.vm.vcpu.run() {
-            Ok(VcpuExit::IoOut(arch::CALL_RETURN_PORT, _)) => {}
+            Ok(VcpuExit::IoOut(arch::SYSCALL_PORT, _)) => {}
             Ok(other) => return Err(Error::Internal(format!("call floor: unexpected exit {other:?}"))),
             Err(e) => return Err(Error::kvm("KVM_RUN", e)),
+        }
+        // The trampoline's syscall exits in ring 0 on VMX/SVM: back to user mode for the next call.
+        let sync = self.vm.vcpu.sync_regs_mut();
+        let to_user = sync.sregs.cs.dpl != 3;
+        if to_user {
+            (sync.sregs.cs, sync.sregs.ss) = arch::user_segments();
+            self.vm.vcpu.set_sync_dirty_reg(SyncReg::SystemRegister);
         }
         let regs = &mut self.vm.vcpu.sync_regs_mut().regs;
         regs.rip = self.entry;
         regs.rsp = self.entry_sp;
+        regs.rflags = 0x202;
         self.vm.vcpu.set_sync_dirty_reg(SyncReg::Register);
         Ok(())
     }

@@ -14,6 +14,9 @@ pub const HOSTCALL_FIRST: u64 = 0x1_0000;
 pub const HOSTCALL_LAST: u64 = 0xF_FFFF;
 /// `kvmbox_pause()`: the guest is initialized and ready for calls.
 pub const SYS_PAUSE: u64 = 0x10_0000;
+/// Made by kvmbox's own call-return trampoline (a function the host called has returned; its
+/// value is in rdi). From anywhere else it is an unknown syscall (-ENOSYS).
+pub const SYS_CALL_RETURN: u64 = 0x10_0001;
 
 /// Which output stream a chunk belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

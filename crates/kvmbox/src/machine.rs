@@ -792,7 +792,7 @@ impl Machine {
                         return Ok(stop);
                     }
                 }
-                GuestExit::CallReturn if in_call => return Ok(Stop::CallReturn(self.vm.vcpu.sync_regs_mut().regs.rax)),
+                GuestExit::CallReturn { value } if in_call => return Ok(Stop::CallReturn(value)),
                 GuestExit::Exception(vector) => {
                     if self.debug_interrupt.is_some() && (vector == 1 || vector == 3) {
                         self.return_from_trap()?;
@@ -800,10 +800,11 @@ impl Machine {
                     }
                     return Err(self.fault(vector, true));
                 }
-                // A call return outside a call, a port only the stubs may use, a jump into a
-                // stub, a syscall returning to a non-canonical address: the #GP it would be on
-                // real hardware (or under Linux).
-                GuestExit::CallReturn => return Err(general_protection(at.rip)),
+                // The trampoline reached outside a call: as if the guest jumped there (a call
+                // return nobody waits for), #GP at the trampoline.
+                GuestExit::CallReturn { .. } => return Err(general_protection(self.layout.sys.call_return)),
+                // A port only the stubs may use, a jump into a stub, a syscall returning to a
+                // non-canonical address: the #GP it would be on real hardware (or under Linux).
                 GuestExit::GeneralProtection { rip } => return Err(general_protection(rip)),
             }
         }

@@ -12,8 +12,13 @@ fn guests_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../__test__/guests")
 }
 
-/// Compile `name`.c statically (once per test binary) and return the executable.
+/// Compile `name`.c statically (once per test binary) and return the executable. With
+/// `KVMBOX_TEST_GUEST_BIN` set, the guests were compiled beforehand into that directory (the
+/// SVM rig has no compiler: scripts/svm/test.sh).
 fn guest(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("KVMBOX_TEST_GUEST_BIN") {
+        return PathBuf::from(dir).join(name);
+    }
     static OUT: OnceLock<PathBuf> = OnceLock::new();
     let out = OUT.get_or_init(|| {
         let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("guests");

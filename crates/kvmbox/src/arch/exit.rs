@@ -1,8 +1,8 @@
 //! What a port exit means: the one decoder for the exit shapes of every KVM backend.
 //!
 //! All of kvmbox's guest-to-host transitions are `out` instructions in stub pages it owns: the
-//! syscall entry (LSTAR), the call-return trampoline and one stub per exception vector. The
-//! backends report the same `out` differently:
+//! syscall entry (LSTAR; the call-return trampoline enters it with a `syscall` of its own) and
+//! one stub per exception vector. The backends report the same `out` differently:
 //!
 //! | backend | `syscall` runs the LSTAR stub in | RIP at the `out` exit |
 //! |---------|----------------------------------|-----------------------|
@@ -14,7 +14,8 @@
 
 use kvm_bindings::kvm_regs;
 
-use super::{sysret_rflags, CALL_RETURN_PORT, EXCEPTION_PORT_BASE, EXCEPTION_VECTORS, SYSCALL_PORT};
+use super::{sysret_rflags, CALL_RETURN_SYSCALL_END, EXCEPTION_PORT_BASE, EXCEPTION_VECTORS, SYSCALL_PORT};
+use crate::host::SYS_CALL_RETURN;
 use crate::layout::SystemPages;
 
 /// Length of the `out %al, $imm8` that every stub exits with.
@@ -47,12 +48,16 @@ pub struct ExitRegs {
     pub rcx: u64,
     /// r11: the user rflags after a `syscall`.
     pub r11: u64,
+    /// rax: the syscall number.
+    pub rax: u64,
+    /// rdi: the first syscall argument (the returned value, for a call return).
+    pub rdi: u64,
 }
 
 impl ExitRegs {
     /// The decoder's view of the synced registers.
     pub fn of(regs: &kvm_regs, cpl: u8) -> ExitRegs {
-        ExitRegs { rip: regs.rip, cpl, rcx: regs.rcx, r11: regs.r11 }
+        ExitRegs { rip: regs.rip, cpl, rcx: regs.rcx, r11: regs.r11, rax: regs.rax, rdi: regs.rdi }
     }
 }
 
@@ -69,8 +74,9 @@ pub enum GuestExit {
         /// the host sets rip and rflags itself.
         sysret_in_guest: bool,
     },
-    /// A guest function called by the host returned to the call-return trampoline.
-    CallReturn,
+    /// A guest function called by the host returned `value` (through the call-return
+    /// trampoline's syscall).
+    CallReturn { value: u64 },
     /// The CPU delivered exception `vector` through the IDT; its frame is on the ring-0 stack.
     Exception(u8),
     /// A general-protection fault at `rip`: a port access that did not come from a stub (a
@@ -105,9 +111,11 @@ pub fn decode(port: u16, r: ExitRegs, sys: &SystemPages, entry: SyscallEntry) ->
             if !is_canonical(r.rcx) {
                 return GuestExit::GeneralProtection { rip: r.rcx };
             }
+            if r.rax == SYS_CALL_RETURN && r.rcx == sys.call_return + CALL_RETURN_SYSCALL_END {
+                return GuestExit::CallReturn { value: r.rdi };
+            }
             GuestExit::Syscall { user_rip: r.rcx, user_rflags: sysret_rflags(r.r11), sysret_in_guest: genuine_ring0 }
         }
-        CALL_RETURN_PORT if r.cpl == 3 && at_stub_out(r.rip, sys.call_return) => GuestExit::CallReturn,
         p if (EXCEPTION_PORT_BASE..EXCEPTION_PORT_BASE + EXCEPTION_VECTORS as u16).contains(&p) => {
             let vector = (p - EXCEPTION_PORT_BASE) as u8;
             // The stub page is supervisor-only, so an exit from it is the CPU's own delivery.
@@ -150,7 +158,7 @@ mod tests {
     const USER_FLAGS: u64 = 0x246;
 
     fn regs(rip: u64, cpl: u8) -> ExitRegs {
-        ExitRegs { rip, cpl, rcx: USER_RIP, r11: USER_FLAGS }
+        ExitRegs { rip, cpl, rcx: USER_RIP, r11: USER_FLAGS, rax: 39, rdi: 0 }
     }
 
     fn syscall(sysret_in_guest: bool) -> GuestExit {
@@ -183,7 +191,7 @@ mod tests {
     #[test]
     fn syscall_port_from_anywhere_else_is_forged() {
         let s = sys();
-        for (rip, cpl) in [(0x40_1000, 3), (s.syscall_entry + 4, 3), (s.syscall_entry - 2, 0), (s.call_return, 3)] {
+        for (rip, cpl) in [(0x40_1000, 3), (s.syscall_entry + 4, 3), (s.syscall_entry - 2, 0), (s.call_return, 3), (s.call_return + 10, 0)] {
             for entry in [SyscallEntry::Ring3, SyscallEntry::Ring0] {
                 assert_eq!(decode(SYSCALL_PORT, regs(rip, cpl), &s, entry), GuestExit::GeneralProtection { rip });
             }
@@ -214,16 +222,20 @@ mod tests {
     }
 
     #[test]
-    fn call_return_on_or_after_the_out_in_ring3_only() {
+    fn call_return_is_the_trampolines_syscall_only() {
         let s = sys();
-        for rip in [s.call_return, s.call_return + 2] {
-            for entry in [SyscallEntry::Ring3, SyscallEntry::Ring0] {
-                assert_eq!(decode(CALL_RETURN_PORT, regs(rip, 3), &s, entry), GuestExit::CallReturn);
-                assert_eq!(decode(CALL_RETURN_PORT, regs(rip, 0), &s, entry), GuestExit::GeneralProtection { rip });
-            }
+        let from_trampoline = |rip, cpl, rcx| ExitRegs { rip, cpl, rcx, r11: USER_FLAGS, rax: SYS_CALL_RETURN, rdi: 42 };
+        let end = s.call_return + CALL_RETURN_SYSCALL_END;
+        assert_eq!(decode(SYSCALL_PORT, from_trampoline(s.syscall_entry + 2, 3, end), &s, SyscallEntry::Ring3), GuestExit::CallReturn { value: 42 });
+        for rip in [s.syscall_entry, s.syscall_entry + 2] {
+            assert_eq!(decode(SYSCALL_PORT, from_trampoline(rip, 0, end), &s, SyscallEntry::Ring0), GuestExit::CallReturn { value: 42 });
         }
-        let rip = s.call_return + 4;
-        assert_eq!(decode(CALL_RETURN_PORT, regs(rip, 3), &s, SyscallEntry::Ring3), GuestExit::GeneralProtection { rip });
+        // The same number from anywhere else is an ordinary (unknown) syscall.
+        let elsewhere = decode(SYSCALL_PORT, from_trampoline(s.syscall_entry + 2, 3, USER_RIP), &s, SyscallEntry::Ring3);
+        assert!(matches!(elsewhere, GuestExit::Syscall { user_rip: USER_RIP, .. }), "{elsewhere:?}");
+        // And on VMX/SVM a ring-3 jump into the entry stub stays forged, whatever rcx says.
+        let jump = decode(SYSCALL_PORT, from_trampoline(s.syscall_entry, 3, end), &s, SyscallEntry::Ring0);
+        assert_eq!(jump, GuestExit::GeneralProtection { rip: s.syscall_entry });
     }
 
     #[test]
@@ -243,7 +255,7 @@ mod tests {
     #[test]
     fn other_ports_are_forged() {
         let s = sys();
-        for port in [0u16, 0x80, 0xBF, 0xE2, 0x3F8, 0xFFFF] {
+        for port in [0u16, 0x80, 0xBF, 0xE1, 0xE2, 0x3F8, 0xFFFF] {
             assert_eq!(decode(port, regs(s.syscall_entry, 0), &s, SyscallEntry::Ring0), GuestExit::GeneralProtection { rip: s.syscall_entry });
         }
     }

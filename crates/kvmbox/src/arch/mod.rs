@@ -5,7 +5,8 @@
 //! per exception vector, because on PVM ring-0 instructions are interpreted (~2 µs each).
 //!
 //! The syscall entry page (LSTAR) holds `out %al, $SYSCALL_PORT; sysretq` and is user
-//! readable/executable, so one stub serves both backends:
+//! readable/executable, so one stub serves both backends (and it is the only way out of ring 3:
+//! the call-return trampoline makes a `syscall` too):
 //! * VMX/SVM: `syscall` enters ring 0 at LSTAR; `out` exits with CS.dpl = 0; the host sets rax
 //!   and lets `sysretq` return to ring 3 at rcx with rflags = r11.
 //! * PVM: `syscall` stays in ring 3 (only rip/rcx/r11 change); `out` exits with CS.dpl = 3 and
@@ -22,16 +23,23 @@ use crate::memory::GuestMemory;
 
 /// Port the syscall entry stub writes to.
 pub const SYSCALL_PORT: u16 = 0xE0;
-/// Port the call-return trampoline writes to (a guest function called by the host returned).
-pub const CALL_RETURN_PORT: u16 = 0xE1;
 /// Exception stub for vector `v` writes to `EXCEPTION_PORT_BASE + v` (ring 0: no bitmap check).
 pub const EXCEPTION_PORT_BASE: u16 = 0xC0;
 pub const EXCEPTION_VECTORS: u8 = 32;
 
-/// The code of the syscall entry page and of the call-return page (see [`exit`] for how each
-/// backend reports their `out`).
+/// The code of the syscall entry page (see [`exit`] for how each backend reports its `out`).
 pub const SYSCALL_STUB: &[u8] = &[0xE6, SYSCALL_PORT as u8, 0x48, 0x0F, 0x07]; // out %al,$p; sysretq
-pub const CALL_RETURN_STUB: &[u8] = &[0xE6, CALL_RETURN_PORT as u8, 0x0F, 0x0B]; // out %al,$p; ud2
+
+/// The call-return trampoline a function called by the host returns to: it hands rax back
+/// through a `syscall` (`mov %rax,%rdi; mov $SYS_CALL_RETURN,%eax; syscall; ud2`), so calls
+/// leave the guest the way syscalls do. (A ring-3 `out` would need the TSS I/O bitmap, which
+/// VMX/SVM otherwise never use, and which QEMU's emulated SVM refuses with a busy TSS.)
+pub fn call_return_stub() -> [u8; 12] {
+    let nr = (crate::host::SYS_CALL_RETURN as u32).to_le_bytes();
+    [0x48, 0x89, 0xC7, 0xB8, nr[0], nr[1], nr[2], nr[3], 0x0F, 0x05, 0x0F, 0x0B]
+}
+/// Where the trampoline's `syscall` returns to (rcx at its exit).
+pub const CALL_RETURN_SYSCALL_END: u64 = 10;
 
 /// The rflags a return to user mode gets from r11: what ring 3 may set itself (CF PF AF ZF SF
 /// TF DF OF NT AC VIF VIP ID), never IOPL (which would open every port and cli/sti) or VM/RF,
@@ -148,17 +156,17 @@ pub fn write_system_pages(mem: &GuestMemory, layout: &Layout) -> Result<()> {
     for b in &mut tss_bytes[TSS_SIZE as usize..] {
         *b = 0xff;
     }
-    for port in [SYSCALL_PORT, CALL_RETURN_PORT] {
-        let byte = TSS_SIZE as usize + port as usize / 8;
-        tss_bytes[byte] &= !(1 << (port % 8));
-    }
+    // Only PVM needs the bitmap (its `syscall` stays in ring 3, so the entry stub's `out` runs
+    // there); VMX/SVM run that `out` in ring 0, where the bitmap does not apply.
+    let byte = TSS_SIZE as usize + SYSCALL_PORT as usize / 8;
+    tss_bytes[byte] &= !(1 << (SYSCALL_PORT % 8));
     mem.write(s.tss, &tss_bytes)?;
 
     let mut entry = vec![0xCCu8; 4096];
     entry[..SYSCALL_STUB.len()].copy_from_slice(SYSCALL_STUB);
     mem.write(s.syscall_entry, &entry)?;
     let mut ret = vec![0xCCu8; 4096];
-    ret[..CALL_RETURN_STUB.len()].copy_from_slice(CALL_RETURN_STUB);
+    ret[..12].copy_from_slice(&call_return_stub());
     mem.write(s.call_return, &ret)?;
     Ok(())
 }
