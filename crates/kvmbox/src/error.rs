@@ -67,6 +67,9 @@ pub enum Error {
     /// The guest ran longer than its timeout and was stopped.
     #[error("guest timed out after {0} ms")]
     Timeout(u64),
+    /// The guest was stopped by [`crate::InterruptHandle::interrupt`].
+    #[error("the guest was interrupted")]
+    Interrupted,
     /// Guest memory is exhausted (or the host could not back it).
     #[error("out of guest memory: {0}")]
     OutOfMemory(String),
@@ -99,6 +102,7 @@ impl Error {
             Error::Elf(_) => "ELF_ERROR",
             Error::GuestFault(_) => "GUEST_FAULT",
             Error::Timeout(_) => "TIMEOUT",
+            Error::Interrupted => "INTERRUPTED",
             Error::OutOfMemory(_) => "OUT_OF_MEMORY",
             Error::InvalidArgument(_) => "INVALID_ARGUMENT",
             Error::HostCallback(_) => "HOST_CALLBACK_ERROR",

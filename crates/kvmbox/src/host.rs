@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 
+use crate::interrupt::Deadline;
 use crate::memory::{Efault, UserMemory};
 
 /// First and last syscall number of the embedder's host-call range; kvmbox's own control
@@ -34,9 +35,17 @@ pub struct HostCall<'a> {
     /// The arguments: rdi, rsi, rdx, r10, r8, r9.
     pub args: [u64; 6],
     pub(crate) memory: UserMemory<'a>,
+    pub(crate) deadline: &'a Deadline,
 }
 
 impl HostCall<'_> {
+    /// When the run must stop (its timeout, an interrupt). A handler that waits for something
+    /// (e.g. an async handler's result, with [`Deadline::block_on`]) must give up at it; the
+    /// run then ends with that timeout or interrupt, not a host-callback error.
+    pub fn deadline(&self) -> &Deadline {
+        self.deadline
+    }
+
     /// Read `len` bytes of guest memory the guest itself may read.
     pub fn read(&self, addr: u64, len: u64) -> Result<Vec<u8>, Efault> {
         self.memory.read_vec(addr, len)
@@ -68,8 +77,9 @@ pub trait Host {
         Err(format!("no handler for syscall {:#x}", call.nr))
     }
 
-    /// A chunk the guest wrote to a stream configured as [`crate::Output::Host`].
-    fn output(&mut self, _stream: Stream, _data: &[u8]) -> Result<(), String> {
+    /// A chunk the guest wrote to a stream configured as [`crate::Output::Host`]. An
+    /// implementation that waits (backpressure) must give up at `deadline`.
+    fn output(&mut self, _stream: Stream, _data: &[u8], _deadline: &Deadline) -> Result<(), String> {
         Ok(())
     }
 }

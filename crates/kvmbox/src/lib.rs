@@ -21,6 +21,7 @@ mod elf;
 pub mod error;
 pub mod floor;
 mod host;
+mod interrupt;
 mod kvm;
 /// The guest address-space layout (exposed for tests and tools; not a stable API).
 #[doc(hidden)]
@@ -37,6 +38,7 @@ mod timer;
 mod vcpu;
 
 pub use error::{Error, GuestFault, Result};
+pub use interrupt::{Deadline, InterruptHandle};
 
 /// Entry points for fuzzing (not a stable API).
 #[doc(hidden)]

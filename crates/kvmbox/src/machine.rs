@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::mem::ManuallyDrop;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use std::sync::Arc;
 
@@ -13,6 +13,7 @@ use kvm_ioctls::{SyncReg, VcpuExit};
 
 use crate::arch::{self, exit::{self, ExitRegs, GuestExit, SyscallEntry}};
 use crate::backend;
+use crate::interrupt::{Deadline, InterruptHandle};
 use crate::elf::Program;
 use crate::error::{Error, GuestFault, Result};
 use crate::kvm;
@@ -164,6 +165,8 @@ pub struct Machine {
     /// A triple fault may have re-initialized the vCPU (SVM does): `reset` must set the
     /// descriptor tables, control registers and MSRs again.
     system_state_lost: bool,
+    /// Stops the guest from any thread (see [`Machine::interrupt_handle`]).
+    interrupt: InterruptHandle,
 }
 
 /// How `reset` restores guest memory. Measured on PVM (see the README): copying the dirty
@@ -299,6 +302,7 @@ impl Machine {
             ran: false,
             syscall_entry,
             system_state_lost: false,
+            interrupt: InterruptHandle::default(),
         })
     }
 
@@ -377,7 +381,14 @@ impl Machine {
             ran: true,
             syscall_entry,
             system_state_lost: false,
+            interrupt: InterruptHandle::default(),
         })
+    }
+
+    /// A handle that stops this machine's guest from any thread (see [`InterruptHandle`]); it
+    /// stays valid across resets and serves every later run and call of this machine.
+    pub fn interrupt_handle(&self) -> InterruptHandle {
+        self.interrupt.clone()
     }
 
     /// The snapshot `reset` returns to, if any.
@@ -744,10 +755,13 @@ impl Machine {
     }
 
     pub(crate) fn run_loop(&mut self, timeout: Option<Duration>, host: &mut dyn Host, in_call: bool) -> Result<Stop> {
-        let deadline = timeout.map(|t| Instant::now() + t);
-        let timeout_ms = timeout.map(|t| t.as_millis() as u64).unwrap_or(0);
+        let deadline = Deadline::after(timeout, self.interrupt.clone());
         let run_ptr = self.vm.vcpu.get_kvm_run() as *mut kvm_bindings::kvm_run;
-        let _armed = timer::arm(run_ptr, timeout)?;
+        let _armed = timer::arm(run_ptr, deadline.remaining())?;
+        let interrupt = self.interrupt.clone();
+        let _running = interrupt.enter();
+        // An interrupt that came before the run stops it before the guest runs at all.
+        deadline.check()?;
         self.ran = true;
         loop {
             let port = match self.vm.vcpu.run() {
@@ -763,7 +777,7 @@ impl Machine {
                     return Err(Error::GuestFault(GuestFault { vector: 14, rip, address: addr, error_code: None }));
                 }
                 Ok(VcpuExit::Intr) => {
-                    self.check_deadline(deadline, timeout_ms)?;
+                    deadline.check()?;
                     continue;
                 }
                 Ok(VcpuExit::Hlt) => return Err(self.fault(13, false)),
@@ -776,7 +790,7 @@ impl Machine {
                     if self.debug_interrupt.as_ref().is_some_and(|f| f.swap(false, std::sync::atomic::Ordering::SeqCst)) {
                         return Ok(Stop::Interrupted);
                     }
-                    self.check_deadline(deadline, timeout_ms)?;
+                    deadline.check()?;
                     continue;
                 }
                 Err(e) if e.errno() == libc::EFAULT || e.errno() == libc::ENOMEM => {
@@ -788,7 +802,7 @@ impl Machine {
             let at = ExitRegs::of(&sync.regs, sync.sregs.cs.dpl);
             match exit::decode(port, at, &self.layout.sys, self.syscall_entry) {
                 GuestExit::Syscall { user_rip, user_rflags, sysret_in_guest } => {
-                    if let Some(stop) = self.syscall(user_rip, user_rflags, sysret_in_guest, deadline, timeout_ms, host, in_call)? {
+                    if let Some(stop) = self.syscall(user_rip, user_rflags, sysret_in_guest, &deadline, host, in_call)? {
                         return Ok(stop);
                     }
                 }
@@ -810,26 +824,9 @@ impl Machine {
         }
     }
 
-    fn check_deadline(&self, deadline: Option<Instant>, timeout_ms: u64) -> Result<()> {
-        match deadline {
-            Some(d) if Instant::now() >= d => Err(Error::Timeout(timeout_ms)),
-            _ => Ok(()),
-        }
-    }
-
     /// Handle a decoded syscall exit (see [`exit::GuestExit::Syscall`]); `Some(stop)` if the
     /// guest exited or paused.
-    #[allow(clippy::too_many_arguments)]
-    fn syscall(
-        &mut self,
-        user_rip: u64,
-        user_rflags: u64,
-        sysret_in_guest: bool,
-        deadline: Option<Instant>,
-        timeout_ms: u64,
-        host: &mut dyn Host,
-        in_call: bool,
-    ) -> Result<Option<Stop>> {
+    fn syscall(&mut self, user_rip: u64, user_rflags: u64, sysret_in_guest: bool, deadline: &Deadline, host: &mut dyn Host, in_call: bool) -> Result<Option<Stop>> {
         let r = self.vm.vcpu.sync_regs_mut().regs;
         let (nr, args) = (r.rax, [r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9]);
         let value = if nr == SYS_PAUSE {
@@ -840,7 +837,7 @@ impl Machine {
             }
             crate::syscalls::err(crate::syscalls::errno::EBUSY)
         } else {
-            let env = SyscallEnv { mem: &self.mem, space: &self.space, vcpu: &self.vm.vcpu, deadline, timeout_ms };
+            let env = SyscallEnv { mem: &self.mem, space: &self.space, vcpu: &self.vm.vcpu, deadline };
             match self.linux.handle(&env, host, nr, args)? {
                 Flow::Return(v) => v,
                 Flow::Exit(status) => return Ok(Some(Stop::Exit(status))),
@@ -877,8 +874,8 @@ impl Machine {
     /// emulation layer (not a stable API).
     #[doc(hidden)]
     pub fn emulate_syscall(&mut self, nr: u64, args: [u64; 6]) -> Result<Option<u64>> {
-        let deadline = Some(Instant::now() + Duration::from_millis(2));
-        let env = SyscallEnv { mem: &self.mem, space: &self.space, vcpu: &self.vm.vcpu, deadline, timeout_ms: 2 };
+        let deadline = Deadline::after(Some(Duration::from_millis(2)), self.interrupt.clone());
+        let env = SyscallEnv { mem: &self.mem, space: &self.space, vcpu: &self.vm.vcpu, deadline: &deadline };
         Ok(match self.linux.handle(&env, &mut crate::host::NoHost, nr, args)? {
             Flow::Return(v) => Some(v),
             Flow::Exit(_) => None,

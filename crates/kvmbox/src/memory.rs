@@ -461,8 +461,18 @@ impl GuestMemory {
     }
 
     /// Bounds-checked volatile view of guest memory.
-    pub fn slice(&self, gpa: u64, len: usize) -> Option<VolatileSlice<'_, <() as vm_memory::bitmap::WithBitmapSlice<'_>>::S>> {
+    fn slice(&self, gpa: u64, len: usize) -> Option<VolatileSlice<'_, <() as vm_memory::bitmap::WithBitmapSlice<'_>>::S>> {
         self.region.get_slice(gpa as usize, len).ok()
+    }
+
+    /// Let `fill` write up to `len` bytes at `gpa` straight into guest memory (e.g. a host
+    /// pread), given the host pointer; it returns how many bytes it wrote. The whole range is
+    /// recorded as host-written (for reset) before `fill` runs, like every other host write.
+    /// `None` if the range is outside guest memory.
+    pub fn write_with(&self, gpa: u64, len: usize, fill: impl FnOnce(*mut u8, usize) -> usize) -> Option<usize> {
+        let slice = self.slice(gpa, len)?;
+        self.mark_dirty(gpa, len as u64);
+        Some(fill(slice.ptr_guard_mut().as_ptr(), len).min(len))
     }
 
     /// Make `[start, end)` read as zero and, where possible, give its memory back to the host
@@ -625,19 +635,22 @@ impl<'a> UserMemory<'a> {
     /// Read a NUL-terminated string of at most `max` bytes (without the NUL).
     /// Returns `Ok(None)` if no NUL was found within `max` bytes (ENAMETOOLONG for paths).
     pub fn read_cstring(&self, addr: u64, max: usize) -> std::result::Result<Option<Vec<u8>>, Efault> {
+        // Up to `max` bytes and the NUL; any `max` (even usize::MAX) ends at the first
+        // inaccessible page, so neither time nor memory exceed the guest's memory size.
+        let limit = max.saturating_add(1);
         let mut out = Vec::new();
         let mut at = addr;
-        while out.len() <= max {
+        while out.len() < limit {
             // Read up to the end of the current page so we never touch an unchecked page.
-            let page_end = page_down(at) + PAGE_SIZE;
-            let chunk = (page_end - at).min((max + 1 - out.len()) as u64);
+            let page_end = page_down(at).checked_add(PAGE_SIZE).ok_or(Efault)?;
+            let chunk = (page_end - at).min((limit - out.len()) as u64);
             let bytes = self.read_vec(at, chunk)?;
             if let Some(nul) = bytes.iter().position(|&b| b == 0) {
                 out.extend_from_slice(&bytes[..nul]);
                 return Ok(Some(out));
             }
             out.extend_from_slice(&bytes);
-            at += chunk;
+            at = at.checked_add(chunk).ok_or(Efault)?;
         }
         Ok(None)
     }
@@ -745,3 +758,27 @@ fn dirty_bitmap(size: u64) -> Vec<AtomicU64> {
 // Silence the unused-import lint for the trait that only provides `copy_to_volatile_slice`.
 #[allow(unused_imports)]
 use BitmapSlice as _;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::{AddressSpace, Layout, Perm, Region};
+
+    #[test]
+    fn read_cstring_with_any_max_ends() {
+        let layout = Layout::new(8 << 20);
+        let space = AddressSpace::new(layout.regions(&[Region { start: 0x40_0000, end: 0x40_2000, perm: Perm::USER_RX }]));
+        let mem = GuestMemory::new(8 << 20).unwrap();
+        mem.write(0x40_0000, b"hello\0").unwrap();
+        mem.write(0x40_1000, &[b'x'; 4096]).unwrap();
+        let user = UserMemory { mem: &mem, space: &space };
+        for max in [5, 6, 1 << 20, usize::MAX - 1, usize::MAX] {
+            assert_eq!(user.read_cstring(0x40_0000, max).unwrap().unwrap(), b"hello", "max {max}");
+        }
+        assert_eq!(user.read_cstring(0x40_0000, 4).unwrap(), None, "no NUL within max");
+        assert_eq!(user.read_cstring(0x40_1000, usize::MAX).unwrap().unwrap().len(), 4096, "across pages");
+        // Where the guest may not read: EFAULT, whatever max says (no wrap-around at the top).
+        assert!(user.read_cstring(u64::MAX - 3, usize::MAX).is_err());
+        assert!(user.read_cstring(0, usize::MAX).is_err());
+    }
+}

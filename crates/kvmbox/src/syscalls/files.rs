@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::host::{Host, Stream};
+use crate::interrupt::Deadline;
 
 use super::errno;
 
@@ -60,9 +61,10 @@ impl Output {
     }
 
     /// Deliver `data`. Returns the byte count the guest's write() reports, or the errno a
-    /// failed host write gives the guest (EPIPE for a closed reader); `Err` only when a
-    /// callback failed, which stops the guest.
-    pub fn write(&mut self, stream: Stream, data: &[u8], host: &mut dyn Host) -> Result<std::result::Result<usize, i32>> {
+    /// failed host write gives the guest (EPIPE for a closed reader); `Err` when a callback
+    /// failed, or when the run must stop (`deadline`: a host descriptor whose reader stalls
+    /// never holds a run past its timeout or an interrupt).
+    pub fn write(&mut self, stream: Stream, data: &[u8], host: &mut dyn Host, deadline: &Deadline) -> Result<std::result::Result<usize, i32>> {
         match self {
             Output::Capture { data: buf, limit, truncated } => {
                 let room = limit.saturating_sub(buf.len());
@@ -72,25 +74,12 @@ impl Output {
                 buf.extend_from_slice(&data[..data.len().min(room)]);
                 Ok(Ok(data.len()))
             }
-            Output::Inherit(fd) => {
-                let mut done = 0;
-                while done < data.len() {
-                    // SAFETY: writing from a valid slice to a host fd we were told to inherit.
-                    let n = unsafe { libc::write(*fd, data[done..].as_ptr().cast(), data.len() - done) };
-                    if n < 0 {
-                        let e = std::io::Error::last_os_error();
-                        if e.kind() == std::io::ErrorKind::Interrupted {
-                            continue;
-                        }
-                        // Like a short write natively: report what got through, else the errno.
-                        return Ok(if done > 0 { Ok(done) } else { Err(e.raw_os_error().unwrap_or(libc::EIO)) });
-                    }
-                    done += n as usize;
-                }
-                Ok(Ok(done))
-            }
+            Output::Inherit(fd) => write_host_fd(*fd, data, deadline),
             Output::Host => {
-                host.output(stream, data).map_err(Error::HostCallback)?;
+                if let Err(e) = host.output(stream, data, deadline) {
+                    deadline.check()?; // it gave up because the run must stop
+                    return Err(Error::HostCallback(e));
+                }
                 Ok(Ok(data.len()))
             }
         }
@@ -475,3 +464,79 @@ pub fn pipe_stat(uid: u32, gid: u32) -> libc::stat {
     st
 }
 
+
+/// How long a blocking host read or write waits before it looks at the deadline again.
+const IO_SLICE: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Wait until `fd` is ready for `events` (POLLIN/POLLOUT), checking the deadline every slice.
+/// Readiness includes errors and hang-ups: the read or write that follows reports them.
+fn wait_ready(fd: RawFd, events: i16, deadline: &Deadline) -> Result<()> {
+    loop {
+        deadline.check()?;
+        let mut pfd = libc::pollfd { fd, events, revents: 0 };
+        let ms = deadline.poll_slice(IO_SLICE).as_millis().clamp(1, IO_SLICE.as_millis()) as i32;
+        // SAFETY: poll on one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if n > 0 {
+            return Ok(());
+        }
+        if n < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return Ok(()); // let the read or write report it
+        }
+    }
+}
+
+/// Whether writes to `fd` can block on a reader (pipe, socket, terminal) rather than complete
+/// at once (file, /dev/null).
+fn may_block(fd: RawFd) -> bool {
+    // SAFETY: fstat into a local struct.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return true;
+    }
+    !matches!(st.st_mode & libc::S_IFMT, libc::S_IFREG | libc::S_IFBLK)
+}
+
+/// Write all of `data` to a host descriptor, waiting for a slow reader only in slices and only
+/// as much as fits without blocking (PIPE_BUF after readiness), so the deadline holds.
+pub(crate) fn write_host_fd(fd: RawFd, data: &[u8], deadline: &Deadline) -> Result<std::result::Result<usize, i32>> {
+    let step = if may_block(fd) { libc::PIPE_BUF } else { 1 << 20 };
+    let mut done = 0;
+    while done < data.len() {
+        if step == libc::PIPE_BUF {
+            wait_ready(fd, libc::POLLOUT, deadline)?;
+        } else {
+            deadline.check()?;
+        }
+        let len = (data.len() - done).min(step);
+        // SAFETY: writing from a valid slice to a host fd we were told to inherit.
+        let n = unsafe { libc::write(fd, data[done..].as_ptr().cast(), len) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if matches!(e.raw_os_error(), Some(libc::EINTR) | Some(libc::EAGAIN)) {
+                continue;
+            }
+            // Like a short write natively: report what got through, else the errno.
+            return Ok(if done > 0 { Ok(done) } else { Err(e.raw_os_error().unwrap_or(libc::EIO)) });
+        }
+        done += n as usize;
+    }
+    Ok(Ok(done))
+}
+
+/// Read from a host descriptor (inherited stdin) into `buf`, waiting for input in slices so the
+/// deadline holds. Returns the byte count or the errno.
+pub(crate) fn read_host_fd(fd: RawFd, buf: *mut u8, len: usize, deadline: &Deadline) -> Result<std::result::Result<usize, i32>> {
+    loop {
+        wait_ready(fd, libc::POLLIN, deadline)?;
+        // SAFETY: the caller passes a checked, writable guest range of `len` bytes.
+        let n = unsafe { libc::read(fd, buf.cast(), len) };
+        if n >= 0 {
+            return Ok(Ok(n as usize));
+        }
+        let e = std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO);
+        if e != libc::EINTR && e != libc::EAGAIN {
+            return Ok(Err(e));
+        }
+    }
+}

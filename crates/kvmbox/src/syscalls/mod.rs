@@ -18,6 +18,7 @@ use kvm_ioctls::VcpuFd;
 
 use crate::arch::{MSR_FS_BASE, MSR_GS_BASE};
 use crate::error::{Error, Result};
+use crate::interrupt::Deadline;
 use crate::host::{Host, HostCall, Stream};
 use crate::layout::AddressSpace;
 use crate::memory::{Efault, GuestMemory, UserMemory};
@@ -157,14 +158,16 @@ pub enum Flow {
     Exit(ExitStatus),
 }
 
+/// The most bytes one read or write moves, as on Linux (INT_MAX rounded down to a page).
+const MAX_RW_COUNT: u64 = 0x7fff_f000;
+
 /// What a syscall handler may use besides the process state.
 pub struct SyscallEnv<'a> {
     pub mem: &'a GuestMemory,
     pub space: &'a AddressSpace,
     pub vcpu: &'a VcpuFd,
-    /// When the current run's timeout expires (sleeps are cut short there).
-    pub deadline: Option<Instant>,
-    pub timeout_ms: u64,
+    /// When the current run must stop (its timeout, an interrupt): long host work checks it.
+    pub deadline: &'a Deadline,
 }
 
 impl SyscallEnv<'_> {
@@ -343,8 +346,12 @@ impl Linux {
     fn dispatch(&mut self, env: &SyscallEnv, host: &mut dyn Host, nr: u64, a: [u64; 6]) -> Result<Flow> {
         // The embedder's own syscall numbers (host calls), or Linux ones it took over.
         if host.intercepts(nr) {
-            let mut call = HostCall { nr, args: a, memory: env.user() };
-            return host.syscall(&mut call).map(Flow::Return).map_err(Error::HostCallback);
+            let mut call = HostCall { nr, args: a, memory: env.user(), deadline: env.deadline };
+            return match host.syscall(&mut call) {
+                Ok(v) => Ok(Flow::Return(v)),
+                // A handler that gave up because the run must stop ends it that way.
+                Err(e) => env.deadline.check().and(Err(Error::HostCallback(e))),
+            };
         }
         let mem = env.user();
         let r = match nr {
@@ -419,28 +426,45 @@ impl Linux {
     // ---- I/O ----------------------------------------------------------------------------
 
     fn write(&mut self, env: &SyscallEnv, host: &mut dyn Host, fd: u64, buf: u64, len: u64) -> Result<Flow> {
-        let len = len.min(0x7fff_f000);
+        let len = len.min(MAX_RW_COUNT);
         let Ok(ptr) = env.user().host_range(buf, len, false) else {
             return Ok(Flow::Return(if self.fds.get(fd).is_none() { err(errno::EBADF) } else { err(errno::EFAULT) }));
         };
         // SAFETY: the range is checked, inside the guest mapping, and nothing else writes it
         // while the vCPU (on this thread) is stopped in this exit.
         let data = unsafe { std::slice::from_raw_parts(ptr as *const u8, len as usize) };
-        self.write_bytes(host, fd, data)
+        self.write_parts(env, host, fd, &[data])
     }
 
-    fn write_bytes(&mut self, host: &mut dyn Host, fd: u64, data: &[u8]) -> Result<Flow> {
+    /// Write `parts` in order, as one write/writev: streamed from guest memory in bounded
+    /// chunks (no host buffer of the guest's size), the deadline checked between chunks, and
+    /// stopping at the first short write.
+    fn write_parts(&mut self, env: &SyscallEnv, host: &mut dyn Host, fd: u64, parts: &[&[u8]]) -> Result<Flow> {
+        const CHUNK: usize = 1 << 20;
         let (out, stream) = match self.fds.get(fd) {
             None | Some(FdKind::Stdin) | Some(FdKind::File { .. }) => return Ok(Flow::Return(err(errno::EBADF))),
             Some(FdKind::Stdout) => (&mut self.stdout, Stream::Stdout),
             Some(FdKind::Stderr) => (&mut self.stderr, Stream::Stderr),
         };
-        Ok(match out.write(stream, data, host)? {
-            Ok(n) => Flow::Return(n as u64),
-            // A closed reader raises SIGPIPE, which ends the process unless ignored.
-            Err(libc::EPIPE) => self.raise(libc::SIGPIPE as u64).map_or(Flow::Return(err(libc::EPIPE)), Flow::Exit),
-            Err(e) => Flow::Return(err(e)),
-        })
+        let mut total = 0u64;
+        for chunk in parts.iter().flat_map(|p| p.chunks(CHUNK)) {
+            if total > 0 {
+                env.deadline.check()?;
+            }
+            match out.write(stream, chunk, host, env.deadline)? {
+                Ok(n) => {
+                    total += n as u64;
+                    if n < chunk.len() {
+                        break;
+                    }
+                }
+                Err(_) if total > 0 => break, // what got through, as a short write
+                // A closed reader raises SIGPIPE, which ends the process unless ignored.
+                Err(libc::EPIPE) => return Ok(self.raise(libc::SIGPIPE as u64).map_or(Flow::Return(err(libc::EPIPE)), Flow::Exit)),
+                Err(e) => return Ok(Flow::Return(err(e))),
+            }
+        }
+        Ok(Flow::Return(total))
     }
 
     fn read_iovecs(&self, env: &SyscallEnv, iov: u64, count: u64) -> std::result::Result<Vec<(u64, u64)>, i32> {
@@ -450,7 +474,7 @@ impl Linux {
         let mut out = Vec::with_capacity(count as usize);
         let mut total: u64 = 0;
         for i in 0..count {
-            let v: libc::iovec = env.user().read_pod(iov + i * 16)?;
+            let v: libc::iovec = env.user().read_pod(iov.checked_add(i * 16).ok_or(errno::EFAULT)?)?;
             let (base, len) = (v.iov_base as u64, v.iov_len as u64);
             total = total.checked_add(len).filter(|&t| t <= isize::MAX as u64).ok_or(errno::EINVAL)?;
             out.push((base, len));
@@ -463,33 +487,39 @@ impl Linux {
             Ok(v) => v,
             Err(e) => return Ok(Flow::Return(err(e))),
         };
-        // The iovecs' bytes in guest memory, without copying them out one by one.
+        if self.fds.get(fd).is_none() {
+            return Ok(Flow::Return(err(errno::EBADF)));
+        }
+        // The iovecs' bytes in guest memory, without copying them out; like Linux, one call
+        // moves at most MAX_RW_COUNT bytes (the rest is a short write).
         let user = env.user();
         let mut parts: Vec<&[u8]> = Vec::with_capacity(vecs.len());
+        let mut budget = MAX_RW_COUNT;
         for (base, len) in vecs {
+            let len = len.min(budget);
             match user.host_range(base, len, false) {
                 Ok(ptr) => {
                     if len > 0 {
                         // SAFETY: the range is checked and inside the guest mapping; nothing
                         // else writes it while the vCPU (on this thread) is stopped in this exit.
                         parts.push(unsafe { std::slice::from_raw_parts(ptr as *const u8, len as usize) });
+                        budget -= len;
                     }
                 }
                 // Nothing gathered yet: the whole call faults; else a short write, as on Linux.
                 Err(_) if parts.is_empty() => return Ok(Flow::Return(err(errno::EFAULT))),
                 Err(_) => break,
             }
+            if budget == 0 {
+                break;
+            }
         }
-        match parts.as_slice() {
-            [] => self.write_bytes(host, fd, &[]),
-            [one] => self.write_bytes(host, fd, one),
-            many => self.write_bytes(host, fd, &many.concat()),
-        }
+        self.write_parts(env, host, fd, &parts)
     }
 
     /// read/pread64 into guest memory.
     fn read(&mut self, env: &SyscallEnv, fd: u64, buf: u64, len: u64, offset: Option<u64>) -> Result<u64> {
-        let len = len.min(0x7fff_f000);
+        let len = len.min(MAX_RW_COUNT);
         let Ok(ptr) = env.user().host_range(buf, len, true) else {
             return Ok(if self.fds.get(fd).is_none() { err(errno::EBADF) } else { err(errno::EFAULT) });
         };
@@ -506,8 +536,10 @@ impl Linux {
                     *pos += n;
                     n as u64
                 }
-                // SAFETY: host read(0) into the checked guest range.
-                Input::Inherit => ret(host_result(unsafe { libc::read(0, ptr.cast(), len as usize) } as i64)),
+                Input::Inherit => match files::read_host_fd(0, ptr, len as usize, env.deadline)? {
+                    Ok(n) => n as u64,
+                    Err(e) => err(e),
+                },
             },
             Some(FdKind::File { is_dir: true, .. }) => err(errno::EISDIR),
             Some(FdKind::File { host, .. }) => {
@@ -834,16 +866,22 @@ impl Linux {
             return Err(errno::EACCES); // shared writable mapping of a read-only file
         }
         let start = self.mm.mmap(env.mem, addr, len, prot, flags)?;
-        let slice_ptr = env.mem.slice(start, len as usize).ok_or(errno::ENOMEM)?.ptr_guard_mut().as_ptr();
-        let mut done = 0usize;
-        while done < len as usize {
-            // SAFETY: pread into the range just allocated inside guest memory.
-            let n = unsafe { libc::pread(host, slice_ptr.add(done).cast(), len as usize - done, (off + done as u64) as i64) };
-            if n <= 0 {
-                break;
-            }
-            done += n as usize;
-        }
+        // The file's bytes go in through the recorded path, so a reset restores what was there.
+        let file_off = i64::try_from(off).map_err(|_| errno::EINVAL)?;
+        env.mem
+            .write_with(start, len as usize, |ptr, len| {
+                let mut done = 0usize;
+                while done < len {
+                    // SAFETY: pread into `[ptr, ptr+len)`, which write_with checked is guest memory.
+                    let n = unsafe { libc::pread(host, ptr.add(done).cast(), len - done, file_off.saturating_add(done as i64)) };
+                    if n <= 0 {
+                        break;
+                    }
+                    done += n as usize;
+                }
+                done
+            })
+            .ok_or(errno::ENOMEM)?;
         Ok(start)
     }
 
@@ -898,19 +936,13 @@ impl Linux {
         };
         let target = Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32);
         let wait = if flags & 1 != 0 {
-            target.saturating_sub(Duration::new(now.tv_sec as u64, now.tv_nsec as u32))
+            target.saturating_sub(Duration::new(now.tv_sec.max(0) as u64, now.tv_nsec.clamp(0, 999_999_999) as u32))
         } else {
             target
         };
-        let end = Instant::now() + wait;
-        if let Some(deadline) = env.deadline {
-            if deadline < end {
-                std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
-                return Err(Error::Timeout(env.timeout_ms));
-            }
-        }
-        // thread::sleep resumes after signals (our timeout timer) until the time is up.
-        std::thread::sleep(wait);
+        // Too far away to represent (tv_sec up to i64::MAX): a sleep for ever, which only the
+        // deadline or an interrupt ends.
+        env.deadline.sleep_until(Instant::now().checked_add(wait))?;
         Ok(0)
     }
 
