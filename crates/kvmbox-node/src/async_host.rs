@@ -6,18 +6,18 @@
 //! the job's promise settles.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use kvmbox::{CallArg, Host, HostCall, Machine, Stream};
+use kvmbox::{CallArg, Deadline, Host, HostCall, Machine, Stream};
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::JsDeferred;
 use napi_derive::napi;
 
-use crate::convert::{call_value, error_record, run_result, NativeError, NativeRunResult, RequestedTimeout};
+use crate::convert::{call_value, error_record, failed_run, panic_message, run_result, NativeError, NativeRunResult, RequestedTimeout};
+use crate::gate::OpGate;
 
 /// `(nr, a0, …, a5) => Promise<bigint>`: the SDK's async dispatcher (it awaits the handler).
 pub(crate) type DispatchArgs = FnArgs<(u32, u64, u64, u64, u64, u64, u64)>;
@@ -25,40 +25,67 @@ pub(crate) type DispatchTsfn = ThreadsafeFunction<DispatchArgs, Promise<BigInt>,
 type OutputTsfn = ThreadsafeFunction<Vec<u8>, (), Buffer, Status, false>;
 
 /// Output chunks on their way to a JS callback, counted so the job can wait until all were
-/// delivered (threadsafe functions do not order against the promise's own resolution).
+/// delivered (threadsafe functions do not order against the promise's own resolution), and so
+/// the guest waits while the JS thread is behind (backpressure): at most `MAX_PENDING` bytes
+/// are queued for it, however much the guest writes.
 pub(crate) struct OutputSink {
     tsfn: OutputTsfn,
-    sent: AtomicU64,
-    delivered: Arc<(Mutex<u64>, Condvar)>,
+    sent: Mutex<Counts>,
+    delivered: Arc<(Mutex<Counts>, Condvar)>,
 }
+
+#[derive(Default, Clone, Copy)]
+struct Counts {
+    chunks: u64,
+    bytes: u64,
+}
+
+/// Bytes of output that may wait for the JS thread before the guest has to wait too.
+const MAX_PENDING: u64 = 4 << 20;
 
 impl OutputSink {
     pub(crate) fn new(cb: Function<Buffer, ()>) -> Result<OutputSink> {
-        let delivered = Arc::new((Mutex::new(0u64), Condvar::new()));
+        let delivered = Arc::new((Mutex::new(Counts::default()), Condvar::new()));
         let counter = delivered.clone();
         let tsfn = cb.build_threadsafe_function::<Vec<u8>>().build_callback(move |ctx| {
             let (m, cv) = &*counter;
-            *m.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+            let mut d = m.lock().unwrap_or_else(|e| e.into_inner());
+            d.chunks += 1;
+            d.bytes += ctx.value.len() as u64;
             cv.notify_all();
             Ok(Buffer::from(ctx.value))
         })?;
-        Ok(OutputSink { tsfn, sent: AtomicU64::new(0), delivered })
+        Ok(OutputSink { tsfn, sent: Mutex::new(Counts::default()), delivered })
     }
 
-    fn send(&self, chunk: Vec<u8>) -> bool {
-        let ok = self.tsfn.call(chunk, ThreadsafeFunctionCallMode::Blocking) == Status::Ok;
-        if ok {
-            self.sent.fetch_add(1, Ordering::Release);
+    fn send(&self, chunk: &[u8], deadline: &Deadline) -> std::result::Result<(), String> {
+        let sent = *self.sent.lock().unwrap_or_else(|e| e.into_inner());
+        let (m, cv) = &*self.delivered;
+        let mut done = m.lock().unwrap_or_else(|e| e.into_inner());
+        while sent.bytes > done.bytes && sent.bytes - done.bytes + chunk.len() as u64 > MAX_PENDING {
+            deadline.check().map_err(|e| e.to_string())?;
+            if self.tsfn.aborted() {
+                return Err("the output callback is gone".into());
+            }
+            let slice = deadline.poll_slice(Duration::from_millis(1));
+            done = cv.wait_timeout(done, slice).unwrap_or_else(|e| e.into_inner()).0;
         }
-        ok
+        drop(done);
+        if self.tsfn.call(chunk.to_vec(), ThreadsafeFunctionCallMode::NonBlocking) != Status::Ok {
+            return Err("the output callback is gone".into());
+        }
+        let mut s = self.sent.lock().unwrap_or_else(|e| e.into_inner());
+        s.chunks += 1;
+        s.bytes += chunk.len() as u64;
+        Ok(())
     }
 
     /// Wait until the JS thread has taken every chunk sent so far.
     fn flush(&self) {
-        let target = self.sent.load(Ordering::Acquire);
+        let target = self.sent.lock().unwrap_or_else(|e| e.into_inner()).chunks;
         let (m, cv) = &*self.delivered;
         let mut done = m.lock().unwrap_or_else(|e| e.into_inner());
-        while *done < target {
+        while done.chunks < target {
             done = cv.wait_timeout(done, Duration::from_millis(50)).unwrap_or_else(|e| e.into_inner()).0;
             if self.tsfn.aborted() {
                 return;
@@ -83,44 +110,53 @@ impl Host for AsyncHost {
     fn syscall(&mut self, call: &mut HostCall<'_>) -> std::result::Result<u64, String> {
         let Some(tsfn) = &self.dispatch else { return Err("no host-call dispatcher".into()) };
         let a = call.args;
-        let (tx, rx) = mpsc::sync_channel::<Result<Promise<BigInt>>>(1);
+        let (tx, rx) = futures::channel::oneshot::channel::<Result<Promise<BigInt>>>();
         let status = tsfn.call_with_return_value(
             FnArgs::from((call.nr as u32, a[0], a[1], a[2], a[3], a[4], a[5])),
-            ThreadsafeFunctionCallMode::Blocking,
+            ThreadsafeFunctionCallMode::NonBlocking,
             move |ret, _env| {
                 let _ = tx.send(ret);
                 Ok(())
             },
         );
         if status != Status::Ok {
-            Err(format!("could not reach the JS thread ({status})"))
-        } else {
-            rx.recv()
-                .map_err(|_| "the host-call handler was dropped".to_string())
-                .and_then(|r| r.map_err(|e| e.reason.clone()))
-                .and_then(|promise| futures::executor::block_on(promise).map_err(|e| e.reason.clone()))
-                .and_then(|big| {
-                    let (signed, v, lossless) = big.get_u64();
-                    if signed || !lossless {
-                        Err("the dispatcher returned a value outside 0..2^64".into())
-                    } else {
-                        Ok(v)
-                    }
-                })
+            return Err(format!("could not reach the JS thread ({status})"));
         }
+        // Both waits — for the JS thread to start the handler, and for its promise — end at the
+        // run's deadline or an interrupt (the run then fails with that, and the handler's
+        // context signal aborts); a handler that never settles cannot hold the guest.
+        let deadline = call.deadline();
+        let promise = deadline
+            .block_on(rx)
+            .map_err(|e| e.to_string())?
+            .map_err(|_| "the host-call handler was dropped".to_string())?
+            .map_err(|e| e.reason.clone())?;
+        let big = match deadline.block_on(promise).map_err(|e| e.to_string())? {
+            Ok(big) => big,
+            // The promise was collected without settling (nothing referenced it): it never
+            // will, which is a handler that never settles — the guest waits for the deadline.
+            Err(e) if e.status == Status::GenericFailure && e.reason.contains("canceled") => {
+                let stopped = deadline.sleep_until(None).err();
+                return Err(stopped.map_or_else(|| "the handler's promise was collected unsettled".into(), |s| s.to_string()));
+            }
+            Err(e) => return Err(e.reason.clone()),
+        };
+        let (signed, v, lossless) = big.get_u64();
+        if signed || !lossless {
+            return Err("the dispatcher returned a value outside 0..2^64".into());
+        }
+        Ok(v)
     }
 
-    fn output(&mut self, stream: Stream, data: &[u8]) -> std::result::Result<(), String> {
+    fn output(&mut self, stream: Stream, data: &[u8], deadline: &Deadline) -> std::result::Result<(), String> {
         let sink = match stream {
             Stream::Stdout => &self.stdout,
             Stream::Stderr => &self.stderr,
         };
-        if let Some(sink) = sink {
-            if !sink.send(data.to_vec()) {
-                return Err("the output callback is gone".into());
-            }
+        match sink {
+            Some(sink) => sink.send(data, deadline),
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 
@@ -198,6 +234,8 @@ pub(crate) struct Job {
     pub machine: Option<Machine>,
     pub host: AsyncHost,
     pub slot: SharedSlot,
+    /// Begun when the job was queued; ended when it is done.
+    pub gate: Arc<OpGate>,
     /// The JS Buffers passed to a call, refilled from the guest when it returns.
     pub buffers: Vec<Buffer>,
     pub deferred: Option<JsDeferred<NativeAsyncResult, Resolver>>,
@@ -206,44 +244,30 @@ pub(crate) struct Job {
 impl Job {
     fn execute(mut self) {
         let Some(mut machine) = self.machine.take() else { return };
-        let (run, value, error, bytes_back) = match &mut self.work {
-            Work::Run { timeout } => {
-                let outcome = machine.run_with(timeout.resolve(&machine), &mut self.host);
-                (Some(run_result(&mut machine, outcome)), None, None, Vec::new())
-            }
-            Work::Call { addr, args, as_bigint, timeout } => {
-                let mut core: Vec<CallArg> = args
-                    .iter_mut()
-                    .map(|a| match a {
-                        OwnedArg::Int(v) => CallArg::Int(*v),
-                        OwnedArg::Str(s) => CallArg::Str(s),
-                        OwnedArg::Bytes(b) => CallArg::Bytes(b),
-                    })
-                    .collect();
-                let timeout = timeout.resolve(&machine);
-                let outcome = machine.call(*addr, &mut core, timeout, &mut self.host);
-                drop(core);
-                let back: Vec<Vec<u8>> = args
-                    .drain(..)
-                    .filter_map(|a| match a {
-                        OwnedArg::Bytes(b) => Some(b),
-                        _ => None,
-                    })
-                    .collect();
-                match outcome {
-                    Ok(v) => (None, Some(call_value(v, *as_bigint)), None, back),
-                    Err(e) => (None, None, Some(error_record(&e)), Vec::new()),
+        // A panic in the core must not cross into Node nor leave the machine 'busy' for ever:
+        // it becomes an INTERNAL error and the machine is released.
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.perform(&mut machine)));
+        self.gate.end();
+        self.host.finish();
+        let (run, value, error, bytes_back, machine) = match ran {
+            Ok((run, value, error, bytes_back)) => (run, value, error, bytes_back, Some(machine)),
+            Err(panic) => {
+                let e = kvmbox::Error::Internal(format!("kvmbox panicked: {}; the machine was closed", panic_message(&panic)));
+                match self.work {
+                    Work::Run { .. } => (Some(failed_run(&e)), None, None, Vec::new(), None),
+                    Work::Call { .. } => (None, None, Some(error_record(&e)), Vec::new(), None),
                 }
             }
         };
-        self.host.finish();
         {
             let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
-            if matches!(*slot, Slot::Busy) {
-                *slot = Slot::Idle(Box::new(machine));
-                slot.release_if_finished();
-            } else {
-                drop(machine); // closed meanwhile: release the VM now
+            match machine {
+                Some(machine) if matches!(*slot, Slot::Busy) => {
+                    *slot = Slot::Idle(Box::new(machine));
+                    slot.release_if_finished();
+                }
+                Some(machine) => drop(machine), // closed meanwhile: release the VM now
+                None => *slot = Slot::Closed,
             }
         }
         let mut buffers = std::mem::take(&mut self.buffers);
@@ -258,6 +282,40 @@ impl Job {
             }));
         }
     }
+
+    /// The run or call itself: (run result, call value, call error, buffers to copy back).
+    fn perform(&mut self, machine: &mut Machine) -> (Option<NativeRunResult>, Option<Either<f64, BigInt>>, Option<NativeError>, Vec<Vec<u8>>) {
+        match &mut self.work {
+            Work::Run { timeout } => {
+                let outcome = machine.run_with(timeout.resolve(machine), &mut self.host);
+                (Some(run_result(machine, outcome)), None, None, Vec::new())
+            }
+            Work::Call { addr, args, as_bigint, timeout } => {
+                let mut core: Vec<CallArg> = args
+                    .iter_mut()
+                    .map(|a| match a {
+                        OwnedArg::Int(v) => CallArg::Int(*v),
+                        OwnedArg::Str(s) => CallArg::Str(s),
+                        OwnedArg::Bytes(b) => CallArg::Bytes(b),
+                    })
+                    .collect();
+                let timeout = timeout.resolve(machine);
+                let outcome = machine.call(*addr, &mut core, timeout, &mut self.host);
+                drop(core);
+                let back: Vec<Vec<u8>> = args
+                    .drain(..)
+                    .filter_map(|a| match a {
+                        OwnedArg::Bytes(b) => Some(b),
+                        _ => None,
+                    })
+                    .collect();
+                match outcome {
+                    Ok(v) => (None, Some(call_value(v, *as_bigint)), None, back),
+                    Err(e) => (None, None, Some(error_record(&e)), Vec::new()),
+                }
+            }
+        }
+    }
 }
 
 impl Drop for Job {
@@ -265,6 +323,7 @@ impl Drop for Job {
     /// deferred would keep Node alive forever.
     fn drop(&mut self) {
         if let Some(d) = self.deferred.take() {
+            self.gate.end();
             if let Some(machine) = self.machine.take() {
                 let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
                 if matches!(*slot, Slot::Busy) {

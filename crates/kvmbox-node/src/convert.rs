@@ -102,7 +102,10 @@ fn output_mode(mode: &str, fd: i32, limit: usize) -> std::result::Result<Output,
 }
 
 pub(crate) fn core_options(o: NativeOptions) -> std::result::Result<MachineOptions, Error<String>> {
-    let limit = o.output_limit.map(|l| l as usize).unwrap_or(kvmbox::DEFAULT_OUTPUT_LIMIT);
+    let limit = match o.output_limit {
+        Some(l) => usize::try_from(byte_count("outputLimit", l)?).unwrap_or(usize::MAX),
+        None => kvmbox::DEFAULT_OUTPUT_LIMIT,
+    };
     let stdin = if o.stdin_inherit.unwrap_or(false) {
         Input::Inherit
     } else {
@@ -114,8 +117,8 @@ pub(crate) fn core_options(o: NativeOptions) -> std::result::Result<MachineOptio
     Ok(MachineOptions {
         args: o.args,
         env: o.env,
-        memory: o.memory.map(|m| m as u64).unwrap_or(kvmbox::DEFAULT_MEMORY),
-        timeout: timeout_of(o.timeout_ms),
+        memory: o.memory.map(|m| byte_count("memory", m)).transpose()?.unwrap_or(kvmbox::DEFAULT_MEMORY),
+        timeout: timeout_of(o.timeout_ms)?,
         stdin,
         stdout: output_mode(&o.stdout, 1, limit)?,
         stderr: output_mode(&o.stderr, 2, limit)?,
@@ -128,8 +131,16 @@ pub(crate) fn core_options(o: NativeOptions) -> std::result::Result<MachineOptio
     })
 }
 
-pub(crate) fn timeout_of(ms: Option<f64>) -> Option<Duration> {
-    ms.filter(|&t| t > 0.0).map(|t| Duration::from_secs_f64(t / 1000.0))
+/// A timeout in milliseconds as JS gives it: not given or 0 = none; finite and positive = that
+/// long (a value too large for any deadline simply never expires); anything else (negative,
+/// NaN, infinite) is refused — never a panic.
+pub(crate) fn timeout_of(ms: Option<f64>) -> std::result::Result<Option<Duration>, Error<String>> {
+    match ms {
+        None => Ok(None),
+        Some(t) if t == 0.0 => Ok(None),
+        Some(t) if t.is_finite() && t > 0.0 => Ok(Some(Duration::try_from_secs_f64(t / 1000.0).unwrap_or(Duration::MAX))),
+        Some(t) => Err(Error::new("INVALID_ARGUMENT".into(), format!("a timeout must be a non-negative finite number of milliseconds, got {t}"))),
+    }
 }
 
 /// A per-operation timeout as the SDK passes it, with one meaning for run, call and their
@@ -138,8 +149,11 @@ pub(crate) fn timeout_of(ms: Option<f64>) -> Option<Duration> {
 pub(crate) struct RequestedTimeout(Option<Option<Duration>>);
 
 impl RequestedTimeout {
-    pub(crate) fn from_ms(ms: Option<f64>) -> Self {
-        Self(ms.map(|t| timeout_of(Some(t))))
+    pub(crate) fn from_ms(ms: Option<f64>) -> std::result::Result<Self, Error<String>> {
+        Ok(Self(match ms {
+            None => None,
+            Some(t) => Some(timeout_of(Some(t))?),
+        }))
     }
 
     pub(crate) fn resolve(self, machine: &kvmbox::Machine) -> Option<Duration> {
@@ -147,6 +161,14 @@ impl RequestedTimeout {
     }
 }
 
+/// A byte count from JS: a non-negative safe integer.
+fn byte_count(name: &str, v: f64) -> std::result::Result<u64, Error<String>> {
+    if v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v <= 9007199254740991.0 {
+        Ok(v as u64)
+    } else {
+        Err(Error::new("INVALID_ARGUMENT".into(), format!("{name} must be a non-negative integer number of bytes, got {v}")))
+    }
+}
 
 /// A call argument as the SDK normalises it.
 pub(crate) type JsCallArg = Either4<f64, BigInt, String, Buffer>;
@@ -204,6 +226,36 @@ pub(crate) fn run_result(machine: &mut Machine, outcome: kvmbox::Result<RunOutco
         }
     }
     result
+}
+
+/// The result of a run that could not produce one (the core panicked).
+pub(crate) fn failed_run(e: &CoreError) -> NativeRunResult {
+    NativeRunResult {
+        status: "error".into(),
+        exit_code: None,
+        signal: None,
+        stdout: Buffer::from(Vec::new()),
+        stderr: Buffer::from(Vec::new()),
+        stdout_truncated: false,
+        stderr_truncated: false,
+        error: Some(error_record(e)),
+    }
+}
+
+/// What a caught panic said.
+pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".into())
+}
+
+/// Run `f` so that a panic inside it (a bug in kvmbox, never the guest's doing) reaches JS as
+/// an INTERNAL error instead of aborting Node.
+pub(crate) fn no_panic<T>(f: impl FnOnce() -> std::result::Result<T, Error<String>>) -> std::result::Result<T, Error<String>> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .unwrap_or_else(|p| Err(Error::new("INTERNAL".to_string(), format!("internal error: kvmbox panicked: {}", panic_message(&p)))))
 }
 
 /// rax as the SDK wants it: a Number, or a BigInt when asked (both signed).

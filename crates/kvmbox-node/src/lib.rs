@@ -3,6 +3,7 @@
 
 mod async_host;
 mod convert;
+mod gate;
 mod machine;
 mod memory;
 mod sync_host;

@@ -9,9 +9,10 @@ use napi_derive::napi;
 
 use crate::async_host::{AsyncHost, DispatchTsfn, Job, NativeAsyncResult, OutputSink, OwnedArg, SharedSlot, Slot, Work, Worker};
 use crate::convert::{
-    call_value, core_options, error_record, run_result, throw, u64_of_addr, u64_of_bigint, JsCallArg, NativeError,
-    NativeOptions, NativeRunResult, RequestedTimeout,
+    call_value, core_options, error_record, no_panic, panic_message, run_result, throw, u64_of_addr, u64_of_bigint, JsCallArg,
+    NativeError, NativeOptions, NativeRunResult, RequestedTimeout,
 };
+use crate::gate::OpGate;
 use crate::memory::NativeMemory;
 use crate::sync_host::{ChunkCallback, Hooks, JsHost, SyscallDispatch};
 
@@ -40,7 +41,7 @@ impl NativeSnapshot {
     /// A new machine sharing this snapshot's memory copy-on-write, paused where it was taken.
     #[napi]
     pub fn fork(&self) -> std::result::Result<NativeMachine, Error<String>> {
-        Ok(new_native(Machine::fork(&self.inner).map_err(throw)?))
+        no_panic(|| Ok(new_native(Machine::fork(&self.inner).map_err(throw)?)))
     }
 
     #[napi]
@@ -56,7 +57,7 @@ impl NativeSnapshot {
     /// Write the snapshot to `path` (versioned, checksummed).
     #[napi]
     pub fn save(&self, path: String) -> std::result::Result<(), Error<String>> {
-        self.inner.save(&path).map_err(throw)
+        no_panic(|| self.inner.save(&path).map_err(throw))
     }
 
     /// Load a snapshot file; the options decide file access, outputs and timeout.
@@ -64,7 +65,7 @@ impl NativeSnapshot {
     pub fn load(path: String, options: NativeOptions) -> std::result::Result<NativeSnapshot, Error<String>> {
         let o = core_options(options)?;
         let opts = kvmbox::LoadOptions { allow_read: o.allow_read, stdout: o.stdout, stderr: o.stderr, timeout: o.timeout, trace: o.trace, seccomp: o.seccomp };
-        Ok(NativeSnapshot { inner: kvmbox::Snapshot::load(&path, opts).map_err(throw)? })
+        no_panic(|| Ok(NativeSnapshot { inner: kvmbox::Snapshot::load(&path, opts).map_err(throw)? }))
     }
 
     /// Host memory the image occupies (shared by every fork).
@@ -129,10 +130,13 @@ pub struct NativeMachine {
     last_error: Option<NativeError>,
     /// Set by `debug()`: the next run/call waits for gdb on this socket.
     pending_debug: Option<std::net::TcpListener>,
+    /// Interrupts reach the run or call in progress, and only it.
+    gate: Arc<OpGate>,
 }
 
 fn new_native(inner: Machine) -> NativeMachine {
     NativeMachine {
+        gate: OpGate::register(inner.interrupt_handle()),
         symbols: inner.symbols(),
         memory: Arc::new(Mutex::new(inner.memory().downgrade())),
         slot: Arc::new(Mutex::new(Slot::Idle(Box::new(inner)))),
@@ -142,6 +146,13 @@ fn new_native(inner: Machine) -> NativeMachine {
         last_error: None,
         pending_debug: None,
     }
+}
+
+/// After a panic inside a run or call: the machine's state is unknown, so it is released and
+/// the caller gets an INTERNAL error (never an abort of Node).
+fn closed_after_panic(slot: &mut Slot, panic: &Box<dyn std::any::Any + Send>) -> Error<String> {
+    *slot = Slot::Closed;
+    Error::new("INTERNAL".to_string(), format!("internal error: kvmbox panicked: {}; the machine was closed", panic_message(panic)))
 }
 
 fn state_error(slot: &Slot) -> Error<String> {
@@ -167,12 +178,27 @@ fn bigint_arg(b: &BigInt) -> std::result::Result<u64, Error<String>> {
 impl NativeMachine {
     #[napi(factory)]
     pub fn from_file(path: String, options: NativeOptions) -> std::result::Result<NativeMachine, Error<String>> {
-        Ok(new_native(Machine::from_file(&path, core_options(options)?).map_err(throw)?))
+        let opts = core_options(options)?;
+        no_panic(|| Ok(new_native(Machine::from_file(&path, opts).map_err(throw)?)))
     }
 
     #[napi(factory)]
     pub fn from_buffer(bytes: Buffer, options: NativeOptions) -> std::result::Result<NativeMachine, Error<String>> {
-        Ok(new_native(Machine::from_bytes(bytes.to_vec(), core_options(options)?).map_err(throw)?))
+        let opts = core_options(options)?;
+        no_panic(|| Ok(new_native(Machine::from_bytes(bytes.to_vec(), opts).map_err(throw)?)))
+    }
+
+    /// Stop the run or call in progress (sync on another thread, or async) with an INTERRUPTED
+    /// error; false if none is in progress (then nothing happens).
+    #[napi]
+    pub fn interrupt(&self) -> bool {
+        self.gate.interrupt()
+    }
+
+    /// This machine's id for `interruptMachine()` from another JS thread.
+    #[napi(getter)]
+    pub fn interrupt_id(&self) -> f64 {
+        self.gate.id as f64
     }
 
     /// Register the SDK's synchronous callbacks (output streams, host-call dispatcher) and the
@@ -216,9 +242,12 @@ impl NativeMachine {
         }
     }
 
-    /// Release the VM and its memory now (after the current async operation, if any). Idempotent.
+    /// Release the VM and its memory now; an async operation in progress is interrupted first
+    /// (its promise settles with INTERRUPTED) and the machine is released when it stops.
+    /// Idempotent.
     #[napi]
     pub fn close(&mut self) {
+        self.gate.interrupt();
         *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = Slot::Closed;
         self.worker = None;
         // The references to JS callbacks: a callback that captures its machine would otherwise
@@ -245,15 +274,22 @@ impl NativeMachine {
     /// `{ status: 'error' }` (when one of the SDK's callbacks threw, the SDK re-throws what it threw).
     #[napi]
     pub fn run(&mut self, env: &Env, timeout_ms: Option<f64>) -> std::result::Result<NativeRunResult, Error<String>> {
+        let requested = RequestedTimeout::from_ms(timeout_ms)?;
         let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
         let Slot::Idle(machine) = &mut *slot else { return Err(state_error(&slot)) };
         let mut host = JsHost { env, hooks: &mut self.hooks, intercepted: &self.intercepted };
-        let timeout = RequestedTimeout::from_ms(timeout_ms).resolve(machine);
-        let outcome = match self.pending_debug.take() {
-            Some(listener) => machine.run_debug(&listener, timeout, &mut host),
-            None => machine.run_with(timeout, &mut host),
-        };
-        let result = run_result(machine, outcome);
+        let timeout = requested.resolve(machine);
+        let debug = self.pending_debug.take();
+        self.gate.begin();
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let outcome = match debug {
+                Some(listener) => machine.run_debug(&listener, timeout, &mut host),
+                None => machine.run_with(timeout, &mut host),
+            };
+            run_result(machine, outcome)
+        }));
+        self.gate.end();
+        let result = ran.map_err(|p| closed_after_panic(&mut slot, &p))?;
         slot.release_if_finished();
         Ok(result)
     }
@@ -280,14 +316,19 @@ impl NativeMachine {
                 Either4::D(buf) => CallArg::Bytes(buf.as_mut()),
             });
         }
+        let requested = RequestedTimeout::from_ms(timeout_ms)?;
         let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
         let Slot::Idle(machine) = &mut *slot else { return Err(state_error(&slot)) };
         let mut host = JsHost { env, hooks: &mut self.hooks, intercepted: &self.intercepted };
-        let timeout = RequestedTimeout::from_ms(timeout_ms).resolve(machine);
-        let outcome = match self.pending_debug.take() {
+        let timeout = requested.resolve(machine);
+        let debug = self.pending_debug.take();
+        self.gate.begin();
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match debug {
             Some(listener) => machine.call_debug(&listener, addr, &mut core_args, timeout, &mut host),
             None => machine.call(addr, &mut core_args, timeout, &mut host),
-        };
+        }));
+        self.gate.end();
+        let outcome = ran.map_err(|p| closed_after_panic(&mut slot, &p))?;
         slot.release_if_finished();
         match outcome {
             Ok(v) => Ok(call_value(v, as_bigint)),
@@ -319,7 +360,7 @@ impl NativeMachine {
     pub fn snapshot(&mut self) -> std::result::Result<NativeSnapshot, Error<String>> {
         let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
         let Slot::Idle(machine) = &mut *slot else { return Err(state_error(&slot)) };
-        Ok(NativeSnapshot { inner: machine.snapshot().map_err(throw)? })
+        no_panic(|| Ok(NativeSnapshot { inner: machine.snapshot().map_err(throw)? }))
     }
 
     /// Return to this machine's snapshot, or to `to`; returns the number of pages restored.
@@ -327,11 +368,13 @@ impl NativeMachine {
     pub fn reset(&mut self, to: Option<&NativeSnapshot>) -> std::result::Result<u32, Error<String>> {
         let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
         let Slot::Idle(machine) = &mut *slot else { return Err(state_error(&slot)) };
-        let pages = match to {
-            Some(s) => machine.reset_to(&s.inner),
-            None => machine.reset(),
-        }
-        .map_err(throw)?;
+        let pages = no_panic(|| {
+            match to {
+                Some(s) => machine.reset_to(&s.inner),
+                None => machine.reset(),
+            }
+            .map_err(throw)
+        })?;
         self.last_error = None;
         if to.is_some() {
             // The memory (and its address space) may have been replaced.
@@ -388,7 +431,7 @@ impl NativeMachine {
         #[napi(ts_arg_type = "((chunk: Buffer) => void) | undefined | null")] on_stdout: Option<ChunkCallback>,
         #[napi(ts_arg_type = "((chunk: Buffer) => void) | undefined | null")] on_stderr: Option<ChunkCallback>,
     ) -> std::result::Result<Object<'env>, Error<String>> {
-        let work = Work::Run { timeout: RequestedTimeout::from_ms(timeout_ms) };
+        let work = Work::Run { timeout: RequestedTimeout::from_ms(timeout_ms)? };
         self.submit(env, work, Vec::new(), dispatch, on_stdout, on_stderr)
     }
 
@@ -421,7 +464,7 @@ impl NativeMachine {
                 }
             });
         }
-        let work = Work::Call { addr, args: owned, as_bigint, timeout: RequestedTimeout::from_ms(timeout_ms) };
+        let work = Work::Call { addr, args: owned, as_bigint, timeout: RequestedTimeout::from_ms(timeout_ms)? };
         self.submit(env, work, buffers, dispatch, on_stdout, on_stderr)
     }
 }
@@ -465,7 +508,8 @@ impl NativeMachine {
             }
         };
         let (deferred, promise) = env.create_deferred::<NativeAsyncResult, _>().map_err(internal)?;
-        let job = Job { work, machine: Some(machine), host, slot: self.slot.clone(), buffers, deferred: Some(deferred) };
+        self.gate.begin();
+        let job = Job { work, machine: Some(machine), host, slot: self.slot.clone(), gate: self.gate.clone(), buffers, deferred: Some(deferred) };
         if let Some(worker) = &self.worker {
             worker.submit(job);
         }

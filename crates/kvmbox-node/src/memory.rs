@@ -30,6 +30,16 @@ fn addr_of(addr: &Either<f64, BigInt>) -> JsResult<u64> {
     u64_of_addr(addr).ok_or_else(|| Error::new("INVALID_ARGUMENT".to_string(), "address out of range".to_string()))
 }
 
+/// A length or maximum from JS: a non-negative safe integer (anything else is refused, never
+/// converted into something huge).
+fn count_of(name: &str, v: f64) -> JsResult<u64> {
+    if v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v <= 9007199254740991.0 {
+        Ok(v as u64)
+    } else {
+        Err(Error::new("INVALID_ARGUMENT".to_string(), format!("{name} must be a non-negative safe integer, got {v}")))
+    }
+}
+
 fn efault(addr: u64, len: u64) -> Error<String> {
     Error::new("INVALID_ARGUMENT".to_string(), format!("EFAULT: {len} bytes at {addr:#x} are not accessible to the guest"))
 }
@@ -39,7 +49,7 @@ impl NativeMemory {
     #[napi]
     pub fn read(&self, addr: Either<f64, BigInt>, len: f64) -> std::result::Result<Buffer, Error<String>> {
         let addr = addr_of(&addr)?;
-        let len = len as u64;
+        let len = count_of("len", len)?;
         self.live()?.read(addr, len).map(Buffer::from).map_err(|_| efault(addr, len))
     }
 
@@ -53,7 +63,8 @@ impl NativeMemory {
     #[napi]
     pub fn read_c_string(&self, addr: Either<f64, BigInt>, max: f64) -> std::result::Result<Option<Buffer>, Error<String>> {
         let addr = addr_of(&addr)?;
-        self.live()?.read_cstring(addr, max as usize).map(|o| o.map(Buffer::from)).map_err(|_| efault(addr, 1))
+        let max = usize::try_from(count_of("max", max)?).unwrap_or(usize::MAX);
+        self.live()?.read_cstring(addr, max).map(|o| o.map(Buffer::from)).map_err(|_| efault(addr, 1))
     }
 
     #[napi(getter)]

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use kvmbox::{Host, HostCall, Stream};
+use kvmbox::{Deadline, Host, HostCall, Stream};
 use napi::bindgen_prelude::*;
 
 pub(crate) type ChunkCallback<'a> = Function<'a, Buffer, ()>;
@@ -54,7 +54,7 @@ impl Host for JsHost<'_> {
         }
     }
 
-    fn output(&mut self, stream: Stream, data: &[u8]) -> std::result::Result<(), String> {
+    fn output(&mut self, stream: Stream, data: &[u8], _deadline: &Deadline) -> std::result::Result<(), String> {
         let cb = match stream {
             Stream::Stdout => &self.hooks.on_stdout,
             Stream::Stderr => &self.hooks.on_stderr,
