@@ -8,6 +8,7 @@ export type ErrorCode =
   | 'ELF_ERROR'
   | 'GUEST_FAULT'
   | 'TIMEOUT'
+  | 'INTERRUPTED'
   | 'OUT_OF_MEMORY'
   | 'INVALID_ARGUMENT'
   | 'HOST_CALLBACK_ERROR'
@@ -114,6 +115,17 @@ export class GuestExitedError extends KvmboxError {
   }
 }
 
+/**
+ * The guest was stopped by `vm.interrupt()`, an AbortSignal, or `close()` while it ran. Its
+ * `name` is 'AbortError', as for any aborted operation in Node.
+ */
+export class InterruptedError extends KvmboxError {
+  constructor(message = 'the guest was interrupted') {
+    super('INTERRUPTED', message)
+    this.name = 'AbortError'
+  }
+}
+
 /** A host-side failure the guest caused no part of (a bug, or KVM misbehaving). */
 export class InternalError extends KvmboxError {
   constructor(message: string) {
@@ -141,6 +153,7 @@ const FROM_RECORD: Record<ErrorCode, (r: NativeErrorRecord) => KvmboxError> = {
   ELF_ERROR: (r) => new ElfError(r.message),
   GUEST_FAULT: (r) => new GuestFaultError(r.message, r.vector ?? -1, r.vectorName ?? '', r.rip ?? 0n, r.address ?? 0n, r.errorCode),
   TIMEOUT: (r) => new TimeoutError(r.message, r.timeoutMs ?? 0),
+  INTERRUPTED: (r) => new InterruptedError(r.message),
   OUT_OF_MEMORY: (r) => new OutOfMemoryError(r.message),
   INVALID_ARGUMENT: (r) => new InvalidArgumentError(r.message),
   INVALID_STATE: (r) => new InvalidStateError(r.message),

@@ -23,6 +23,7 @@ export {
   ElfError,
   GuestFaultError,
   TimeoutError,
+  InterruptedError,
   OutOfMemoryError,
   InvalidArgumentError,
   InvalidStateError,

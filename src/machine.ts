@@ -2,8 +2,9 @@ import { constants as osConstants } from 'node:os'
 import * as path from 'node:path'
 
 import native = require('./native')
-import { HostCallError, InvalidArgumentError, InvalidStateError, KvmboxError, fromRecord, translateNativeError } from './errors'
+import { HostCallError, InterruptedError, InvalidArgumentError, InvalidStateError, KvmboxError, fromRecord, translateNativeError } from './errors'
 import type { NativeErrorRecord } from './errors'
+import { checkBytes, checkInteger, checkKeys, checkPath, checkSignal, checkString, checkTimeout, show } from './validate'
 
 /** Where guest output goes: captured into the result, written to this process's own fd, or streamed. */
 export type OutputOption = 'pipe' | 'inherit' | ((chunk: Buffer) => void)
@@ -90,6 +91,12 @@ export type CallArg = number | bigint | boolean | string | Uint8Array | null | u
 export interface CallOptions {
   /** Milliseconds for this call; 0 = none. Default: the machine's `timeout`. */
   timeout?: number
+  /**
+   * callAsync/callBigIntAsync only: aborting it stops the guest (within about a millisecond)
+   * and the call rejects with an {@link InterruptedError}; already aborted, the call does not
+   * start.
+   */
+  signal?: AbortSignal
 }
 
 /** What a host-call handler gets. */
@@ -105,6 +112,12 @@ export interface HostCallContext {
   readString(addr: Address, max?: number): string
   /** Write into memory the guest itself may write (throws on a bad address). */
   write(addr: Address, bytes: Uint8Array | string): void
+  /**
+   * Aborted when the run or call this host call belongs to ends early — its timeout, an
+   * interrupt, close() — so an async handler can stop its own work. The run does not wait
+   * for a handler once this aborts: the guest is stopped at the deadline either way.
+   */
+  readonly signal: AbortSignal
 }
 
 /** What a handler may return: the value becomes the guest's rax (nothing = 0). */
@@ -133,17 +146,18 @@ export class GuestMemory {
     return this.#native.size
   }
   read(addr: Address, len: number): Buffer {
-    if (!Number.isSafeInteger(len) || len < 0) throw new InvalidArgumentError(`length must be a non-negative integer, got ${len}`)
+    checkInteger(len, 'length', 0, Number.MAX_SAFE_INTEGER)
     return wrap(() => this.#native.read(toAddr(addr), len))
   }
   write(addr: Address, bytes: Uint8Array | string): void {
-    const b = typeof bytes === 'string' ? Buffer.from(bytes) : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+    const b = typeof bytes === 'string' ? Buffer.from(bytes) : toBuffer(checkBytes(bytes, 'bytes'))
     wrap(() => this.#native.write(toAddr(addr), b))
   }
   /** A NUL-terminated UTF-8 string of at most `max` bytes (default 64 KiB). */
   readCString(addr: Address, max = 64 << 10): string {
+    checkInteger(max, 'max', 0, Number.MAX_SAFE_INTEGER)
     const b = wrap(() => this.#native.readCString(toAddr(addr), max))
-    if (b === null || b === undefined) throw new InvalidArgumentError(`no NUL terminator within ${max} bytes at ${addr}`)
+    if (b === null || b === undefined) throw new InvalidArgumentError(`no NUL terminator within ${max} bytes at ${show(addr)}`)
     return b.toString('utf8')
   }
   /** Address of a symbol in the program's ELF symbol table. */
@@ -163,7 +177,11 @@ function wrap<T>(f: () => T): T {
 /** An address as the binding takes it (a number or a bigint; its range is checked there). */
 function toAddr(a: Address): Address {
   if (typeof a === 'bigint' || (typeof a === 'number' && Number.isSafeInteger(a) && a >= 0)) return a
-  throw new InvalidArgumentError(`addresses must be non-negative safe integers or bigints, got ${String(a)}`)
+  throw new InvalidArgumentError(`addresses must be non-negative safe integers or bigints, got ${show(a)}`)
+}
+
+function toBuffer(b: Uint8Array): Buffer {
+  return Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength)
 }
 
 function toU64(v: unknown): bigint {
@@ -171,7 +189,7 @@ function toU64(v: unknown): bigint {
   if (typeof v === 'boolean') return v ? 1n : 0n
   if (typeof v === 'bigint') return BigInt.asUintN(64, v)
   if (typeof v === 'number' && Number.isInteger(v)) return BigInt.asUintN(64, BigInt(v))
-  throw new InvalidArgumentError(`a host-call handler must return an integer, bigint, boolean or nothing; got ${typeof v === 'number' ? v : typeof v}`)
+  throw new InvalidArgumentError(`a host-call handler must return an integer, bigint, boolean or nothing; got ${show(v)}`)
 }
 
 type NativeArg = number | bigint | string | Buffer
@@ -180,7 +198,7 @@ function toNativeArg(a: CallArg, i: number): NativeArg {
   if (a === null || a === undefined) return 0
   if (typeof a === 'boolean') return a ? 1 : 0
   if (typeof a === 'number') {
-    if (!Number.isSafeInteger(a)) throw new InvalidArgumentError(`argument ${i}: numbers must be safe integers (use a bigint for 64-bit values), got ${a}`)
+    if (!Number.isSafeInteger(a)) throw new InvalidArgumentError(`argument ${i}: numbers must be safe integers (use a bigint for 64-bit values), got ${show(a)}`)
     return a
   }
   if (typeof a === 'bigint') {
@@ -191,8 +209,8 @@ function toNativeArg(a: CallArg, i: number): NativeArg {
     if (a.includes('\0')) throw new InvalidArgumentError(`argument ${i}: strings passed to the guest cannot contain NUL characters`)
     return a
   }
-  if (a instanceof Uint8Array) return Buffer.isBuffer(a) ? a : Buffer.from(a.buffer, a.byteOffset, a.byteLength)
-  throw new InvalidArgumentError(`argument ${i}: unsupported type ${typeof a}`)
+  if (a instanceof Uint8Array) return toBuffer(a)
+  throw new InvalidArgumentError(`argument ${i}: unsupported type ${show(a)}`)
 }
 
 /** @internal A trailing `{ timeout }` rather than an argument. */
@@ -203,6 +221,11 @@ export function isCallOptions(x: unknown): x is CallOptions {
 export interface RunOptions {
   /** Overrides the machine's timeout for this run (ms; 0 = none). */
   timeout?: number
+  /**
+   * runAsync only: aborting it stops the guest (within about a millisecond) and the run
+   * rejects with an {@link InterruptedError}; already aborted, the run does not start.
+   */
+  signal?: AbortSignal
 }
 
 /** What the host's KVM is and whether kvmbox can use it. */
@@ -219,12 +242,32 @@ export function probe(): ProbeResult {
   return native.probe() as ProbeResult
 }
 
+const MACHINE_OPTIONS = ['args', 'env', 'memory', 'timeout', 'stdin', 'stdout', 'stderr', 'allowRead', 'trace', 'exePath', 'outputLimit', 'hugepages', 'seccomp'] as const
+const RUN_OPTIONS = ['timeout', 'signal'] as const
+const CALL_OPTIONS = ['timeout', 'signal'] as const
+/** @internal */
+export const LOAD_OPTIONS = ['allowRead', 'stdout', 'stderr', 'timeout', 'trace', 'outputLimit', 'seccomp'] as const
+
 // First name wins: SIGABRT rather than its alias SIGIOT.
 const signalNames = new Map<number, string>()
 for (const [name, n] of Object.entries(osConstants.signals)) if (!signalNames.has(n as number)) signalNames.set(n as number, name)
 
-function toNativeOptions(opts: MachineOptions, defaultArgv0: string): native.NativeOptions {
-  const env = opts.env === undefined ? [] : Array.isArray(opts.env) ? opts.env : Object.entries(opts.env).map(([k, v]) => `${k}=${v}`)
+function toNativeOptions(opts: MachineOptions, defaultArgv0: string, allowed: readonly string[] = MACHINE_OPTIONS): native.NativeOptions {
+  checkKeys(opts, allowed, 'machine')
+  opts ??= {}
+  if (opts.env !== undefined && (typeof opts.env !== 'object' || opts.env === null)) throw new InvalidArgumentError('env must be an object or an array of KEY=value strings')
+  if (opts.args !== undefined && !Array.isArray(opts.args)) throw new InvalidArgumentError('args must be an array of strings')
+  if (opts.allowRead !== undefined && (!Array.isArray(opts.allowRead) || opts.allowRead.some((p) => typeof p !== 'string' || p.includes('\0')))) {
+    throw new InvalidArgumentError('allowRead must be an array of paths')
+  }
+  if (opts.exePath !== undefined) checkPath(opts.exePath, 'exePath')
+  for (const flag of ['trace', 'hugepages', 'seccomp'] as const) {
+    if (opts[flag] !== undefined && typeof opts[flag] !== 'boolean') throw new InvalidArgumentError(`${flag} must be a boolean`)
+  }
+  if (opts.stdin !== undefined && typeof opts.stdin !== 'string' && !(opts.stdin instanceof Uint8Array)) {
+    throw new InvalidArgumentError("stdin must be a string, a Uint8Array or 'inherit'")
+  }
+  const env = opts.env === undefined ? [] : Array.isArray(opts.env) ? opts.env : Object.entries(opts.env).map(([k, v]) => `${k}=${checkString(v, `env.${k}`)}`)
   for (const e of env) {
     if (typeof e !== 'string' || e.includes('\0')) throw new InvalidArgumentError(`environment entries must be strings without NUL bytes`)
   }
@@ -233,18 +276,15 @@ function toNativeOptions(opts: MachineOptions, defaultArgv0: string): native.Nat
     if (typeof a !== 'string' || a.includes('\0')) throw new InvalidArgumentError(`arguments must be strings without NUL bytes`)
   }
   if (opts.memory !== undefined && (!Number.isSafeInteger(opts.memory) || opts.memory <= 0)) {
-    throw new InvalidArgumentError(`memory must be a positive integer number of bytes, got ${opts.memory}`)
+    throw new InvalidArgumentError(`memory must be a positive integer number of bytes, got ${show(opts.memory)}`)
   }
   if (opts.outputLimit !== undefined && (!Number.isSafeInteger(opts.outputLimit) || opts.outputLimit < 0)) {
-    throw new InvalidArgumentError(`outputLimit must be a non-negative integer number of bytes, got ${opts.outputLimit}`)
+    throw new InvalidArgumentError(`outputLimit must be a non-negative integer number of bytes, got ${show(opts.outputLimit)}`)
   }
-  if (opts.timeout !== undefined && (!Number.isFinite(opts.timeout) || opts.timeout < 0)) {
-    throw new InvalidArgumentError(`timeout must be a non-negative number of milliseconds, got ${opts.timeout}`)
-  }
+  checkTimeout(opts.timeout)
   const mode = (o: OutputOption | undefined) => (o === undefined ? 'pipe' : typeof o === 'function' ? 'callback' : o)
   for (const [name, o] of [['stdout', opts.stdout], ['stderr', opts.stderr]] as const) {
-    const m = mode(o)
-    if (m !== 'pipe' && m !== 'inherit' && m !== 'callback') throw new InvalidArgumentError(`${name} must be 'pipe', 'inherit' or a function`)
+    if (o !== undefined && o !== 'pipe' && o !== 'inherit' && typeof o !== 'function') throw new InvalidArgumentError(`${name} must be 'pipe', 'inherit' or a function`)
   }
   const stdin = opts.stdin
   return {
@@ -338,6 +378,7 @@ export class Machine {
    * number of pages restored.
    */
   reset(to?: Snapshot): number {
+    if (to !== undefined && !(to instanceof Snapshot)) throw new InvalidArgumentError(`reset() takes a Snapshot or nothing, got ${show(to)}`)
     if (this.#busy || this.#busyAsync) throw new InvalidStateError('cannot reset a machine while it runs')
     const pages = wrap(() => this.#native.reset(to?._native))
     // Another snapshot may be another program: forget resolved symbol addresses.
@@ -360,6 +401,7 @@ export class Machine {
 
   /** Load a static executable from a file. */
   static fromFile(file: string, opts: MachineOptions = {}): Machine {
+    checkPath(file, 'file')
     const nopts = toNativeOptions(opts, file)
     return new Machine(
       wrap(() => native.NativeMachine.fromFile(path.resolve(file), nopts)),
@@ -369,7 +411,8 @@ export class Machine {
 
   /** Load a static executable from memory. */
   static fromBuffer(bytes: Uint8Array, opts: MachineOptions = {}): Machine {
-    const nopts = toNativeOptions(opts, opts.exePath ?? '/guest')
+    checkBytes(bytes, 'the program')
+    const nopts = toNativeOptions(opts, opts?.exePath ?? '/guest')
     return new Machine(
       wrap(() => native.NativeMachine.fromBuffer(Buffer.from(bytes), nopts)),
       opts,
@@ -404,8 +447,11 @@ export class Machine {
    * timeouts, handler errors and other failures (after which the machine is finished).
    */
   run(opts: RunOptions = {}): RunResult {
+    checkKeys(opts, RUN_OPTIONS, 'run')
+    const timeout = checkTimeout(opts.timeout)
+    if (opts.signal !== undefined) throw new InvalidArgumentError('signal works with runAsync(); run() blocks this thread (use interrupt() from another thread)')
     this.#checkUsable()
-    return this.#runResult(this.#enter(() => this.#native.run(opts.timeout)))
+    return this.#runResult(this.#enter(() => this.#native.run(timeout)))
   }
 
   /**
@@ -413,9 +459,13 @@ export class Machine {
    * async, and many machines can run at once.
    */
   async runAsync(opts: RunOptions = {}): Promise<RunResult> {
+    checkKeys(opts, RUN_OPTIONS, 'run')
+    const timeout = checkTimeout(opts.timeout)
+    const signal = checkSignal(opts.signal)
     this.#checkUsable()
-    const r = await this.#enterAsync(() =>
-      this.#native.runAsync(opts.timeout, this.#asyncDispatcher(), this.#asyncOutput.stdout, this.#asyncOutput.stderr),
+    const r = await this.#enterAsync(
+      () => this.#native.runAsync(timeout, this.#asyncDispatcher(), this.#asyncOutput.stdout, this.#asyncOutput.stderr),
+      signal,
     )
     return this.#runResult(r.run!)
   }
@@ -443,8 +493,9 @@ export class Machine {
 
   async #callAsync(target: string | Address, rawArgs: unknown[], asBigInt: boolean): Promise<number | bigint> {
     const { addr, args, opts } = this.#prepareCall(target, rawArgs)
-    const r = await this.#enterAsync(() =>
-      this.#native.callAsync(addr, args, asBigInt, opts.timeout, this.#asyncDispatcher(), this.#asyncOutput.stdout, this.#asyncOutput.stderr),
+    const r = await this.#enterAsync(
+      () => this.#native.callAsync(addr, args, asBigInt, opts.timeout, this.#asyncDispatcher(), this.#asyncOutput.stdout, this.#asyncOutput.stderr),
+      checkSignal(opts.signal),
     )
     if (r.error) {
       const out = this.#native.takeOutput()
@@ -472,6 +523,7 @@ export class Machine {
 
   /** A typed function bound to a guest symbol (resolved once). */
   fn<F extends (...args: any[]) => number>(name: string): F {
+    checkString(name, 'the symbol name')
     const addr = this.#resolve(name)
     return ((...args: unknown[]) => this.#call(addr, args, false)) as unknown as F
   }
@@ -482,7 +534,7 @@ export class Machine {
    * numbers return -ENOSYS to the guest.
    */
   onSyscall(nr: number, handler: HostCallHandler | null): this {
-    if (!Number.isInteger(nr) || nr < 0 || nr > 0xffffffff) throw new InvalidArgumentError(`syscall number must be a 32-bit unsigned integer, got ${nr}`)
+    checkInteger(nr, 'syscall number', 0, 0xffffffff)
     if (handler === null) this.#handlers.delete(nr)
     else if (typeof handler === 'function') this.#handlers.set(nr, handler)
     else throw new InvalidArgumentError('handler must be a function or null')
@@ -497,8 +549,11 @@ export class Machine {
    * port (pass 0 to pick a free one).
    */
   debug(opts: { port: number; host?: string }): number {
-    if (!Number.isInteger(opts.port) || opts.port < 0 || opts.port > 65535) throw new InvalidArgumentError(`port must be 0–65535, got ${opts.port}`)
-    return wrap(() => this.#native.debug(opts.host ?? '127.0.0.1', opts.port))
+    checkKeys(opts, ['port', 'host'], 'debug')
+    if (opts === undefined) throw new InvalidArgumentError('debug() needs { port }')
+    checkInteger(opts.port, 'port', 0, 65535)
+    const host = opts.host === undefined ? '127.0.0.1' : checkPath(opts.host, 'host')
+    return wrap(() => this.#native.debug(host, opts.port))
   }
 
   /** Output the guest wrote to captured ('pipe') streams during calls, emptied by this. */
@@ -507,8 +562,26 @@ export class Machine {
   }
 
   /**
-   * Release the VM, its file descriptors and guest memory now (idempotent). Finished
-   * machines release them by themselves.
+   * Stop the run or call in progress — an async one on this machine's thread, or a
+   * synchronous one on another thread (a fork in a pool worker) — within about a millisecond,
+   * wherever the guest is: running, sleeping, blocked on input or output, or waiting for an
+   * async host-call handler (whose context `signal` aborts). The operation rejects with an
+   * {@link InterruptedError} and the machine is finished, as after a timeout (a fork can be
+   * reset). Returns false, doing nothing, when nothing is in progress.
+   */
+  interrupt(): boolean {
+    return this.#native.interrupt()
+  }
+
+  /** @internal This machine's id for `interruptMachine` from another thread. */
+  get _interruptId(): number {
+    return this.#native.interruptId
+  }
+
+  /**
+   * Release the VM, its file descriptors and guest memory now (idempotent). An async run or
+   * call in progress is interrupted first (it rejects with an {@link InterruptedError}).
+   * Finished machines release their resources by themselves.
    */
   close(): void {
     if (this.#busy) throw new InvalidStateError('cannot close a machine from inside one of its own handlers or callbacks; close it after run()/call() returns')
@@ -521,6 +594,7 @@ export class Machine {
 
   /** Address of a symbol in the program's ELF symbol table, if present (also after the guest finished; not after close()). */
   symbol(name: string): bigint | undefined {
+    checkString(name, 'the symbol name')
     if (this.#closedByUser) throw new InvalidStateError('the machine was closed: its symbol table is released')
     return this.#native.symbol(name) ?? undefined
   }
@@ -551,15 +625,16 @@ export class Machine {
     this.#checkUsable()
     let opts: CallOptions = {}
     if (rawArgs.length > 0 && isCallOptions(rawArgs[rawArgs.length - 1])) opts = rawArgs.pop() as CallOptions
-    if (opts.timeout !== undefined && (!Number.isFinite(opts.timeout) || opts.timeout < 0)) {
-      throw new InvalidArgumentError(`timeout must be a non-negative number of milliseconds, got ${opts.timeout}`)
-    }
+    checkKeys(opts, CALL_OPTIONS, 'call')
+    checkTimeout(opts.timeout)
+    checkSignal(opts.signal)
     if (rawArgs.length > 6) throw new InvalidArgumentError(`at most 6 arguments can be passed, got ${rawArgs.length}`)
     return { addr: this.#resolve(target), args: (rawArgs as CallArg[]).map(toNativeArg), opts }
   }
 
   #call(target: string | Address, rawArgs: unknown[], asBigInt: boolean): number | bigint {
     const { addr, args, opts } = this.#prepareCall(target, rawArgs)
+    if (opts.signal !== undefined) throw new InvalidArgumentError('signal works with callAsync()/callBigIntAsync(); call() blocks this thread (use interrupt() from another thread)')
     return this.#enter(() => {
       try {
         return this.#native.call(addr, args, asBigInt, opts.timeout)
@@ -580,7 +655,7 @@ export class Machine {
       return 0
     }
     try {
-      const v = handler(new Context(this, nr, [r[0], r[1], r[2], r[3], r[4], r[5]]))
+      const v = handler(new Context(this, nr, [r[0], r[1], r[2], r[3], r[4], r[5]], this.#op))
       if (v !== null && typeof v === 'object' && typeof (v as { then?: unknown }).then === 'function') {
         throw new InvalidStateError(`the handler for syscall ${nr} returned a Promise: async handlers need runAsync()/callAsync()`)
       }
@@ -602,7 +677,7 @@ export class Machine {
     const handler = this.#handlers.get(nr)
     if (!handler) return BigInt.asUintN(64, -38n) // ENOSYS
     try {
-      return toU64(await handler(new Context(this, nr, [a[0], a[1], a[2], a[3], a[4], a[5]])))
+      return toU64(await handler(new Context(this, nr, [a[0], a[1], a[2], a[3], a[4], a[5]], this.#op)))
     } catch (e) {
       this.#thrown = { value: e, fromHandler: true }
       throw e
@@ -613,16 +688,24 @@ export class Machine {
   readonly #asyncOutput: { stdout?: (chunk: Buffer) => void; stderr?: (chunk: Buffer) => void } = {}
 
   /** Run an async native operation with the same bookkeeping as #enter (the caller checked #checkUsable). */
-  async #enterAsync<T>(start: () => Promise<T>): Promise<T> {
+  async #enterAsync<T>(start: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    if (signal?.aborted) throw new InterruptedError('aborted before it started')
     this.#busyAsync = true
     this.#thrown = undefined
+    const op = new OperationSignal()
+    this.#op = op
+    const onAbort = () => this.#native.interrupt()
+    signal?.addEventListener('abort', onAbort, { once: true })
     let r: T
     try {
       r = await start()
     } catch (e) {
       throw this.#fromThrown() ?? translateNativeError(e)
     } finally {
+      signal?.removeEventListener('abort', onAbort)
       this.#busyAsync = false
+      // Handlers still running (a timeout or interrupt did not wait for them) learn it now.
+      op.end()
     }
     // An output callback threw but the guest went on: report it now.
     const t = this.#thrown as { value: unknown; fromHandler: boolean } | undefined
@@ -632,6 +715,9 @@ export class Machine {
     }
     return r
   }
+
+  /** The current operation, whose signal host-call contexts hand out. */
+  #op = new OperationSignal()
 
   /** Output callbacks of sync runs/calls, held here (see the constructor). */
   readonly #syncOutput: { stdout?: (chunk: Buffer) => void; stderr?: (chunk: Buffer) => void } = {}
@@ -662,12 +748,15 @@ export class Machine {
   #enter<T>(f: () => T): T {
     this.#busy = true
     this.#thrown = undefined
+    const op = new OperationSignal()
+    this.#op = op
     try {
       return f()
     } catch (e) {
       throw this.#fromThrown() ?? translateNativeError(e)
     } finally {
       this.#busy = false
+      op.end()
     }
   }
 
@@ -704,12 +793,40 @@ function describe(v: unknown): string {
   return v instanceof Error ? v.message : String(v)
 }
 
+/**
+ * The AbortSignal of one run or call, made only if a handler asks for it (most never do, and
+ * an operation must not pay for an AbortController and an Error it does not use).
+ */
+class OperationSignal {
+  #controller: AbortController | undefined
+  #ended = false
+  get signal(): AbortSignal {
+    this.#controller ??= new AbortController()
+    if (this.#ended && !this.#controller.signal.aborted) this.#abort()
+    return this.#controller.signal
+  }
+  end(): void {
+    this.#ended = true
+    if (this.#controller) this.#abort()
+  }
+  #abort(): void {
+    this.#controller?.abort(new InterruptedError('the run or call this host call belongs to has ended'))
+  }
+}
+
 class Context implements HostCallContext {
+  readonly #op: OperationSignal
   constructor(
     readonly vm: Machine,
     readonly nr: number,
     readonly args: readonly [bigint, bigint, bigint, bigint, bigint, bigint],
-  ) {}
+    op: OperationSignal,
+  ) {
+    this.#op = op
+  }
+  get signal(): AbortSignal {
+    return this.#op.signal
+  }
   read(addr: Address, len: number): Buffer {
     return this.vm.memory.read(addr, len)
   }
@@ -745,6 +862,8 @@ export class Snapshot {
    * callbacks and host-call handlers are the snapshot-taker's unless given here.
    */
   fork(opts: { stdout?: OutputOption; stderr?: OutputOption } = {}): Machine {
+    checkKeys(opts, ['stdout', 'stderr'], 'fork')
+    opts ??= {}
     const outputs = { stdout: opts.stdout ?? this.#outputs.stdout, stderr: opts.stderr ?? this.#outputs.stderr }
     if ((typeof outputs.stdout === 'function') !== (typeof this.#outputs.stdout === 'function') ||
         (typeof outputs.stderr === 'function') !== (typeof this.#outputs.stderr === 'function')) {
@@ -759,6 +878,7 @@ export class Snapshot {
    * hold no data are not stored). Open host files are recorded by path and position.
    */
   save(path: string): void {
+    checkPath(path, 'path')
     wrap(() => this._native.save(path))
   }
 
@@ -768,7 +888,8 @@ export class Snapshot {
    * outputs and timeout come from `opts`, not from the file.
    */
   static load(path: string, opts: Pick<MachineOptions, 'allowRead' | 'stdout' | 'stderr' | 'timeout' | 'trace' | 'outputLimit' | 'seccomp'> = {}): Snapshot {
-    const nopts = toNativeOptions(opts, '/guest')
+    checkPath(path, 'path')
+    const nopts = toNativeOptions(opts, '/guest', LOAD_OPTIONS)
     const n = wrap(() => native.NativeSnapshot.load(path, nopts))
     return new Snapshot(n, { stdout: opts.stdout, stderr: opts.stderr }, new Map())
   }
@@ -800,21 +921,32 @@ export class Snapshot {
 
   /** Address of a symbol in the program's ELF symbol table. */
   symbol(name: string): bigint | undefined {
-    return this._native.symbol(name) ?? undefined
+    return this._native.symbol(checkString(name, 'the symbol name')) ?? undefined
   }
 }
 
 /** Keep about `n` blank VMs created ahead of time (on a background thread) for fast forks. */
 export function setVmPoolSize(n: number): void {
+  checkInteger(n, 'the VM pool size', 0, 1024)
   native.setVmPoolSize(n)
+}
+
+/**
+ * Interrupt the run or call in progress on the machine with this id (`Machine._interruptId`),
+ * from any thread of this process. @internal
+ */
+export function _interruptMachine(id: number): boolean {
+  return native.interruptMachine(id)
 }
 
 /** Benchmark support: mean ns of one bare host → guest call round trip in a raw VM. */
 export function measureCallFloor(iterations = 10000): number {
+  checkInteger(iterations, 'iterations', 1, 10_000_000)
   return native.measureCallFloor(iterations)
 }
 
 /** Benchmark support: mean ns of one bare guest-syscall round trip (no emulation at all). */
 export function measureSyscallFloor(iterations = 10000): number {
+  checkInteger(iterations, 'iterations', 1, 10_000_000)
   return native.measureSyscallFloor(iterations)
 }

@@ -109,5 +109,7 @@ if (parentPort && workerData?.kvmboxPoolWorker) {
       port.postMessage({ id: req.id, ok: false, error: serializeError(e) })
     }
   })
-  port.postMessage({ ready: true })
+  // The forks' interrupt ids: the main thread interrupts a fork's call directly (this thread
+  // is blocked in it and cannot read messages meanwhile).
+  port.postMessage({ ready: true, interruptIds: forks.map((m) => m._interruptId) })
 }

@@ -3,9 +3,10 @@ import * as path from 'node:path'
 import { Worker } from 'node:worker_threads'
 
 import type { NativeErrorRecord } from './errors'
-import { fromRecord, InvalidArgumentError, InvalidStateError } from './errors'
+import { fromRecord, InterruptedError, InvalidArgumentError, InvalidStateError } from './errors'
 import type { Address, CallArg, CallOptions } from './machine'
-import { isCallOptions, Machine, Snapshot, setVmPoolSize } from './machine'
+import { _interruptMachine, isCallOptions, Machine, Snapshot, setVmPoolSize } from './machine'
+import { checkKeys, checkSignal, show } from './validate'
 import type { ArenaSlice } from './pool-worker'
 
 export interface PoolOptions {
@@ -35,6 +36,8 @@ export interface PoolOptions {
 export interface PoolMachine {
   callAsync(target: string | Address, ...args: [...CallArg[]] | [...CallArg[], CallOptions]): Promise<number>
   callBigIntAsync(target: string | Address, ...args: [...CallArg[]] | [...CallArg[], CallOptions]): Promise<bigint>
+  /** Stop the call in progress (it rejects with an InterruptedError); false if none is. */
+  interrupt(): boolean
 }
 
 /** A fork living in a pool worker thread; calls are forwarded there. */
@@ -59,6 +62,16 @@ export class RemoteMachine implements PoolMachine {
 
   callBigIntAsync(target: string | Address, ...args: [...CallArg[]] | [...CallArg[], CallOptions]): Promise<bigint> {
     return this.#call(target, args, true) as Promise<bigint>
+  }
+
+  /**
+   * Stop this fork's call in progress (it rejects with an InterruptedError), directly from this
+   * thread: the worker is busy running it. False if no call is running there right now (one
+   * still queued behind other forks' work is not affected; abort its signal instead).
+   */
+  interrupt(): boolean {
+    const id = this.worker.interruptIds[this.fork]
+    return id !== undefined && _interruptMachine(id)
   }
 
   /** Reset the fork to the snapshot (the pool does this after each use). */
@@ -92,7 +105,21 @@ export class RemoteMachine implements PoolMachine {
 
   /** `args` is this call's own array (a rest parameter), so it may be changed here. */
   async #callNow(target: string | Address, args: unknown[], asBigInt: boolean): Promise<number | bigint> {
-    const timeout = isCallOptions(args[args.length - 1]) ? (args.pop() as CallOptions).timeout : undefined
+    const opts: CallOptions = isCallOptions(args[args.length - 1]) ? (args.pop() as CallOptions) : {}
+    checkKeys(opts, ['timeout', 'signal'], 'call')
+    const { timeout } = opts
+    const signal = checkSignal(opts.signal)
+    if (signal?.aborted) throw new InterruptedError('aborted before it started')
+    const onAbort = () => this.interrupt()
+    signal?.addEventListener('abort', onAbort, { once: true })
+    try {
+      return await this.#send(target, args, asBigInt, timeout)
+    } finally {
+      signal?.removeEventListener('abort', onAbort)
+    }
+  }
+
+  async #send(target: string | Address, args: unknown[], asBigInt: boolean, timeout: number | undefined): Promise<number | bigint> {
     // Buffers go through the fork's shared arena (one memcpy each way) rather than being
     // structured-cloned twice.
     const buffers = args.filter((a) => a instanceof Uint8Array) as Uint8Array[]
@@ -129,14 +156,17 @@ export class RemoteMachine implements PoolMachine {
 class WorkerHandle {
   readonly worker: Worker
   readonly ready: Promise<void>
+  /** The worker's forks' interrupt ids (see RemoteMachine.interrupt), once it is ready. */
+  interruptIds: number[] = []
   #next = 1
   readonly #pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: unknown) => void }>()
 
   constructor(shareId: number, forks: number, setup?: string) {
     this.worker = new Worker(path.join(__dirname, 'pool-worker.js'), { workerData: { kvmboxPoolWorker: { shareId, forks, setup } } })
     this.ready = new Promise((resolve, reject) => {
-      const onMessage = (m: { ready?: boolean }) => {
+      const onMessage = (m: { ready?: boolean; interruptIds?: number[] }) => {
         if (m.ready) {
+          this.interruptIds = m.interruptIds ?? []
           this.worker.off('message', onMessage)
           this.worker.off('error', reject)
           resolve()
@@ -215,10 +245,19 @@ export class Pool<M extends PoolMachine = Machine> {
   readonly ready: Promise<void>
 
   constructor(snapshot: Snapshot, opts: PoolOptions = {}) {
+    if (!(snapshot instanceof Snapshot)) throw new InvalidArgumentError(`a Pool needs a Snapshot, got ${show(snapshot)}`)
+    checkKeys(opts, ['size', 'resetAfterUse', 'workers', 'workerSetup'], 'pool')
+    opts ??= {}
+    if (opts.resetAfterUse !== undefined && typeof opts.resetAfterUse !== 'boolean') throw new InvalidArgumentError('resetAfterUse must be a boolean')
+    if (opts.workerSetup !== undefined && (typeof opts.workerSetup !== 'string' || !path.isAbsolute(opts.workerSetup))) {
+      throw new InvalidArgumentError('workerSetup must be an absolute path')
+    }
     const workers = opts.workers === 'auto' ? os.availableParallelism() : (opts.workers ?? 0)
-    if (!Number.isInteger(workers) || workers < 0) throw new InvalidArgumentError(`workers must be a non-negative integer or 'auto', got ${workers}`)
+    if (!Number.isSafeInteger(workers) || workers < 0 || workers > 256) throw new InvalidArgumentError(`workers must be an integer from 0 to 256 or 'auto', got ${show(workers)}`)
+    if (opts.size !== undefined && (!Number.isSafeInteger(opts.size) || opts.size < 1 || opts.size > 4096)) {
+      throw new InvalidArgumentError(`pool size must be an integer from 1 to 4096, got ${show(opts.size)}`)
+    }
     const size = Math.max(opts.size ?? 4, workers)
-    if (!Number.isInteger(size) || size < 1) throw new InvalidArgumentError(`pool size must be a positive integer, got ${opts.size}`)
     this.#snapshot = snapshot
     this.#resetAfterUse = opts.resetAfterUse ?? true
     if (workers === 0) {
@@ -254,13 +293,34 @@ export class Pool<M extends PoolMachine = Machine> {
     return this.#all.length
   }
 
-  /** Take a fork (waiting for one to be free). Give it back with release(). */
-  async acquire(): Promise<M> {
+  /**
+   * Take a fork (waiting for one to be free). Give it back with release(). Aborting `signal`
+   * while waiting rejects with an InterruptedError.
+   */
+  async acquire(opts: { signal?: AbortSignal } = {}): Promise<M> {
+    checkKeys(opts, ['signal'], 'acquire')
+    const signal = checkSignal(opts?.signal)
     if (this.#closed) throw new InvalidStateError('the pool is closed')
+    if (signal?.aborted) throw new InterruptedError('aborted before a fork was free')
     await this.ready
     const m = this.#idle.pop()
     if (m) return m
-    return new Promise((resolve, reject) => this.#waiters.push({ resolve, reject }))
+    return new Promise((resolve, reject) => {
+      const waiter = {
+        resolve: (fork: M) => {
+          signal?.removeEventListener('abort', onAbort)
+          resolve(fork)
+        },
+        reject,
+      }
+      const onAbort = () => {
+        const i = this.#waiters.indexOf(waiter)
+        if (i >= 0) this.#waiters.splice(i, 1)
+        reject(new InterruptedError('aborted while waiting for a fork'))
+      }
+      signal?.addEventListener('abort', onAbort, { once: true })
+      this.#waiters.push(waiter)
+    })
   }
 
   /**
@@ -287,12 +347,22 @@ export class Pool<M extends PoolMachine = Machine> {
     else this.#idle.push(m)
   }
 
-  /** Run `fn` with a fork, then reset and release it (also when `fn` throws). */
-  async with<T>(fn: (m: M) => T | Promise<T>): Promise<T> {
-    const m = await this.acquire()
+  /**
+   * Run `fn` with a fork, then reset and release it (also when `fn` throws). Aborting `signal`
+   * rejects a wait for a fork, and interrupts the fork's call in progress (which then rejects
+   * with an InterruptedError).
+   */
+  async with<T>(fn: (m: M) => T | Promise<T>, opts: { signal?: AbortSignal } = {}): Promise<T> {
+    if (typeof fn !== 'function') throw new InvalidArgumentError(`pool.with() takes a function, got ${show(fn)}`)
+    checkKeys(opts, ['signal'], 'pool.with')
+    const m = await this.acquire(opts)
+    const signal = opts?.signal
+    const onAbort = () => m.interrupt()
+    signal?.addEventListener('abort', onAbort, { once: true })
     try {
       return await fn(m)
     } finally {
+      signal?.removeEventListener('abort', onAbort)
       await this.release(m)
     }
   }
