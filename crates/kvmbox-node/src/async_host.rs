@@ -179,7 +179,10 @@ pub(crate) enum Slot {
     Busy,
     /// Finished and not resettable: the VM is released; only the output the machine had
     /// captured is kept, for takeOutput() (the SDK puts it on the error that finished it).
-    Done { stdout: Vec<u8>, stderr: Vec<u8> },
+    Done {
+        stdout: Vec<u8>,
+        stderr: Vec<u8>,
+    },
     Closed,
 }
 
@@ -226,6 +229,9 @@ pub struct NativeAsyncResult {
     /// For calls that failed.
     pub error: Option<NativeError>,
 }
+
+/// What a job produced: a run's result, or a call's value or error, and the buffers to copy back.
+type Performed = (Option<NativeRunResult>, Option<Either<f64, BigInt>>, Option<NativeError>, Vec<Vec<u8>>);
 
 type Resolver = Box<dyn FnOnce(Env) -> Result<NativeAsyncResult> + Send>;
 
@@ -284,7 +290,7 @@ impl Job {
     }
 
     /// The run or call itself: (run result, call value, call error, buffers to copy back).
-    fn perform(&mut self, machine: &mut Machine) -> (Option<NativeRunResult>, Option<Either<f64, BigInt>>, Option<NativeError>, Vec<Vec<u8>>) {
+    fn perform(&mut self, machine: &mut Machine) -> Performed {
         match &mut self.work {
             Work::Run { timeout } => {
                 let outcome = machine.run_with(timeout.resolve(machine), &mut self.host);
@@ -330,9 +336,7 @@ impl Drop for Job {
                     *slot = Slot::Idle(Box::new(machine));
                 }
             }
-            d.resolve(Box::new(|_env| {
-                Err(Error::from_reason("INTERNAL: the machine's vCPU thread is gone"))
-            }));
+            d.resolve(Box::new(|_env| Err(Error::from_reason("INTERNAL: the machine's vCPU thread is gone"))));
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use kvmbox::{Error as CoreError, Input, MachineOptions, Machine, Output, RunOutcome};
+use kvmbox::{Error as CoreError, Input, Machine, MachineOptions, Output, RunOutcome};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
@@ -137,9 +137,11 @@ pub(crate) fn core_options(o: NativeOptions) -> std::result::Result<MachineOptio
 pub(crate) fn timeout_of(ms: Option<f64>) -> std::result::Result<Option<Duration>, Error<String>> {
     match ms {
         None => Ok(None),
-        Some(t) if t == 0.0 => Ok(None),
+        Some(0.0) => Ok(None),
         Some(t) if t.is_finite() && t > 0.0 => Ok(Some(Duration::try_from_secs_f64(t / 1000.0).unwrap_or(Duration::MAX))),
-        Some(t) => Err(Error::new("INVALID_ARGUMENT".into(), format!("a timeout must be a non-negative finite number of milliseconds, got {t}"))),
+        Some(t) => {
+            Err(Error::new("INVALID_ARGUMENT".into(), format!("a timeout must be a non-negative finite number of milliseconds, got {t}")))
+        }
     }
 }
 
@@ -194,7 +196,6 @@ pub(crate) fn u64_of_addr(a: &Either<f64, BigInt>) -> Option<u64> {
         Either::B(b) => u64_of_bigint(b),
     }
 }
-
 
 /// The SDK's view of how a run ended (output included).
 pub(crate) fn run_result(machine: &mut Machine, outcome: kvmbox::Result<RunOutcome>) -> NativeRunResult {

@@ -61,6 +61,7 @@ impl Drop for OpGate {
 /// `NativeMachine.interruptId`), from any JS thread of this process. False if that machine has
 /// nothing in progress or no longer exists.
 #[napi]
+#[cfg_attr(test, allow(dead_code))] // called from JS only
 pub fn interrupt_machine(id: f64) -> bool {
     if !(id.is_finite() && id >= 1.0 && id.fract() == 0.0) {
         return false;

@@ -28,7 +28,12 @@ pub struct ProbeResult {
 #[napi]
 pub fn probe() -> ProbeResult {
     let report = kvmbox::probe();
-    ProbeResult { available: report.available, backend: report.backend.name().into(), error: report.error, syscall_in_ring3: report.syscall_in_ring3 }
+    ProbeResult {
+        available: report.available,
+        backend: report.backend.name().into(),
+        error: report.error,
+        syscall_in_ring3: report.syscall_in_ring3,
+    }
 }
 
 /// Keep about `n` blank VMs created ahead of time (on a background thread) for forks.

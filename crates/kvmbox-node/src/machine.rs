@@ -9,8 +9,8 @@ use napi_derive::napi;
 
 use crate::async_host::{AsyncHost, DispatchTsfn, Job, NativeAsyncResult, OutputSink, OwnedArg, SharedSlot, Slot, Work, Worker};
 use crate::convert::{
-    call_value, core_options, error_record, no_panic, panic_message, run_result, throw, u64_of_addr, u64_of_bigint, JsCallArg,
-    NativeError, NativeOptions, NativeRunResult, RequestedTimeout,
+    call_value, core_options, error_record, no_panic, panic_message, run_result, throw, u64_of_addr, u64_of_bigint, JsCallArg, NativeError,
+    NativeOptions, NativeRunResult, RequestedTimeout,
 };
 use crate::gate::OpGate;
 use crate::memory::NativeMemory;
@@ -64,7 +64,14 @@ impl NativeSnapshot {
     #[napi(factory)]
     pub fn load(path: String, options: NativeOptions) -> std::result::Result<NativeSnapshot, Error<String>> {
         let o = core_options(options)?;
-        let opts = kvmbox::LoadOptions { allow_read: o.allow_read, stdout: o.stdout, stderr: o.stderr, timeout: o.timeout, trace: o.trace, seccomp: o.seccomp };
+        let opts = kvmbox::LoadOptions {
+            allow_read: o.allow_read,
+            stdout: o.stdout,
+            stderr: o.stderr,
+            timeout: o.timeout,
+            trace: o.trace,
+            seccomp: o.seccomp,
+        };
         no_panic(|| Ok(NativeSnapshot { inner: kvmbox::Snapshot::load(&path, opts).map_err(throw)? }))
     }
 
@@ -345,7 +352,10 @@ impl NativeMachine {
     pub fn debug(&mut self, host: String, port: u32) -> std::result::Result<u32, Error<String>> {
         if let Slot::Idle(m) = &*self.slot.lock().unwrap_or_else(|e| e.into_inner()) {
             if m.requires_seccomp() {
-                return Err(Error::new("INVALID_STATE".to_string(), "a seccomp machine cannot be debugged: gdb serves only synchronous run()/call(), which it refuses".to_string()));
+                return Err(Error::new(
+                    "INVALID_STATE".to_string(),
+                    "a seccomp machine cannot be debugged: gdb serves only synchronous run()/call(), which it refuses".to_string(),
+                ));
             }
         }
         let listener = std::net::TcpListener::bind((host.as_str(), port as u16))
@@ -427,7 +437,10 @@ impl NativeMachine {
         &mut self,
         env: &'env Env,
         timeout_ms: Option<f64>,
-        #[napi(ts_arg_type = "((nr: number, a0: bigint, a1: bigint, a2: bigint, a3: bigint, a4: bigint, a5: bigint) => Promise<bigint>) | undefined | null")] dispatch: Option<DispatchTsfn>,
+        #[napi(
+            ts_arg_type = "((nr: number, a0: bigint, a1: bigint, a2: bigint, a3: bigint, a4: bigint, a5: bigint) => Promise<bigint>) | undefined | null"
+        )]
+        dispatch: Option<DispatchTsfn>,
         #[napi(ts_arg_type = "((chunk: Buffer) => void) | undefined | null")] on_stdout: Option<ChunkCallback>,
         #[napi(ts_arg_type = "((chunk: Buffer) => void) | undefined | null")] on_stderr: Option<ChunkCallback>,
     ) -> std::result::Result<Object<'env>, Error<String>> {
@@ -445,7 +458,10 @@ impl NativeMachine {
         #[napi(ts_arg_type = "Array<number | bigint | string | Buffer>")] args: Vec<JsCallArg>,
         as_bigint: bool,
         timeout_ms: Option<f64>,
-        #[napi(ts_arg_type = "((nr: number, a0: bigint, a1: bigint, a2: bigint, a3: bigint, a4: bigint, a5: bigint) => Promise<bigint>) | undefined | null")] dispatch: Option<DispatchTsfn>,
+        #[napi(
+            ts_arg_type = "((nr: number, a0: bigint, a1: bigint, a2: bigint, a3: bigint, a4: bigint, a5: bigint) => Promise<bigint>) | undefined | null"
+        )]
+        dispatch: Option<DispatchTsfn>,
         #[napi(ts_arg_type = "((chunk: Buffer) => void) | undefined | null")] on_stdout: Option<ChunkCallback>,
         #[napi(ts_arg_type = "((chunk: Buffer) => void) | undefined | null")] on_stderr: Option<ChunkCallback>,
     ) -> std::result::Result<Object<'env>, Error<String>> {
@@ -480,7 +496,10 @@ impl NativeMachine {
         on_stderr: Option<ChunkCallback>,
     ) -> std::result::Result<Object<'env>, Error<String>> {
         if self.pending_debug.is_some() {
-            return Err(Error::new("INVALID_STATE".to_string(), "debug() waits for the next synchronous run() or call(); async ones cannot be debugged".to_string()));
+            return Err(Error::new(
+                "INVALID_STATE".to_string(),
+                "debug() waits for the next synchronous run() or call(); async ones cannot be debugged".to_string(),
+            ));
         }
         let internal = |e: Error| Error::new("INTERNAL".to_string(), e.reason.clone());
         let host = AsyncHost {
@@ -509,7 +528,8 @@ impl NativeMachine {
         };
         let (deferred, promise) = env.create_deferred::<NativeAsyncResult, _>().map_err(internal)?;
         self.gate.begin();
-        let job = Job { work, machine: Some(machine), host, slot: self.slot.clone(), gate: self.gate.clone(), buffers, deferred: Some(deferred) };
+        let job =
+            Job { work, machine: Some(machine), host, slot: self.slot.clone(), gate: self.gate.clone(), buffers, deferred: Some(deferred) };
         if let Some(worker) = &self.worker {
             worker.submit(job);
         }

@@ -72,4 +72,3 @@ impl NativeMemory {
         self.live().map(|v| v.size() as f64).unwrap_or(0.0)
     }
 }
-

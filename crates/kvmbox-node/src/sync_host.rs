@@ -68,4 +68,3 @@ impl Host for JsHost<'_> {
         }
     }
 }
-

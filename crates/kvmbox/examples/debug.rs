@@ -8,7 +8,8 @@ fn main() {
     let port: u16 = args.first().and_then(|p| p.parse().ok()).expect("usage: debug PORT PROGRAM [ARGS...]");
     let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
     eprintln!("waiting for gdb on 127.0.0.1:{port}");
-    let opts = MachineOptions { args: args[1..].to_vec(), stdout: Output::Inherit(1), stderr: Output::Inherit(2), ..MachineOptions::default() };
+    let opts =
+        MachineOptions { args: args[1..].to_vec(), stdout: Output::Inherit(1), stderr: Output::Inherit(2), ..MachineOptions::default() };
     let mut vm = Machine::from_file(&args[1], opts).unwrap();
     let outcome = vm.run_debug(&listener, None, &mut NoHost);
     eprintln!("outcome: {outcome:?}");

@@ -15,15 +15,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use gdbstub::arch::{Arch, Registers};
 use gdbstub::common::Signal;
 use gdbstub::conn::ConnectionExt;
 use gdbstub::stub::run_blocking::{self, BlockingEventLoop};
 use gdbstub::stub::{DisconnectReason, GdbStub, SingleThreadStopReason};
-use gdbstub::target::ext::base::singlethread::{SingleThreadBase, SingleThreadResume, SingleThreadResumeOps, SingleThreadSingleStep, SingleThreadSingleStepOps};
+use gdbstub::target::ext::base::singlethread::{
+    SingleThreadBase, SingleThreadResume, SingleThreadResumeOps, SingleThreadSingleStep, SingleThreadSingleStepOps,
+};
 use gdbstub::target::ext::base::BaseOps;
 use gdbstub::target::ext::breakpoints::{Breakpoints, BreakpointsOps, SwBreakpoint, SwBreakpointOps};
 use gdbstub::target::{Target, TargetError, TargetResult};
-use gdbstub::arch::{Arch, Registers};
 use gdbstub_arch::x86::reg::id::X86_64CoreRegId;
 use gdbstub_arch::x86::reg::X86_64CoreRegs;
 
@@ -388,7 +390,13 @@ impl BlockingEventLoop for EventLoop {
 
 /// Serve one gdb connection on `conn` for `machine` until the guest stops for good, gdb
 /// detaches or kills it, or the connection drops. Breakpoints are removed in every case.
-pub(crate) fn session(machine: &mut Machine, host: &mut dyn Host, timeout: Option<Duration>, conn: TcpStream, in_call: bool) -> Result<SessionEnd> {
+pub(crate) fn session(
+    machine: &mut Machine,
+    host: &mut dyn Host,
+    timeout: Option<Duration>,
+    conn: TcpStream,
+    in_call: bool,
+) -> Result<SessionEnd> {
     let _ = conn.set_nodelay(true);
     timer::prepare_thread();
     let interrupt = Arc::new(AtomicBool::new(false));

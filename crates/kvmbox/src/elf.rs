@@ -62,10 +62,7 @@ impl Program {
         }
         let hdr = Elf::parse_header(&bytes).map_err(|e| elf_err(format!("bad ELF header: {e}")))?;
         if hdr.e_machine != header::EM_X86_64 {
-            return Err(elf_err(format!(
-                "wrong machine: {} (only x86-64 is supported)",
-                header::machine_to_str(hdr.e_machine)
-            )));
+            return Err(elf_err(format!("wrong machine: {} (only x86-64 is supported)", header::machine_to_str(hdr.e_machine))));
         }
         if hdr.e_type != header::ET_EXEC && hdr.e_type != header::ET_DYN {
             return Err(elf_err(format!("not an executable (e_type {})", header::et_to_str(hdr.e_type))));

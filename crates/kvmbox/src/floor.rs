@@ -6,7 +6,10 @@ use std::time::{Duration, Instant};
 
 use kvm_ioctls::{SyncReg, VcpuExit};
 
-use crate::arch::{self, exit::{self, ExitRegs, GuestExit, SyscallEntry}};
+use crate::arch::{
+    self,
+    exit::{self, ExitRegs, GuestExit, SyscallEntry},
+};
 use crate::error::{Error, Result};
 use crate::layout::{AddressSpace, Layout, Perm, Region, PIE_BASE};
 use crate::memory::GuestMemory;

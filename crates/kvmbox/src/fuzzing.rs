@@ -152,8 +152,8 @@ impl SyscallTarget {
             3 | 4 => self.bases[small as usize % self.bases.len()].wrapping_add(u64::from(input.u16().unwrap_or(0))),
             5 => self.bases[small as usize % self.bases.len()].wrapping_sub(u64::from(input.u16().unwrap_or(0))),
             6 => 0xffff_8000_0000_0000 | u64::from(input.u32().unwrap_or(0)), // kernel half
-            7 => u64::MAX - u64::from(small), // lengths that overflow when added to a pointer
-            8 => (16 << 20) - 4096 + u64::from(input.u16().unwrap_or(0)), // the end of guest memory
+            7 => u64::MAX - u64::from(small),                                 // lengths that overflow when added to a pointer
+            8 => (16 << 20) - 4096 + u64::from(input.u16().unwrap_or(0)),     // the end of guest memory
             9 => EXTREMES[small as usize % EXTREMES.len()],
             10 => COUNTS[small as usize % COUNTS.len()],
             11 => self.iovecs(u64::from(small)),

@@ -41,9 +41,7 @@ fn open() -> std::result::Result<KvmHandle, String> {
             return Err(format!("KVM lacks {name}, which kvmbox needs"));
         }
     }
-    let cpuid = kvm
-        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-        .map_err(|e| format!("KVM_GET_SUPPORTED_CPUID: {e}"))?;
+    let cpuid = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(|e| format!("KVM_GET_SUPPORTED_CPUID: {e}"))?;
     Ok(KvmHandle { kvm, cpuid })
 }
 

@@ -144,14 +144,7 @@ impl Layout {
         let guard_size = (memory / 64).clamp(64 << 10, 1 << 20);
         let stack_top = sys_base;
         let stack_bottom = stack_top - stack_size;
-        Layout {
-            memory,
-            sys_base,
-            sys,
-            stack_top,
-            stack_bottom,
-            guard_bottom: stack_bottom - guard_size,
-        }
+        Layout { memory, sys_base, sys, stack_top, stack_bottom, guard_bottom: stack_bottom - guard_size }
     }
 
     pub fn stack_size(&self) -> u64 {

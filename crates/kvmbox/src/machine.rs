@@ -11,21 +11,24 @@ use std::sync::Arc;
 use kvm_bindings::kvm_regs;
 use kvm_ioctls::{SyncReg, VcpuExit};
 
-use crate::arch::{self, exit::{self, ExitRegs, GuestExit, SyscallEntry}};
+use crate::arch::{
+    self,
+    exit::{self, ExitRegs, GuestExit, SyscallEntry},
+};
 use crate::backend;
-use crate::interrupt::{Deadline, InterruptHandle};
 use crate::elf::Program;
 use crate::error::{Error, GuestFault, Result};
+use crate::host::{Host, NoHost, SYS_PAUSE};
+use crate::interrupt::{Deadline, InterruptHandle};
 use crate::kvm;
 use crate::layout::{self, AddressSpace, Layout};
-use crate::host::{Host, NoHost, SYS_PAUSE};
 use crate::memory::{GuestMemory, HugePages, MemoryView};
 use crate::paging;
+use crate::snapshot::{Image, Snapshot, SnapshotData};
 use crate::stack;
 use crate::syscalls::files::{FilePolicy, Input, Output};
 use crate::syscalls::mm::Mappings;
 use crate::syscalls::{ExitStatus, Flow, Linux, SyscallEnv};
-use crate::snapshot::{Image, Snapshot, SnapshotData};
 use crate::timer;
 use crate::vcpu::{self, Vm, VmPool};
 
@@ -203,7 +206,9 @@ pub struct MemoryUsage {
 pub(crate) fn seal(memfd: &std::fs::File) {
     use std::os::fd::AsRawFd;
     // SAFETY: fcntl on our own descriptor; failure (no MFD_ALLOW_SEALING) is harmless.
-    unsafe { libc::fcntl(memfd.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_WRITE | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL) };
+    unsafe {
+        libc::fcntl(memfd.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_WRITE | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL)
+    };
 }
 
 /// How a run ended.
@@ -407,7 +412,10 @@ impl Machine {
     /// `reset` with a chosen way of restoring memory (see [`ResetStrategy`]; the others exist
     /// to be measured against the default).
     pub fn reset_with(&mut self, strategy: ResetStrategy) -> Result<usize> {
-        let snap = self.snapshot.clone().ok_or_else(|| Error::InvalidState("reset() needs a machine forked from a snapshot (or one that took a snapshot)".into()))?;
+        let snap = self
+            .snapshot
+            .clone()
+            .ok_or_else(|| Error::InvalidState("reset() needs a machine forked from a snapshot (or one that took a snapshot)".into()))?;
         let d = &snap.data;
         // Pages the guest wrote (KVM's log) or kvmbox wrote for it (the host log).
         let mut dirty = self.vm.dirty_log(self.layout.memory)?;
@@ -682,7 +690,9 @@ impl Machine {
                 self.state = State::Finished;
                 Err(Error::GuestExited(outcome(status)))
             }
-            Ok(Stop::Pause(_) | Stop::Trap(_) | Stop::Interrupted) => unreachable!("kvmbox_pause() inside a call returns EBUSY; traps only in debug sessions"),
+            Ok(Stop::Pause(_) | Stop::Trap(_) | Stop::Interrupted) => {
+                unreachable!("kvmbox_pause() inside a call returns EBUSY; traps only in debug sessions")
+            }
             Err(e) => {
                 self.state = State::Finished;
                 Err(e)
@@ -826,7 +836,15 @@ impl Machine {
 
     /// Handle a decoded syscall exit (see [`exit::GuestExit::Syscall`]); `Some(stop)` if the
     /// guest exited or paused.
-    fn syscall(&mut self, user_rip: u64, user_rflags: u64, sysret_in_guest: bool, deadline: &Deadline, host: &mut dyn Host, in_call: bool) -> Result<Option<Stop>> {
+    fn syscall(
+        &mut self,
+        user_rip: u64,
+        user_rflags: u64,
+        sysret_in_guest: bool,
+        deadline: &Deadline,
+        host: &mut dyn Host,
+        in_call: bool,
+    ) -> Result<Option<Stop>> {
         let r = self.vm.vcpu.sync_regs_mut().regs;
         let (nr, args) = (r.rax, [r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9]);
         let value = if nr == SYS_PAUSE {

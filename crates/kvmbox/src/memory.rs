@@ -20,6 +20,9 @@ use vm_memory::{Bytes, VolatileMemory, VolatileSlice};
 use crate::error::{Error, Result};
 use crate::layout::{page_down, page_up, AddressSpace, PAGE_SIZE};
 
+/// A snapshot image a private mapping is made of: its memfd and the ranges of it holding data.
+type ImageBacking = (File, Vec<(u64, u64)>);
+
 /// Guest physical memory starting at guest address 0.
 pub struct GuestMemory {
     /// The mapping. Shared memory: the memfd is its file offset. Private memory: anonymous
@@ -28,7 +31,7 @@ pub struct GuestMemory {
     region: MmapRegion<()>,
     /// The snapshot image a private mapping is made of, and the ranges of it that hold data
     /// (mapped over the anonymous base; everything else is anonymous underneath).
-    image: std::sync::Mutex<Option<(File, Vec<(u64, u64)>)>>,
+    image: std::sync::Mutex<Option<ImageBacking>>,
     size: u64,
     /// MAP_PRIVATE over a snapshot's memfd (never write the memfd itself then).
     private: AtomicBool,
@@ -131,7 +134,13 @@ impl GuestMemory {
         )
         .map_err(|e| Error::OutOfMemory(format!("mapping {size} bytes of guest memory: {e}")))?;
         dont_fork(region.as_ptr(), size);
-        Ok(GuestMemory { region, image: std::sync::Mutex::new(None), size, private: AtomicBool::new(false), host_dirty: dirty_bitmap(size) })
+        Ok(GuestMemory {
+            region,
+            image: std::sync::Mutex::new(None),
+            size,
+            private: AtomicBool::new(false),
+            host_dirty: dirty_bitmap(size),
+        })
     }
 
     /// Anonymous memory backed by huge pages: hugetlbfs pages when the host has reserved some
@@ -154,7 +163,16 @@ impl GuestMemory {
             }
         };
         dont_fork(region.as_ptr(), size);
-        Ok((GuestMemory { region, image: std::sync::Mutex::new(None), size, private: AtomicBool::new(true), host_dirty: dirty_bitmap(size) }, kind))
+        Ok((
+            GuestMemory {
+                region,
+                image: std::sync::Mutex::new(None),
+                size,
+                private: AtomicBool::new(true),
+                host_dirty: dirty_bitmap(size),
+            },
+            kind,
+        ))
     }
 
     /// Bytes of this memory currently backed by huge pages (from /proc/self/smaps).
@@ -193,9 +211,20 @@ impl GuestMemory {
     /// Copy-on-write memory over a snapshot's memfd, whose data lies in `extents` (see
     /// [`data_extents`]): reads see the snapshot, writes stay here.
     pub fn private_over(memfd: &File, size: u64, extents: &[(u64, u64)]) -> Result<GuestMemory> {
-        let region = MmapRegion::build(None, size as usize, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE)
-            .map_err(|e| Error::OutOfMemory(format!("mapping {size} bytes of guest memory: {e}")))?;
-        let mem = GuestMemory { region, image: std::sync::Mutex::new(None), size, private: AtomicBool::new(true), host_dirty: dirty_bitmap(size) };
+        let region = MmapRegion::build(
+            None,
+            size as usize,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+        )
+        .map_err(|e| Error::OutOfMemory(format!("mapping {size} bytes of guest memory: {e}")))?;
+        let mem = GuestMemory {
+            region,
+            image: std::sync::Mutex::new(None),
+            size,
+            private: AtomicBool::new(true),
+            host_dirty: dirty_bitmap(size),
+        };
         mem.map_image(memfd, extents)?;
         Ok(mem)
     }

@@ -2,9 +2,9 @@
 //! before the first run and never edited afterwards (on PVM's shadow MMU, host edits to
 //! present PTEs are not seen by the guest — see docs/kvm-on-pvm.md).
 
+use crate::error::Result;
 use crate::layout::{page_table_pages, Layout, Perm, Region, HUGE_PAGE_SIZE, PAGE_SIZE};
 use crate::memory::GuestMemory;
-use crate::error::Result;
 
 const PRESENT: u64 = 1 << 0;
 const WRITABLE: u64 = 1 << 1;
@@ -129,7 +129,7 @@ mod tests {
         assert!(t & USER != 0 && t & WRITABLE == 0 && t & NO_EXECUTE == 0);
         let heap = walk(&mem, cr3, 0x80_0000);
         assert_eq!(heap & 0xfff_ffff_f000, 0x80_0000);
-        let big = mem.read_u64(cr3 + 0).unwrap();
+        let big = mem.read_u64(cr3).unwrap();
         assert!(big & PRESENT != 0);
         assert!(heap & USER != 0 && heap & WRITABLE != 0 && heap & NO_EXECUTE != 0);
         let gdt = walk(&mem, cr3, layout.sys.gdt);

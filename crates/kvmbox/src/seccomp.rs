@@ -65,7 +65,13 @@ pub fn restrict_current_thread() -> Result<Restriction> {
 fn deny_file_writes() -> Result<bool> {
     use landlock::{AccessFs, Ruleset, RulesetAttr, RulesetStatus, ABI};
     let fail = |e: landlock::RulesetError| Error::Internal(format!("installing the Landlock ruleset: {e}"));
-    let status = Ruleset::default().handle_access(AccessFs::from_write(ABI::V3)).map_err(fail)?.create().map_err(fail)?.restrict_self().map_err(fail)?;
+    let status = Ruleset::default()
+        .handle_access(AccessFs::from_write(ABI::V3))
+        .map_err(fail)?
+        .create()
+        .map_err(fail)?
+        .restrict_self()
+        .map_err(fail)?;
     Ok(status.ruleset != RulesetStatus::NotEnforced)
 }
 

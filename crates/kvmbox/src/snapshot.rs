@@ -219,10 +219,12 @@ impl Snapshot {
         // The loader's options decide what the guest may read, resolved as the loader wrote them:
         // relative paths against this process's working directory, never the guest's working
         // directory recorded in the file (a file must not widen what the options allow).
-        let host_cwd = std::env::current_dir().map_err(|e| Error::InvalidArgument(format!("no working directory to resolve allowRead against: {e}")))?;
+        let host_cwd = std::env::current_dir()
+            .map_err(|e| Error::InvalidArgument(format!("no working directory to resolve allowRead against: {e}")))?;
         let policy = Arc::new(FilePolicy::new(&opts.allow_read, &host_cwd)?);
         let mm = linux_state.heap().clone();
-        let mut proto = Linux::new(mm, policy, Input::Empty, opts.stdout, opts.stderr, exe_path, cwd, memory, layout.stack_size(), opts.trace);
+        let mut proto =
+            Linux::new(mm, policy, Input::Empty, opts.stdout, opts.stderr, exe_path, cwd, memory, layout.stack_size(), opts.trace);
         // Reopens the recorded files now, so a file the allowlist refuses fails the load.
         proto.restore(&linux_state)?;
         let extents = crate::memory::data_extents(&memfd, memory);

@@ -67,7 +67,8 @@ impl Vm {
     }
 
     fn set_slot(&self, size: u64, host: u64, flags: u32) -> Result<()> {
-        let region = kvm_bindings::kvm_userspace_memory_region { slot: SLOT, flags, guest_phys_addr: 0, memory_size: size, userspace_addr: host };
+        let region =
+            kvm_bindings::kvm_userspace_memory_region { slot: SLOT, flags, guest_phys_addr: 0, memory_size: size, userspace_addr: host };
         // SAFETY: the region maps guest memory that the owning Machine keeps alive longer than
         // the VM (both are torn down together, VM first); size 0 deletes the slot.
         unsafe { self.vm.set_user_memory_region(region) }.map_err(|e| Error::kvm("KVM_SET_USER_MEMORY_REGION", e))
@@ -185,7 +186,8 @@ impl VmPool {
     pub fn global() -> &'static VmPool {
         static POOL: OnceLock<&'static VmPool> = OnceLock::new();
         POOL.get_or_init(|| {
-            let pool: &'static VmPool = Box::leak(Box::new(VmPool { ready: Mutex::new(Vec::new()), wanted: Mutex::new(0), refill: Condvar::new() }));
+            let pool: &'static VmPool =
+                Box::leak(Box::new(VmPool { ready: Mutex::new(Vec::new()), wanted: Mutex::new(0), refill: Condvar::new() }));
             let _ = std::thread::Builder::new().name("kvmbox-vm-pool".into()).spawn(move || pool.refill_loop());
             pool
         })

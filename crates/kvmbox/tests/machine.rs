@@ -286,7 +286,10 @@ mod calls {
         let mut vm = paused();
         let spin = vm.symbol("spin").unwrap();
         let start = Instant::now();
-        assert!(matches!(vm.call(spin, &mut [CallArg::Int(u64::MAX)], Some(Duration::from_millis(100)), &mut NoHost), Err(Error::Timeout(100))));
+        assert!(matches!(
+            vm.call(spin, &mut [CallArg::Int(u64::MAX)], Some(Duration::from_millis(100)), &mut NoHost),
+            Err(Error::Timeout(100))
+        ));
         assert!(start.elapsed() < Duration::from_secs(2));
 
         let mut vm = paused();
@@ -339,7 +342,7 @@ mod snapshots {
         assert_eq!(counter(&mut a), 5);
         assert_eq!(counter(&mut b), 4, "b does not see a's writes");
         assert_eq!(counter(&mut master), 4, "the master continues on its own copy");
-        assert_eq!(a.reset().unwrap() > 0, true);
+        assert!(a.reset().unwrap() > 0);
         assert_eq!(counter(&mut a), 4, "reset returns to the snapshot");
         master.reset().unwrap();
         assert_eq!(counter(&mut master), 4);
@@ -361,7 +364,10 @@ mod snapshots {
         f.reset().unwrap();
         assert_eq!(call(&mut f, "add", &mut [CallArg::Int(2), CallArg::Int(3)]).unwrap(), 5);
         let spin = f.symbol("spin").unwrap();
-        assert!(matches!(f.call(spin, &mut [CallArg::Int(u64::MAX)], Some(Duration::from_millis(50)), &mut NoHost), Err(Error::Timeout(_))));
+        assert!(matches!(
+            f.call(spin, &mut [CallArg::Int(u64::MAX)], Some(Duration::from_millis(50)), &mut NoHost),
+            Err(Error::Timeout(_))
+        ));
         f.reset().unwrap();
         assert_eq!(call(&mut f, "add", &mut [CallArg::Int(2), CallArg::Int(3)]).unwrap(), 5);
     }
@@ -382,7 +388,10 @@ mod snapshots {
         }
         f.reset().unwrap();
         assert_eq!(call(&mut f, "getpid_twice", &mut []).unwrap(), pid, "syscalls work after the reset");
-        assert!(matches!(call(&mut f, "crash", &mut []), Err(Error::GuestFault(e)) if e.vector == 14), "and exceptions are delivered again");
+        assert!(
+            matches!(call(&mut f, "crash", &mut []), Err(Error::GuestFault(e)) if e.vector == 14),
+            "and exceptions are delivered again"
+        );
     }
 
     #[test]
@@ -508,7 +517,8 @@ fn seccomp_restricted_thread_runs_guests_and_nothing_else() {
             let path = std::ffi::CString::new("/tmp/kvmbox-seccomp-probe").unwrap();
             assert_eq!(libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CREAT, 0o600), -1);
             assert_eq!(errno(), Some(libc::EPERM), "open for writing");
-            let exec = libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ | libc::PROT_EXEC, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0);
+            let exec =
+                libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ | libc::PROT_EXEC, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0);
             assert_eq!(exec, libc::MAP_FAILED, "executable mapping");
             let sh = std::ffi::CString::new("/bin/true").unwrap();
             let argv = [sh.as_ptr(), std::ptr::null()];
@@ -533,7 +543,8 @@ fn seccomp_restricted_thread_runs_guests_and_nothing_else() {
                     resolve: u64,
                 }
                 let how = OpenHow { flags: (libc::O_WRONLY | libc::O_CREAT) as u64, mode: 0o600, resolve: 0 };
-                let r = libc::syscall(libc::SYS_openat2, libc::AT_FDCWD, path.as_ptr(), &how as *const OpenHow, std::mem::size_of::<OpenHow>());
+                let r =
+                    libc::syscall(libc::SYS_openat2, libc::AT_FDCWD, path.as_ptr(), &how as *const OpenHow, std::mem::size_of::<OpenHow>());
                 assert_eq!(r, -1, "openat2 for writing");
                 assert_eq!(errno(), Some(libc::EACCES));
                 assert!(!std::path::Path::new("/tmp/kvmbox-seccomp-probe").exists());
@@ -614,7 +625,8 @@ mod debugging {
         /// rip and eflags from a `g` reply (16 general registers, then rip and eflags).
         fn rip_rflags(&mut self) -> (u64, u64) {
             let g = self.ask("g");
-            let le = |hex: &str| (0..hex.len() / 2).rev().fold(0u64, |a, i| (a << 8) | u64::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap());
+            let le =
+                |hex: &str| (0..hex.len() / 2).rev().fold(0u64, |a, i| (a << 8) | u64::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap());
             (le(&g[256..272]), le(&g[272..280]))
         }
     }

@@ -10,7 +10,10 @@
 //! | VMX/SVM | ring 0 (CS.dpl 0)                | on the `out` (Linux ≥ 4.19/5.1: KVM skips it at the next KVM_RUN), after it on older kernels |
 //!
 //! [`decode`] turns the port, RIP, CS.dpl, rcx and r11 of an exit into a [`GuestExit`]; it is
-//! pure, so both shapes and the forged cases are unit-tested without KVM.
+//! pure, so both shapes and the forged cases are unit-tested without KVM. Every register is
+//! guest-chosen: no unchecked arithmetic here.
+
+#![deny(clippy::arithmetic_side_effects)]
 
 use kvm_bindings::kvm_regs;
 
@@ -24,6 +27,8 @@ const OUT_LEN: u64 = 2;
 const SYSCALL_LEN: u64 = 2;
 /// Bytes of the exception-stub page per vector.
 pub const EXCEPTION_STUB_SLOT: u64 = 16;
+/// One past the last exception stub's port.
+const EXCEPTION_PORT_END: u16 = EXCEPTION_PORT_BASE + EXCEPTION_VECTORS as u16;
 
 /// Where this host's KVM runs the guest's syscall entry stub (decided once per process from an
 /// observed syscall exit; see [`crate::kvm::syscall_entry`]).
@@ -111,15 +116,15 @@ pub fn decode(port: u16, r: ExitRegs, sys: &SystemPages, entry: SyscallEntry) ->
             if !is_canonical(r.rcx) {
                 return GuestExit::GeneralProtection { rip: r.rcx };
             }
-            if r.rax == SYS_CALL_RETURN && r.rcx == sys.call_return + CALL_RETURN_SYSCALL_END {
+            if r.rax == SYS_CALL_RETURN && Some(r.rcx) == sys.call_return.checked_add(CALL_RETURN_SYSCALL_END) {
                 return GuestExit::CallReturn { value: r.rdi };
             }
             GuestExit::Syscall { user_rip: r.rcx, user_rflags: sysret_rflags(r.r11), sysret_in_guest: genuine_ring0 }
         }
-        p if (EXCEPTION_PORT_BASE..EXCEPTION_PORT_BASE + EXCEPTION_VECTORS as u16).contains(&p) => {
-            let vector = (p - EXCEPTION_PORT_BASE) as u8;
+        p if (EXCEPTION_PORT_BASE..EXCEPTION_PORT_END).contains(&p) => {
+            let vector = p.saturating_sub(EXCEPTION_PORT_BASE) as u8;
             // The stub page is supervisor-only, so an exit from it is the CPU's own delivery.
-            match at_stub_out(r.rip, sys.exception_stubs + vector as u64 * EXCEPTION_STUB_SLOT) {
+            match at_stub_out(r.rip, sys.exception_stubs.saturating_add(u64::from(vector).saturating_mul(EXCEPTION_STUB_SLOT))) {
                 true => GuestExit::Exception(vector),
                 false => forged,
             }
@@ -137,7 +142,7 @@ pub fn decode(port: u16, r: ExitRegs, sys: &SystemPages, entry: SyscallEntry) ->
 pub fn user_state_in_syscall_stub(regs: &kvm_regs, cpl: u8, sys: &SystemPages) -> Option<kvm_regs> {
     let user_rip = if regs.rip == sys.syscall_entry {
         regs.rcx.wrapping_sub(SYSCALL_LEN)
-    } else if regs.rip == sys.syscall_entry + OUT_LEN && cpl == 0 {
+    } else if Some(regs.rip) == sys.syscall_entry.checked_add(OUT_LEN) && cpl == 0 {
         regs.rcx
     } else {
         return None;
@@ -191,7 +196,8 @@ mod tests {
     #[test]
     fn syscall_port_from_anywhere_else_is_forged() {
         let s = sys();
-        for (rip, cpl) in [(0x40_1000, 3), (s.syscall_entry + 4, 3), (s.syscall_entry - 2, 0), (s.call_return, 3), (s.call_return + 10, 0)] {
+        for (rip, cpl) in [(0x40_1000, 3), (s.syscall_entry + 4, 3), (s.syscall_entry - 2, 0), (s.call_return, 3), (s.call_return + 10, 0)]
+        {
             for entry in [SyscallEntry::Ring3, SyscallEntry::Ring0] {
                 assert_eq!(decode(SYSCALL_PORT, regs(rip, cpl), &s, entry), GuestExit::GeneralProtection { rip });
             }
@@ -226,7 +232,10 @@ mod tests {
         let s = sys();
         let from_trampoline = |rip, cpl, rcx| ExitRegs { rip, cpl, rcx, r11: USER_FLAGS, rax: SYS_CALL_RETURN, rdi: 42 };
         let end = s.call_return + CALL_RETURN_SYSCALL_END;
-        assert_eq!(decode(SYSCALL_PORT, from_trampoline(s.syscall_entry + 2, 3, end), &s, SyscallEntry::Ring3), GuestExit::CallReturn { value: 42 });
+        assert_eq!(
+            decode(SYSCALL_PORT, from_trampoline(s.syscall_entry + 2, 3, end), &s, SyscallEntry::Ring3),
+            GuestExit::CallReturn { value: 42 }
+        );
         for rip in [s.syscall_entry, s.syscall_entry + 2] {
             assert_eq!(decode(SYSCALL_PORT, from_trampoline(rip, 0, end), &s, SyscallEntry::Ring0), GuestExit::CallReturn { value: 42 });
         }
@@ -247,8 +256,14 @@ mod tests {
                 assert_eq!(decode(EXCEPTION_PORT_BASE + v as u16, regs(rip, 0), &s, SyscallEntry::Ring0), GuestExit::Exception(v));
             }
             let other = s.exception_stubs + ((v as u64 + 1) % 32) * EXCEPTION_STUB_SLOT;
-            assert_eq!(decode(EXCEPTION_PORT_BASE + v as u16, regs(other, 0), &s, SyscallEntry::Ring3), GuestExit::GeneralProtection { rip: other });
-            assert_eq!(decode(EXCEPTION_PORT_BASE + v as u16, regs(0x40_1000, 3), &s, SyscallEntry::Ring3), GuestExit::GeneralProtection { rip: 0x40_1000 });
+            assert_eq!(
+                decode(EXCEPTION_PORT_BASE + v as u16, regs(other, 0), &s, SyscallEntry::Ring3),
+                GuestExit::GeneralProtection { rip: other }
+            );
+            assert_eq!(
+                decode(EXCEPTION_PORT_BASE + v as u16, regs(0x40_1000, 3), &s, SyscallEntry::Ring3),
+                GuestExit::GeneralProtection { rip: 0x40_1000 }
+            );
         }
     }
 
@@ -256,7 +271,10 @@ mod tests {
     fn other_ports_are_forged() {
         let s = sys();
         for port in [0u16, 0x80, 0xBF, 0xE1, 0xE2, 0x3F8, 0xFFFF] {
-            assert_eq!(decode(port, regs(s.syscall_entry, 0), &s, SyscallEntry::Ring0), GuestExit::GeneralProtection { rip: s.syscall_entry });
+            assert_eq!(
+                decode(port, regs(s.syscall_entry, 0), &s, SyscallEntry::Ring0),
+                GuestExit::GeneralProtection { rip: s.syscall_entry }
+            );
         }
     }
 

@@ -172,21 +172,7 @@ pub fn write_system_pages(mem: &GuestMemory, layout: &Layout) -> Result<()> {
 }
 
 fn segment(selector: u16, type_: u8, dpl: u8, s: u8, l: u8, db: u8) -> kvm_segment {
-    kvm_segment {
-        base: 0,
-        limit: 0xffff_ffff,
-        selector,
-        type_,
-        present: 1,
-        dpl,
-        db,
-        s,
-        l,
-        g: 1,
-        avl: 0,
-        unusable: 0,
-        padding: 0,
-    }
+    kvm_segment { base: 0, limit: 0xffff_ffff, selector, type_, present: 1, dpl, db, s, l, g: 1, avl: 0, unusable: 0, padding: 0 }
 }
 
 /// The user code and stack segments (what `sysretq` loads).
@@ -247,10 +233,7 @@ pub fn initial_msrs(layout: &Layout) -> Result<Msrs> {
         (MSR_GS_BASE, 0),
         (MSR_KERNEL_GS_BASE, 0),
     ];
-    let list: Vec<kvm_msr_entry> = entries
-        .iter()
-        .map(|&(index, data)| kvm_msr_entry { index, data, ..Default::default() })
-        .collect();
+    let list: Vec<kvm_msr_entry> = entries.iter().map(|&(index, data)| kvm_msr_entry { index, data, ..Default::default() }).collect();
     Msrs::from_entries(&list).map_err(|e| Error::kvm("building MSR list", format!("{e:?}")))
 }
 
@@ -271,13 +254,7 @@ pub fn initial_fpu() -> kvm_fpu {
 
 /// XCR0 as advertised by CPUID leaf 0xD (so glibc picks the same AVX code paths as natively).
 pub fn xcr0_from_cpuid(cpuid: &CpuId) -> u64 {
-    cpuid
-        .as_slice()
-        .iter()
-        .find(|e| e.function == 0xD && e.index == 0)
-        .map(|e| (e.eax as u64) | ((e.edx as u64) << 32))
-        .unwrap_or(0)
-        | 0b11
+    cpuid.as_slice().iter().find(|e| e.function == 0xD && e.index == 0).map(|e| (e.eax as u64) | ((e.edx as u64) << 32)).unwrap_or(0) | 0b11
 }
 
 pub fn set_xcr0(vcpu: &VcpuFd, xcr0: u64) -> Result<()> {

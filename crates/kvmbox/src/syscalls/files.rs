@@ -64,7 +64,13 @@ impl Output {
     /// failed host write gives the guest (EPIPE for a closed reader); `Err` when a callback
     /// failed, or when the run must stop (`deadline`: a host descriptor whose reader stalls
     /// never holds a run past its timeout or an interrupt).
-    pub fn write(&mut self, stream: Stream, data: &[u8], host: &mut dyn Host, deadline: &Deadline) -> Result<std::result::Result<usize, i32>> {
+    pub fn write(
+        &mut self,
+        stream: Stream,
+        data: &[u8],
+        host: &mut dyn Host,
+        deadline: &Deadline,
+    ) -> Result<std::result::Result<usize, i32>> {
         match self {
             Output::Capture { data: buf, limit, truncated } => {
                 let room = limit.saturating_sub(buf.len());
@@ -133,7 +139,12 @@ pub enum FdSpec {
     /// `handle` is a descriptor of the very file (its own open file description), so forks
     /// and resets reopen the same file even if its path was since replaced or removed; a
     /// snapshot loaded from a file has none and reopens by path through the allowlist.
-    File { path: PathBuf, is_dir: bool, offset: u64, handle: Option<Arc<OwnedFd>> },
+    File {
+        path: PathBuf,
+        is_dir: bool,
+        offset: u64,
+        handle: Option<Arc<OwnedFd>>,
+    },
 }
 
 /// A new, independent open file description of the file behind `fd`.
@@ -230,8 +241,7 @@ impl FilePolicy {
         let mut allowed = Vec::new();
         for p in paths {
             let abs = normalize(&cwd.join(p));
-            let canonical = std::fs::canonicalize(&abs)
-                .map_err(|e| Error::InvalidArgument(format!("allowRead path {p:?}: {e}")))?;
+            let canonical = std::fs::canonicalize(&abs).map_err(|e| Error::InvalidArgument(format!("allowRead path {p:?}: {e}")))?;
             // One O_PATH handle (no side effects, so a FIFO swapped in cannot block us) for
             // every check; a directory keeps it as the root of its openat2 lookups.
             let c = CString::new(canonical.as_os_str().as_bytes()).map_err(|_| Error::InvalidArgument(format!("bad path {p:?}")))?;
@@ -298,7 +308,15 @@ impl FilePolicy {
                     let c = CString::new(rel.as_os_str().as_bytes()).map_err(|_| errno::EINVAL)?;
                     let how = OpenHow { flags: flags as u64, mode: 0, resolve: RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS };
                     // SAFETY: openat2 with a valid dirfd, C string and open_how of the size passed.
-                    unsafe { libc::syscall(libc::SYS_openat2, dirfd.as_raw_fd(), c.as_ptr(), &how as *const OpenHow, std::mem::size_of::<OpenHow>()) as i32 }
+                    unsafe {
+                        libc::syscall(
+                            libc::SYS_openat2,
+                            dirfd.as_raw_fd(),
+                            c.as_ptr(),
+                            &how as *const OpenHow,
+                            std::mem::size_of::<OpenHow>(),
+                        ) as i32
+                    }
                 }
                 None if path == a.path => {
                     let c = CString::new(a.path.as_os_str().as_bytes()).map_err(|_| errno::EINVAL)?;
@@ -360,7 +378,7 @@ impl FdTable {
     pub fn insert(&mut self, kind: FdKind, min: usize) -> std::result::Result<u64, i32> {
         let slot = (min..MAX_FDS).find(|&i| self.fds.get(i).is_none_or(|f| f.is_none())).ok_or(errno::EMFILE)?;
         if slot >= self.fds.len() {
-            self.fds.resize_with(slot + 1, || None);
+            self.fds.resize_with(slot.saturating_add(1), || None);
         }
         self.fds[slot] = Some(kind);
         Ok(slot as u64)
@@ -368,7 +386,7 @@ impl FdTable {
 
     pub fn install_at(&mut self, slot: usize, kind: FdKind) {
         if slot >= self.fds.len() {
-            self.fds.resize_with(slot + 1, || None);
+            self.fds.resize_with(slot.saturating_add(1), || None);
         }
         self.fds[slot] = Some(kind);
     }
@@ -428,8 +446,8 @@ impl FdTable {
                         Some(h) => reopen(h.as_raw_fd(), *is_dir).map(|fd| (fd, *is_dir)),
                         None => policy.open(path, flags),
                     };
-                    let (host, is_dir) =
-                        reopened.map_err(|e| Error::InvalidState(format!("cannot reopen {} (errno {e}) for the snapshot state", path.display())))?;
+                    let (host, is_dir) = reopened
+                        .map_err(|e| Error::InvalidState(format!("cannot reopen {} (errno {e}) for the snapshot state", path.display())))?;
                     // SAFETY: lseek on the fd just opened.
                     unsafe { libc::lseek(host.as_raw_fd(), *offset as i64, libc::SEEK_SET) };
                     FdKind::File { host, path: path.clone(), is_dir }
@@ -463,7 +481,6 @@ pub fn pipe_stat(uid: u32, gid: u32) -> libc::stat {
     st.st_ino = 1;
     st
 }
-
 
 /// How long a blocking host read or write waits before it looks at the deadline again.
 const IO_SLICE: std::time::Duration = std::time::Duration::from_millis(10);
@@ -508,7 +525,7 @@ pub(crate) fn write_host_fd(fd: RawFd, data: &[u8], deadline: &Deadline) -> Resu
         } else {
             deadline.check()?;
         }
-        let len = (data.len() - done).min(step);
+        let len = data.len().saturating_sub(done).min(step);
         // SAFETY: writing from a valid slice to a host fd we were told to inherit.
         let n = unsafe { libc::write(fd, data[done..].as_ptr().cast(), len) };
         if n < 0 {
@@ -519,7 +536,7 @@ pub(crate) fn write_host_fd(fd: RawFd, data: &[u8], deadline: &Deadline) -> Resu
             // Like a short write natively: report what got through, else the errno.
             return Ok(if done > 0 { Ok(done) } else { Err(e.raw_os_error().unwrap_or(libc::EIO)) });
         }
-        done += n as usize;
+        done = done.saturating_add(n.unsigned_abs());
     }
     Ok(Ok(done))
 }

@@ -69,7 +69,14 @@ impl Mappings {
     pub(crate) fn decode(r: &mut crate::snapfile::Reader, ceiling: u64) -> crate::error::Result<Mappings> {
         let bad = || crate::error::Error::InvalidArgument("invalid snapshot file: inconsistent memory map".into());
         let (floor, ceil, brk_start, brk) = (r.u64()?, r.u64()?, r.u64()?, r.u64()?);
-        if ceil != ceiling || !is_aligned(floor) || floor < crate::layout::USER_MIN || floor > ceil || brk_start != floor || brk < brk_start || brk > ceil {
+        if ceil != ceiling
+            || !is_aligned(floor)
+            || floor < crate::layout::USER_MIN
+            || floor > ceil
+            || brk_start != floor
+            || brk < brk_start
+            || brk > ceil
+        {
             return Err(bad());
         }
         let n = r.count(16)?;
@@ -88,8 +95,9 @@ impl Mappings {
 
     /// Bytes of address space still unallocated (for sysinfo's freeram).
     pub fn free_bytes(&self) -> u64 {
-        let mapped: u64 = self.maps.iter().map(|(s, e)| e - s).sum();
-        (self.ceiling - self.floor).saturating_sub(mapped + (page_up(self.brk).unwrap_or(self.brk) - self.brk_start))
+        let mapped = self.maps.iter().fold(0u64, |sum, (s, e)| sum.saturating_add(e.saturating_sub(*s)));
+        let heap = page_up(self.brk).unwrap_or(self.brk).saturating_sub(self.brk_start);
+        self.ceiling.saturating_sub(self.floor).saturating_sub(mapped.saturating_add(heap))
     }
 
     fn overlaps(&self, start: u64, end: u64) -> bool {
@@ -126,12 +134,13 @@ impl Mappings {
         let low = page_up(self.brk).unwrap_or(u64::MAX);
         let mut top = self.ceiling;
         for (&s, &e) in self.maps.iter().rev() {
-            if e <= top && top - e >= len && top - len >= low {
-                return Some(top - len);
+            // A gap [e, top) that holds len bytes, above the brk.
+            if let Some(start) = top.checked_sub(len).filter(|&start| start >= e && start >= low) {
+                return Some(start);
             }
             top = top.min(s);
         }
-        (top >= low && top - low >= len).then(|| top - len)
+        top.checked_sub(len).filter(|&start| start >= low)
     }
 
     fn in_area(&self, start: u64, end: u64) -> bool {
@@ -201,7 +210,7 @@ impl Mappings {
             }
         }
         let start = self.find_free(len).ok_or(errno::ENOMEM)?;
-        self.insert(start, start + len);
+        self.insert(start, start.checked_add(len).ok_or(errno::ENOMEM)?);
         Ok(start)
     }
 
@@ -245,7 +254,8 @@ impl Mappings {
             return self.move_mapping(mem, old, old_len, new_addr, new_len);
         }
         if new_len <= old_len {
-            for (s, e) in self.remove(old + new_len, old_end) {
+            // new_len <= old_len, and old + old_len did not overflow.
+            for (s, e) in self.remove(old.saturating_add(new_len), old_end) {
                 mem.discard(s, e);
             }
             return Ok(old);
@@ -265,10 +275,11 @@ impl Mappings {
 
     fn move_mapping(&mut self, mem: &GuestMemory, old: u64, old_len: u64, to: u64, new_len: u64) -> Result<u64, i32> {
         mem.copy_within(old, to, old_len.min(new_len)).map_err(|_| errno::EFAULT)?;
-        for (s, e) in self.remove(old, old + old_len) {
+        let (old_end, to_end) = old.checked_add(old_len).zip(to.checked_add(new_len)).ok_or(errno::EFAULT)?;
+        for (s, e) in self.remove(old, old_end) {
             mem.discard(s, e);
         }
-        self.insert(to, to + new_len);
+        self.insert(to, to_end);
         Ok(to)
     }
 
@@ -303,7 +314,8 @@ impl Mappings {
         if matches!(advice, MADV_DONTNEED | MADV_FREE | MADV_REMOVE) {
             // Anonymous private memory reads as zero after MADV_DONTNEED; discard only what is
             // mapped (never the ELF image or the stack).
-            let ranges: Vec<(u64, u64)> = self.maps.range(..end).filter(|(_, &e)| e > addr).map(|(&s, &e)| (s.max(addr), e.min(end))).collect();
+            let ranges: Vec<(u64, u64)> =
+                self.maps.range(..end).filter(|(_, &e)| e > addr).map(|(&s, &e)| (s.max(addr), e.min(end))).collect();
             for (s, e) in ranges {
                 mem.discard(s, e);
             }

@@ -3,6 +3,10 @@
 //! [`Linux`] holds the emulated process state (memory map, descriptors, signal dispositions)
 //! and [`Linux::handle`] runs one syscall. Guest memory is only reached through
 //! `UserMemory` (checked access), so a bad pointer becomes EFAULT for the guest, never a host access.
+//! Every number here may come from the guest: arithmetic is checked or saturating (clippy's
+//! `arithmetic_side_effects` is denied for this module and its children, and CI runs clippy).
+
+#![deny(clippy::arithmetic_side_effects)]
 
 pub mod files;
 pub mod mm;
@@ -18,8 +22,8 @@ use kvm_ioctls::VcpuFd;
 
 use crate::arch::{MSR_FS_BASE, MSR_GS_BASE};
 use crate::error::{Error, Result};
-use crate::interrupt::Deadline;
 use crate::host::{Host, HostCall, Stream};
+use crate::interrupt::Deadline;
 use crate::layout::AddressSpace;
 use crate::memory::{Efault, GuestMemory, UserMemory};
 use files::{FdKind, FdSpec, FdTable, FilePolicy, Input, Output};
@@ -28,8 +32,8 @@ use mm::Mappings;
 /// errno values (x86-64 Linux numbering, the same as the host's).
 pub mod errno {
     pub use libc::{
-        EACCES, EAGAIN, EBADF, EBUSY, EEXIST, EFAULT, EINTR, EINVAL, EIO, EISDIR, EMFILE, ENAMETOOLONG, ENOENT,
-        ELOOP, ENOMEM, ENOSYS, ENOTDIR, ENOTTY, EPERM, ERANGE, EROFS, ESPIPE, ESRCH, ETIMEDOUT,
+        EACCES, EAGAIN, EBADF, EBUSY, EEXIST, EFAULT, EINTR, EINVAL, EIO, EISDIR, ELOOP, EMFILE, ENAMETOOLONG, ENOENT, ENOMEM, ENOSYS,
+        ENOTDIR, ENOTTY, EPERM, ERANGE, EROFS, ESPIPE, ESRCH, ETIMEDOUT,
     };
 }
 
@@ -181,15 +185,15 @@ pub fn host_random(buf: &mut [u8]) {
     let mut done = 0;
     while done < buf.len() {
         // SAFETY: getrandom into a valid, owned buffer.
-        let n = unsafe { libc::getrandom(buf[done..].as_mut_ptr().cast(), buf.len() - done, 0) };
+        let n = unsafe { libc::getrandom(buf[done..].as_mut_ptr().cast(), buf.len().saturating_sub(done), 0) };
         if n > 0 {
-            done += n as usize;
+            done = done.saturating_add(n.unsigned_abs());
         }
     }
 }
 
 pub(crate) fn err(e: i32) -> u64 {
-    (-(e as i64)) as u64
+    i64::from(e).wrapping_neg() as u64
 }
 
 fn ret(r: std::result::Result<u64, i32>) -> u64 {
@@ -325,7 +329,9 @@ impl Linux {
     fn trace_syscall(&self, nr: u64, a: &[u64; 6], flow: &Result<Flow>) {
         if self.trace {
             let shown = match flow {
-                Ok(Flow::Return(v)) if (*v as i64) < 0 && (*v as i64) > -4096 => format!("-{}", errno_name(-(*v as i64) as i32)),
+                Ok(Flow::Return(v)) if (*v as i64) < 0 && (*v as i64) > -4096 => {
+                    format!("-{}", errno_name((*v as i64).wrapping_neg() as i32))
+                }
                 Ok(Flow::Return(v)) => format!("{v:#x}"),
                 Ok(Flow::Exit(s)) => format!("exit {s:?}"),
                 Err(e) => format!("stopped: {e}"),
@@ -453,7 +459,7 @@ impl Linux {
             }
             match out.write(stream, chunk, host, env.deadline)? {
                 Ok(n) => {
-                    total += n as u64;
+                    total = total.saturating_add(n as u64);
                     if n < chunk.len() {
                         break;
                     }
@@ -474,7 +480,7 @@ impl Linux {
         let mut out = Vec::with_capacity(count as usize);
         let mut total: u64 = 0;
         for i in 0..count {
-            let v: libc::iovec = env.user().read_pod(iov.checked_add(i * 16).ok_or(errno::EFAULT)?)?;
+            let v: libc::iovec = env.user().read_pod(iov.checked_add(i.saturating_mul(16)).ok_or(errno::EFAULT)?)?;
             let (base, len) = (v.iov_base as u64, v.iov_len as u64);
             total = total.checked_add(len).filter(|&t| t <= isize::MAX as u64).ok_or(errno::EINVAL)?;
             out.push((base, len));
@@ -503,7 +509,7 @@ impl Linux {
                         // SAFETY: the range is checked and inside the guest mapping; nothing
                         // else writes it while the vCPU (on this thread) is stopped in this exit.
                         parts.push(unsafe { std::slice::from_raw_parts(ptr as *const u8, len as usize) });
-                        budget -= len;
+                        budget = budget.saturating_sub(len);
                     }
                 }
                 // Nothing gathered yet: the whole call faults; else a short write, as on Linux.
@@ -530,10 +536,10 @@ impl Linux {
             Some(FdKind::Stdin) => match &mut self.stdin {
                 Input::Empty => 0,
                 Input::Bytes { data, pos } => {
-                    let n = (data.len() - *pos).min(len as usize);
+                    let n = data.len().saturating_sub(*pos).min(len as usize);
                     // SAFETY: ptr covers `len` checked, writable guest bytes; n ≤ len.
                     unsafe { std::ptr::copy_nonoverlapping(data[*pos..].as_ptr(), ptr, n) };
-                    *pos += n;
+                    *pos = pos.saturating_add(n);
                     n as u64
                 }
                 Input::Inherit => match files::read_host_fd(0, ptr, len as usize, env.deadline)? {
@@ -568,7 +574,7 @@ impl Linux {
             if (n as i64) < 0 {
                 return Ok(if total > 0 { total } else { n });
             }
-            total += n;
+            total = total.saturating_add(n);
             if n < len {
                 break;
             }
@@ -628,9 +634,9 @@ impl Linux {
         if n > files::MAX_FDS as u64 {
             return Err(errno::EINVAL);
         }
-        let mut ready = 0;
+        let mut ready: u64 = 0;
         for i in 0..n {
-            let at = fds + i * 8;
+            let at = fds.checked_add(i.saturating_mul(8)).ok_or(errno::EFAULT)?;
             let mut p: libc::pollfd = env.user().read_pod(at)?;
             p.revents = if p.fd < 0 {
                 0
@@ -642,7 +648,7 @@ impl Linux {
                 }
             };
             if p.revents != 0 {
-                ready += 1;
+                ready = ready.saturating_add(1);
             }
             env.user().write_pod(at, &p)?;
         }
@@ -873,11 +879,12 @@ impl Linux {
                 let mut done = 0usize;
                 while done < len {
                     // SAFETY: pread into `[ptr, ptr+len)`, which write_with checked is guest memory.
-                    let n = unsafe { libc::pread(host, ptr.add(done).cast(), len - done, file_off.saturating_add(done as i64)) };
+                    let n =
+                        unsafe { libc::pread(host, ptr.add(done).cast(), len.saturating_sub(done), file_off.saturating_add(done as i64)) };
                     if n <= 0 {
                         break;
                     }
-                    done += n as usize;
+                    done = done.saturating_add(n.unsigned_abs());
                 }
                 done
             })
@@ -971,19 +978,19 @@ impl Linux {
         }
         const INF: u64 = u64::MAX;
         let (cur, max) = match resource {
-            3 => (self.stack_size, INF),                     // RLIMIT_STACK
+            3 => (self.stack_size, INF),                         // RLIMIT_STACK
             7 => (files::MAX_FDS as u64, files::MAX_FDS as u64), // RLIMIT_NOFILE
-            9 | 2 => (self.memory, self.memory),            // RLIMIT_AS, RLIMIT_DATA
-            4 => (0, INF),                                    // RLIMIT_CORE
+            9 | 2 => (self.memory, self.memory),                 // RLIMIT_AS, RLIMIT_DATA
+            4 => (0, INF),                                       // RLIMIT_CORE
             0..=15 => (INF, INF),
             _ => return Err(errno::EINVAL),
         };
         if new != 0 {
-            let _: [u64; 2] = [env.user().read_u64(new)?, env.user().read_u64(new + 8)?];
+            env.user().read_vec(new, 16)?;
         }
         if old != 0 {
             env.user().write_u64(old, cur)?;
-            env.user().write_u64(old + 8, max)?;
+            env.user().write_u64(old.checked_add(8).ok_or(errno::EFAULT)?, max)?;
         }
         Ok(0)
     }
