@@ -560,6 +560,39 @@ fn seccomp_restricted_thread_runs_guests_and_nothing_else() {
     unsafe { libc::close(s) };
 }
 
+/// Interrupts from another thread: a spinning call and a call sleeping for ever both stop
+/// with `Interrupted`; one requested while nothing runs stops the next operation at once
+/// unless cleared; the fork resets and serves again.
+#[test]
+fn interrupt_handle_stops_the_guest_from_another_thread() {
+    let mut master = paused();
+    let snap = master.snapshot().unwrap();
+    let mut f = Machine::fork(&snap).unwrap();
+    let handle = f.interrupt_handle();
+    let spin = f.symbol("spin").unwrap();
+    let stopper = {
+        let handle = handle.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            handle.interrupt();
+        })
+    };
+    let r = f.call(spin, &mut [kvmbox::CallArg::Int(u64::MAX)], None, &mut kvmbox::NoHost);
+    stopper.join().unwrap();
+    assert!(matches!(r, Err(Error::Interrupted)), "{r:?}");
+    handle.clear();
+    f.reset().unwrap();
+    assert_eq!(call(&mut f, "add", &mut [kvmbox::CallArg::Int(2), kvmbox::CallArg::Int(3)]).unwrap(), 5);
+    // Requested while idle: the next call stops before the guest runs; clear() drops it.
+    handle.interrupt();
+    assert!(matches!(call(&mut f, "add", &mut [kvmbox::CallArg::Int(1), kvmbox::CallArg::Int(1)]), Err(Error::Interrupted)));
+    handle.clear();
+    f.reset().unwrap();
+    handle.interrupt();
+    handle.clear();
+    assert_eq!(call(&mut f, "add", &mut [kvmbox::CallArg::Int(1), kvmbox::CallArg::Int(1)]).unwrap(), 2);
+}
+
 mod debugging {
     //! The gdb stub driven by a minimal client of the remote serial protocol (no gdb needed, so
     //! this also runs inside the SVM rig).
