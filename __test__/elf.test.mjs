@@ -3,6 +3,7 @@
 import { spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 
 import test from 'ava';
@@ -10,12 +11,14 @@ import test from 'ava';
 import {
   assertHealthy,
   ElfError,
+  FileError,
   GUEST_DIR,
   guest,
   InvalidArgumentError,
   KvmboxError,
   Machine,
   requireKvm,
+  Snapshot,
   tempDir,
 } from './helpers.mjs';
 
@@ -304,9 +307,16 @@ test('object file (gcc -c)', (t) => {
   assertElfError(t, fs.readFileSync(out));
 });
 
-test('fromFile on a missing file throws a KvmboxError, not a crash', (t) => {
-  const err = t.throws(() => Machine.fromFile(path.join(tmp, 'does-not-exist')).run());
-  t.true(err instanceof KvmboxError, String(err));
+test('fromFile on a missing file throws a FileError (ENOENT), not an ElfError', (t) => {
+  const missing = path.join(tmp, 'does-not-exist');
+  const err = t.throws(() => Machine.fromFile(missing), { instanceOf: FileError });
+  t.is(err.code, 'FILE_ERROR');
+  t.is(err.errno, os.constants.errno.ENOENT);
+  t.is(err.syscallCode, 'ENOENT');
+  t.is(err.path, missing);
+  t.regex(err.message, /cannot read .*does-not-exist: No such file or directory/);
+  const snapErr = t.throws(() => Snapshot.load(missing), { instanceOf: FileError });
+  t.is(snapErr.syscallCode, 'ENOENT');
 });
 
 test('fromFile on a directory throws a KvmboxError', (t) => {

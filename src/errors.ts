@@ -3,9 +3,12 @@
  * `code` (the same strings the Rust core uses), so callers can branch on `instanceof` or `code`.
  */
 
+import { constants as osConstants } from 'node:os'
+
 export type ErrorCode =
   | 'KVM_UNAVAILABLE'
   | 'ELF_ERROR'
+  | 'FILE_ERROR'
   | 'GUEST_FAULT'
   | 'TIMEOUT'
   | 'INTERRUPTED'
@@ -40,6 +43,27 @@ export class ElfError extends KvmboxError {
   constructor(message: string) {
     super('ELF_ERROR', message)
   }
+}
+
+/** A host file could not be read or written: a missing program, an unwritable snapshot path, … */
+export class FileError extends KvmboxError {
+  /** The OS error number (2 for ENOENT, 13 for EACCES, …). */
+  readonly errno: number
+  /** Its name, as Node spells it on system errors: 'ENOENT', 'EACCES', … */
+  readonly syscallCode: string
+  /** The file. */
+  readonly path: string
+  constructor(message: string, errno: number, path: string) {
+    super('FILE_ERROR', message)
+    this.errno = errno
+    this.syscallCode = errnoName(errno)
+    this.path = path
+  }
+}
+
+function errnoName(errno: number): string {
+  for (const [name, n] of Object.entries(osConstants.errno)) if (n === errno) return name
+  return `E${errno}`
 }
 
 /** The guest raised a CPU exception (null dereference, ud2, divide by zero, …). */
@@ -104,15 +128,26 @@ export class HostCallError extends KvmboxError {
   }
 }
 
-/** The guest process ended (exit, or killed itself with a signal) while a function was being called. */
+/**
+ * The guest process ended (exit, or killed itself with a signal) while a function was being
+ * called. `signal` and `signalNumber` are as on a `signaled` run result ('SIGABRT' and 6).
+ */
 export class GuestExitedError extends KvmboxError {
   readonly exitCode: number
-  readonly signal?: number
-  constructor(message: string, exitCode: number, signal?: number) {
+  readonly signal?: string
+  readonly signalNumber?: number
+  constructor(message: string, exitCode: number, signalNumber?: number) {
     super('GUEST_EXITED', message)
     this.exitCode = exitCode
-    this.signal = signal
+    this.signalNumber = signalNumber
+    this.signal = signalNumber === undefined ? undefined : signalName(signalNumber)
   }
+}
+
+/** The name of signal `n` as Node spells it ('SIGABRT' rather than its alias 'SIGIOT'). */
+export function signalName(n: number): string {
+  for (const [name, v] of Object.entries(osConstants.signals)) if (v === n) return name
+  return `SIG${n}`
 }
 
 /**
@@ -145,12 +180,15 @@ export interface NativeErrorRecord {
   timeoutMs?: number
   exitCode?: number
   signal?: number
+  errno?: number
+  path?: string
 }
 
 /** The typed error for each code, from a native error record. */
 const FROM_RECORD: Record<ErrorCode, (r: NativeErrorRecord) => KvmboxError> = {
   KVM_UNAVAILABLE: (r) => new KvmUnavailableError(r.message),
   ELF_ERROR: (r) => new ElfError(r.message),
+  FILE_ERROR: (r) => new FileError(r.message, r.errno ?? 0, r.path ?? ''),
   GUEST_FAULT: (r) => new GuestFaultError(r.message, r.vector ?? -1, r.vectorName ?? '', r.rip ?? 0n, r.address ?? 0n, r.errorCode),
   TIMEOUT: (r) => new TimeoutError(r.message, r.timeoutMs ?? 0),
   INTERRUPTED: (r) => new InterruptedError(r.message),

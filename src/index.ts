@@ -21,6 +21,7 @@ export {
   KvmboxError,
   KvmUnavailableError,
   ElfError,
+  FileError,
   GuestFaultError,
   TimeoutError,
   InterruptedError,

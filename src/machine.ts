@@ -1,8 +1,7 @@
-import { constants as osConstants } from 'node:os'
 import * as path from 'node:path'
 
 import native = require('./native')
-import { HostCallError, InterruptedError, InvalidArgumentError, InvalidStateError, KvmboxError, fromRecord, translateNativeError } from './errors'
+import { HostCallError, InterruptedError, InvalidArgumentError, InvalidStateError, KvmboxError, fromRecord, signalName, translateNativeError } from './errors'
 import type { NativeErrorRecord } from './errors'
 import { checkBytes, checkInteger, checkKeys, checkPath, checkSignal, checkString, checkTimeout, show } from './validate'
 
@@ -170,8 +169,15 @@ function wrap<T>(f: () => T): T {
   try {
     return f()
   } catch (e) {
-    throw translateNativeError(e)
+    throw fromNative(e)
   }
+}
+
+/** The typed error for what a native method threw, with the details the binding kept for it. */
+function fromNative(e: unknown): unknown {
+  const rec = native.takeThrownError()
+  if (rec && e instanceof Error && (e as { code?: unknown }).code === rec.code) return fromRecord(rec)
+  return translateNativeError(e)
 }
 
 /** An address as the binding takes it (a number or a bigint; its range is checked there). */
@@ -248,9 +254,6 @@ const CALL_OPTIONS = ['timeout', 'signal'] as const
 /** @internal */
 export const LOAD_OPTIONS = ['allowRead', 'stdout', 'stderr', 'timeout', 'trace', 'outputLimit', 'seccomp'] as const
 
-// First name wins: SIGABRT rather than its alias SIGIOT.
-const signalNames = new Map<number, string>()
-for (const [name, n] of Object.entries(osConstants.signals)) if (!signalNames.has(n as number)) signalNames.set(n as number, name)
 
 function toNativeOptions(opts: MachineOptions, defaultArgv0: string, allowed: readonly string[] = MACHINE_OPTIONS): native.NativeOptions {
   checkKeys(opts, allowed, 'machine')
@@ -381,6 +384,7 @@ export class Machine {
     if (to !== undefined && !(to instanceof Snapshot)) throw new InvalidArgumentError(`reset() takes a Snapshot or nothing, got ${show(to)}`)
     if (this.#busy || this.#busyAsync) throw new InvalidStateError('cannot reset a machine while it runs')
     const pages = wrap(() => this.#native.reset(to?._native))
+    this.#ended = undefined
     // Another snapshot may be another program: forget resolved symbol addresses.
     if (to) this.#resolved.clear()
     return pages
@@ -484,9 +488,11 @@ export class Machine {
     if (r.status === 'error' && r.error) throw this.#failure(r.error, r.stdout, r.stderr)
     const base = { stdout: r.stdout, stderr: r.stderr, stdoutTruncated: r.stdoutTruncated, stderrTruncated: r.stderrTruncated }
     if (r.status === 'paused') return { status: 'paused', ...base }
+    if (r.status === 'exited') this.#ended = `it exited with status ${r.exitCode ?? 0}`
     if (r.status === 'signaled') {
       const n = r.signal ?? 0
-      return { status: 'signaled', signal: signalNames.get(n) ?? `SIG${n}`, signalNumber: n, exitCode: r.exitCode ?? 128 + n, ...base }
+      this.#ended = `it was killed by ${signalName(n)}`
+      return { status: 'signaled', signal: signalName(n), signalNumber: n, exitCode: r.exitCode ?? 128 + n, ...base }
     }
     return { status: 'exited', exitCode: r.exitCode ?? 0, ...base }
   }
@@ -534,7 +540,7 @@ export class Machine {
    * numbers return -ENOSYS to the guest.
    */
   onSyscall(nr: number, handler: HostCallHandler | null): this {
-    checkInteger(nr, 'syscall number', 0, 0xffffffff)
+    checkInteger(nr, 'syscall number', 0, HOSTCALL_LAST)
     if (handler === null) this.#handlers.delete(nr)
     else if (typeof handler === 'function') this.#handlers.set(nr, handler)
     else throw new InvalidArgumentError('handler must be a function or null')
@@ -587,6 +593,12 @@ export class Machine {
     if (this.#busy) throw new InvalidStateError('cannot close a machine from inside one of its own handlers or callbacks; close it after run()/call() returns')
     this.#native.close()
     this.#closedByUser = true
+    this.#ended ??= 'close() was called'
+  }
+
+  /** `using vm = Machine.fromFile(…)`: close() at the end of the scope. */
+  [Symbol.dispose](): void {
+    if (!this.#busy) this.close()
   }
 
   /** Set by close(), which also releases the symbol table. */
@@ -603,9 +615,13 @@ export class Machine {
     if (this.#busyAsync) throw new InvalidStateError('this machine is busy with an async run or call; wait for it to settle')
     if (this.#busy) throw new InvalidStateError('this machine is already running: calling it again from inside one of its own handlers is not supported')
     const state = this.state
-    if (state === 'finished') throw new InvalidStateError('the guest has finished (it exited or failed); reset() it to its snapshot to use it again')
-    if (state === 'closed') throw new InvalidStateError('the machine has finished (it exited, failed, or close() was called)')
+    const why = this.#ended ?? 'it exited or failed'
+    if (state === 'finished') throw new InvalidStateError(`the guest has finished: ${why}; reset() it to its snapshot to use it again`)
+    if (state === 'closed') throw new InvalidStateError(`the machine is closed: ${why}`)
   }
+
+  /** How the guest ended, for the messages of later calls ("it timed out after 100 ms"). */
+  #ended: string | undefined
 
   #resolve(target: string | Address): number | bigint {
     if (typeof target === 'string') {
@@ -774,6 +790,7 @@ export class Machine {
   }
 
   #failure(rec: NativeErrorRecord, stdout: Buffer, stderr: Buffer): unknown {
+    this.#ended = endedBecause(rec)
     const thrown = this.#fromThrown()
     if (thrown !== undefined) {
       if (thrown instanceof KvmboxError) {
@@ -786,6 +803,24 @@ export class Machine {
     err.stdout = stdout
     err.stderr = stderr
     return err
+  }
+}
+
+/** Why a machine ended, from the error that ended it. */
+function endedBecause(rec: NativeErrorRecord): string {
+  switch (rec.code) {
+    case 'GUEST_FAULT':
+      return `it faulted (${rec.vectorName ?? `vector ${rec.vector}`} at rip 0x${(rec.rip ?? 0n).toString(16)})`
+    case 'TIMEOUT':
+      return `it timed out after ${rec.timeoutMs} ms`
+    case 'INTERRUPTED':
+      return 'it was interrupted'
+    case 'HOST_CALLBACK_ERROR':
+      return 'a host-call handler or output callback failed'
+    case 'GUEST_EXITED':
+      return rec.signal ? `it was killed by ${signalName(rec.signal)} during a call` : `it exited with status ${rec.exitCode} during a call`
+    default:
+      return `it failed (${rec.message})`
   }
 }
 
@@ -894,9 +929,24 @@ export class Snapshot {
     return new Snapshot(n, { stdout: opts.stdout, stderr: opts.stderr }, new Map())
   }
 
+  /**
+   * Drop this handle's reference to the image (a large snapshot otherwise lives until garbage
+   * collection): its memory is released once no fork uses it either. Forks already made keep
+   * working; fork(), save() and the like on this handle throw InvalidStateError afterwards.
+   * Idempotent.
+   */
+  close(): void {
+    this._native.close()
+  }
+
+  /** `using snap = vm.snapshot()`: close() at the end of the scope. */
+  [Symbol.dispose](): void {
+    this.close()
+  }
+
   /** @internal Register for worker threads of this process; returns an id. */
   _share(): number {
-    return this._native.share()
+    return wrap(() => this._native.share())
   }
 
   /** @internal The snapshot shared under `id` by another thread. */

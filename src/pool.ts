@@ -163,6 +163,9 @@ class WorkerHandle {
 
   constructor(shareId: number, forks: number, setup?: string) {
     this.worker = new Worker(path.join(__dirname, 'pool-worker.js'), { workerData: { kvmboxPoolWorker: { shareId, forks, setup } } })
+    // A pool nobody closed must not keep the process alive: the worker only holds it while
+    // requests are pending (see request()).
+    this.worker.unref()
     this.ready = new Promise((resolve, reject) => {
       const onMessage = (m: { ready?: boolean; interruptIds?: number[] }) => {
         if (m.ready) {
@@ -180,6 +183,7 @@ class WorkerHandle {
       const p = this.#pending.get(m.id)
       if (!p) return
       this.#pending.delete(m.id)
+      if (this.#pending.size === 0) this.worker.unref()
       if (m.ok) p.resolve(m.value)
       else p.reject(deserializeError(m.error ?? {}))
     })
@@ -192,6 +196,7 @@ class WorkerHandle {
   request(msg: Record<string, unknown>): Promise<unknown> {
     const id = this.#next++
     return new Promise((resolve, reject) => {
+      if (this.#pending.size === 0) this.worker.ref()
       this.#pending.set(id, { resolve, reject })
       msg.id = id
       this.worker.postMessage(msg)
@@ -379,5 +384,17 @@ export class Pool<M extends PoolMachine = Machine> {
 
   get snapshot(): Snapshot {
     return this.#snapshot
+  }
+
+  /** `using pool = new Pool(…)`: close() at the end of the scope. */
+  [Symbol.dispose](): void {
+    this.close()
+  }
+
+  /** `await using pool = new Pool(…)`: close() at the end of the scope, after its workers have exited. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    const exits = this.#workers.map((h) => new Promise((r) => h.worker.once('exit', r)))
+    this.close()
+    await Promise.all(exits)
   }
 }

@@ -64,6 +64,7 @@ KVMBOX_EXPORT long say(const char *s) {
     return 0;
 }
 KVMBOX_EXPORT long quit(long code) { exit((int)code); }
+KVMBOX_EXPORT long die(void) { abort(); }
 KVMBOX_EXPORT long pause_inside(void) { return kvmbox_pause(); }
 KVMBOX_EXPORT long getpid_twice(void) { return getpid() + getpid(); }
 /* n syscalls in a row: a debugger's Ctrl-C almost always lands in (or right after) one. */

@@ -40,6 +40,9 @@ pub struct NativeError {
     /// For GUEST_EXITED: how the guest ended.
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
+    /// For FILE_ERROR: the OS error number and the file.
+    pub errno: Option<i32>,
+    pub path: Option<String>,
 }
 
 #[napi(object, object_from_js = false)]
@@ -67,6 +70,8 @@ pub(crate) fn error_record(e: &CoreError) -> NativeError {
         timeout_ms: None,
         exit_code: None,
         signal: None,
+        errno: None,
+        path: None,
     };
     match e {
         CoreError::GuestFault(f) => {
@@ -77,6 +82,10 @@ pub(crate) fn error_record(e: &CoreError) -> NativeError {
             rec.error_code = f.error_code.map(BigInt::from);
         }
         CoreError::Timeout(ms) => rec.timeout_ms = Some(*ms as f64),
+        CoreError::File(f) => {
+            rec.errno = Some(f.errno);
+            rec.path = Some(f.path.to_string_lossy().into_owned());
+        }
         CoreError::GuestExited(RunOutcome::Exited(c)) => rec.exit_code = Some(*c),
         CoreError::GuestExited(RunOutcome::Signaled(s)) => {
             rec.signal = Some(*s);
@@ -87,9 +96,23 @@ pub(crate) fn error_record(e: &CoreError) -> NativeError {
     rec
 }
 
-/// Throw a JS Error whose `code` is the core's stable error code.
+thread_local! {
+    /// The full record of the last error thrown on this JS thread (`takeThrownError`).
+    static THROWN: std::cell::RefCell<Option<NativeError>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Throw a JS Error whose `code` is the core's stable error code; its details (errno, fault
+/// vector, …) wait for the SDK in `takeThrownError()`.
 pub(crate) fn throw(e: CoreError) -> Error<String> {
+    THROWN.with(|t| *t.borrow_mut() = Some(error_record(&e)));
     Error::new(e.code().to_string(), e.to_string())
+}
+
+/// The details of the last error a synchronous native method threw on this thread, once.
+#[napi]
+#[cfg_attr(test, allow(dead_code))] // called from JS only
+pub fn take_thrown_error() -> Option<NativeError> {
+    THROWN.with(|t| t.borrow_mut().take())
 }
 
 fn output_mode(mode: &str, fd: i32, limit: usize) -> std::result::Result<Output, Error<String>> {

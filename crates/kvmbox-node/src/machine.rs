@@ -33,31 +33,51 @@ static NEXT_SHARE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::
 /// An immutable image of a paused machine.
 #[napi]
 pub struct NativeSnapshot {
-    pub(crate) inner: kvmbox::Snapshot,
+    /// `None` once closed: this handle's reference to the image is dropped (forks keep theirs).
+    inner: Option<kvmbox::Snapshot>,
+}
+
+impl NativeSnapshot {
+    pub(crate) fn new(inner: kvmbox::Snapshot) -> NativeSnapshot {
+        NativeSnapshot { inner: Some(inner) }
+    }
+
+    pub(crate) fn get(&self) -> std::result::Result<&kvmbox::Snapshot, Error<String>> {
+        self.inner.as_ref().ok_or_else(|| Error::new("INVALID_STATE".to_string(), "the snapshot was closed".to_string()))
+    }
 }
 
 #[napi]
 impl NativeSnapshot {
+    /// Drop this handle's reference to the image: its memory is released once no fork uses it
+    /// either. Idempotent.
+    #[napi]
+    pub fn close(&mut self) {
+        self.inner = None;
+    }
+
     /// A new machine sharing this snapshot's memory copy-on-write, paused where it was taken.
     #[napi]
     pub fn fork(&self) -> std::result::Result<NativeMachine, Error<String>> {
-        no_panic(|| Ok(new_native(Machine::fork(&self.inner).map_err(throw)?)))
+        let snap = self.get()?;
+        no_panic(|| Ok(new_native(Machine::fork(snap).map_err(throw)?)))
     }
 
     #[napi]
     pub fn symbol(&self, name: String) -> Option<BigInt> {
-        self.inner.symbol(&name).map(BigInt::from)
+        self.inner.as_ref()?.symbol(&name).map(BigInt::from)
     }
 
     #[napi(getter)]
     pub fn memory_size(&self) -> f64 {
-        self.inner.memory_size() as f64
+        self.inner.as_ref().map_or(0.0, |s| s.memory_size() as f64)
     }
 
     /// Write the snapshot to `path` (versioned, checksummed).
     #[napi]
     pub fn save(&self, path: String) -> std::result::Result<(), Error<String>> {
-        no_panic(|| self.inner.save(&path).map_err(throw))
+        let snap = self.get()?;
+        no_panic(|| snap.save(&path).map_err(throw))
     }
 
     /// Load a snapshot file; the options decide file access, outputs and timeout.
@@ -72,23 +92,24 @@ impl NativeSnapshot {
             trace: o.trace,
             seccomp: o.seccomp,
         };
-        no_panic(|| Ok(NativeSnapshot { inner: kvmbox::Snapshot::load(&path, opts).map_err(throw)? }))
+        no_panic(|| Ok(NativeSnapshot::new(kvmbox::Snapshot::load(&path, opts).map_err(throw)?)))
     }
 
     /// Host memory the image occupies (shared by every fork).
     #[napi(getter)]
     pub fn resident_bytes(&self) -> f64 {
-        self.inner.resident_bytes() as f64
+        self.inner.as_ref().map_or(0.0, |s| s.resident_bytes() as f64)
     }
 
     /// Register this snapshot for other JS threads of this process (worker_threads cannot
     /// receive native objects); returns an id for `fromShared`. The image is shared, not
     /// copied. Call `unshare(id)` when done.
     #[napi]
-    pub fn share(&self) -> f64 {
+    pub fn share(&self) -> std::result::Result<f64, Error<String>> {
+        let snap = self.get()?.clone();
         let id = NEXT_SHARE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        SHARED.lock().unwrap_or_else(|e| e.into_inner()).insert(id, self.inner.clone());
-        id as f64
+        SHARED.lock().unwrap_or_else(|e| e.into_inner()).insert(id, snap);
+        Ok(id as f64)
     }
 
     /// The snapshot another thread shared under `id`.
@@ -99,7 +120,7 @@ impl NativeSnapshot {
             .unwrap_or_else(|e| e.into_inner())
             .get(&(id as u64))
             .cloned()
-            .map(|inner| NativeSnapshot { inner })
+            .map(NativeSnapshot::new)
             .ok_or_else(|| Error::new("INVALID_ARGUMENT".to_string(), format!("no shared snapshot {id}")))
     }
 
@@ -370,7 +391,7 @@ impl NativeMachine {
     pub fn snapshot(&mut self) -> std::result::Result<NativeSnapshot, Error<String>> {
         let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
         let Slot::Idle(machine) = &mut *slot else { return Err(state_error(&slot)) };
-        no_panic(|| Ok(NativeSnapshot { inner: machine.snapshot().map_err(throw)? }))
+        no_panic(|| Ok(NativeSnapshot::new(machine.snapshot().map_err(throw)?)))
     }
 
     /// Return to this machine's snapshot, or to `to`; returns the number of pages restored.
@@ -378,9 +399,10 @@ impl NativeMachine {
     pub fn reset(&mut self, to: Option<&NativeSnapshot>) -> std::result::Result<u32, Error<String>> {
         let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
         let Slot::Idle(machine) = &mut *slot else { return Err(state_error(&slot)) };
+        let to = to.map(NativeSnapshot::get).transpose()?;
         let pages = no_panic(|| {
             match to {
-                Some(s) => machine.reset_to(&s.inner),
+                Some(s) => machine.reset_to(s),
                 None => machine.reset(),
             }
             .map_err(throw)

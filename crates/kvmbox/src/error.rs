@@ -50,12 +50,39 @@ pub fn exception_name(vector: u8) -> &'static str {
     }
 }
 
+/// A host file kvmbox was asked to read or write (a program, a snapshot file) could not be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileError {
+    /// What kvmbox was doing: "read", "write".
+    pub op: &'static str,
+    /// The file.
+    pub path: std::path::PathBuf,
+    /// The OS error number (ENOENT, EACCES, …; EIO if the OS gave none).
+    pub errno: i32,
+}
+
+impl FileError {
+    /// The error for `io` while doing `op` on `path`.
+    pub fn of(op: &'static str, path: &std::path::Path, io: &std::io::Error) -> FileError {
+        FileError { op, path: path.to_path_buf(), errno: io.raw_os_error().unwrap_or(libc::EIO) }
+    }
+}
+
+impl std::fmt::Display for FileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot {} {}: {}", self.op, self.path.display(), std::io::Error::from_raw_os_error(self.errno))
+    }
+}
+
 /// Everything that can go wrong while creating or running a machine.
 #[derive(Debug, Error)]
 pub enum Error {
     /// `/dev/kvm` is missing, not accessible, or KVM lacks a capability kvmbox needs.
     #[error("KVM is unavailable: {0}")]
     KvmUnavailable(String),
+    /// A host file could not be read or written (missing program, unwritable snapshot path, …).
+    #[error("{0}")]
+    File(FileError),
     /// The program is not a loadable ELF executable (malformed, wrong class or machine,
     /// segments outside guest memory, dynamic executable, …).
     #[error("invalid ELF: {0}")]
@@ -100,6 +127,7 @@ impl Error {
         match self {
             Error::KvmUnavailable(_) => "KVM_UNAVAILABLE",
             Error::Elf(_) => "ELF_ERROR",
+            Error::File(_) => "FILE_ERROR",
             Error::GuestFault(_) => "GUEST_FAULT",
             Error::Timeout(_) => "TIMEOUT",
             Error::Interrupted => "INTERRUPTED",

@@ -37,7 +37,7 @@ mod syscalls;
 mod timer;
 mod vcpu;
 
-pub use error::{Error, GuestFault, Result};
+pub use error::{Error, FileError, GuestFault, Result};
 pub use interrupt::{Deadline, InterruptHandle};
 
 /// Entry points for fuzzing (not a stable API).

@@ -227,7 +227,7 @@ impl Machine {
     /// Load the static executable at `path`.
     pub fn from_file(path: impl AsRef<Path>, mut opts: MachineOptions) -> Result<Machine> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| Error::Elf(format!("cannot read {}: {e}", path.display())))?;
+        let bytes = std::fs::read(path).map_err(|e| Error::File(crate::error::FileError::of("read", path, &e)))?;
         if opts.args.is_empty() {
             opts.args.push(path.to_string_lossy().into_owned());
         }

@@ -102,7 +102,7 @@ impl<'a> Reader<'a> {
 
 /// Write `meta` and the `extents` of `image` (the guest memory, whose other bytes are zero) to `path`.
 pub fn write_file(path: &Path, meta: &[u8], image: &[u8], extents: &[(u64, u64)]) -> Result<()> {
-    let io = |e: std::io::Error| Error::InvalidArgument(format!("writing snapshot {}: {e}", path.display()));
+    let io = |e: std::io::Error| Error::File(crate::error::FileError::of("write", path, &e));
     let mut out = std::io::BufWriter::new(File::create(path).map_err(io)?);
     let mut crc = crc32fast::Hasher::new();
     let mut put = |out: &mut std::io::BufWriter<File>, b: &[u8]| -> Result<()> {
@@ -129,7 +129,7 @@ pub fn write_file(path: &Path, meta: &[u8], image: &[u8], extents: &[(u64, u64)]
 /// memory. The metadata must start with the memory size (u64), which bounds every extent.
 /// Nothing is returned unless the whole file checks out (magic, version, checksum, bounds).
 pub fn read_file(path: &Path, max_memory: u64) -> Result<(Vec<u8>, File)> {
-    let f = File::open(path).map_err(|e| Error::InvalidArgument(format!("reading snapshot {}: {e}", path.display())))?;
+    let f = File::open(path).map_err(|e| Error::File(crate::error::FileError::of("read", path, &e)))?;
     let file_len = f.metadata().map(|m| m.len()).unwrap_or(0);
     let mut input = std::io::BufReader::with_capacity(1 << 20, f);
     let mut crc = crc32fast::Hasher::new();

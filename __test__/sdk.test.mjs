@@ -1,0 +1,113 @@
+// SDK conveniences a new user expects (issue "a newcomer's first hour"): errors that say what
+// happened, resources released with `using`/close(), worker pools that do not hold the process.
+import test from 'ava';
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
+
+import {
+  guest,
+  GuestExitedError,
+  HOSTCALL_FIRST,
+  HOSTCALL_LAST,
+  InvalidArgumentError,
+  InvalidStateError,
+  Machine,
+  pausedMachine,
+  Pool,
+  probe,
+  REPO_DIR,
+  requireKvm,
+  setVmPoolSize,
+  Snapshot,
+  TimeoutError,
+} from './helpers.mjs';
+
+requireKvm(test);
+
+const calls = guest('calls-glibc');
+
+test('GuestExitedError names the signal as a signaled run result does', (t) => {
+  const vm = pausedMachine(t, calls);
+  const err = t.throws(() => vm.call('die'), { instanceOf: GuestExitedError });
+  t.is(err.signal, 'SIGABRT');
+  t.is(err.signalNumber, 6);
+  t.is(err.exitCode, 134);
+  const run = Machine.fromFile(guest('faults-glibc'), { args: ['faults', 'abort'] }).run();
+  t.is(run.status, 'signaled');
+  t.is(run.signal, err.signal);
+  t.is(run.signalNumber, err.signalNumber);
+});
+
+test('a finished machine says why it finished', async (t) => {
+  const snap = pausedMachine(t, calls).snapshot();
+  const cases = [
+    [(f) => f.call('spin', Number.MAX_SAFE_INTEGER, { timeout: 50 }), /timed out after 50 ms/],
+    [(f) => f.call('crash'), /faulted \(#PF page fault at rip 0x/],
+    [(f) => f.call('quit', 3), /exited with status 3 during a call/],
+    [(f) => f.run(), /exited with status 7/],
+    [(f) => f.close(), /close\(\) was called/],
+  ];
+  for (const [end, why] of cases) {
+    const f = snap.fork();
+    try {
+      end(f);
+    } catch {}
+    const err = t.throws(() => f.call('add', 1, 2), { instanceOf: InvalidStateError });
+    t.regex(err.message, why);
+    f.close();
+  }
+  const async = snap.fork();
+  await t.throwsAsync(async.callAsync('spin', Number.MAX_SAFE_INTEGER, { timeout: 50 }), { instanceOf: TimeoutError });
+  t.regex(t.throws(() => async.call('add', 1, 2)).message, /finished: it timed out after 50 ms; reset\(\) it/);
+  async.reset();
+  t.is(async.call('add', 1, 2), 3, 'and reset() clears it');
+  async.close();
+});
+
+test("onSyscall refuses kvmbox's own numbers and numbers out of range; setVmPoolSize refuses nonsense", (t) => {
+  const vm = pausedMachine(t, calls);
+  for (const nr of [0x100000, 0x100001, HOSTCALL_LAST + 1, -1, 2 ** 32, 1.5, NaN]) {
+    t.throws(() => vm.onSyscall(nr, () => 0), { instanceOf: InvalidArgumentError }, `nr ${nr}`);
+  }
+  vm.onSyscall(HOSTCALL_FIRST, () => 1).onSyscall(HOSTCALL_LAST, () => 1).onSyscall(39, () => 1);
+  for (const n of [-1, 1.5, NaN, Infinity, 1e9]) t.throws(() => setVmPoolSize(n), { instanceOf: InvalidArgumentError });
+});
+
+test('Symbol.dispose closes machines, snapshots and pools; Snapshot.close keeps its forks working', async (t) => {
+  // What `using vm = …` does at the end of its scope (the syntax needs Node >= 24).
+  const vm = Machine.fromFile(calls);
+  t.is(vm.run().status, 'paused');
+  vm[Symbol.dispose]();
+  t.is(vm.state, 'closed');
+  const base = pausedMachine(t, calls);
+  const snap = base.snapshot();
+  const fork = snap.fork();
+  snap.close();
+  snap.close(); // idempotent
+  t.throws(() => snap.fork(), { instanceOf: InvalidStateError, message: /snapshot was closed/ });
+  t.is(fork.call('add', 2, 3), 5, 'a fork keeps the image alive');
+  fork.close();
+  const pool = new Pool(base.snapshot(), { size: 1 });
+  pool[Symbol.dispose]();
+  await t.throwsAsync(pool.acquire(), { instanceOf: InvalidStateError });
+  t.is(typeof Snapshot.prototype[Symbol.dispose], 'function');
+  t.is(typeof Pool.prototype[Symbol.asyncDispose], 'function');
+});
+
+test('a worker Pool nobody closed does not keep the process alive', (t) => {
+  const script = `
+    const { Machine, Pool } = require(${JSON.stringify(path.join(REPO_DIR, 'dist', 'index.js'))});
+    const vm = Machine.fromFile(${JSON.stringify(calls)});
+    vm.run();
+    const pool = new Pool(vm.snapshot(), { size: 2, workers: 1 });
+    pool.with((m) => m.callAsync('add', 2, 3)).then((v) => console.log('answer', v));
+  `;
+  const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 60_000 });
+  t.is(r.signal, null, 'exited by itself, not killed by the timeout');
+  t.is(r.status, 0, r.stderr);
+  t.is(r.stdout, 'answer 5\n');
+});
+
+test("probe() reports the backend as one of its four names", (t) => {
+  t.true(['pvm', 'vmx', 'svm', 'unknown'].includes(probe().backend));
+});
