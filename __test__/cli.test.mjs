@@ -226,3 +226,52 @@ test('--seccomp runs the guest on a filtered thread: same output, exit codes, st
   t.is(both.code, 125);
   t.regex(both.stderr, /--gdb cannot be combined with --seccomp/);
 });
+
+test('--version prints the package version', (t) => {
+  const r = cli(['--version']);
+  t.is(r.code, 0);
+  t.is(r.stdout, `${JSON.parse(fs.readFileSync(path.join(path.dirname(CLI), '..', 'package.json'), 'utf8')).version}\n`);
+});
+
+test('options take --opt=value too; options after PROGRAM are the program\'s; -- ends ours', (t) => {
+  const file = guest('faults-glibc');
+  const r = cli(['run', '--timeout=200', file, 'loop']);
+  t.is(r.code, 124);
+  const args = guest('args-glibc');
+  const own = cli(['run', '--memory=64', args, '--timeout=5', '-x']);
+  t.is(own.code, 0, own.stderr);
+  t.regex(own.stdout, /argv\[1\]=--timeout=5\nargv\[2\]=-x\n/);
+  const dashed = cli(['run', '--', args, '--json']);
+  t.regex(dashed.stdout, /argv\[1\]=--json\n/);
+  t.is(cli(['run', '--memory=abc', args]).code, 125);
+  const unknown = cli(['run', '--timeout-ms=5', args]);
+  t.is(unknown.code, 125);
+  t.regex(unknown.stderr, /^kvmbox: .*--timeout-ms/m);
+});
+
+test('--json prints the result (exit, signal, fault, timeout, missing file) as one JSON object', (t) => {
+  const exit = cli(['run', '--json', guest('exit-musl'), '3']);
+  t.is(exit.code, 3);
+  t.deepEqual(JSON.parse(exit.stdout), {
+    status: 'exited',
+    exitCode: 3,
+    stdout: 'exit guest: stdout line, exiting with 3\n',
+    stderr: 'exit guest: stderr line, exiting with 3\n',
+    stdoutTruncated: false,
+    stderrTruncated: false,
+  });
+  const faults = guest('faults-glibc');
+  const abort = JSON.parse(cli(['run', '--json', faults, 'abort']).stdout);
+  t.like(abort, { status: 'signaled', exitCode: 134, signal: 'SIGABRT', signalNumber: 6 });
+  const fault = cli(['run', '--json', faults, 'null']);
+  t.is(fault.code, 139);
+  t.like(JSON.parse(fault.stdout), { status: 'error', error: { code: 'GUEST_FAULT', vector: 14, signal: 'SIGSEGV', address: '0x0' } });
+  const ud = cli(['run', '--json', faults, 'ud2']);
+  t.is(ud.code, 132, 'SIGILL, from the one vector-to-signal table the debugger uses too');
+  const slow = cli(['run', '--json', '--timeout', '100', faults, 'loop']);
+  t.is(slow.code, 124);
+  t.like(JSON.parse(slow.stdout), { status: 'error', error: { code: 'TIMEOUT' } });
+  const missing = cli(['run', '--json', '/nonexistent/kvmbox/prog']);
+  t.is(missing.code, 125);
+  t.like(JSON.parse(missing.stdout), { status: 'error', error: { code: 'FILE_ERROR', name: 'FileError' } });
+});

@@ -3,15 +3,21 @@
  * kvmbox CLI: `kvmbox run [options] prog [args…]` runs a static Linux program in a KVM
  * sandbox with stdin/stdout/stderr passed through, and exits with the guest's exit code.
  */
+import * as fs from 'node:fs'
+import * as path from 'node:path'
+import { parseArgs } from 'node:util'
+
 import { Machine, probe } from './machine'
+import type { RunResult } from './machine'
 import { GuestFaultError, KvmboxError, TimeoutError } from './errors'
 
 const HELP = `Usage:
   kvmbox run [options] PROGRAM [ARGS...]   run a static x86-64 Linux program in a KVM sandbox
   kvmbox probe                             report whether KVM is usable and which backend serves it
+  kvmbox --version                         print kvmbox's version
   kvmbox --help                            show this help
 
-Options for run:
+Options for run (also as --option=value):
   --timeout MS        stop the guest after MS milliseconds (exit status 124)
   --memory MIB        guest memory in MiB (default 128)
   --allow-read PATH   let the guest open PATH read-only (a file, or a directory and all below it);
@@ -22,95 +28,117 @@ Options for run:
   --hugepages         back guest memory with huge pages (hugetlbfs if reserved, else THP)
   --seccomp           run the guest on a thread under kvmbox's seccomp filter (see the README)
   --gdb PORT          wait for gdb on 127.0.0.1:PORT before running (gdb PROG -ex 'target remote :PORT')
-  --                  end of options
+  --json              capture the guest's output and print the result as one JSON object:
+                      {status, exitCode, signal?, stdout, stderr, ..., error?}
+  --                  end of options (the next word is the PROGRAM even if it starts with -)
 
-Exit status: the guest's own; 128+N if it killed itself with signal N; for a CPU fault the
-status a shell shows for the matching signal (139 SIGSEGV, 132 SIGILL, 136 SIGFPE, 133 SIGTRAP);
-124 on timeout; 125 if kvmbox itself failed (bad ELF, no KVM, bad options).`
+Options after PROGRAM are the program's own.
+
+Exit status: the guest's own; 128+N if it killed itself with signal N; for a CPU fault 128 + the
+signal Linux sends for it (139 SIGSEGV, 132 SIGILL, 136 SIGFPE, 133 SIGTRAP, 135 SIGBUS);
+124 on timeout; 125 if kvmbox itself failed (bad ELF, missing file, no KVM, bad options).`
+
+const RUN_OPTIONS = {
+  timeout: { type: 'string' },
+  memory: { type: 'string' },
+  'allow-read': { type: 'string', multiple: true },
+  env: { type: 'string', multiple: true },
+  'inherit-env': { type: 'boolean' },
+  trace: { type: 'boolean' },
+  hugepages: { type: 'boolean' },
+  seccomp: { type: 'boolean' },
+  gdb: { type: 'string' },
+  json: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+} as const
 
 function fail(msg: string): never {
   process.stderr.write(`kvmbox: ${msg}\n`)
   process.exit(125)
 }
 
-function faultStatus(e: GuestFaultError): number {
-  switch (e.vector) {
-    case 0:
-    case 16:
-    case 19:
-      return 128 + 8 // SIGFPE
-    case 6:
-      return 128 + 4 // SIGILL
-    case 1:
-    case 3:
-      return 128 + 5 // SIGTRAP
-    case 17:
-      return 128 + 7 // SIGBUS
-    default:
-      return 128 + 11 // SIGSEGV
+function version(): string {
+  const pkg = JSON.parse(fs.readFileSync(path.join(__dirname, '..', 'package.json'), 'utf8')) as { version: string }
+  return pkg.version
+}
+
+/** Split `run`'s words into kvmbox's options and the program with its own arguments. */
+function splitRun(argv: string[]) {
+  // Find where the program starts: the first word that is neither an option nor an option's
+  // value (or the word after `--`); then parse what comes before it strictly.
+  const { tokens } = parseArgs({ args: argv, options: RUN_OPTIONS, allowPositionals: true, strict: false, tokens: true })
+  const first = tokens.find((t) => t.kind === 'positional' || t.kind === 'option-terminator')
+  const cut = first?.index ?? argv.length
+  try {
+    const { values } = parseArgs({ args: argv.slice(0, cut), options: RUN_OPTIONS, strict: true })
+    return { values, program: first?.kind === 'option-terminator' ? argv.slice(cut + 1) : argv.slice(cut) }
+  } catch (e) {
+    fail(`${(e as Error).message.replace(/\. To specify .*$/s, '')} (see kvmbox --help)`)
   }
 }
 
+function number(flag: string, v: string | undefined, ok: (n: number) => boolean, what: string): number | undefined {
+  if (v === undefined) return undefined
+  const n = Number(v)
+  if (v.trim() === '' || !ok(n)) fail(`--${flag} needs ${what}`)
+  return n
+}
+
+function jsonResult(r: RunResult | undefined, e?: unknown): string {
+  const text = (b?: Buffer) => b?.toString('utf8') ?? ''
+  if (r) {
+    const signal = r.status === 'signaled' ? { signal: r.signal, signalNumber: r.signalNumber } : {}
+    const exitCode = r.status === 'paused' ? undefined : r.exitCode
+    return JSON.stringify({ status: r.status, exitCode, ...signal, stdout: text(r.stdout), stderr: text(r.stderr), stdoutTruncated: r.stdoutTruncated, stderrTruncated: r.stderrTruncated })
+  }
+  const k = e as KvmboxError
+  const fault = e instanceof GuestFaultError ? { vector: e.vector, vectorName: e.vectorName, rip: `0x${e.rip.toString(16)}`, address: `0x${e.address.toString(16)}`, signal: e.signal } : {}
+  return JSON.stringify({ status: 'error', error: { code: k.code, name: k.name, message: k.message, ...fault }, stdout: text(k.stdout), stderr: text(k.stderr) })
+}
+
 async function runCommand(argv: string[]): Promise<number> {
-  let timeout: number | undefined
-  let memory: number | undefined
-  let trace = false
-  let hugepages = false
-  let seccomp = false
-  let gdbPort: number | undefined
-  const allowRead: string[] = []
+  const { values, program } = splitRun(argv)
+  if (values.help) {
+    process.stdout.write(HELP + '\n')
+    return 0
+  }
+  const timeout = number('timeout', values.timeout, (n) => Number.isFinite(n) && n > 0, 'a positive number of milliseconds')
+  const mib = number('memory', values.memory, (n) => Number.isSafeInteger(n) && n > 0, 'a positive whole number of MiB')
+  const gdbPort = number('gdb', values.gdb, (n) => Number.isInteger(n) && n >= 0 && n <= 65535, 'a TCP port number')
   const env: Record<string, string> = {}
-  let i = 0
-  const value = (flag: string) => {
-    const v = argv[++i]
-    if (v === undefined) fail(`${flag} needs a value`)
-    return v
+  for (const kv of values.env ?? []) {
+    const eq = kv.indexOf('=')
+    if (eq <= 0) fail('--env needs KEY=VALUE')
+    env[kv.slice(0, eq)] = kv.slice(eq + 1)
   }
-  for (; i < argv.length; i++) {
-    const a = argv[i]
-    if (a === '--') {
-      i++
-      break
-    } else if (a === '--timeout') {
-      timeout = Number(value(a))
-      if (!Number.isFinite(timeout) || timeout <= 0) fail('--timeout needs a positive number of milliseconds')
-    } else if (a === '--memory') {
-      const mib = Number(value(a))
-      if (!Number.isInteger(mib) || mib <= 0) fail('--memory needs a positive whole number of MiB')
-      memory = mib * 1024 * 1024
-    } else if (a === '--allow-read') {
-      allowRead.push(value(a))
-    } else if (a === '--env') {
-      const kv = value(a)
-      const eq = kv.indexOf('=')
-      if (eq <= 0) fail('--env needs KEY=VALUE')
-      env[kv.slice(0, eq)] = kv.slice(eq + 1)
-    } else if (a === '--inherit-env') {
-      for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !(k in env)) env[k] = v
-    } else if (a === '--trace') {
-      trace = true
-    } else if (a === '--hugepages') {
-      hugepages = true
-    } else if (a === '--seccomp') {
-      seccomp = true
-    } else if (a === '--gdb') {
-      gdbPort = Number(value(a))
-      if (!Number.isInteger(gdbPort) || gdbPort < 0 || gdbPort > 65535) fail('--gdb needs a TCP port number')
-    } else if (a === '--help' || a === '-h') {
-      process.stdout.write(HELP + '\n')
-      return 0
-    } else if (a.startsWith('-')) {
-      fail(`unknown option ${a} (see kvmbox --help)`)
-    } else {
-      break
-    }
-  }
-  const prog = argv[i]
+  if (values['inherit-env']) for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !(k in env)) env[k] = v
+  const prog = program[0]
   if (prog === undefined) fail('run needs a PROGRAM (see kvmbox --help)')
-  const args = argv.slice(i)
+  const seccomp = values.seccomp ?? false
+  const json = values.json ?? false
   if (seccomp && gdbPort !== undefined) fail('--gdb cannot be combined with --seccomp (debugging runs on the main thread)')
+  const output = json ? 'pipe' : 'inherit'
+  let vm: Machine
   try {
-    const vm = Machine.fromFile(prog, { args, env, memory, timeout, trace, hugepages, seccomp, allowRead, stdin: 'inherit', stdout: 'inherit', stderr: 'inherit' })
+    vm = Machine.fromFile(prog, {
+      args: program,
+      env,
+      memory: mib === undefined ? undefined : mib * 1024 * 1024,
+      timeout,
+      trace: values.trace ?? false,
+      hugepages: values.hugepages ?? false,
+      seccomp,
+      allowRead: values['allow-read'] ?? [],
+      stdin: 'inherit',
+      stdout: output,
+      stderr: output,
+    })
+  } catch (e) {
+    if (json && e instanceof KvmboxError) process.stdout.write(jsonResult(undefined, e) + '\n')
+    if (e instanceof KvmboxError) fail(e.message)
+    throw e
+  }
+  try {
     if (gdbPort !== undefined) {
       const port = vm.debug({ port: gdbPort })
       process.stderr.write(`kvmbox: waiting for gdb on 127.0.0.1:${port} (gdb ${prog} -ex 'target remote :${port}')\n`)
@@ -118,20 +146,23 @@ async function runCommand(argv: string[]): Promise<number> {
     // With --seccomp the guest runs on its own, filtered vCPU thread.
     const run = () => (seccomp ? vm.runAsync() : vm.run())
     let r = await run()
+    const out: Buffer[] = [r.stdout]
+    const err: Buffer[] = [r.stderr]
     // A guest built for host calls pauses once initialized; on the command line, just go on.
-    while (r.status === 'paused') r = await run()
+    while (r.status === 'paused') {
+      r = await run()
+      out.push(r.stdout)
+      err.push(r.stderr)
+    }
+    if (json) process.stdout.write(jsonResult({ ...r, stdout: Buffer.concat(out), stderr: Buffer.concat(err) }) + '\n')
     return r.exitCode
   } catch (e) {
-    if (e instanceof TimeoutError) {
-      process.stderr.write(`kvmbox: ${e.message}\n`)
-      return 124
-    }
-    if (e instanceof GuestFaultError) {
-      process.stderr.write(`kvmbox: ${e.message}\n`)
-      return faultStatus(e)
-    }
-    if (e instanceof KvmboxError) fail(e.message)
-    throw e
+    if (!(e instanceof KvmboxError)) throw e
+    if (json) process.stdout.write(jsonResult(undefined, e) + '\n')
+    else process.stderr.write(`kvmbox: ${e.message}\n`)
+    if (e instanceof TimeoutError) return 124
+    if (e instanceof GuestFaultError) return 128 + e.signalNumber
+    return 125
   }
 }
 
@@ -140,6 +171,10 @@ async function main(argv: string[]): Promise<number> {
   if (cmd === undefined || cmd === '--help' || cmd === '-h' || cmd === 'help') {
     process.stdout.write(HELP + '\n')
     return cmd === undefined ? 2 : 0
+  }
+  if (cmd === '--version' || cmd === '-v' || cmd === 'version') {
+    process.stdout.write(`${version()}\n`)
+    return 0
   }
   if (cmd === 'run') return runCommand(rest)
   if (cmd === 'probe') {

@@ -72,16 +72,21 @@ export class GuestFaultError extends KvmboxError {
   readonly vector: number
   /** Mnemonic and name of the vector, e.g. "#PF page fault". */
   readonly vectorName: string
+  /** The signal Linux would send for this fault ('SIGSEGV', 'SIGFPE', 'SIGILL', 'SIGTRAP', 'SIGBUS'), and its number. */
+  readonly signal: string
+  readonly signalNumber: number
   /** Guest address of the faulting instruction. */
   readonly rip: bigint
   /** Faulting address (CR2) for page faults, 0n otherwise. */
   readonly address: bigint
   /** Error code pushed by the CPU, where the vector has one. */
   readonly errorCode?: bigint
-  constructor(message: string, vector: number, vectorName: string, rip: bigint, address: bigint, errorCode?: bigint) {
+  constructor(message: string, vector: number, vectorName: string, rip: bigint, address: bigint, errorCode?: bigint, signalNumber = 11) {
     super('GUEST_FAULT', message)
     this.vector = vector
     this.vectorName = vectorName
+    this.signalNumber = signalNumber
+    this.signal = signalName(signalNumber)
     this.rip = rip
     this.address = address
     this.errorCode = errorCode
@@ -189,7 +194,7 @@ const FROM_RECORD: Record<ErrorCode, (r: NativeErrorRecord) => KvmboxError> = {
   KVM_UNAVAILABLE: (r) => new KvmUnavailableError(r.message),
   ELF_ERROR: (r) => new ElfError(r.message),
   FILE_ERROR: (r) => new FileError(r.message, r.errno ?? 0, r.path ?? ''),
-  GUEST_FAULT: (r) => new GuestFaultError(r.message, r.vector ?? -1, r.vectorName ?? '', r.rip ?? 0n, r.address ?? 0n, r.errorCode),
+  GUEST_FAULT: (r) => new GuestFaultError(r.message, r.vector ?? -1, r.vectorName ?? '', r.rip ?? 0n, r.address ?? 0n, r.errorCode, r.signal),
   TIMEOUT: (r) => new TimeoutError(r.message, r.timeoutMs ?? 0),
   INTERRUPTED: (r) => new InterruptedError(r.message),
   OUT_OF_MEMORY: (r) => new OutOfMemoryError(r.message),

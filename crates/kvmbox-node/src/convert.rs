@@ -80,6 +80,7 @@ pub(crate) fn error_record(e: &CoreError) -> NativeError {
             rec.rip = Some(BigInt::from(f.rip));
             rec.address = Some(BigInt::from(f.address));
             rec.error_code = f.error_code.map(BigInt::from);
+            rec.signal = Some(f.signal());
         }
         CoreError::Timeout(ms) => rec.timeout_ms = Some(*ms as f64),
         CoreError::File(f) => {

@@ -315,12 +315,7 @@ impl Session<'_> {
 
 fn signal_for_fault(e: &Error) -> Signal {
     match e {
-        Error::GuestFault(f) => match f.vector {
-            0 | 16 | 19 => Signal::SIGFPE,
-            6 => Signal::SIGILL,
-            17 => Signal::SIGBUS,
-            _ => Signal::SIGSEGV,
-        },
+        Error::GuestFault(f) => Signal(f.signal() as u8),
         Error::Timeout(_) => Signal::SIGALRM,
         _ => Signal::SIGKILL,
     }

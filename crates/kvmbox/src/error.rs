@@ -21,6 +21,19 @@ impl GuestFault {
     pub fn name(&self) -> &'static str {
         exception_name(self.vector)
     }
+
+    /// The signal Linux sends a process for this exception (SIGSEGV for #PF and #GP, SIGFPE for
+    /// #DE and the floating-point ones, SIGILL for #UD, SIGTRAP for #DB and #BP, SIGBUS for
+    /// #AC): what a shell reports (128 + it) and what the debugger shows. The one table for it.
+    pub fn signal(&self) -> i32 {
+        match self.vector {
+            0 | 16 | 19 => libc::SIGFPE,
+            6 => libc::SIGILL,
+            1 | 3 => libc::SIGTRAP,
+            17 => libc::SIGBUS,
+            _ => libc::SIGSEGV,
+        }
+    }
 }
 
 /// The mnemonic of an x86 exception vector.
@@ -70,7 +83,10 @@ impl FileError {
 
 impl std::fmt::Display for FileError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "cannot {} {}: {}", self.op, self.path.display(), std::io::Error::from_raw_os_error(self.errno))
+        let reason = std::io::Error::from_raw_os_error(self.errno).to_string();
+        // "No such file or directory (os error 2)" → without the number (errno has it).
+        let reason = reason.split(" (os error").next().unwrap_or(&reason);
+        write!(f, "cannot {} {}: {reason}", self.op, self.path.display())
     }
 }
 
