@@ -313,16 +313,17 @@ test.serial('a host without usable KVM: KvmUnavailableError and CLI exit 125, na
   t.regex(cli.stderr, /^kvmbox: .*KVM is unavailable.*\/nonexistent\/kvm/m)
 })
 
-const NEEDS_LOADER = ' (src/native.ts must import ./load-native before ../native)'
+const NEEDS_LOADER = ' (src/native.ts must load ../native through ./load-native)'
 
 test.serial('a missing or broken prebuilt binary: the error names the platform and the package', (t) => {
   const pkgDir = path.join(project, 'node_modules', PLATFORM_PKG)
   const aside = path.join(work, `${PLATFORM_PKG}.aside`)
+  // Importing kvmbox works either way; probe() reports what is missing, and creating a
+  // machine throws the same message.
   const loadMessage = (file) => {
-    const src =
-      file.endsWith('.mjs')
-        ? `try { await import('kvmbox'); console.log('loaded') } catch (e) { console.log(e.message) }`
-        : `try { require('kvmbox'); console.log('loaded') } catch (e) { console.log(e.message) }`
+    const report = `const p = k.probe(); let used = 'ok'; try { k.Machine.fromFile('/bin/true') } catch (e) { used = e.message }
+      console.log(p.available ? 'loaded' : p.error === used ? p.error : 'probe and use disagree: ' + p.error + ' / ' + used)`
+    const src = file.endsWith('.mjs') ? `const k = (await import('kvmbox')).default; ${report}` : `const k = require('kvmbox'); ${report}`
     const r = node(file, src)
     t.is(r.status, 0, show(r))
     return r.stdout.trim()
@@ -336,7 +337,7 @@ test.serial('a missing or broken prebuilt binary: the error names the platform a
     }
     const cli = sh('npx', ['kvmbox', 'probe'])
     t.not(cli.status, 0)
-    t.regex(cli.stderr, new RegExp(`package ${PLATFORM_PKG} .*is not installed`), `npx kvmbox probe${NEEDS_LOADER}`)
+    t.regex(JSON.parse(cli.stdout).error, new RegExp(`package ${PLATFORM_PKG} .*is not installed`), `npx kvmbox probe${NEEDS_LOADER}`)
 
     // Installed, but the binary does not load: the error says so and gives the loader's reason.
     fs.mkdirSync(pkgDir)
@@ -356,7 +357,7 @@ test.serial('a platform without a prebuilt binary: the error names the platform'
     path.join(project, 'as-darwin-arm64.cjs'),
     `Object.defineProperty(process, 'platform', { value: 'darwin' }); Object.defineProperty(process, 'arch', { value: 'arm64' })\n`,
   )
-  const r = node('unsupported.cjs', `try { require('kvmbox'); console.log('loaded') } catch (e) { console.log(e.message) }`, {
+  const r = node('unsupported.cjs', `const p = require('kvmbox').probe(); console.log(p.available ? 'loaded' : p.error)`, {
     nodeArgs: ['--require', './as-darwin-arm64.cjs'],
   })
   t.is(r.status, 0, show(r))

@@ -1,8 +1,8 @@
-// Loads the napi-rs binding (native/index.js) up front, so that a missing or unloadable prebuilt
-// binary fails with an error naming what is missing — the platform, and the package that should
-// have provided the binary — instead of the generated loader's generic "Cannot find native
-// binding". Imported for its side effect by ./native before it requires ../native (the module
-// is then cached, so the binding loads once).
+// Loads the napi-rs binding (native/index.js) so that a missing or unloadable prebuilt binary
+// gives an error naming what is missing — the platform, and the package that should have
+// provided the binary — instead of the generated loader's generic "Cannot find native binding".
+// Importing kvmbox never throws for it: probe() reports it (available: false, error), and
+// anything that needs the binary throws it.
 import fs = require('fs')
 import path = require('path')
 
@@ -88,8 +88,23 @@ function loadError(e: unknown): Error {
   return error
 }
 
-try {
-  require('../native')
-} catch (e) {
-  throw loadError(e)
+/** Why the binding could not be loaded, if it could not. */
+export let loadFailure: Error | undefined
+
+/**
+ * The binding, or — when it cannot be loaded — a stand-in whose every member throws the
+ * descriptive error (so `import 'kvmbox'` works and `probe()` can report it).
+ */
+export function loadNative<T extends object>(): T {
+  try {
+    return require('../native') as T
+  } catch (e) {
+    loadFailure = loadError(e)
+    const failure = loadFailure
+    return new Proxy({} as T, {
+      get() {
+        throw failure
+      },
+    })
+  }
 }

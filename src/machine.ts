@@ -1,6 +1,8 @@
 import * as path from 'node:path'
 
 import native = require('./native')
+import type * as N from '../native'
+import { loadFailure } from './load-native'
 import { HostCallError, InterruptedError, InvalidArgumentError, InvalidStateError, KvmboxError, fromRecord, signalName, translateNativeError } from './errors'
 import type { NativeErrorRecord } from './errors'
 import { checkBytes, checkInteger, checkKeys, checkPath, checkSignal, checkString, checkTimeout, show } from './validate'
@@ -134,9 +136,9 @@ export const HOSTCALL_LAST = 0xfffff
 
 /** Checked access to guest memory (where the guest itself may read/write). */
 export class GuestMemory {
-  readonly #native: native.NativeMemory
+  readonly #native: N.NativeMemory
   readonly #vm: Machine
-  constructor(n: native.NativeMemory, vm: Machine) {
+  constructor(n: N.NativeMemory, vm: Machine) {
     this.#native = n
     this.#vm = vm
   }
@@ -245,6 +247,7 @@ export interface ProbeResult {
 }
 
 export function probe(): ProbeResult {
+  if (loadFailure) return { available: false, backend: 'unknown', error: loadFailure.message }
   return native.probe() as ProbeResult
 }
 
@@ -255,7 +258,7 @@ const CALL_OPTIONS = ['timeout', 'signal'] as const
 export const LOAD_OPTIONS = ['allowRead', 'stdout', 'stderr', 'timeout', 'trace', 'outputLimit', 'seccomp'] as const
 
 
-function toNativeOptions(opts: MachineOptions, defaultArgv0: string, allowed: readonly string[] = MACHINE_OPTIONS): native.NativeOptions {
+function toNativeOptions(opts: MachineOptions, defaultArgv0: string, allowed: readonly string[] = MACHINE_OPTIONS): N.NativeOptions {
   checkKeys(opts, allowed, 'machine')
   opts ??= {}
   if (opts.env !== undefined && (typeof opts.env !== 'object' || opts.env === null)) throw new InvalidArgumentError('env must be an object or an array of KEY=value strings')
@@ -317,7 +320,7 @@ function toNativeOptions(opts: MachineOptions, defaultArgv0: string, allowed: re
  * ```
  */
 export class Machine {
-  readonly #native: native.NativeMachine
+  readonly #native: N.NativeMachine
   readonly #handlers = new Map<number, HostCallHandler>()
   /** Shared with the native dispatcher: slots 0–5 the arguments, 6 the result. */
   readonly #regs = new BigUint64Array(8)
@@ -333,7 +336,7 @@ export class Machine {
   /** The output callbacks this machine was created with (forks of its snapshots reuse them). */
   readonly #outputs: Pick<MachineOptions, 'stdout' | 'stderr'>
 
-  private constructor(n: native.NativeMachine, opts: Pick<MachineOptions, 'stdout' | 'stderr'>, handlers?: Map<number, HostCallHandler>) {
+  private constructor(n: N.NativeMachine, opts: Pick<MachineOptions, 'stdout' | 'stderr'>, handlers?: Map<number, HostCallHandler>) {
     this.#native = n
     this.#memory = new GuestMemory(n.memory(), this)
     this.#outputs = { stdout: opts.stdout, stderr: opts.stderr }
@@ -399,7 +402,7 @@ export class Machine {
   }
 
   /** @internal */
-  static _fromNative(n: native.NativeMachine, outputs: Pick<MachineOptions, 'stdout' | 'stderr'>, handlers: Map<number, HostCallHandler>): Machine {
+  static _fromNative(n: N.NativeMachine, outputs: Pick<MachineOptions, 'stdout' | 'stderr'>, handlers: Map<number, HostCallHandler>): Machine {
     return new Machine(n, outputs, handlers)
   }
 
@@ -484,7 +487,7 @@ export class Machine {
     return this.#callAsync(target, args, true) as Promise<bigint>
   }
 
-  #runResult(r: native.NativeRunResult): RunResult {
+  #runResult(r: N.NativeRunResult): RunResult {
     if (r.status === 'error' && r.error) throw this.#failure(r.error, r.stdout, r.stderr)
     const base = { stdout: r.stdout, stderr: r.stderr, stdoutTruncated: r.stdoutTruncated, stderrTruncated: r.stderrTruncated }
     if (r.status === 'paused') return { status: 'paused', ...base }
@@ -880,12 +883,12 @@ class Context implements HostCallContext {
  */
 export class Snapshot {
   /** @internal */
-  readonly _native: native.NativeSnapshot
+  readonly _native: N.NativeSnapshot
   readonly #outputs: Pick<MachineOptions, 'stdout' | 'stderr'>
   readonly #handlers: Map<number, HostCallHandler>
 
   /** @internal */
-  constructor(n: native.NativeSnapshot, outputs: Pick<MachineOptions, 'stdout' | 'stderr'>, handlers: Map<number, HostCallHandler>) {
+  constructor(n: N.NativeSnapshot, outputs: Pick<MachineOptions, 'stdout' | 'stderr'>, handlers: Map<number, HostCallHandler>) {
     this._native = n
     this.#outputs = outputs
     this.#handlers = handlers

@@ -1,6 +1,8 @@
 // Typed handle on the napi-rs generated loader (native/index.js + native/index.d.ts,
-// produced by `npm run build:native`). `../native` resolves from both src/ and dist/.
-import './load-native'; // a missing/unloadable prebuilt binary: an error naming the platform and package
-import native = require('../native');
+// produced by `npm run build:native`). `../native` resolves from both src/ and dist/. A missing
+// or unloadable prebuilt binary does not make this import throw (see ./load-native).
+import type NativeModule = require('../native')
+import { loadNative } from './load-native'
 
-export = native;
+const native = loadNative<typeof NativeModule>()
+export = native
