@@ -105,6 +105,10 @@ fn filter() -> Result<BpfProgram> {
         libc::SYS_fstatfs,
         libc::SYS_fcntl,
         libc::SYS_getdents64,
+        // Waiting for an inherited stdin or a slow stdout reader in slices, so a blocked read or
+        // write never outlasts the timeout (syscalls/files.rs wait_ready).
+        libc::SYS_poll,
+        libc::SYS_ppoll,
         // Its flags live in memory the filter cannot see; the Landlock ruleset denies writes.
         libc::SYS_openat2,
         // Memory without new executable mappings (mmap/mprotect below).

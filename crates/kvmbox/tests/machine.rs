@@ -593,6 +593,118 @@ fn interrupt_handle_stops_the_guest_from_another_thread() {
     assert_eq!(call(&mut f, "add", &mut [kvmbox::CallArg::Int(1), kvmbox::CallArg::Int(1)]).unwrap(), 2);
 }
 
+/// Syscalls a hostile guest makes to have the host work or allocate in proportion to a size
+/// it chooses (docs/syscall-review.md, findings F1, F3, F4, F6), issued directly on a paused
+/// guest through the emulation (deadline: 2 ms): each ends bounded.
+mod hostile_syscalls {
+    use super::*;
+
+    const READV: u64 = 19;
+    const MMAP: u64 = 9;
+    const MREMAP: u64 = 25;
+    const OPENAT: u64 = 257;
+    const PROT_RW: u64 = 3;
+    const MAP_PRIVATE_ANON: u64 = 0x22;
+    const MAP_FIXED: u64 = 0x10;
+    const MAX_RW_COUNT: u64 = 0x7fff_f000;
+
+    fn paused_with(memory: u64, allow_read: Vec<String>) -> Machine {
+        require_kvm();
+        let o = MachineOptions { memory, allow_read, ..opts(&["calls"]) };
+        let mut vm = Machine::from_file(guest("calls"), o).unwrap();
+        assert_eq!(vm.run().unwrap(), RunOutcome::Paused);
+        vm
+    }
+
+    /// A sparse file of `size` bytes in a fresh directory; returns (dir, path).
+    fn sparse(size: u64) -> (String, String) {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("sparse-{size}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("big");
+        std::fs::File::create(&file).unwrap().set_len(size).unwrap();
+        (dir.to_string_lossy().into_owned(), file.to_string_lossy().into_owned())
+    }
+
+    /// Open `path` in the guest (the path is written below its stack pointer).
+    fn open(vm: &mut Machine, path: &str) -> u64 {
+        let at = vm.stack_pointer() - 8192;
+        vm.memory().write(at, format!("{path}\0").as_bytes()).unwrap();
+        let fd = vm.emulate_syscall(OPENAT, [(-100i64) as u64, at, 0, 0, 0, 0]).unwrap().unwrap();
+        assert!((fd as i64) >= 0, "open {path}: {}", fd as i64);
+        fd
+    }
+
+    fn anon(vm: &mut Machine, len: u64) -> u64 {
+        let a = vm.emulate_syscall(MMAP, [0, len, PROT_RW, MAP_PRIVATE_ANON, u64::MAX, 0]).unwrap().unwrap();
+        assert!((a as i64) > 0, "mmap {len}: {}", a as i64);
+        a
+    }
+
+    #[test]
+    fn readv_of_a_huge_file_into_one_buffer_is_capped_and_stops_at_the_deadline() {
+        let (dir, file) = sparse(64 << 30);
+        let mut vm = paused_with(128 << 20, vec![dir]);
+        let fd = open(&mut vm, &file);
+        let buf = anon(&mut vm, 16 << 20);
+        let iov = vm.stack_pointer() - (64 << 10);
+        let entries: Vec<u8> = (0..1024).flat_map(|_| [buf.to_le_bytes(), (16u64 << 20).to_le_bytes()].concat()).collect();
+        vm.memory().write(iov, &entries).unwrap();
+        match vm.emulate_syscall(READV, [fd, iov, 1024, 0, 0, 0]) {
+            Err(Error::Timeout(_)) => {}
+            Ok(Some(n)) => assert!(n <= MAX_RW_COUNT, "readv moved {n} bytes in one call"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_large_file_mapping_and_a_large_move_stop_at_the_deadline() {
+        let (dir, file) = sparse(96 << 20);
+        let mut vm = paused_with(256 << 20, vec![dir]);
+        let fd = open(&mut vm, &file);
+        let r = vm.emulate_syscall(MMAP, [0, 96 << 20, 1, 2, fd, 0]);
+        assert!(matches!(r, Err(Error::Timeout(_))), "a 96 MiB file mapping in steps past a 2 ms deadline: {r:?}");
+        let mut vm = paused_with(512 << 20, vec![]);
+        let a = anon(&mut vm, 160 << 20);
+        anon(&mut vm, 4096); // just below it: no room to grow in place
+        let r = vm.emulate_syscall(MREMAP, [a, 160 << 20, 170 << 20, 1, 0, 0]);
+        assert!(matches!(r, Err(Error::Timeout(_))), "a 160 MiB move in 64 MiB steps past a 2 ms deadline: {r:?}");
+    }
+
+    #[test]
+    fn mappings_are_capped_like_max_map_count() {
+        let mut vm = paused_with(512 << 20, vec![]);
+        let base = anon(&mut vm, 300 << 20) & !0xfff;
+        let mut made = 1u64;
+        let mut refused = None;
+        for i in 0..70_000u64 {
+            // Every other page of the big mapping becomes a mapping of its own.
+            let at = base + 2 * i * 4096;
+            let r = vm.emulate_syscall(MMAP, [at, 4096, PROT_RW, MAP_PRIVATE_ANON | MAP_FIXED, u64::MAX, 0]).unwrap().unwrap();
+            if r as i64 == -(libc::ENOMEM as i64) {
+                refused = Some(made);
+                break;
+            }
+            assert_eq!(r, at);
+            made += 2; // the page, and the rest of the big mapping split off above it
+        }
+        let made = refused.expect("ENOMEM before 70000 mappings");
+        // (made counts this test's mappings; the guest had a few of its own before.)
+        assert!((65_000..=65_532).contains(&made), "refused at {made} mappings");
+    }
+
+    #[test]
+    fn a_huge_file_offset_is_refused_before_anything_is_replaced() {
+        let (dir, file) = sparse(4096);
+        let mut vm = paused_with(128 << 20, vec![dir]);
+        let fd = open(&mut vm, &file);
+        let a = anon(&mut vm, 4096);
+        vm.memory().write(a, b"kept").unwrap();
+        let r = vm.emulate_syscall(MMAP, [a, 4096, 1, 2 | MAP_FIXED, fd, 1 << 63]).unwrap().unwrap();
+        assert_eq!(r as i64, -(libc::EOVERFLOW as i64));
+        assert_eq!(vm.memory().read(a, 4).unwrap(), b"kept", "the mapping it would have replaced is intact");
+    }
+}
+
 mod debugging {
     //! The gdb stub driven by a minimal client of the remote serial protocol (no gdb needed, so
     //! this also runs inside the SVM rig).

@@ -8,6 +8,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::interrupt::Deadline;
+
 use crate::layout::{page_up, PAGE_SIZE};
 use crate::memory::GuestMemory;
 
@@ -44,6 +46,11 @@ pub struct Mappings {
     /// start → end of every live mapping (page-aligned, disjoint).
     maps: BTreeMap<u64, u64>,
 }
+
+/// Most mappings a process may have, as Linux's default `vm.max_map_count`: operations that
+/// would go beyond it fail with ENOMEM, so the table — and every walk over it — stays bounded
+/// whatever the guest does.
+pub const MAX_MAPPINGS: usize = 65530;
 
 fn is_aligned(x: u64) -> bool {
     x.is_multiple_of(PAGE_SIZE)
@@ -111,12 +118,26 @@ impl Mappings {
         self.maps.insert(start, end);
     }
 
+    /// ENOMEM unless `more` mappings fit under [`MAX_MAPPINGS`].
+    fn room_for(&self, more: usize) -> Result<(), i32> {
+        if self.maps.len().saturating_add(more) > MAX_MAPPINGS {
+            return Err(errno::ENOMEM);
+        }
+        Ok(())
+    }
+
+    /// The mappings that overlap `[start, end)`: the one that starts before `start` and reaches
+    /// into it, then those starting inside (a lookup and a walk over the hits only).
+    fn overlapping(&self, start: u64, end: u64) -> Vec<(u64, u64)> {
+        let before = self.maps.range(..start).next_back().filter(|(_, &e)| e > start);
+        before.into_iter().chain(self.maps.range(start..end)).map(|(&s, &e)| (s, e)).collect()
+    }
+
     /// Remove `[start, end)` from the mapping set, splitting mappings as needed.
     /// Returns the sub-ranges that were actually mapped (to be discarded).
     fn remove(&mut self, start: u64, end: u64) -> Vec<(u64, u64)> {
         let mut removed = Vec::new();
-        let hits: Vec<(u64, u64)> = self.maps.range(..end).filter(|(_, &e)| e > start).map(|(&s, &e)| (s, e)).collect();
-        for (s, e) in hits {
+        for (s, e) in self.overlapping(start, end) {
             self.maps.remove(&s);
             if s < start {
                 self.maps.insert(s, start);
@@ -190,17 +211,20 @@ impl Mappings {
             if flags & MAP_FIXED_NOREPLACE != 0 && flags & MAP_FIXED == 0 && self.overlaps(addr, end) {
                 return Err(errno::EEXIST);
             }
+            // Unmapping inside one mapping splits it, then the new mapping: at most two more.
+            self.room_for(2)?;
             for (s, e) in self.remove(addr, end) {
                 mem.discard(s, e);
             }
             // Memory inside the brk area that is mapped over must read as zero too.
-            let brk_end = page_up(self.brk).unwrap();
+            let brk_end = page_up(self.brk).unwrap_or(self.ceiling);
             if addr < brk_end && end > self.brk_start {
                 mem.discard(addr.max(self.brk_start), end.min(brk_end));
             }
             self.insert(addr, end);
             return Ok(addr);
         }
+        self.room_for(1)?;
         if addr != 0 && is_aligned(addr) {
             if let Some(end) = addr.checked_add(len) {
                 if self.in_area(addr, end) && !self.overlaps(addr, end) {
@@ -219,13 +243,28 @@ impl Mappings {
             return Err(errno::EINVAL);
         }
         let end = page_up(len).and_then(|l| addr.checked_add(l)).ok_or(errno::EINVAL)?;
+        self.room_for(1)?; // unmapping the middle of a mapping splits it
         for (s, e) in self.remove(addr, end) {
             mem.discard(s, e);
         }
         Ok(0)
     }
 
-    pub fn mremap(&mut self, mem: &GuestMemory, old: u64, old_len: u64, new_len: u64, flags: u64, new_addr: u64) -> Result<u64, i32> {
+    /// mremap. A move copies in bounded chunks and stops at the run's deadline; it then fails
+    /// with EINTR, which the dispatcher turns into that timeout or interrupt (the guest never
+    /// sees it).
+    #[allow(clippy::too_many_arguments)]
+    pub fn mremap(
+        &mut self,
+        mem: &GuestMemory,
+        deadline: &Deadline,
+        old: u64,
+        old_len: u64,
+        new_len: u64,
+        flags: u64,
+        new_addr: u64,
+    ) -> Result<u64, i32> {
+        self.room_for(2)?;
         if !is_aligned(old) || flags & !(MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP) != 0 || flags & MREMAP_DONTUNMAP != 0 {
             return Err(errno::EINVAL);
         }
@@ -251,7 +290,7 @@ impl Mappings {
             for (s, e) in self.remove(new_addr, new_end) {
                 mem.discard(s, e);
             }
-            return self.move_mapping(mem, old, old_len, new_addr, new_len);
+            return self.move_mapping(mem, deadline, old, old_len, new_addr, new_len);
         }
         if new_len <= old_len {
             // new_len <= old_len, and old + old_len did not overflow.
@@ -263,18 +302,30 @@ impl Mappings {
         let grow_end = old.checked_add(new_len).ok_or(errno::ENOMEM)?;
         if self.in_area(old_end, grow_end) && !self.overlaps(old_end, grow_end) {
             self.insert(old_end, grow_end);
-            self.coalesce();
+            self.merge_around(old_end);
             return Ok(old);
         }
         if flags & MREMAP_MAYMOVE == 0 {
             return Err(errno::ENOMEM);
         }
         let target = self.find_free(new_len).ok_or(errno::ENOMEM)?;
-        self.move_mapping(mem, old, old_len, target, new_len)
+        self.move_mapping(mem, deadline, old, old_len, target, new_len)
     }
 
-    fn move_mapping(&mut self, mem: &GuestMemory, old: u64, old_len: u64, to: u64, new_len: u64) -> Result<u64, i32> {
-        mem.copy_within(old, to, old_len.min(new_len)).map_err(|_| errno::EFAULT)?;
+    fn move_mapping(&mut self, mem: &GuestMemory, deadline: &Deadline, old: u64, old_len: u64, to: u64, new_len: u64) -> Result<u64, i32> {
+        // Bounded steps, so a move of gigabytes cannot outrun the timeout or an interrupt.
+        const STEP: u64 = 64 << 20;
+        let total = old_len.min(new_len);
+        let mut done = 0u64;
+        while done < total {
+            if done > 0 && deadline.check().is_err() {
+                return Err(errno::EINTR);
+            }
+            let n = total.saturating_sub(done).min(STEP);
+            let (from, into) = old.checked_add(done).zip(to.checked_add(done)).ok_or(errno::EFAULT)?;
+            mem.copy_within(from, into, n).map_err(|_| errno::EFAULT)?;
+            done = done.saturating_add(n);
+        }
         let (old_end, to_end) = old.checked_add(old_len).zip(to.checked_add(new_len)).ok_or(errno::EFAULT)?;
         for (s, e) in self.remove(old, old_end) {
             mem.discard(s, e);
@@ -283,18 +334,16 @@ impl Mappings {
         Ok(to)
     }
 
-    fn coalesce(&mut self) {
-        let mut merged: BTreeMap<u64, u64> = BTreeMap::new();
-        for (&s, &e) in &self.maps {
-            if let Some((_, last_end)) = merged.iter_mut().next_back() {
-                if *last_end == s {
-                    *last_end = e;
-                    continue;
-                }
+    /// Join the mapping that starts at `at` with the one that ends there, if any (a mapping
+    /// grown in place stays one entry; only the neighbours are touched, not the whole table).
+    fn merge_around(&mut self, at: u64) {
+        let Some(end) = self.maps.get(&at).copied() else { return };
+        if let Some((&s, &e)) = self.maps.range(..at).next_back() {
+            if e == at {
+                self.maps.remove(&at);
+                self.maps.insert(s, end);
             }
-            merged.insert(s, e);
         }
-        self.maps = merged;
     }
 
     pub fn mprotect(&self, addr: u64, len: u64, prot: u64) -> Result<u64, i32> {
@@ -314,10 +363,8 @@ impl Mappings {
         if matches!(advice, MADV_DONTNEED | MADV_FREE | MADV_REMOVE) {
             // Anonymous private memory reads as zero after MADV_DONTNEED; discard only what is
             // mapped (never the ELF image or the stack).
-            let ranges: Vec<(u64, u64)> =
-                self.maps.range(..end).filter(|(_, &e)| e > addr).map(|(&s, &e)| (s.max(addr), e.min(end))).collect();
-            for (s, e) in ranges {
-                mem.discard(s, e);
+            for (s, e) in self.overlapping(addr, end) {
+                mem.discard(s.max(addr), e.min(end));
             }
         }
         Ok(0)
@@ -327,6 +374,10 @@ impl Mappings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn deadline() -> Deadline {
+        Deadline::after(None, crate::interrupt::InterruptHandle::default())
+    }
 
     #[test]
     fn mmap_munmap_and_brk_share_the_area() {
@@ -356,8 +407,8 @@ mod tests {
         let a = m.mmap(&mem, 0, 0x1000, 3, MAP_PRIVATE | MAP_ANONYMOUS).unwrap();
         let _b = m.mmap(&mem, 0, 0x1000, 3, MAP_PRIVATE | MAP_ANONYMOUS).unwrap();
         mem.write(a, b"data").unwrap();
-        assert_eq!(m.mremap(&mem, a, 0x1000, 0x3000, 0, 0), Err(errno::ENOMEM));
-        let moved = m.mremap(&mem, a, 0x1000, 0x3000, MREMAP_MAYMOVE, 0).unwrap();
+        assert_eq!(m.mremap(&mem, &deadline(), a, 0x1000, 0x3000, 0, 0), Err(errno::ENOMEM));
+        let moved = m.mremap(&mem, &deadline(), a, 0x1000, 0x3000, MREMAP_MAYMOVE, 0).unwrap();
         assert_ne!(moved, a);
         let mut buf = [0u8; 4];
         mem.read(moved, &mut buf).unwrap();

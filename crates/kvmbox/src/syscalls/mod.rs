@@ -33,7 +33,7 @@ use mm::Mappings;
 pub mod errno {
     pub use libc::{
         EACCES, EAGAIN, EBADF, EBUSY, EEXIST, EFAULT, EINTR, EINVAL, EIO, EISDIR, ELOOP, EMFILE, ENAMETOOLONG, ENOENT, ENOMEM, ENOSYS,
-        ENOTDIR, ENOTTY, EPERM, ERANGE, EROFS, ESPIPE, ESRCH, ETIMEDOUT,
+        ENOTDIR, ENOTTY, EOVERFLOW, EPERM, ERANGE, EROFS, ESPIPE, ESRCH, ETIMEDOUT,
     };
 }
 
@@ -180,16 +180,22 @@ impl SyscallEnv<'_> {
     }
 }
 
-/// Fill `buf` from the host's random source.
-pub fn host_random(buf: &mut [u8]) {
+/// Fill `buf` from the host's random source. Returns how many bytes were filled (all of them,
+/// unless a signal interrupted it: then what was filled, as Linux's getrandom does) or the
+/// errno — never a retry loop that an outer sandbox denying getrandom would make endless.
+pub fn host_random(buf: &mut [u8]) -> std::result::Result<usize, i32> {
     let mut done = 0;
     while done < buf.len() {
         // SAFETY: getrandom into a valid, owned buffer.
         let n = unsafe { libc::getrandom(buf[done..].as_mut_ptr().cast(), buf.len().saturating_sub(done), 0) };
         if n > 0 {
             done = done.saturating_add(n.unsigned_abs());
+            continue;
         }
+        let e = std::io::Error::last_os_error().raw_os_error().unwrap_or(errno::EIO);
+        return if done > 0 { Ok(done) } else { Err(e) };
     }
+    Ok(done)
 }
 
 pub(crate) fn err(e: i32) -> u64 {
@@ -369,7 +375,7 @@ impl Linux {
             5 => ret(self.fstat(env, a[0], a[1])),
             7 => ret(self.poll(env, a[0], a[1])),
             8 => ret(self.lseek(a[0], a[1], a[2])),
-            9 => ret(self.mmap(env, a)),
+            9 => self.mmap(env, a)?,
             10 => ret(self.mm.mprotect(a[0], a[1], a[2])),
             11 => ret(self.mm.munmap(env.mem, a[0], a[1])),
             12 => self.mm.brk(env.mem, a[0]),
@@ -382,7 +388,11 @@ impl Linux {
             20 => return self.writev(env, host, a[0], a[1], a[2]),
             21 => ret(self.access(env, AT_FDCWD as u64, a[0], a[1])),
             24 => 0,
-            25 => ret(self.mm.mremap(env.mem, a[0], a[1], a[2], a[3], a[4])),
+            25 => match self.mm.mremap(env.mem, env.deadline, a[0], a[1], a[2], a[3], a[4]) {
+                // The move stopped at the deadline: the run ends with that (see Mappings::mremap).
+                Err(errno::EINTR) => return env.deadline.check().map(|()| Flow::Return(err(errno::EINTR))),
+                r => ret(r),
+            },
             28 => ret(self.mm.madvise(env.mem, a[0], a[1], a[2])),
             32 => ret(self.fds.duplicate(a[0]).and_then(|k| self.fds.insert(k, 0))),
             33 => ret(self.dup2(a[0], a[1])),
@@ -550,15 +560,33 @@ impl Linux {
             Some(FdKind::File { is_dir: true, .. }) => err(errno::EISDIR),
             Some(FdKind::File { host, .. }) => {
                 let fd = host.as_raw_fd();
-                // SAFETY: host read/pread into the checked guest range.
-                let n = unsafe {
-                    match offset {
-                        Some(off) if (off as i64) < 0 => return Ok(err(errno::EINVAL)),
-                        Some(off) => libc::pread(fd, ptr.cast(), len as usize, off as i64),
-                        None => libc::read(fd, ptr.cast(), len as usize),
+                if offset.is_some_and(|off| (off as i64) < 0) {
+                    return Ok(err(errno::EINVAL));
+                }
+                // A regular file read is not interrupted by signals: read in 16 MiB steps with
+                // the deadline checked in between, so gigabytes cannot outrun the timeout.
+                const STEP: u64 = 16 << 20;
+                let mut done = 0u64;
+                loop {
+                    let step = len.saturating_sub(done).min(STEP) as usize;
+                    // SAFETY: host read/pread into the checked guest range `[ptr, ptr+len)`;
+                    // done + step <= len.
+                    let n = unsafe {
+                        let at = ptr.add(done as usize).cast();
+                        match offset {
+                            Some(off) => libc::pread(fd, at, step, (off as i64).saturating_add(done as i64)),
+                            None => libc::read(fd, at, step),
+                        }
+                    };
+                    if n < 0 {
+                        break if done > 0 { done } else { ret(host_result(n as i64)) };
                     }
-                };
-                ret(host_result(n as i64))
+                    done = done.saturating_add(n.unsigned_abs() as u64);
+                    if n.unsigned_abs() < step || done >= len {
+                        break done;
+                    }
+                    env.deadline.check()?;
+                }
             }
         })
     }
@@ -568,8 +596,17 @@ impl Linux {
             Ok(v) => v,
             Err(e) => return Ok(err(e)),
         };
+        // Like Linux, one call moves at most MAX_RW_COUNT in all; the deadline is checked
+        // between iovecs (1024 of them may all name the same buffer).
         let mut total = 0u64;
         for (base, len) in vecs {
+            let len = len.min(MAX_RW_COUNT.saturating_sub(total));
+            if len == 0 && total > 0 {
+                break;
+            }
+            if total > 0 {
+                env.deadline.check()?;
+            }
             let n = self.read(env, fd, base, len, None)?;
             if (n as i64) < 0 {
                 return Ok(if total > 0 { total } else { n });
@@ -853,42 +890,59 @@ impl Linux {
 
     // ---- memory ---------------------------------------------------------------------------
 
-    fn mmap(&mut self, env: &SyscallEnv, a: [u64; 6]) -> std::result::Result<u64, i32> {
+    /// mmap. A private file mapping is emulated by copying the file's bytes in, in bounded
+    /// steps that stop at the run's deadline.
+    fn mmap(&mut self, env: &SyscallEnv, a: [u64; 6]) -> Result<u64> {
         let (addr, len, prot, flags, fd, off) = (a[0], a[1], a[2], a[3], a[4] as i32, a[5]);
         const MAP_ANONYMOUS: u64 = 0x20;
         if flags & MAP_ANONYMOUS != 0 {
-            return self.mm.mmap(env.mem, addr, len, prot, flags);
+            return Ok(ret(self.mm.mmap(env.mem, addr, len, prot, flags)));
         }
-        // A private file mapping is emulated by copying the file's bytes in.
         let host = match self.fds.get(fd as u64) {
             Some(FdKind::File { host, is_dir: false, .. }) => host.as_raw_fd(),
-            Some(_) => return Err(errno::EACCES),
-            None => return Err(errno::EBADF),
+            Some(_) => return Ok(err(errno::EACCES)),
+            None => return Ok(err(errno::EBADF)),
         };
+        // The offset is checked before anything is mapped (a MAP_FIXED mapping replaces what was
+        // there): page-aligned, and off + len representable as a file offset.
         if off % 4096 != 0 {
-            return Err(errno::EINVAL);
+            return Ok(err(errno::EINVAL));
         }
+        let Some(file_off) = i64::try_from(off).ok().filter(|o| o.checked_add(i64::try_from(len).unwrap_or(i64::MAX)).is_some()) else {
+            return Ok(err(errno::EOVERFLOW));
+        };
         if flags & 0x3 != 0x2 && prot & 2 != 0 {
-            return Err(errno::EACCES); // shared writable mapping of a read-only file
+            return Ok(err(errno::EACCES)); // shared writable mapping of a read-only file
         }
-        let start = self.mm.mmap(env.mem, addr, len, prot, flags)?;
-        // The file's bytes go in through the recorded path, so a reset restores what was there.
-        let file_off = i64::try_from(off).map_err(|_| errno::EINVAL)?;
-        env.mem
-            .write_with(start, len as usize, |ptr, len| {
-                let mut done = 0usize;
-                while done < len {
-                    // SAFETY: pread into `[ptr, ptr+len)`, which write_with checked is guest memory.
-                    let n =
-                        unsafe { libc::pread(host, ptr.add(done).cast(), len.saturating_sub(done), file_off.saturating_add(done as i64)) };
-                    if n <= 0 {
-                        break;
-                    }
-                    done = done.saturating_add(n.unsigned_abs());
-                }
-                done
-            })
-            .ok_or(errno::ENOMEM)?;
+        let start = match self.mm.mmap(env.mem, addr, len, prot, flags) {
+            Ok(start) => start,
+            Err(e) => return Ok(err(e)),
+        };
+        // The file's bytes go in through the recorded path (so a reset restores what was there),
+        // 16 MiB at a time with the deadline checked in between; the rest of the mapping past
+        // the end of the file reads as zero.
+        const STEP: u64 = 16 << 20;
+        let mut done = 0u64;
+        while done < len {
+            if done > 0 {
+                env.deadline.check()?;
+            }
+            let step = len.saturating_sub(done).min(STEP) as usize;
+            let at = start.saturating_add(done);
+            let pos = file_off.saturating_add(done as i64);
+            let got = env
+                .mem
+                .write_with(at, step, |ptr, step| {
+                    // SAFETY: pread into `[ptr, ptr+step)`, which write_with checked is guest memory.
+                    let n = unsafe { libc::pread(host, ptr.cast(), step, pos) };
+                    n.max(0).unsigned_abs()
+                })
+                .unwrap_or(0);
+            done = done.saturating_add(got as u64);
+            if got < step {
+                break; // end of file (or a read error: the rest stays zero)
+            }
+        }
         Ok(start)
     }
 
@@ -1022,8 +1076,7 @@ impl Linux {
         let len = len.min(32 << 20);
         let ptr = env.user().host_range(buf, len, true)?;
         // SAFETY: ptr covers len checked, writable guest bytes.
-        host_random(unsafe { std::slice::from_raw_parts_mut(ptr, len as usize) });
-        Ok(len)
+        host_random(unsafe { std::slice::from_raw_parts_mut(ptr, len as usize) }).map(|n| n as u64)
     }
 
     fn arch_prctl(&self, env: &SyscallEnv, code: u64, addr: u64) -> std::result::Result<u64, i32> {
