@@ -10,13 +10,14 @@ export type {
   ProbeResult,
   Address,
   CallArg,
+  CallArgsOf,
   CallOptions,
   HostCallContext,
   HostCallHandler,
   HostCallResult,
 } from './machine'
 export { Pool, RemoteMachine } from './pool'
-export type { PoolOptions, PoolMachine } from './pool'
+export type { PoolOptions, PoolMachine, PoolConstructor } from './pool'
 export {
   KvmboxError,
   KvmUnavailableError,

@@ -89,6 +89,13 @@ export type Address = number | bigint
  */
 export type CallArg = number | bigint | boolean | string | Uint8Array | null | undefined
 
+/**
+ * The parameters of `F`, each kept where it is a {@link CallArg} and replaced by CallArg where it
+ * is not — so `vm.fn<(d: Date) => number>` fails its constraint while `(a: number) => number`
+ * meets it.
+ */
+export type CallArgsOf<F> = F extends (...args: infer P) => unknown ? { [K in keyof P]: P[K] extends CallArg ? P[K] : CallArg } : never
+
 export interface CallOptions {
   /** Milliseconds for this call; 0 = none. Default: the machine's `timeout`. */
   timeout?: number
@@ -530,11 +537,28 @@ export class Machine {
     return this.#call(target, args, true) as bigint
   }
 
-  /** A typed function bound to a guest symbol (resolved once). */
-  fn<F extends (...args: any[]) => number>(name: string): F {
+  /**
+   * A typed function bound to a guest symbol (resolved once): `vm.fn<(a: number, b: number) =>
+   * number>('add')`. Its parameters must be {@link CallArg}s.
+   */
+  fn<F extends (...args: CallArgsOf<F>) => number>(name: string): F {
     checkString(name, 'the symbol name')
     const addr = this.#resolve(name)
     return ((...args: unknown[]) => this.#call(addr, args, false)) as unknown as F
+  }
+
+  /** Like {@link Machine.fn}, returning rax as a signed bigint. */
+  fnBigInt<F extends (...args: CallArgsOf<F>) => bigint>(name: string): F {
+    checkString(name, 'the symbol name')
+    const addr = this.#resolve(name)
+    return ((...args: unknown[]) => this.#call(addr, args, true)) as unknown as F
+  }
+
+  /** Like {@link Machine.fn}, calling with callAsync (on the machine's own thread). */
+  fnAsync<F extends (...args: CallArgsOf<F>) => Promise<number>>(name: string): F {
+    checkString(name, 'the symbol name')
+    const addr = this.#resolve(name)
+    return ((...args: unknown[]) => this.#callAsync(addr, args, false)) as unknown as F
   }
 
   /**

@@ -237,7 +237,7 @@ function deserializeError(e: Record<string, unknown>): unknown {
  * wrote are copied back), including after a fault or timeout. Waiters are served in order.
  * With `workers`, forks live in worker threads (one core each) and uses get a RemoteMachine.
  */
-export class Pool<M extends PoolMachine = Machine> {
+class PoolImpl<M extends PoolMachine = Machine> {
   readonly #snapshot: Snapshot
   readonly #resetAfterUse: boolean
   readonly #idle: M[] = []
@@ -398,3 +398,22 @@ export class Pool<M extends PoolMachine = Machine> {
     await Promise.all(exits)
   }
 }
+
+/**
+ * How `new Pool(…)` types the forks it lends: real {@link Machine}s when they live in this
+ * thread, {@link RemoteMachine}s (async calls only) with `workers` — so
+ * `new Pool(snap, { workers: 2 }).with((m) => m.call(…))` does not compile.
+ */
+export interface PoolConstructor {
+  /** Forks in this thread: `pool.with` lends Machines. */
+  new (snapshot: Snapshot, opts?: PoolOptions & { workers?: 0 }): Pool<Machine>
+  /** Forks in worker threads: `pool.with` lends RemoteMachines. */
+  new (snapshot: Snapshot, opts: PoolOptions & { workers: number | 'auto' }): Pool<RemoteMachine>
+  /** Explicitly typed, e.g. `new Pool<PoolMachine>(snap, { workers })` for code that serves either kind. */
+  new <M extends PoolMachine>(snapshot: Snapshot, opts?: PoolOptions): Pool<M>
+  readonly prototype: Pool<PoolMachine>
+}
+
+/** A fixed set of forks of one snapshot, lent one use at a time (see {@link PoolConstructor}). */
+export type Pool<M extends PoolMachine = Machine> = PoolImpl<M>
+export const Pool: PoolConstructor = PoolImpl as unknown as PoolConstructor
