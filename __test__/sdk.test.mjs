@@ -19,6 +19,7 @@ import {
   requireKvm,
   setVmPoolSize,
   Snapshot,
+  tempDir,
   TimeoutError,
 } from './helpers.mjs';
 
@@ -110,4 +111,28 @@ test('a worker Pool nobody closed does not keep the process alive', (t) => {
 
 test("probe() reports the backend as one of its four names", (t) => {
   t.true(['pvm', 'vmx', 'svm', 'unknown'].includes(probe().backend));
+});
+
+test('Snapshot.load({ handlers }) and new Pool(snap, { setup }) give every fork its host-call handlers', async (t) => {
+  const file = path.join(tempDir(), 'calls.kvmsnap');
+  pausedMachine(t, calls).snapshot().save(file);
+  const loaded = Snapshot.load(file, { handlers: { [HOSTCALL_FIRST]: (c) => c.args[0] * 10n } });
+  const f = loaded.fork();
+  t.is(f.call('echo_plus_one', 4), 41, 'the handler from load() answered');
+  f.close();
+  t.throws(() => Snapshot.load(file, { handlers: { [HOSTCALL_LAST + 1]: () => 0 } }), { instanceOf: InvalidArgumentError });
+  t.throws(() => Snapshot.load(file, { handlers: { 65536: 'no' } }), { instanceOf: InvalidArgumentError });
+  let made = 0;
+  const pool = new Pool(Snapshot.load(file), {
+    size: 2,
+    setup(m) {
+      made++;
+      m.onSyscall(HOSTCALL_FIRST, (c) => c.args[0] + 100n);
+    },
+  });
+  t.is(made, 2);
+  t.is(await pool.with((m) => m.callAsync('echo_plus_one', 1)), 102);
+  t.is(await pool.with((m) => m.callAsync('echo_plus_one', 2)), 103, 'handlers stay across resets');
+  pool.close();
+  t.throws(() => new Pool(loaded, { workers: 1, setup() {} }), { instanceOf: InvalidArgumentError, message: /workerSetup/ });
 });

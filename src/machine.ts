@@ -258,11 +258,31 @@ export function probe(): ProbeResult {
   return native.probe() as ProbeResult
 }
 
+/** Options of {@link Snapshot.load}. */
+export type LoadOptions = Pick<MachineOptions, 'allowRead' | 'stdout' | 'stderr' | 'timeout' | 'trace' | 'outputLimit' | 'seccomp'> & {
+  /** Host-call handlers for every fork, by syscall number (they are not part of the file). */
+  handlers?: Record<number, HostCallHandler>
+}
+
+/** A handlers object as a checked table. */
+function handlerTable(handlers: unknown): Map<number, HostCallHandler> {
+  const table = new Map<number, HostCallHandler>()
+  if (handlers === undefined) return table
+  if (typeof handlers !== 'object' || handlers === null || Array.isArray(handlers)) throw new InvalidArgumentError(`handlers must be an object of syscall number → function, got ${show(handlers)}`)
+  for (const [k, h] of Object.entries(handlers)) {
+    const nr = checkInteger(Number(k), `handlers key ${JSON.stringify(k)}`, 0, HOSTCALL_LAST)
+    if (typeof h !== 'function') throw new InvalidArgumentError(`handlers[${k}] must be a function`)
+    table.set(nr, h as HostCallHandler)
+  }
+  return table
+}
+
 const MACHINE_OPTIONS = ['args', 'env', 'memory', 'timeout', 'stdin', 'stdout', 'stderr', 'allowRead', 'trace', 'exePath', 'outputLimit', 'hugepages', 'seccomp'] as const
 const RUN_OPTIONS = ['timeout', 'signal'] as const
 const CALL_OPTIONS = ['timeout', 'signal'] as const
 /** @internal */
 export const LOAD_OPTIONS = ['allowRead', 'stdout', 'stderr', 'timeout', 'trace', 'outputLimit', 'seccomp'] as const
+const LOAD_KEYS = [...LOAD_OPTIONS, 'handlers'] as const
 
 
 function toNativeOptions(opts: MachineOptions, defaultArgv0: string, allowed: readonly string[] = MACHINE_OPTIONS): N.NativeOptions {
@@ -947,13 +967,17 @@ export class Snapshot {
   /**
    * Load a snapshot written by save(). The file is checked completely first (not a snapshot,
    * another format version, truncated or corrupt → InvalidArgumentError). File access,
-   * outputs and timeout come from `opts`, not from the file.
+   * outputs and timeout come from `opts`, not from the file; so do the host-call handlers
+   * (functions are not saved): `handlers: { [nr]: handler }` registers them on every fork.
    */
-  static load(path: string, opts: Pick<MachineOptions, 'allowRead' | 'stdout' | 'stderr' | 'timeout' | 'trace' | 'outputLimit' | 'seccomp'> = {}): Snapshot {
+  static load(path: string, opts: LoadOptions = {}): Snapshot {
     checkPath(path, 'path')
-    const nopts = toNativeOptions(opts, '/guest', LOAD_OPTIONS)
+    checkKeys(opts, LOAD_KEYS, 'load')
+    const { handlers, ...machineOpts } = opts ?? {}
+    const nopts = toNativeOptions(machineOpts, '/guest', LOAD_OPTIONS)
+    const table = handlerTable(handlers)
     const n = wrap(() => native.NativeSnapshot.load(path, nopts))
-    return new Snapshot(n, { stdout: opts.stdout, stderr: opts.stderr }, new Map())
+    return new Snapshot(n, { stdout: machineOpts.stdout, stderr: machineOpts.stderr }, table)
   }
 
   /**

@@ -30,6 +30,11 @@ export interface PoolOptions {
    * functions cannot be sent to another thread.
    */
   workerSetup?: string
+  /**
+   * Without workers: called with every fork when the pool makes it (register host-call
+   * handlers, output callbacks' state, …); what it does stays across the resets after each use.
+   */
+  setup?: (machine: Machine) => void
 }
 
 /** The part of a Machine a pool hands out: what works across threads (asynchronous). */
@@ -251,7 +256,7 @@ class PoolImpl<M extends PoolMachine = Machine> {
 
   constructor(snapshot: Snapshot, opts: PoolOptions = {}) {
     if (!(snapshot instanceof Snapshot)) throw new InvalidArgumentError(`a Pool needs a Snapshot, got ${show(snapshot)}`)
-    checkKeys(opts, ['size', 'resetAfterUse', 'workers', 'workerSetup'], 'pool')
+    checkKeys(opts, ['size', 'resetAfterUse', 'workers', 'workerSetup', 'setup'], 'pool')
     opts ??= {}
     if (opts.resetAfterUse !== undefined && typeof opts.resetAfterUse !== 'boolean') throw new InvalidArgumentError('resetAfterUse must be a boolean')
     if (opts.workerSetup !== undefined && (typeof opts.workerSetup !== 'string' || !path.isAbsolute(opts.workerSetup))) {
@@ -263,11 +268,15 @@ class PoolImpl<M extends PoolMachine = Machine> {
       throw new InvalidArgumentError(`pool size must be an integer from 1 to 4096, got ${show(opts.size)}`)
     }
     const size = Math.max(opts.size ?? 4, workers)
+    if (opts.setup !== undefined && typeof opts.setup !== 'function') throw new InvalidArgumentError('setup must be a function')
+    if (opts.setup !== undefined && workers > 0) throw new InvalidArgumentError('setup runs in this thread; with workers, use workerSetup (a module each worker loads)')
     this.#snapshot = snapshot
     this.#resetAfterUse = opts.resetAfterUse ?? true
     if (workers === 0) {
       for (let i = 0; i < size; i++) {
-        const m = snapshot.fork() as unknown as M
+        const fork = snapshot.fork()
+        opts.setup?.(fork)
+        const m = fork as unknown as M
         this.#all.push(m)
         this.#idle.push(m)
       }
