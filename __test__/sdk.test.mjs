@@ -2,9 +2,11 @@
 // happened, resources released with `using`/close(), worker pools that do not hold the process.
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
 import path from 'node:path';
 
 import {
+  FileError,
   guest,
   GuestExitedError,
   HOSTCALL_FIRST,
@@ -135,4 +137,37 @@ test('Snapshot.load({ handlers }) and new Pool(snap, { setup }) give every fork 
   t.is(await pool.with((m) => m.callAsync('echo_plus_one', 2)), 103, 'handlers stay across resets');
   pool.close();
   t.throws(() => new Pool(loaded, { workers: 1, setup() {} }), { instanceOf: InvalidArgumentError, message: /workerSetup/ });
+});
+
+test('saveAsync/loadAsync keep the event loop running and report progress; errors are typed', async (t) => {
+  const dir = tempDir();
+  const file = path.join(dir, 'big.kvmsnap');
+  const vm = Machine.fromFile(calls, { memory: 256 << 20 });
+  t.teardown(() => vm.close());
+  t.is(vm.run().status, 'paused');
+  // 64 MiB of data in guest memory, so the file is big enough to report progress.
+  const at = vm.call('alloc_sevens', 64 << 20);
+  t.true(at > 0);
+  const snap = vm.snapshot();
+  let ticks = 0;
+  const timer = setInterval(() => ticks++, 1);
+  const saved = [];
+  await snap.saveAsync(file, { onProgress: (done, total) => saved.push([done, total]) });
+  const loaded = [];
+  const back = await Snapshot.loadAsync(file, { onProgress: (done, total) => loaded.push([done, total]), handlers: { [HOSTCALL_FIRST]: () => 5 } });
+  clearInterval(timer);
+  t.true(ticks > 0, 'timers ran while saving and loading');
+  t.true(saved.length >= 3 && loaded.length >= 3, `progress reports: ${saved.length} saving, ${loaded.length} loading`);
+  t.deepEqual(saved.at(-1)[0], saved.at(-1)[1], 'saving ends complete');
+  t.deepEqual(loaded.at(-1), [fs.statSync(file).size, fs.statSync(file).size], 'loading ends at the file size');
+  t.true(saved.every(([d], i) => i === 0 || d >= saved[i - 1][0]), 'progress only grows');
+  const f = back.fork();
+  t.deepEqual(f.memory.read(at + (63 << 20), 4), Buffer.from([7, 7, 7, 7]), 'the data came back');
+  t.is(f.call('echo_plus_one', 0), 6, 'handlers from loadAsync');
+  f.close();
+  const missing = await t.throwsAsync(Snapshot.loadAsync(path.join(dir, 'missing')), { instanceOf: FileError });
+  t.is(missing.syscallCode, 'ENOENT');
+  await t.throwsAsync(snap.saveAsync(path.join(dir, 'no-such-dir', 'x')), { instanceOf: FileError });
+  fs.writeFileSync(path.join(dir, 'junk'), 'not a snapshot');
+  await t.throwsAsync(Snapshot.loadAsync(path.join(dir, 'junk')), { instanceOf: InvalidArgumentError });
 });

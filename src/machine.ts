@@ -264,6 +264,19 @@ export type LoadOptions = Pick<MachineOptions, 'allowRead' | 'stdout' | 'stderr'
   handlers?: Record<number, HostCallHandler>
 }
 
+/** A progress callback as the binding takes it (one that throws does not stop the work). */
+function progressCallback(f: unknown): ((done: number, total: number) => void) | undefined {
+  if (f === undefined) return undefined
+  if (typeof f !== 'function') throw new InvalidArgumentError('onProgress must be a function')
+  return (done, total) => {
+    try {
+      f(done, total)
+    } catch {
+      // a progress report is advisory
+    }
+  }
+}
+
 /** A handlers object as a checked table. */
 function handlerTable(handlers: unknown): Map<number, HostCallHandler> {
   const table = new Map<number, HostCallHandler>()
@@ -978,6 +991,33 @@ export class Snapshot {
     const table = handlerTable(handlers)
     const n = wrap(() => native.NativeSnapshot.load(path, nopts))
     return new Snapshot(n, { stdout: machineOpts.stdout, stderr: machineOpts.stderr }, table)
+  }
+
+  /**
+   * save() on a thread of its own, so the event loop keeps running while a large snapshot is
+   * written (seconds for gigabytes); `onProgress(done, total)` reports bytes about every 16 MiB.
+   */
+  async saveAsync(path: string, opts: { onProgress?: (done: number, total: number) => void } = {}): Promise<void> {
+    checkPath(path, 'path')
+    checkKeys(opts, ['onProgress'], 'saveAsync')
+    const onProgress = progressCallback(opts?.onProgress)
+    const failed = await wrap(() => this._native.saveAsync(path, onProgress))
+    if (failed) throw fromRecord(failed)
+  }
+
+  /**
+   * load() on a thread of its own, so the event loop keeps running while a large snapshot is
+   * read and checked; `onProgress(done, total)` reports file bytes about every 16 MiB.
+   */
+  static async loadAsync(path: string, opts: LoadOptions & { onProgress?: (done: number, total: number) => void } = {}): Promise<Snapshot> {
+    checkPath(path, 'path')
+    checkKeys(opts, [...LOAD_KEYS, 'onProgress'], 'load')
+    const { handlers, onProgress, ...machineOpts } = opts ?? {}
+    const nopts = toNativeOptions(machineOpts, '/guest', LOAD_OPTIONS)
+    const table = handlerTable(handlers)
+    const r = await wrap(() => native.NativeSnapshot.loadAsync(path, nopts, progressCallback(onProgress)))
+    if (!(r instanceof native.NativeSnapshot)) throw fromRecord(r)
+    return new Snapshot(r, { stdout: machineOpts.stdout, stderr: machineOpts.stderr }, table)
   }
 
   /**

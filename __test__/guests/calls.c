@@ -65,6 +65,13 @@ KVMBOX_EXPORT long say(const char *s) {
 }
 KVMBOX_EXPORT long quit(long code) { exit((int)code); }
 KVMBOX_EXPORT long die(void) { abort(); }
+/* `size` bytes of 7s on the heap; returns their address (0 if malloc failed). */
+KVMBOX_EXPORT long alloc_sevens(long size) {
+    char *p = malloc((size_t)size);
+    if (!p) return 0;
+    memset(p, 7, (size_t)size);
+    return (long)p;
+}
 KVMBOX_EXPORT long pause_inside(void) { return kvmbox_pause(); }
 KVMBOX_EXPORT long getpid_twice(void) { return getpid() + getpid(); }
 /* n syscalls in a row: a debugger's Ctrl-C almost always lands in (or right after) one. */

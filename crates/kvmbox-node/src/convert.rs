@@ -283,6 +283,16 @@ pub(crate) fn no_panic<T>(f: impl FnOnce() -> std::result::Result<T, Error<Strin
         .unwrap_or_else(|p| Err(Error::new("INTERNAL".to_string(), format!("internal error: kvmbox panicked: {}", panic_message(&p)))))
 }
 
+/// Run core work off the JS thread: its error, or a panic, comes back as the record the SDK
+/// turns into a typed error.
+pub(crate) fn guarded<T>(f: impl FnOnce() -> kvmbox::Result<T>) -> std::result::Result<T, NativeError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(error_record(&e)),
+        Err(p) => Err(error_record(&CoreError::Internal(format!("kvmbox panicked: {}", panic_message(&p))))),
+    }
+}
+
 /// rax as the SDK wants it: a Number, or a BigInt when asked (both signed).
 pub(crate) fn call_value(v: u64, as_bigint: bool) -> Either<f64, BigInt> {
     if as_bigint {

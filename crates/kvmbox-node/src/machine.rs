@@ -5,12 +5,13 @@ use std::sync::{Arc, Mutex};
 
 use kvmbox::{CallArg, Machine, WeakMemoryView};
 use napi::bindgen_prelude::*;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 
 use crate::async_host::{AsyncHost, DispatchTsfn, Job, NativeAsyncResult, OutputSink, OwnedArg, SharedSlot, Slot, Work, Worker};
 use crate::convert::{
-    call_value, core_options, error_record, no_panic, panic_message, run_result, throw, u64_of_addr, u64_of_bigint, JsCallArg, NativeError,
-    NativeOptions, NativeRunResult, RequestedTimeout,
+    call_value, core_options, error_record, guarded, no_panic, panic_message, run_result, throw, u64_of_addr, u64_of_bigint, JsCallArg,
+    NativeError, NativeOptions, NativeRunResult, RequestedTimeout,
 };
 use crate::gate::OpGate;
 use crate::memory::NativeMemory;
@@ -24,6 +25,22 @@ pub struct NativeMemoryUsage {
     pub huge_bytes: f64,
     /// "none" | "transparent" | "hugetlb"
     pub hugepages: String,
+}
+
+/// `(done, total) => void`: progress of a save or load, in bytes.
+pub(crate) type ProgressTsfn = ThreadsafeFunction<FnArgs<(f64, f64)>, (), FnArgs<(f64, f64)>, Status, false>;
+
+/// A progress callback for the core that hands (done, total) to JS without waiting for it.
+fn reporter(progress: Option<ProgressTsfn>) -> impl FnMut(u64, u64) {
+    move |done, total| {
+        if let Some(p) = &progress {
+            p.call(FnArgs::from((done as f64, total as f64)), ThreadsafeFunctionCallMode::NonBlocking);
+        }
+    }
+}
+
+fn internal_error(e: napi::Error) -> Error<String> {
+    Error::new("INTERNAL".to_string(), e.reason.clone())
 }
 
 /// Snapshots shared between the JS threads of this process, by id.
@@ -93,6 +110,62 @@ impl NativeSnapshot {
             seccomp: o.seccomp,
         };
         no_panic(|| Ok(NativeSnapshot::new(kvmbox::Snapshot::load(&path, opts).map_err(throw)?)))
+    }
+
+    /// `save` on a thread of its own (a large snapshot takes seconds): resolves to null, or
+    /// the error's record; `progress(done, total)` in bytes, about every 16 MiB.
+    #[napi(ts_return_type = "Promise<NativeError | null>")]
+    pub fn save_async<'env>(
+        &self,
+        env: &'env Env,
+        path: String,
+        #[napi(ts_arg_type = "((done: number, total: number) => void) | undefined | null")] progress: Option<ProgressTsfn>,
+    ) -> std::result::Result<Object<'env>, Error<String>> {
+        let snap = self.get()?.clone();
+        let (deferred, promise) = env.create_deferred::<Option<NativeError>, _>().map_err(internal_error)?;
+        std::thread::Builder::new()
+            .name("kvmbox-save".into())
+            .spawn(move || {
+                let mut report = reporter(progress);
+                let saved = guarded(|| snap.save_with_progress(&path, &mut report));
+                deferred.resolve(Box::new(move |_| Ok(saved.err())));
+            })
+            .map_err(|e| Error::new("INTERNAL".to_string(), format!("cannot start a thread: {e}")))?;
+        Ok(promise)
+    }
+
+    /// `load` on a thread of its own: resolves to the snapshot, or the error's record.
+    #[napi(ts_return_type = "Promise<NativeSnapshot | NativeError>")]
+    pub fn load_async<'env>(
+        env: &'env Env,
+        path: String,
+        options: NativeOptions,
+        #[napi(ts_arg_type = "((done: number, total: number) => void) | undefined | null")] progress: Option<ProgressTsfn>,
+    ) -> std::result::Result<Object<'env>, Error<String>> {
+        let o = core_options(options)?;
+        let opts = kvmbox::LoadOptions {
+            allow_read: o.allow_read,
+            stdout: o.stdout,
+            stderr: o.stderr,
+            timeout: o.timeout,
+            trace: o.trace,
+            seccomp: o.seccomp,
+        };
+        let (deferred, promise) = env.create_deferred::<Either<NativeSnapshot, NativeError>, _>().map_err(internal_error)?;
+        std::thread::Builder::new()
+            .name("kvmbox-load".into())
+            .spawn(move || {
+                let mut report = reporter(progress);
+                let loaded = guarded(|| kvmbox::Snapshot::load_with_progress(&path, opts, &mut report));
+                deferred.resolve(Box::new(move |_| {
+                    Ok(match loaded {
+                        Ok(snap) => Either::A(NativeSnapshot::new(snap)),
+                        Err(record) => Either::B(record),
+                    })
+                }));
+            })
+            .map_err(|e| Error::new("INTERNAL".to_string(), format!("cannot start a thread: {e}")))?;
+        Ok(promise)
     }
 
     /// Host memory the image occupies (shared by every fork).

@@ -13,7 +13,7 @@ pub fn parse_elf(bytes: &[u8]) {
 /// Read and verify a snapshot file the way `Snapshot::load` does, up to the point where a
 /// VM would be needed.
 pub fn parse_snapshot_file(path: &std::path::Path) {
-    if let Ok((meta, _memfd)) = crate::snapfile::read_file(path, 256 << 20) {
+    if let Ok((meta, _memfd)) = crate::snapfile::read_file(path, 256 << 20, &mut |_, _| {}) {
         let mut r = crate::snapfile::Reader::new(&meta);
         let _ = r.u64();
     }

@@ -100,8 +100,15 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Write `meta` and the `extents` of `image` (the guest memory, whose other bytes are zero) to `path`.
-pub fn write_file(path: &Path, meta: &[u8], image: &[u8], extents: &[(u64, u64)]) -> Result<()> {
+/// Called with (bytes done, bytes in all) as a snapshot file is written or read.
+pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
+
+/// How often progress is reported.
+const PROGRESS_STEP: u64 = 16 << 20;
+
+/// Write `meta` and the `extents` of `image` (the guest memory, whose other bytes are zero) to
+/// `path`, reporting the memory bytes written to `progress`.
+pub fn write_file(path: &Path, meta: &[u8], image: &[u8], extents: &[(u64, u64)], progress: Progress) -> Result<()> {
     let io = |e: std::io::Error| Error::File(crate::error::FileError::of("write", path, &e));
     let mut out = std::io::BufWriter::new(File::create(path).map_err(io)?);
     let mut crc = crc32fast::Hasher::new();
@@ -113,10 +120,17 @@ pub fn write_file(path: &Path, meta: &[u8], image: &[u8], extents: &[(u64, u64)]
     put(&mut out, &VERSION.to_le_bytes())?;
     put(&mut out, &(meta.len() as u64).to_le_bytes())?;
     put(&mut out, meta)?;
+    let total: u64 = extents.iter().map(|&(s, e)| e.saturating_sub(s)).sum();
+    let mut done = 0u64;
+    progress(0, total);
     for &(start, end) in extents {
         put(&mut out, &start.to_le_bytes())?;
         put(&mut out, &(end - start).to_le_bytes())?;
-        put(&mut out, &image[start as usize..end as usize])?;
+        for piece in image[start as usize..end as usize].chunks(PROGRESS_STEP as usize) {
+            put(&mut out, piece)?;
+            done = done.saturating_add(piece.len() as u64);
+            progress(done, total);
+        }
     }
     put(&mut out, &u64::MAX.to_le_bytes())?;
     put(&mut out, &0u64.to_le_bytes())?;
@@ -128,16 +142,23 @@ pub fn write_file(path: &Path, meta: &[u8], image: &[u8], extents: &[(u64, u64)]
 /// Read and verify a snapshot file: returns the metadata and a new memfd holding the guest
 /// memory. The metadata must start with the memory size (u64), which bounds every extent.
 /// Nothing is returned unless the whole file checks out (magic, version, checksum, bounds).
-pub fn read_file(path: &Path, max_memory: u64) -> Result<(Vec<u8>, File)> {
+/// `progress` gets the file bytes read.
+pub fn read_file(path: &Path, max_memory: u64, progress: Progress) -> Result<(Vec<u8>, File)> {
     let f = File::open(path).map_err(|e| Error::File(crate::error::FileError::of("read", path, &e)))?;
     let file_len = f.metadata().map(|m| m.len()).unwrap_or(0);
     let mut input = std::io::BufReader::with_capacity(1 << 20, f);
     let mut crc = crc32fast::Hasher::new();
     let mut consumed: u64 = 0;
+    let mut reported = 0u64;
+    progress(0, file_len);
     let mut read_exact = |input: &mut std::io::BufReader<File>, buf: &mut [u8], crc: &mut crc32fast::Hasher| -> Result<()> {
         input.read_exact(buf).map_err(|_| corrupt("truncated"))?;
         crc.update(buf);
         consumed += buf.len() as u64;
+        if consumed.saturating_sub(reported) >= PROGRESS_STEP {
+            reported = consumed;
+            progress(consumed, file_len);
+        }
         Ok(())
     };
     let mut head = [0u8; 12];
@@ -195,5 +216,6 @@ pub fn read_file(path: &Path, max_memory: u64) -> Result<(Vec<u8>, File)> {
     if input.read(&mut extra).map_err(|_| corrupt("truncated"))? != 0 || consumed + 4 != file_len {
         return Err(corrupt("trailing data"));
     }
+    progress(file_len, file_len);
     Ok((meta, memfd))
 }

@@ -135,6 +135,12 @@ impl Snapshot {
     /// that hold data, and a checksum. Open host files are recorded by path and position and
     /// reopened (through the loader's allowlist) when the file is loaded.
     pub fn save(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        self.save_with_progress(path, &mut |_, _| {})
+    }
+
+    /// [`Snapshot::save`], calling `progress(bytes written, bytes in all)` along the way (for a
+    /// large snapshot, which takes seconds).
+    pub fn save_with_progress(&self, path: impl AsRef<std::path::Path>, progress: &mut dyn FnMut(u64, u64)) -> Result<()> {
         let d = &self.data;
         let mut w = Writer::default();
         w.u64(d.layout.memory);
@@ -159,15 +165,24 @@ impl Snapshot {
         d.linux.encode(&mut w);
         w.bytes(d.proto.exe_path.as_os_str().as_encoded_bytes());
         w.bytes(d.proto.cwd.as_os_str().as_encoded_bytes());
-        snapfile::write_file(path.as_ref(), &w.buf, d.image.bytes(), &d.image.extents)
+        snapfile::write_file(path.as_ref(), &w.buf, d.image.bytes(), &d.image.extents, progress)
     }
 
     /// Load a snapshot written by [`Snapshot::save`] from `path`, which is checked completely
     /// first (clear errors for files that are not snapshots, of another format version,
     /// truncated or corrupt). The loader decides the file policy, outputs and timeout.
     pub fn load(path: impl AsRef<std::path::Path>, opts: LoadOptions) -> Result<Snapshot> {
+        Self::load_with_progress(path, opts, &mut |_, _| {})
+    }
+
+    /// [`Snapshot::load`], calling `progress(bytes read, file size)` along the way.
+    pub fn load_with_progress(
+        path: impl AsRef<std::path::Path>,
+        opts: LoadOptions,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Snapshot> {
         crate::kvm::kvm()?;
-        let (meta, memfd) = snapfile::read_file(path.as_ref(), layout::MAX_MEMORY)?;
+        let (meta, memfd) = snapfile::read_file(path.as_ref(), layout::MAX_MEMORY, progress)?;
         let bad = |what: &str| Error::InvalidArgument(format!("invalid snapshot file: {what}"));
         let mut r = Reader::new(&meta);
         let memory = r.u64()?;
