@@ -285,11 +285,11 @@ pub(crate) fn no_panic<T>(f: impl FnOnce() -> std::result::Result<T, Error<Strin
 
 /// Run core work off the JS thread: its error, or a panic, comes back as the record the SDK
 /// turns into a typed error.
-pub(crate) fn guarded<T>(f: impl FnOnce() -> kvmbox::Result<T>) -> std::result::Result<T, NativeError> {
+pub(crate) fn guarded<T>(f: impl FnOnce() -> kvmbox::Result<T>) -> std::result::Result<T, Box<NativeError>> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(error_record(&e)),
-        Err(p) => Err(error_record(&CoreError::Internal(format!("kvmbox panicked: {}", panic_message(&p))))),
+        Ok(Err(e)) => Err(Box::new(error_record(&e))),
+        Err(p) => Err(Box::new(error_record(&CoreError::Internal(format!("kvmbox panicked: {}", panic_message(&p)))))),
     }
 }
 

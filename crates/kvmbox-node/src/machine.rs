@@ -128,7 +128,7 @@ impl NativeSnapshot {
             .spawn(move || {
                 let mut report = reporter(progress);
                 let saved = guarded(|| snap.save_with_progress(&path, &mut report));
-                deferred.resolve(Box::new(move |_| Ok(saved.err())));
+                deferred.resolve(Box::new(move |_| Ok(saved.err().map(|record| *record))));
             })
             .map_err(|e| Error::new("INTERNAL".to_string(), format!("cannot start a thread: {e}")))?;
         Ok(promise)
@@ -160,7 +160,7 @@ impl NativeSnapshot {
                 deferred.resolve(Box::new(move |_| {
                     Ok(match loaded {
                         Ok(snap) => Either::A(NativeSnapshot::new(snap)),
-                        Err(record) => Either::B(record),
+                        Err(record) => Either::B(*record),
                     })
                 }));
             })
