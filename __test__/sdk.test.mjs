@@ -171,3 +171,27 @@ test('saveAsync/loadAsync keep the event loop running and report progress; error
   fs.writeFileSync(path.join(dir, 'junk'), 'not a snapshot');
   await t.throwsAsync(Snapshot.loadAsync(path.join(dir, 'junk')), { instanceOf: InvalidArgumentError });
 });
+
+test('lastStats: wall time, VM exits and syscalls of the last run or call, pages the reset restored', async (t) => {
+  const vm = pausedMachine(t, calls);
+  const snap = vm.snapshot();
+  const f = snap.fork();
+  t.teardown(() => f.close());
+  t.deepEqual(f.lastStats, { wallNs: 0, exits: 0, syscalls: 0, pagesRestored: 0 });
+  t.is(f.call('add', 1, 2), 3);
+  const pure = f.lastStats;
+  t.is(pure.syscalls, 0, 'add() makes no syscall');
+  t.is(pure.exits, 1, 'only the call return exits');
+  t.true(pure.wallNs > 0);
+  t.is(f.call('getpid_twice') > 0, true);
+  t.is(f.lastStats.syscalls, 2);
+  t.is(f.lastStats.exits, 3);
+  t.is(await f.callAsync('syscall_spin', 10), 10 * (f.call('syscall_spin', 1)));
+  t.is(f.lastStats.syscalls, 1);
+  f.call('counter_next');
+  const pages = f.reset();
+  t.true(pages > 0);
+  t.is(f.lastStats.pagesRestored, pages);
+  f.call('add', 1, 1);
+  t.is(f.lastStats.pagesRestored, pages, 'kept until the next reset');
+});

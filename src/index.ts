@@ -7,6 +7,7 @@ export type {
   SignaledResult,
   PausedResult,
   RunOptions,
+  RunStats,
   LoadOptions,
   ProbeResult,
   Address,

@@ -243,6 +243,14 @@ export interface RunOptions {
   signal?: AbortSignal
 }
 
+/** What a run or call cost (see {@link Machine.lastStats}). */
+export interface RunStats {
+  wallNs: number
+  exits: number
+  syscalls: number
+  pagesRestored: number
+}
+
 /** What the host's KVM is and whether kvmbox can use it. */
 export interface ProbeResult {
   available: boolean
@@ -481,6 +489,16 @@ export class Machine {
   get closed(): boolean {
     const s = this.state
     return s === 'closed' || s === 'finished'
+  }
+
+  /**
+   * What the last run or call cost — `wallNs` (wall-clock time), `exits` (VM exits: syscalls,
+   * faults, the call return, timer kicks), `syscalls` (host calls included) — and
+   * `pagesRestored`, the pages the reset before it copied back. Zeros before any run, and
+   * for a machine that finished and released its VM.
+   */
+  get lastStats(): RunStats {
+    return this.#native.lastStats
   }
 
   /** Guest memory, checked against what the guest itself may access. */

@@ -204,6 +204,15 @@ impl NativeSnapshot {
     }
 }
 
+/// What a run or call cost (see `Machine.lastStats`).
+#[napi(object, object_from_js = false)]
+pub struct NativeRunStats {
+    pub wall_ns: f64,
+    pub exits: f64,
+    pub syscalls: f64,
+    pub pages_restored: f64,
+}
+
 /// Output captured (in 'pipe' mode) since the last take.
 #[napi(object, object_from_js = false)]
 pub struct NativeOutput {
@@ -507,6 +516,21 @@ impl NativeMachine {
             huge_bytes: u.huge_bytes as f64,
             hugepages: hugepages.into(),
         })
+    }
+
+    /// What the last run or call cost, and the reset before it (zeros before any; not while busy).
+    #[napi(getter)]
+    pub fn last_stats(&self) -> NativeRunStats {
+        let stats = match &*self.slot.lock().unwrap_or_else(|e| e.into_inner()) {
+            Slot::Idle(m) => m.last_stats(),
+            _ => kvmbox::RunStats::default(),
+        };
+        NativeRunStats {
+            wall_ns: stats.wall_ns as f64,
+            exits: stats.exits as f64,
+            syscalls: stats.syscalls as f64,
+            pages_restored: stats.pages_restored as f64,
+        }
     }
 
     /// Details of the last failed call.

@@ -46,7 +46,9 @@ pub mod fuzzing;
 pub mod seccomp;
 pub use backend::{probe, Backend, ProbeReport};
 pub use host::{Host, HostCall, HostCallFn, HostCalls, NoHost, Stream, HOSTCALL_FIRST, HOSTCALL_LAST, SYS_PAUSE};
-pub use machine::{CallArg, Machine, MachineOptions, MemoryUsage, ResetStrategy, RunOutcome, DEFAULT_MEMORY, DEFAULT_OUTPUT_LIMIT};
+pub use machine::{
+    CallArg, Machine, MachineOptions, MemoryUsage, ResetStrategy, RunOutcome, RunStats, DEFAULT_MEMORY, DEFAULT_OUTPUT_LIMIT,
+};
 pub use memory::{Efault, HugePages, MemoryView, WeakMemoryView};
 pub use snapshot::{LoadOptions, Snapshot};
 pub use syscalls::files::{Input, Output};

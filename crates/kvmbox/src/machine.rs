@@ -170,6 +170,8 @@ pub struct Machine {
     system_state_lost: bool,
     /// Stops the guest from any thread (see [`Machine::interrupt_handle`]).
     interrupt: InterruptHandle,
+    /// What the last run or call cost, and the last reset.
+    stats: RunStats,
 }
 
 /// How `reset` restores guest memory. Measured on PVM (see the README): copying the dirty
@@ -209,6 +211,19 @@ pub(crate) fn seal(memfd: &std::fs::File) {
     unsafe {
         libc::fcntl(memfd.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_WRITE | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL)
     };
+}
+
+/// What the last run or call cost (see [`Machine::last_stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunStats {
+    /// Wall-clock time of the run or call, in nanoseconds.
+    pub wall_ns: u64,
+    /// VM exits (every return from KVM_RUN: syscalls, faults, the call return, timer kicks).
+    pub exits: u64,
+    /// Syscalls the guest made (host calls included).
+    pub syscalls: u64,
+    /// Pages the last reset restored (0 when the machine was not reset since it last ran).
+    pub pages_restored: u64,
 }
 
 /// How a run ended.
@@ -308,6 +323,7 @@ impl Machine {
             syscall_entry,
             system_state_lost: false,
             interrupt: InterruptHandle::default(),
+            stats: RunStats::default(),
         })
     }
 
@@ -387,6 +403,7 @@ impl Machine {
             syscall_entry,
             system_state_lost: false,
             interrupt: InterruptHandle::default(),
+            stats: RunStats::default(),
         })
     }
 
@@ -394,6 +411,12 @@ impl Machine {
     /// stays valid across resets and serves every later run and call of this machine.
     pub fn interrupt_handle(&self) -> InterruptHandle {
         self.interrupt.clone()
+    }
+
+    /// What the last run or call cost: wall time, VM exits, syscalls; and how many pages the
+    /// reset before it restored.
+    pub fn last_stats(&self) -> RunStats {
+        self.stats
     }
 
     /// The snapshot `reset` returns to, if any.
@@ -445,6 +468,7 @@ impl Machine {
         self.vm.restore(&d.cpu)?;
         self.linux.restore(&d.linux)?;
         self.state = State::Paused { resume: d.cpu.regs };
+        self.stats = RunStats { pages_restored: restored as u64, ..RunStats::default() };
         Ok(restored)
     }
 
@@ -766,6 +790,14 @@ impl Machine {
 
     pub(crate) fn run_loop(&mut self, timeout: Option<Duration>, host: &mut dyn Host, in_call: bool) -> Result<Stop> {
         let deadline = Deadline::after(timeout, self.interrupt.clone());
+        let started = std::time::Instant::now();
+        self.stats = RunStats { pages_restored: self.stats.pages_restored, ..RunStats::default() };
+        let result = self.run_loop_inner(&deadline, host, in_call);
+        self.stats.wall_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        result
+    }
+
+    fn run_loop_inner(&mut self, deadline: &Deadline, host: &mut dyn Host, in_call: bool) -> Result<Stop> {
         let run_ptr = self.vm.vcpu.get_kvm_run() as *mut kvm_bindings::kvm_run;
         let _armed = timer::arm(run_ptr, deadline.remaining())?;
         let interrupt = self.interrupt.clone();
@@ -774,7 +806,9 @@ impl Machine {
         deadline.check()?;
         self.ran = true;
         loop {
-            let port = match self.vm.vcpu.run() {
+            let exit = self.vm.vcpu.run();
+            self.stats.exits = self.stats.exits.saturating_add(1);
+            let port = match exit {
                 Ok(VcpuExit::IoOut(port, _)) => port,
                 Ok(VcpuExit::Shutdown) => {
                     // A triple fault. SVM then INITs the vCPU (STAR/LSTAR/SFMASK, XCR0 and
@@ -812,7 +846,8 @@ impl Machine {
             let at = ExitRegs::of(&sync.regs, sync.sregs.cs.dpl);
             match exit::decode(port, at, &self.layout.sys, self.syscall_entry) {
                 GuestExit::Syscall { user_rip, user_rflags, sysret_in_guest } => {
-                    if let Some(stop) = self.syscall(user_rip, user_rflags, sysret_in_guest, &deadline, host, in_call)? {
+                    self.stats.syscalls = self.stats.syscalls.saturating_add(1);
+                    if let Some(stop) = self.syscall(user_rip, user_rflags, sysret_in_guest, deadline, host, in_call)? {
                         return Ok(stop);
                     }
                 }
