@@ -195,3 +195,29 @@ test('lastStats: wall time, VM exits and syscalls of the last run or call, pages
   f.call('add', 1, 1);
   t.is(f.lastStats.pagesRestored, pages, 'kept until the next reset');
 });
+
+test('trace: a function gets every syscall (sync and async, forks too) instead of stderr', async (t) => {
+  const events = [];
+  const vm = Machine.fromFile(calls, { trace: (e) => events.push(e) });
+  t.teardown(() => vm.close());
+  t.is(vm.run().status, 'paused');
+  const write = events.find((e) => e.name === 'write');
+  t.truthy(write, 'the start-up wrote "initialized"');
+  t.is(write.nr, 1);
+  t.is(write.args.length, 6);
+  t.is(typeof write.args[0], 'bigint');
+  t.is(write.result, '0xc');
+  events.length = 0;
+  t.true(vm.call('getpid_twice') > 0);
+  t.deepEqual(events.map((e) => e.name), ['getpid', 'getpid']);
+  const f = vm.snapshot().fork();
+  events.length = 0;
+  await f.callAsync('getpid_twice');
+  await new Promise((r) => setTimeout(r, 50)); // async events arrive on the event loop
+  t.deepEqual(events.map((e) => e.name), ['getpid', 'getpid'], 'forks keep the trace callback');
+  f.close();
+  const throwing = Machine.fromFile(calls, { trace: () => { throw new Error('ignored') } });
+  t.is(throwing.run().status, 'paused', 'a throwing trace callback does not stop the guest');
+  throwing.close();
+  t.throws(() => Machine.fromFile(calls, { trace: 'yes' }), { instanceOf: InvalidArgumentError });
+});

@@ -8,6 +8,7 @@ export type {
   PausedResult,
   RunOptions,
   RunStats,
+  TraceEvent,
   LoadOptions,
   ProbeResult,
   Address,

@@ -27,8 +27,12 @@ export interface MachineOptions {
   stderr?: OutputOption
   /** Host files or directories (with everything below them) the guest may open read-only. */
   allowRead?: string[]
-  /** Print every syscall the guest makes to this process's stderr. */
-  trace?: boolean
+  /**
+   * Trace every syscall the guest makes (host calls included): `true` prints them to this
+   * process's stderr; a function gets each one as `{ nr, name, args, result }` instead (on the
+   * JS thread; a throw is ignored). Forks and loaded snapshots keep it.
+   */
+  trace?: boolean | ((event: TraceEvent) => void)
   /** Absolute path the guest sees as its own executable (readlink /proc/self/exe). */
   exePath?: string
   /** Cap on captured stdout and stderr, each, in bytes (default 64 MiB); the rest is dropped. */
@@ -243,6 +247,20 @@ export interface RunOptions {
   signal?: AbortSignal
 }
 
+/** One traced syscall (see the `trace` option). */
+export interface TraceEvent {
+  nr: number
+  /** 'write', 'openat', 'hostcall 0x10000', … */
+  name: string
+  /** rdi, rsi, rdx, r10, r8, r9. */
+  args: bigint[]
+  /** What it returned, as strace shows it: '0x3', '-ENOENT', 'exit Code(0)', 'stopped: …'. */
+  result: string
+}
+
+/** The callbacks a machine was made with, which its snapshots' forks get too. */
+type Callbacks = Pick<MachineOptions, 'stdout' | 'stderr' | 'trace'>
+
 /** What a run or call cost (see {@link Machine.lastStats}). */
 export interface RunStats {
   wallNs: number
@@ -315,7 +333,8 @@ function toNativeOptions(opts: MachineOptions, defaultArgv0: string, allowed: re
     throw new InvalidArgumentError('allowRead must be an array of paths')
   }
   if (opts.exePath !== undefined) checkPath(opts.exePath, 'exePath')
-  for (const flag of ['trace', 'hugepages', 'seccomp'] as const) {
+  if (opts.trace !== undefined && typeof opts.trace !== 'boolean' && typeof opts.trace !== 'function') throw new InvalidArgumentError('trace must be a boolean or a function')
+  for (const flag of ['hugepages', 'seccomp'] as const) {
     if (opts[flag] !== undefined && typeof opts[flag] !== 'boolean') throw new InvalidArgumentError(`${flag} must be a boolean`)
   }
   if (opts.stdin !== undefined && typeof opts.stdin !== 'string' && !(opts.stdin instanceof Uint8Array)) {
@@ -351,7 +370,7 @@ function toNativeOptions(opts: MachineOptions, defaultArgv0: string, allowed: re
     stdout: mode(opts.stdout),
     stderr: mode(opts.stderr),
     allowRead: opts.allowRead ?? [],
-    trace: opts.trace ?? false,
+    trace: opts.trace !== undefined && opts.trace !== false,
     exePath: opts.exePath,
     outputLimit: opts.outputLimit,
     hugepages: opts.hugepages ?? false,
@@ -382,12 +401,12 @@ export class Machine {
   readonly #resolved = new Map<string, number>()
 
   /** The output callbacks this machine was created with (forks of its snapshots reuse them). */
-  readonly #outputs: Pick<MachineOptions, 'stdout' | 'stderr'>
+  readonly #outputs: Callbacks
 
-  private constructor(n: N.NativeMachine, opts: Pick<MachineOptions, 'stdout' | 'stderr'>, handlers?: Map<number, HostCallHandler>) {
+  private constructor(n: N.NativeMachine, opts: Callbacks, handlers?: Map<number, HostCallHandler>) {
     this.#native = n
     this.#memory = new GuestMemory(n.memory(), this)
-    this.#outputs = { stdout: opts.stdout, stderr: opts.stderr }
+    this.#outputs = { stdout: opts.stdout, stderr: opts.stderr, trace: opts.trace }
     // The native machine holds these callbacks through references V8 cannot trace, so they
     // reach this Machine — and the user's callbacks, which may well capture the machine — only
     // through a WeakRef: a strong path back would be a cycle that is never collected (a
@@ -408,6 +427,16 @@ export class Machine {
     )
     if (typeof stdout === 'function') this.#asyncOutput.stdout = Machine.#catchOutput(weak, stdout, false)
     if (typeof stderr === 'function') this.#asyncOutput.stderr = Machine.#catchOutput(weak, stderr, false)
+    const trace = opts.trace
+    if (typeof trace === 'function') {
+      n.setTrace((e: TraceEvent) => {
+        try {
+          if (weak.deref()) trace(e)
+        } catch {
+          // tracing is for watching: a throw does not stop the guest
+        }
+      })
+    }
     for (const [nr, h] of handlers ?? []) this.onSyscall(nr, h)
   }
 
@@ -450,7 +479,7 @@ export class Machine {
   }
 
   /** @internal */
-  static _fromNative(n: N.NativeMachine, outputs: Pick<MachineOptions, 'stdout' | 'stderr'>, handlers: Map<number, HostCallHandler>): Machine {
+  static _fromNative(n: N.NativeMachine, outputs: Callbacks, handlers: Map<number, HostCallHandler>): Machine {
     return new Machine(n, outputs, handlers)
   }
 
@@ -959,11 +988,11 @@ class Context implements HostCallContext {
 export class Snapshot {
   /** @internal */
   readonly _native: N.NativeSnapshot
-  readonly #outputs: Pick<MachineOptions, 'stdout' | 'stderr'>
+  readonly #outputs: Callbacks
   readonly #handlers: Map<number, HostCallHandler>
 
   /** @internal */
-  constructor(n: N.NativeSnapshot, outputs: Pick<MachineOptions, 'stdout' | 'stderr'>, handlers: Map<number, HostCallHandler>) {
+  constructor(n: N.NativeSnapshot, outputs: Callbacks, handlers: Map<number, HostCallHandler>) {
     this._native = n
     this.#outputs = outputs
     this.#handlers = handlers
@@ -977,7 +1006,7 @@ export class Snapshot {
   fork(opts: { stdout?: OutputOption; stderr?: OutputOption } = {}): Machine {
     checkKeys(opts, ['stdout', 'stderr'], 'fork')
     opts ??= {}
-    const outputs = { stdout: opts.stdout ?? this.#outputs.stdout, stderr: opts.stderr ?? this.#outputs.stderr }
+    const outputs = { stdout: opts.stdout ?? this.#outputs.stdout, stderr: opts.stderr ?? this.#outputs.stderr, trace: this.#outputs.trace }
     if ((typeof outputs.stdout === 'function') !== (typeof this.#outputs.stdout === 'function') ||
         (typeof outputs.stderr === 'function') !== (typeof this.#outputs.stderr === 'function')) {
       throw new InvalidArgumentError('a fork can replace output callbacks, but not switch between callback and pipe/inherit modes')
@@ -1008,7 +1037,7 @@ export class Snapshot {
     const nopts = toNativeOptions(machineOpts, '/guest', LOAD_OPTIONS)
     const table = handlerTable(handlers)
     const n = wrap(() => native.NativeSnapshot.load(path, nopts))
-    return new Snapshot(n, { stdout: machineOpts.stdout, stderr: machineOpts.stderr }, table)
+    return new Snapshot(n, { stdout: machineOpts.stdout, stderr: machineOpts.stderr, trace: machineOpts.trace }, table)
   }
 
   /**
@@ -1035,7 +1064,7 @@ export class Snapshot {
     const table = handlerTable(handlers)
     const r = await wrap(() => native.NativeSnapshot.loadAsync(path, nopts, progressCallback(onProgress)))
     if (!(r instanceof native.NativeSnapshot)) throw fromRecord(r)
-    return new Snapshot(r, { stdout: machineOpts.stdout, stderr: machineOpts.stderr }, table)
+    return new Snapshot(r, { stdout: machineOpts.stdout, stderr: machineOpts.stderr, trace: machineOpts.trace }, table)
   }
 
   /**

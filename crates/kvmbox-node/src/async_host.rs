@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use kvmbox::{CallArg, Deadline, Host, HostCall, Machine, Stream};
+use kvmbox::{CallArg, Deadline, Host, HostCall, Machine, Stream, TraceEvent};
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::JsDeferred;
@@ -18,6 +18,7 @@ use napi_derive::napi;
 
 use crate::convert::{call_value, error_record, failed_run, panic_message, run_result, NativeError, NativeRunResult, RequestedTimeout};
 use crate::gate::OpGate;
+use crate::sync_host::NativeTraceEvent;
 
 /// `(nr, a0, …, a5) => Promise<bigint>`: the SDK's async dispatcher (it awaits the handler).
 pub(crate) type DispatchArgs = FnArgs<(u32, u64, u64, u64, u64, u64, u64)>;
@@ -95,8 +96,13 @@ impl OutputSink {
 }
 
 /// The JS side of one asynchronous run or call, used from the worker thread.
+/// `(event) => void`: the machine's `trace` callback, for async operations (weak: it does not
+/// keep the process alive).
+pub(crate) type TraceTsfn = ThreadsafeFunction<NativeTraceEvent, (), NativeTraceEvent, Status, false, true>;
+
 pub(crate) struct AsyncHost {
     pub dispatch: Option<DispatchTsfn>,
+    pub trace: Option<Arc<TraceTsfn>>,
     pub stdout: Option<OutputSink>,
     pub stderr: Option<OutputSink>,
     pub intercepted: Arc<HashSet<u64>>,
@@ -148,6 +154,12 @@ impl Host for AsyncHost {
         Ok(v)
     }
 
+    fn trace(&mut self, event: &TraceEvent<'_>) -> bool {
+        let Some(tsfn) = &self.trace else { return false };
+        tsfn.call(NativeTraceEvent::of(event), ThreadsafeFunctionCallMode::NonBlocking);
+        true
+    }
+
     fn output(&mut self, stream: Stream, data: &[u8], deadline: &Deadline) -> std::result::Result<(), String> {
         let sink = match stream {
             Stream::Stdout => &self.stdout,
@@ -167,6 +179,7 @@ impl AsyncHost {
         }
         // Release the threadsafe functions before the promise settles, so the process can exit.
         self.dispatch = None;
+        self.trace = None;
         self.stdout = None;
         self.stderr = None;
     }

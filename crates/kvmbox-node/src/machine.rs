@@ -8,14 +8,14 @@ use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 
-use crate::async_host::{AsyncHost, DispatchTsfn, Job, NativeAsyncResult, OutputSink, OwnedArg, SharedSlot, Slot, Work, Worker};
+use crate::async_host::{AsyncHost, DispatchTsfn, Job, NativeAsyncResult, OutputSink, OwnedArg, SharedSlot, Slot, TraceTsfn, Work, Worker};
 use crate::convert::{
     call_value, core_options, error_record, guarded, no_panic, panic_message, run_result, throw, u64_of_addr, u64_of_bigint, JsCallArg,
     NativeError, NativeOptions, NativeRunResult, RequestedTimeout,
 };
 use crate::gate::OpGate;
 use crate::memory::NativeMemory;
-use crate::sync_host::{ChunkCallback, Hooks, JsHost, SyscallDispatch};
+use crate::sync_host::{ChunkCallback, Hooks, JsHost, NativeTraceEvent, SyscallDispatch};
 
 #[napi(object)]
 pub struct NativeMemoryUsage {
@@ -240,6 +240,8 @@ pub struct NativeMachine {
     last_error: Option<NativeError>,
     /// Set by `debug()`: the next run/call waits for gdb on this socket.
     pending_debug: Option<std::net::TcpListener>,
+    /// The `trace` callback for async operations (the sync one is in `hooks`).
+    trace: Option<Arc<TraceTsfn>>,
     /// Interrupts reach the run or call in progress, and only it.
     gate: Arc<OpGate>,
 }
@@ -255,6 +257,7 @@ fn new_native(inner: Machine) -> NativeMachine {
         worker: None,
         last_error: None,
         pending_debug: None,
+        trace: None,
     }
 }
 
@@ -326,7 +329,19 @@ impl NativeMachine {
             on_stderr: on_stderr.map(|f| f.create_ref()).transpose()?,
             dispatch: dispatch.map(|f| f.create_ref()).transpose()?,
             regs,
+            on_trace: self.hooks.on_trace.take(),
         };
+        Ok(())
+    }
+
+    /// Send traced syscalls (the machine was created with `trace`) to `cb` instead of stderr.
+    #[napi]
+    pub fn set_trace(
+        &mut self,
+        #[napi(ts_arg_type = "(event: NativeTraceEvent) => void")] cb: Function<NativeTraceEvent, ()>,
+    ) -> Result<()> {
+        self.hooks.on_trace = Some(cb.create_ref()?);
+        self.trace = Some(Arc::new(cb.build_threadsafe_function::<NativeTraceEvent>().weak::<true>().build()?));
         Ok(())
     }
 
@@ -360,6 +375,7 @@ impl NativeMachine {
         self.gate.interrupt();
         *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = Slot::Closed;
         self.worker = None;
+        self.trace = None;
         // The references to JS callbacks: a callback that captures its machine would otherwise
         // keep both alive forever (V8 cannot see a cycle through a native reference).
         self.hooks = Hooks::default();
@@ -623,6 +639,7 @@ impl NativeMachine {
         let internal = |e: Error| Error::new("INTERNAL".to_string(), e.reason.clone());
         let host = AsyncHost {
             dispatch,
+            trace: self.trace.clone(),
             stdout: on_stdout.map(OutputSink::new).transpose().map_err(internal)?,
             stderr: on_stderr.map(OutputSink::new).transpose().map_err(internal)?,
             intercepted: Arc::clone(&self.intercepted),

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use kvmbox::{Deadline, Host, HostCall, Stream};
+use kvmbox::{Deadline, Host, HostCall, Stream, TraceEvent};
 use napi::bindgen_prelude::*;
 
 pub(crate) type ChunkCallback<'a> = Function<'a, Buffer, ()>;
@@ -21,6 +21,28 @@ pub(crate) struct Hooks {
     pub dispatch: Option<FunctionRef<u32, i32>>,
     /// Shared with the SDK: slots 0–5 the host call's arguments, slot 6 its result.
     pub regs: Option<BigUint64Array>,
+    /// The `trace` callback, if the machine has one.
+    pub on_trace: Option<FunctionRef<NativeTraceEvent, ()>>,
+}
+
+/// One traced syscall, as the SDK's `trace` callback gets it.
+#[napi_derive::napi(object, object_from_js = false)]
+pub struct NativeTraceEvent {
+    pub nr: u32,
+    pub name: String,
+    pub args: Vec<BigInt>,
+    pub result: String,
+}
+
+impl NativeTraceEvent {
+    pub(crate) fn of(e: &TraceEvent<'_>) -> NativeTraceEvent {
+        NativeTraceEvent {
+            nr: e.nr as u32,
+            name: e.name.to_string(),
+            args: e.args.iter().map(|&a| BigInt::from(a)).collect(),
+            result: e.result.to_string(),
+        }
+    }
 }
 
 /// The JS side of one synchronous run or call.
@@ -52,6 +74,13 @@ impl Host for JsHost<'_> {
             Ok(_) => Err(format!("the handler for syscall {:#x} threw", call.nr)),
             Err(e) => Err(e.reason.clone()),
         }
+    }
+
+    fn trace(&mut self, event: &TraceEvent<'_>) -> bool {
+        let Some(cb) = &self.hooks.on_trace else { return false };
+        // A throwing trace callback does not stop the guest (tracing is for watching).
+        let _ = cb.borrow_back(self.env).and_then(|f| f.call(NativeTraceEvent::of(event)));
+        true
     }
 
     fn output(&mut self, stream: Stream, data: &[u8], _deadline: &Deadline) -> std::result::Result<(), String> {

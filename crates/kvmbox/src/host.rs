@@ -28,6 +28,19 @@ pub enum Stream {
     Stderr,
 }
 
+/// One syscall as `MachineOptions::trace` reports it.
+#[derive(Debug, Clone, Copy)]
+pub struct TraceEvent<'a> {
+    /// The syscall number.
+    pub nr: u64,
+    /// Its name ("write", "openat", "hostcall", …).
+    pub name: &'a str,
+    /// rdi, rsi, rdx, r10, r8, r9.
+    pub args: [u64; 6],
+    /// What it returned, as strace shows it: "0x3", "-ENOENT", "exit Code(0)", "stopped: …".
+    pub result: &'a str,
+}
+
 /// One syscall the embedder handles, with checked access to the guest's memory.
 pub struct HostCall<'a> {
     /// The syscall number (rax).
@@ -75,6 +88,12 @@ pub trait Host {
     /// guest and the run fails with [`crate::Error::HostCallback`].
     fn syscall(&mut self, call: &mut HostCall<'_>) -> Result<u64, String> {
         Err(format!("no handler for syscall {:#x}", call.nr))
+    }
+
+    /// A traced syscall (with `MachineOptions::trace`); return true if it was taken care of,
+    /// false to have it printed to stderr (the default).
+    fn trace(&mut self, _event: &TraceEvent<'_>) -> bool {
+        false
     }
 
     /// A chunk the guest wrote to a stream configured as [`crate::Output::Host`]. An

@@ -45,7 +45,7 @@ pub use interrupt::{Deadline, InterruptHandle};
 pub mod fuzzing;
 pub mod seccomp;
 pub use backend::{probe, Backend, ProbeReport};
-pub use host::{Host, HostCall, HostCallFn, HostCalls, NoHost, Stream, HOSTCALL_FIRST, HOSTCALL_LAST, SYS_PAUSE};
+pub use host::{Host, HostCall, HostCallFn, HostCalls, NoHost, Stream, TraceEvent, HOSTCALL_FIRST, HOSTCALL_LAST, SYS_PAUSE};
 pub use machine::{
     CallArg, Machine, MachineOptions, MemoryUsage, ResetStrategy, RunOutcome, RunStats, DEFAULT_MEMORY, DEFAULT_OUTPUT_LIMIT,
 };

@@ -327,12 +327,13 @@ impl Linux {
     /// Run syscall `nr` with arguments `a`.
     pub fn handle(&mut self, env: &SyscallEnv, host: &mut dyn Host, nr: u64, a: [u64; 6]) -> Result<Flow> {
         let flow = self.dispatch(env, host, nr, a);
-        self.trace_syscall(nr, &a, &flow);
+        self.trace_syscall(host, nr, &a, &flow);
         flow
     }
 
-    /// Print one trace line, if tracing is on (host calls are traced too).
-    fn trace_syscall(&self, nr: u64, a: &[u64; 6], flow: &Result<Flow>) {
+    /// Report one traced syscall to the host, or print it to stderr, if tracing is on (host calls
+    /// are traced too).
+    fn trace_syscall(&self, host: &mut dyn Host, nr: u64, a: &[u64; 6], flow: &Result<Flow>) {
         if self.trace {
             let shown = match flow {
                 Ok(Flow::Return(v)) if (*v as i64) < 0 && (*v as i64) > -4096 => {
@@ -342,16 +343,11 @@ impl Linux {
                 Ok(Flow::Exit(s)) => format!("exit {s:?}"),
                 Err(e) => format!("stopped: {e}"),
             };
-            eprintln!(
-                "[kvmbox] {}({:#x}, {:#x}, {:#x}, {:#x}, {:#x}, {:#x}) = {shown}",
-                syscall_name(nr),
-                a[0],
-                a[1],
-                a[2],
-                a[3],
-                a[4],
-                a[5]
-            );
+            let name = syscall_name(nr);
+            if host.trace(&crate::host::TraceEvent { nr, name: &name, args: *a, result: &shown }) {
+                return;
+            }
+            eprintln!("[kvmbox] {}({:#x}, {:#x}, {:#x}, {:#x}, {:#x}, {:#x}) = {shown}", name, a[0], a[1], a[2], a[3], a[4], a[5]);
         }
     }
 
