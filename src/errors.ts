@@ -5,19 +5,13 @@
 
 import { constants as osConstants } from 'node:os'
 
-export type ErrorCode =
-  | 'KVM_UNAVAILABLE'
-  | 'ELF_ERROR'
-  | 'FILE_ERROR'
-  | 'GUEST_FAULT'
-  | 'TIMEOUT'
-  | 'INTERRUPTED'
-  | 'OUT_OF_MEMORY'
-  | 'INVALID_ARGUMENT'
-  | 'HOST_CALLBACK_ERROR'
-  | 'INVALID_STATE'
-  | 'GUEST_EXITED'
-  | 'INTERNAL'
+import type * as N from '../native'
+
+/**
+ * The stable code of every error: the values of the binding's `ErrorCode` enum, which the Rust
+ * side maps every core error to — one list, so the class table below must cover all of them.
+ */
+export type ErrorCode = `${N.ErrorCode}`
 
 export class KvmboxError extends Error {
   readonly code: ErrorCode

@@ -9,6 +9,7 @@ export type {
   RunOptions,
   RunStats,
   TraceEvent,
+  MachineState,
   LoadOptions,
   ProbeResult,
   Address,

@@ -141,9 +141,9 @@ export type HostCallResult = number | bigint | boolean | void
  */
 export type HostCallHandler = (c: HostCallContext) => HostCallResult | Promise<HostCallResult>
 
-/** First and last syscall number of the embedder's host-call range (see guest/include/kvmbox.h). */
-export const HOSTCALL_FIRST = 0x10000
-export const HOSTCALL_LAST = 0xfffff
+/** First and last syscall number of the embedder's host-call range (see guest/include/kvmbox.h), from the core. */
+export const HOSTCALL_FIRST: number = loadFailure ? NaN : native.HOSTCALL_FIRST
+export const HOSTCALL_LAST: number = loadFailure ? NaN : native.HOSTCALL_LAST
 
 /** Checked access to guest memory (where the guest itself may read/write). */
 export class GuestMemory {
@@ -246,6 +246,9 @@ export interface RunOptions {
    */
   signal?: AbortSignal
 }
+
+/** Where a machine is in its life (see {@link Machine.state}): the binding's enum. */
+export type MachineState = `${N.MachineState}`
 
 /** One traced syscall (see the `trace` option). */
 export interface TraceEvent {
@@ -508,10 +511,10 @@ export class Machine {
    * run/call is in progress) | 'closed' (finished — exit, fault, timeout, handler error — or
    * close() was called; its VM and memory are released).
    */
-  get state(): 'ready' | 'paused' | 'busy' | 'finished' | 'closed' {
+  get state(): MachineState {
     // Busy until the async operation's promise settles, even if the vCPU thread is done.
     if (this.#busyAsync) return 'busy'
-    return this.#native.state as 'ready' | 'paused' | 'busy' | 'finished' | 'closed'
+    return this.#native.state
   }
 
   /** True once the guest finished (a machine with a snapshot can then be reset) or close() was called. */

@@ -26,6 +26,65 @@ pub struct NativeOptions {
     pub seccomp: Option<bool>,
 }
 
+/// The stable code of every error kvmbox throws — the one list the SDK's error classes are keyed
+/// by (its `ErrorCode` type is derived from this enum, so a new code does not type-check there
+/// until it has a class). `code_of` maps every core error to one (an exhaustive match, so a
+/// new core error does not compile here until it has a code).
+#[napi(string_enum)]
+#[allow(non_camel_case_types)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    KVM_UNAVAILABLE,
+    ELF_ERROR,
+    FILE_ERROR,
+    GUEST_FAULT,
+    TIMEOUT,
+    INTERRUPTED,
+    OUT_OF_MEMORY,
+    INVALID_ARGUMENT,
+    HOST_CALLBACK_ERROR,
+    INVALID_STATE,
+    GUEST_EXITED,
+    INTERNAL,
+}
+
+pub(crate) fn code_of(e: &CoreError) -> ErrorCode {
+    match e {
+        CoreError::KvmUnavailable(_) => ErrorCode::KVM_UNAVAILABLE,
+        CoreError::Elf(_) => ErrorCode::ELF_ERROR,
+        CoreError::File(_) => ErrorCode::FILE_ERROR,
+        CoreError::GuestFault(_) => ErrorCode::GUEST_FAULT,
+        CoreError::Timeout(_) => ErrorCode::TIMEOUT,
+        CoreError::Interrupted => ErrorCode::INTERRUPTED,
+        CoreError::OutOfMemory(_) => ErrorCode::OUT_OF_MEMORY,
+        CoreError::InvalidArgument(_) => ErrorCode::INVALID_ARGUMENT,
+        CoreError::HostCallback(_) => ErrorCode::HOST_CALLBACK_ERROR,
+        CoreError::InvalidState(_) => ErrorCode::INVALID_STATE,
+        CoreError::GuestExited(_) => ErrorCode::GUEST_EXITED,
+        CoreError::Internal(_) => ErrorCode::INTERNAL,
+    }
+}
+
+impl ErrorCode {
+    /// The code as JS sees it (the variant's name).
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::KVM_UNAVAILABLE => "KVM_UNAVAILABLE",
+            ErrorCode::ELF_ERROR => "ELF_ERROR",
+            ErrorCode::FILE_ERROR => "FILE_ERROR",
+            ErrorCode::GUEST_FAULT => "GUEST_FAULT",
+            ErrorCode::TIMEOUT => "TIMEOUT",
+            ErrorCode::INTERRUPTED => "INTERRUPTED",
+            ErrorCode::OUT_OF_MEMORY => "OUT_OF_MEMORY",
+            ErrorCode::INVALID_ARGUMENT => "INVALID_ARGUMENT",
+            ErrorCode::HOST_CALLBACK_ERROR => "HOST_CALLBACK_ERROR",
+            ErrorCode::INVALID_STATE => "INVALID_STATE",
+            ErrorCode::GUEST_EXITED => "GUEST_EXITED",
+            ErrorCode::INTERNAL => "INTERNAL",
+        }
+    }
+}
+
 /// A structured error record; the SDK maps `code` to an error class.
 #[napi(object, object_from_js = false)]
 pub struct NativeError {
@@ -60,7 +119,7 @@ pub struct NativeRunResult {
 
 pub(crate) fn error_record(e: &CoreError) -> NativeError {
     let mut rec = NativeError {
-        code: e.code().into(),
+        code: code_of(e).as_str().into(),
         message: e.to_string(),
         vector: None,
         vector_name: None,
@@ -106,7 +165,7 @@ thread_local! {
 /// vector, …) wait for the SDK in `takeThrownError()`.
 pub(crate) fn throw(e: CoreError) -> Error<String> {
     THROWN.with(|t| *t.borrow_mut() = Some(error_record(&e)));
-    Error::new(e.code().to_string(), e.to_string())
+    Error::new(code_of(&e).as_str().to_string(), e.to_string())
 }
 
 /// The details of the last error a synchronous native method threw on this thread, once.
@@ -299,5 +358,33 @@ pub(crate) fn call_value(v: u64, as_bigint: bool) -> Either<f64, BigInt> {
         Either::B(BigInt::from(v as i64))
     } else {
         Either::A(v as i64 as f64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_are_the_cores_and_the_variant_names() {
+        let errors = [
+            CoreError::KvmUnavailable(String::new()),
+            CoreError::Elf(String::new()),
+            CoreError::File(kvmbox::FileError { op: "read", path: "/x".into(), errno: 2 }),
+            CoreError::GuestFault(kvmbox::GuestFault { vector: 14, rip: 0, address: 0, error_code: None }),
+            CoreError::Timeout(1),
+            CoreError::Interrupted,
+            CoreError::OutOfMemory(String::new()),
+            CoreError::InvalidArgument(String::new()),
+            CoreError::HostCallback(String::new()),
+            CoreError::InvalidState(String::new()),
+            CoreError::GuestExited(kvmbox::RunOutcome::Exited(0)),
+            CoreError::Internal(String::new()),
+        ];
+        for e in &errors {
+            let code = code_of(e);
+            assert_eq!(code.as_str(), e.code(), "the core's code");
+            assert_eq!(code.as_str(), format!("{code:?}"), "the name JS sees");
+        }
     }
 }

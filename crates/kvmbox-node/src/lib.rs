@@ -13,6 +13,14 @@ use napi_derive::napi;
 
 use convert::throw;
 
+/// First syscall number of the embedder's host-call range (guest/include/kvmbox.h).
+#[napi]
+pub const HOSTCALL_FIRST: u32 = kvmbox::HOSTCALL_FIRST as u32;
+/// Last syscall number of the host-call range; kvmbox's own numbers (kvmbox_pause(), the call
+/// return) come right after it.
+#[napi]
+pub const HOSTCALL_LAST: u32 = kvmbox::HOSTCALL_LAST as u32;
+
 /// Result of the KVM probe.
 #[napi(object)]
 pub struct ProbeResult {

@@ -204,6 +204,18 @@ impl NativeSnapshot {
     }
 }
 
+/// Where a machine is in its life (the SDK's `Machine.state`, derived from this enum): never
+/// run, paused in kvmbox_pause(), running an async operation, finished but resettable, or
+/// closed (its VM released).
+#[napi(string_enum = "lowercase")]
+pub enum MachineState {
+    Ready,
+    Paused,
+    Busy,
+    Finished,
+    Closed,
+}
+
 /// What a run or call cost (see `Machine.lastStats`).
 #[napi(object, object_from_js = false)]
 pub struct NativeRunStats {
@@ -384,15 +396,15 @@ impl NativeMachine {
         self.symbols = Arc::default();
     }
 
-    /// "ready" | "paused" | "busy" | "finished" (exited or failed, resettable) | "closed"
+    /// Where the machine is in its life.
     #[napi(getter)]
-    pub fn state(&self) -> &'static str {
+    pub fn state(&self) -> MachineState {
         match &*self.slot.lock().unwrap_or_else(|e| e.into_inner()) {
-            Slot::Closed | Slot::Done { .. } => "closed",
-            Slot::Busy => "busy",
-            Slot::Idle(m) if m.is_paused() => "paused",
-            Slot::Idle(m) if m.is_finished() => "finished",
-            Slot::Idle(_) => "ready",
+            Slot::Closed | Slot::Done { .. } => MachineState::Closed,
+            Slot::Busy => MachineState::Busy,
+            Slot::Idle(m) if m.is_paused() => MachineState::Paused,
+            Slot::Idle(m) if m.is_finished() => MachineState::Finished,
+            Slot::Idle(_) => MachineState::Ready,
         }
     }
 
