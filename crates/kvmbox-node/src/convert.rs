@@ -31,7 +31,7 @@ pub struct NativeOptions {
 /// until it has a class). `code_of` maps every core error to one (an exhaustive match, so a
 /// new core error does not compile here until it has a code).
 #[napi(string_enum)]
-#[allow(non_camel_case_types)]
+#[allow(non_camel_case_types, clippy::upper_case_acronyms)] // the variant names are the codes JS sees
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
     KVM_UNAVAILABLE,
