@@ -275,3 +275,17 @@ test('--json prints the result (exit, signal, fault, timeout, missing file) as o
   t.is(missing.code, 125);
   t.like(JSON.parse(missing.stdout), { status: 'error', error: { code: 'FILE_ERROR', name: 'FileError' } });
 });
+
+test('kvmbox cflags lets gcc find kvmbox.h: the README guest compiles and serves calls', (t) => {
+  const flags = cli(['cflags']);
+  t.is(flags.code, 0);
+  t.regex(flags.stdout, /^-I\/.*\/guest\/include\n$/);
+  const dir = tempDir();
+  const src = path.join(dir, 'guest.c');
+  fs.writeFileSync(src, '#include "kvmbox.h"\nKVMBOX_EXPORT long add(long a, long b) { return a + b; }\nint main(void) { kvmbox_pause(); return 0; }\n');
+  const exe = path.join(dir, 'guest');
+  const cc = spawnSync('gcc', ['-O2', '-static', flags.stdout.trim(), src, '-o', exe], { encoding: 'utf8' });
+  t.is(cc.status, 0, cc.stderr);
+  const r = cli(['run', exe]);
+  t.is(r.code, 0, r.stderr);
+});

@@ -14,6 +14,8 @@ import { GuestFaultError, KvmboxError, TimeoutError } from './errors'
 const HELP = `Usage:
   kvmbox run [options] PROGRAM [ARGS...]   run a static x86-64 Linux program in a KVM sandbox
   kvmbox probe                             report whether KVM is usable and which backend serves it
+  kvmbox cflags                            print the compiler flags for guests using kvmbox.h
+                                           (gcc -O2 -static $(kvmbox cflags) guest.c -o guest)
   kvmbox --version                         print kvmbox's version
   kvmbox --help                            show this help
 
@@ -177,6 +179,11 @@ async function main(argv: string[]): Promise<number> {
     return 0
   }
   if (cmd === 'run') return runCommand(rest)
+  if (cmd === 'cflags') {
+    // The header ships in the package: guest/include/kvmbox.h next to dist/.
+    process.stdout.write(`-I${path.join(__dirname, '..', 'guest', 'include')}\n`)
+    return 0
+  }
   if (cmd === 'probe') {
     const p = probe()
     process.stdout.write(JSON.stringify(p, null, 2) + '\n')
