@@ -5,19 +5,7 @@ import fs from 'node:fs';
 
 import test from 'ava';
 
-import {
-  guest,
-  InvalidArgumentError,
-  kvmbox,
-  KvmboxError,
-  Machine,
-  probe,
-  requireKvm,
-  REPO_DIR,
-  runNative,
-  summarize,
-  waitFor,
-} from './helpers.mjs';
+import { guest, InvalidArgumentError, KvmboxError, kvmbox, Machine, probe, REPO_DIR, requireKvm, runNative, summarize, waitFor } from './helpers.mjs';
 
 requireKvm(test);
 
@@ -25,7 +13,18 @@ const BIG_INPUT = 'The quick brown fox jumps over the lazy dog.\n'.repeat(5000);
 
 test('named ESM imports and the default export expose the same API', async (t) => {
   const named = await import('../dist/index.js');
-  for (const k of ['Machine', 'probe', 'KvmboxError', 'ElfError', 'GuestFaultError', 'TimeoutError', 'OutOfMemoryError', 'KvmUnavailableError', 'InvalidArgumentError', 'InvalidStateError']) {
+  for (const k of [
+    'Machine',
+    'probe',
+    'KvmboxError',
+    'ElfError',
+    'GuestFaultError',
+    'TimeoutError',
+    'OutOfMemoryError',
+    'KvmUnavailableError',
+    'InvalidArgumentError',
+    'InvalidStateError',
+  ]) {
     t.is(typeof kvmbox[k], 'function', `default export has ${k}`);
     t.is(named[k], kvmbox[k], `named export ${k}`);
   }
@@ -100,14 +99,30 @@ test('a stdout callback that throws makes run() throw that same error (and stops
 test('a stderr callback that throws makes run() throw that same error', (t) => {
   const file = guest('exit-glibc');
   const boom = new TypeError('stderr sink failed');
-  const err = t.throws(() => Machine.fromFile(file, { args: [file, '0'], stderr: () => { throw boom; } }).run());
+  const err = t.throws(() =>
+    Machine.fromFile(file, {
+      args: [file, '0'],
+      stderr: () => {
+        throw boom;
+      },
+    }).run(),
+  );
   t.is(err, boom);
 });
 
 test('a callback that throws a non-Error value: run() throws that same value', (t) => {
   const file = guest('exit-glibc');
   for (const value of [{ custom: 'object' }, 'a string']) {
-    const err = t.throws(() => Machine.fromFile(file, { args: [file, '0'], stdout: () => { throw value; } }).run(), { any: true });
+    const err = t.throws(
+      () =>
+        Machine.fromFile(file, {
+          args: [file, '0'],
+          stdout: () => {
+            throw value;
+          },
+        }).run(),
+      { any: true },
+    );
     t.is(err, value);
   }
 });

@@ -40,15 +40,7 @@ const VARIANTS = {
     ['-musl', 'musl-gcc', (src, out) => ['-O2', '-static', '-o', out, src, '-lm']],
   ],
   '.cpp': [['', 'g++', (src, out) => ['-O2', '-static', '-o', out, src]]],
-  '.rs': [
-    [
-      '',
-      'rustc',
-      (src, out) => [
-        '--edition', '2021', '-O', '-C', 'target-feature=+crt-static', '--target', RUST_TARGET, '-o', out, src,
-      ],
-    ],
-  ],
+  '.rs': [['', 'rustc', (src, out) => ['--edition', '2021', '-O', '-C', 'target-feature=+crt-static', '--target', RUST_TARGET, '-o', out, src]]],
 };
 
 const INSTALL_HINTS = {
@@ -97,7 +89,7 @@ export function listJobs() {
  * Builds all guests. Returns { buildDir, binaries: {name: absPath}, built, upToDate }.
  * Throws BuildError (with a readable message) on a missing compiler or a failed build.
  */
-export function buildGuests({ force = false, log = (s) => process.stderr.write(s + '\n') } = {}) {
+export function buildGuests({ force = false, log = (s) => process.stderr.write(`${s}\n`) } = {}) {
   const jobs = listJobs();
   if (jobs.length === 0) throw new BuildError(`build-guests: ERROR: no guest sources found in ${GUEST_DIR}`);
   // Check every compiler up front so a missing one fails before any work.

@@ -246,7 +246,10 @@ function hostCalls(t, variant) {
   t.is(seen[0].nr, HC_ECHO, 'c.nr');
   t.is(seen[0].vm, vm, 'c.vm');
   t.is(seen[0].args.length, 6);
-  t.true(seen[0].args.every((a) => typeof a === 'bigint'), 'c.args are bigints');
+  t.true(
+    seen[0].args.every((a) => typeof a === 'bigint'),
+    'c.args are bigints',
+  );
   t.is(seen[0].args[0], 4n);
   t.is(seen[0].args[1], 0n);
   t.is(vm.call('echo_plus_one', -3), -29, 'negative values arrive as unsigned 64-bit and return signed');
@@ -263,7 +266,10 @@ function hostCalls(t, variant) {
   const n = vm.call('lookup', 'k1', out, out.length);
   t.is(n, 'value-of-k1'.length);
   t.is(out.subarray(0, n).toString(), 'value-of-k1', 'the handler wrote into the Buffer the host passed');
-  t.true(out.subarray(n).every((b) => b === 0), 'nothing past what the handler wrote');
+  t.true(
+    out.subarray(n).every((b) => b === 0),
+    'nothing past what the handler wrote',
+  );
 
   t.is(vm.call('unhandled_hostcall'), ENOSYS, 'an unregistered host call returns -ENOSYS');
   vm.onSyscall(HC_UNHANDLED, () => true);
@@ -348,7 +354,10 @@ test('vm.memory: a handler reads and writes guest memory through c.vm.memory', (
   t.is(vm.call('lookup', 'alpha', out, out.length), 17);
   t.deepEqual(keyBytes, Buffer.from('alpha\0'), 'the string argument was copied NUL-terminated');
   t.is(out.subarray(0, 18).toString('latin1'), 'from XYmory.write\0');
-  t.true(out.subarray(18).every((b) => b === 0xee), 'bytes the handler did not write are unchanged');
+  t.true(
+    out.subarray(18).every((b) => b === 0xee),
+    'bytes the handler did not write are unchanged',
+  );
 });
 
 test('vm.memory: write to a guest variable between calls is seen by the guest', (t) => {
@@ -626,7 +635,11 @@ test('onSyscall rejects bad numbers and handlers', (t) => {
   t.throws(() => vm.onSyscall(-1, () => 0), { instanceOf: InvalidArgumentError });
   t.throws(() => vm.onSyscall(1.5, () => 0), { instanceOf: InvalidArgumentError });
   t.throws(() => vm.onSyscall(HC_ECHO, 'not a function'), { instanceOf: InvalidArgumentError });
-  t.is(vm.onSyscall(HC_ECHO, () => 1), vm, 'onSyscall is chainable');
+  t.is(
+    vm.onSyscall(HC_ECHO, () => 1),
+    vm,
+    'onSyscall is chainable',
+  );
   t.is(vm.call('echo_plus_one', 0), 2);
 });
 

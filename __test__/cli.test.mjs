@@ -233,7 +233,7 @@ test('--version prints the package version', (t) => {
   t.is(r.stdout, `${JSON.parse(fs.readFileSync(path.join(path.dirname(CLI), '..', 'package.json'), 'utf8')).version}\n`);
 });
 
-test('options take --opt=value too; options after PROGRAM are the program\'s; -- ends ours', (t) => {
+test("options take --opt=value too; options after PROGRAM are the program's; -- ends ours", (t) => {
   const file = guest('faults-glibc');
   const r = cli(['run', '--timeout=200', file, 'loop']);
   t.is(r.code, 124);

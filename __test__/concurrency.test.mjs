@@ -4,7 +4,7 @@
 // bounded time (no deadlock).
 import test from 'ava';
 
-import { GuestFaultError, pausedMachine, Pool, requireKvm, TimeoutError } from './helpers.mjs';
+import { GuestFaultError, Pool, pausedMachine, requireKvm, TimeoutError } from './helpers.mjs';
 
 requireKvm(test);
 
@@ -15,7 +15,7 @@ function snapshot(t) {
 /** A deterministic mix: mostly additions, some crashes, some infinite loops. */
 function plan(n, seed) {
   let x = seed;
-  const rnd = () => ((x = (x * 1103515245 + 12345) >>> 0) % 100);
+  const rnd = () => (x = (x * 1103515245 + 12345) >>> 0) % 100;
   return Array.from({ length: n }, (_, i) => {
     const r = rnd();
     return r < 10 ? { kind: 'crash' } : r < 15 ? { kind: 'loop' } : { kind: 'add', a: i, b: r };

@@ -1,12 +1,12 @@
 // Live debugging with the real gdb in batch mode, and the GDB remote protocol by hand for the
 // cases batch gdb cannot drive (Ctrl-C, a dropped connection).
 import { spawn, spawnSync } from 'node:child_process';
-import { Worker } from 'node:worker_threads';
 import path from 'node:path';
+import { Worker } from 'node:worker_threads';
 
 import test from 'ava';
 
-import { GUEST_DIR, guest, Machine, pausedMachine, requireKvm, runNative, tempDir, TimeoutError } from './helpers.mjs';
+import { GUEST_DIR, guest, Machine, pausedMachine, requireKvm, runNative, TimeoutError, tempDir } from './helpers.mjs';
 
 requireKvm(test);
 
@@ -32,7 +32,20 @@ test.serial('gdb: breakpoint, backtrace, variables, stepping, registers, then no
   const native = runNative(debugme);
   const vm = Machine.fromFile(debugme);
   const port = vm.debug({ port: 0 });
-  const session = gdb(port, ['break compute', 'continue', 'bt', 'print x', 'next', 'next', 'print y', 'info registers rip', 'info registers fs_base', 'print $mxcsr', 'delete', 'continue']);
+  const session = gdb(port, [
+    'break compute',
+    'continue',
+    'bt',
+    'print x',
+    'next',
+    'next',
+    'print y',
+    'info registers rip',
+    'info registers fs_base',
+    'print $mxcsr',
+    'delete',
+    'continue',
+  ]);
   const r = vm.run(); // blocks until gdb lets the program finish
   const out = await session;
   t.regex(out, /Breakpoint 1, compute \(x=10\) at .*debugme\.c:5/);
@@ -141,7 +154,17 @@ test.serial('gdb protocol: Ctrl-C interrupts a running guest, which then continu
   const faults = guest('faults-glibc');
   const vm = Machine.fromFile(faults, { args: [faults, 'loop'], timeout: 1500 });
   const port = vm.debug({ port: 0 });
-  const client = rspClient(port, [['packet', '?'], ['reply'], ['packet', 'c'], ['sleep', 300], ['raw', '\x03'], ['reply'], ['packet', 'D'], ['reply'], ['close']]);
+  const client = rspClient(port, [
+    ['packet', '?'],
+    ['reply'],
+    ['packet', 'c'],
+    ['sleep', 300],
+    ['raw', '\x03'],
+    ['reply'],
+    ['packet', 'D'],
+    ['reply'],
+    ['close'],
+  ]);
   t.throws(() => vm.run(), { instanceOf: TimeoutError }, 'after detach the loop runs on until its timeout');
   const [first, stop, detached] = await client;
   t.regex(first, /^[ST]05/, 'initial stop');

@@ -27,15 +27,23 @@ const INPUT = makeInput(6000);
 /** [program base, label, options] */
 const C_CASES = [
   ['hello', 'no args', {}],
-  ['args', 'several args and env vars', {
-    argv: ['one', 'two words', '', '--flag=x', 'ünïcødé', '$HOME'],
-    env: { FOO: 'bar', EMPTY: '', PATH: '/usr/bin:/bin', LANG: 'C', 'WITH_EQ': 'a=b=c', LONG: 'x'.repeat(500) },
-  }],
+  [
+    'args',
+    'several args and env vars',
+    {
+      argv: ['one', 'two words', '', '--flag=x', 'ünïcødé', '$HOME'],
+      env: { FOO: 'bar', EMPTY: '', PATH: '/usr/bin:/bin', LANG: 'C', WITH_EQ: 'a=b=c', LONG: 'x'.repeat(500) },
+    },
+  ],
   ['args', 'no extra args, empty env', {}],
-  ['args', '3000 args and a 100 KB env var (large initial stack)', {
-    argv: Array.from({ length: 3000 }, (_, i) => `arg${i}-${'y'.repeat(i % 50)}`),
-    env: Object.fromEntries([['BIG', 'z'.repeat(100_000)], ...Array.from({ length: 500 }, (_, i) => [`V${i}`, `val${i}`])]),
-  }],
+  [
+    'args',
+    '3000 args and a 100 KB env var (large initial stack)',
+    {
+      argv: Array.from({ length: 3000 }, (_, i) => `arg${i}-${'y'.repeat(i % 50)}`),
+      env: Object.fromEntries([['BIG', 'z'.repeat(100_000)], ...Array.from({ length: 500 }, (_, i) => [`V${i}`, `val${i}`])]),
+    },
+  ],
   ['malloc', 'default', {}],
   ['floats', 'default', {}],
   ['qsort', 'default', {}],
@@ -70,7 +78,8 @@ for (const c of CASES) {
 
     // Sanity of the native run itself, so the comparison means something.
     if (c.expectSignal) t.deepEqual({ status: native.status, signal: native.signal }, { status: 'signaled', signal: c.expectSignal }, 'native run');
-    if (c.expectExit !== undefined) t.deepEqual({ status: native.status, exitCode: native.exitCode }, { status: 'exited', exitCode: c.expectExit }, 'native run');
+    if (c.expectExit !== undefined)
+      t.deepEqual({ status: native.status, exitCode: native.exitCode }, { status: 'exited', exitCode: c.expectExit }, 'native run');
 
     t.is(k.status, native.status, 'status');
     if (native.status === 'signaled') {

@@ -8,19 +8,7 @@ import path from 'node:path';
 
 import test from 'ava';
 
-import {
-  assertHealthy,
-  ElfError,
-  FileError,
-  GUEST_DIR,
-  guest,
-  InvalidArgumentError,
-  KvmboxError,
-  Machine,
-  requireKvm,
-  Snapshot,
-  tempDir,
-} from './helpers.mjs';
+import { assertHealthy, ElfError, FileError, GUEST_DIR, guest, InvalidArgumentError, KvmboxError, Machine, requireKvm, Snapshot, tempDir } from './helpers.mjs';
 
 requireKvm(test);
 

@@ -111,7 +111,16 @@ test('the system pages (stubs, GDT, IDT, TSS, ring-0 stack, page tables) cannot 
       return e.vector;
     }
   };
-  const supervisor = { stubs: sys + 2n * page, gdt, idt: sys + 4n * page, tss: sys + 5n * page, 'tss+2': sys + 7n * page, 'ring-0 stack': sys + 8n * page, pml4: sys + 9n * page, 'last page table': (128n << 20n) - page };
+  const supervisor = {
+    stubs: sys + 2n * page,
+    gdt,
+    idt: sys + 4n * page,
+    tss: sys + 5n * page,
+    'tss+2': sys + 7n * page,
+    'ring-0 stack': sys + 8n * page,
+    pml4: sys + 9n * page,
+    'last page table': (128n << 20n) - page,
+  };
   for (const [name, addr] of Object.entries(supervisor)) {
     for (const op of ['r', 'w', 'x']) t.is(touch(addr, op), PF, `${op} ${name} at 0x${addr.toString(16)}`);
   }

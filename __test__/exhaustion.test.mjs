@@ -11,7 +11,9 @@ const bin = guest('exhaust-glibc');
 const file = guest('hello-glibc');
 
 function fork(t, opts = {}) {
-  return pausedMachine(t, bin, { args: [bin, file], allowRead: [file], memory: 64 << 20, ...opts }).snapshot().fork();
+  return pausedMachine(t, bin, { args: [bin, file], allowRead: [file], memory: 64 << 20, ...opts })
+    .snapshot()
+    .fork();
 }
 
 function resetsAndServes(t, m) {

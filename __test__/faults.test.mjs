@@ -54,7 +54,7 @@ function functionAt(variant, loaded, addr) {
   const bias = loadedMain - main.addr;
   let best;
   for (const s of syms) if (s.addr + bias <= addr && (!best || s.addr >= best.addr)) best = s;
-  return best && best.name;
+  return best?.name;
 }
 
 const TEXT_LO = 0x400000n;

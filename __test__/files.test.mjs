@@ -14,7 +14,7 @@ const root = tempDir('kvmbox-files-');
 const pub = path.join(root, 'pub');
 const sub = path.join(pub, 'sub');
 fs.mkdirSync(sub, { recursive: true });
-const ALLOWED_CONTENT = 'allowed file, line 1\nline 2 with some more text: 0123456789\n' + 'x'.repeat(300) + '\nlast line\n';
+const ALLOWED_CONTENT = `allowed file, line 1\nline 2 with some more text: 0123456789\n${'x'.repeat(300)}\nlast line\n`;
 const allowed = path.join(pub, 'allowed.txt');
 fs.writeFileSync(allowed, ALLOWED_CONTENT);
 const nested = path.join(sub, 'nested.txt');
@@ -158,7 +158,12 @@ for (const [label, target] of PSEUDO_CASES) {
 
 test('allowRead of a pseudo filesystem or a device is refused up front', (t) => {
   const file = guest('files-glibc');
-  for (const [p, what] of [['/proc/self', /procfs/], ['/sys/kernel', /sysfs/], ['/proc', /procfs/], ['/dev/null', /neither a regular file nor a directory/]]) {
+  for (const [p, what] of [
+    ['/proc/self', /procfs/],
+    ['/sys/kernel', /sysfs/],
+    ['/proc', /procfs/],
+    ['/dev/null', /neither a regular file nor a directory/],
+  ]) {
     t.throws(() => runKvm(file, { args: [file, allowed], allowRead: [p] }), { instanceOf: InvalidArgumentError, message: what }, p);
   }
 });

@@ -1,10 +1,11 @@
 // Hardening round 2: each test performs an attack that once aborted Node, leaked data across a
 // reset, widened a snapshot's file access or outran a timeout — and checks it no longer does.
 // Then interrupts and AbortSignals, which stop a guest wherever it is.
-import test from 'ava';
+
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import test from 'ava';
 
 import {
   assertHealthy,
@@ -12,13 +13,13 @@ import {
   InterruptedError,
   InvalidArgumentError,
   Machine,
-  pausedMachine,
   Pool,
+  pausedMachine,
   REPO_DIR,
   requireKvm,
   Snapshot,
-  tempDir,
   TimeoutError,
+  tempDir,
 } from './helpers.mjs';
 
 requireKvm(test);
@@ -226,7 +227,10 @@ test('pool.with({ signal }) interrupts the fork it lent, in-thread and in a work
     t.is(await pool.with((m) => m.callAsync('sleep_ms', 1)), 0, 'the fork was reset and serves again');
     // Waiting for a busy pool's fork: the signal rejects the wait.
     const busy = pool.with((m) => m.callAsync('sleep_ms', 200));
-    await t.throwsAsync(pool.with((m) => m.callAsync('sleep_ms', 1), { signal: AbortSignal.timeout(20) }), { instanceOf: InterruptedError });
+    await t.throwsAsync(
+      pool.with((m) => m.callAsync('sleep_ms', 1), { signal: AbortSignal.timeout(20) }),
+      { instanceOf: InterruptedError },
+    );
     t.is(await busy, 0);
     pool.close();
   }

@@ -13,11 +13,12 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import kvmboxDefault from '../dist/index.js';
-import { buildGuests, BUILD_DIR, GUEST_DIR } from './build-guests.mjs';
+import { BUILD_DIR, buildGuests, GUEST_DIR } from './build-guests.mjs';
 
 export const kvmbox = kvmboxDefault;
 // Every name the package exports (the ESM entry shares the CommonJS module instance).
 export * from '../dist/index.mjs';
+
 const { Machine, probe } = kvmboxDefault;
 
 export const TEST_DIR = path.dirname(fileURLToPath(import.meta.url));
@@ -117,10 +118,10 @@ export function requireKvm(test) {
     try {
       p = probe();
     } catch (e) {
-      throw new Error(`KVM is required for these tests: probe() threw: ${e && e.message}`);
+      throw new Error(`KVM is required for these tests: probe() threw: ${e?.message}`);
     }
-    if (!p || !p.available) {
-      throw new Error(`KVM is required for these tests: ${(p && p.error) || 'probe() reported it unavailable'}`);
+    if (!p?.available) {
+      throw new Error(`KVM is required for these tests: ${p?.error || 'probe() reported it unavailable'}`);
     }
     t.pass();
   });
@@ -149,7 +150,7 @@ export function nmSymbols(file) {
   const syms = [];
   for (const line of r.stdout.split('\n')) {
     const m = /^([0-9a-f]+) (\w) (\S+)$/.exec(line);
-    if (m && /[tTwW]/.test(m[2])) syms.push({ addr: BigInt('0x' + m[1]), type: m[2], name: m[3] });
+    if (m && /[tTwW]/.test(m[2])) syms.push({ addr: BigInt(`0x${m[1]}`), type: m[2], name: m[3] });
   }
   return syms;
 }

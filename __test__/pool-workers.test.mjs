@@ -8,8 +8,8 @@ import {
   GuestFaultError,
   InvalidArgumentError,
   InvalidStateError,
-  pausedMachine,
   Pool,
+  pausedMachine,
   RemoteMachine,
   requireKvm,
   TEST_DIR,
@@ -32,7 +32,10 @@ test('forks in worker threads serve calls with fresh state each time', async (t)
   t.deepEqual(results, Array(40).fill(6));
   t.true(await pool.with((m) => m instanceof RemoteMachine));
   const sums = await Promise.all(Array.from({ length: 20 }, (_, i) => pool.with((m) => m.callAsync('add', i, 1000))));
-  t.deepEqual(sums, Array.from({ length: 20 }, (_, i) => i + 1000));
+  t.deepEqual(
+    sums,
+    Array.from({ length: 20 }, (_, i) => i + 1000),
+  );
   t.is(await pool.with((m) => m.callBigIntAsync('add', 1n << 60n, 1n)), (1n << 60n) + 1n);
   const buf = Buffer.from('make me loud');
   t.is(await pool.with((m) => m.callAsync('upcase', buf, buf.length)), buf.length);
@@ -42,8 +45,14 @@ test('forks in worker threads serve calls with fresh state each time', async (t)
   const words = ['alpha', 'bravo', 'x'.repeat(300_000), 'delta'];
   const bufs = words.map((w) => Buffer.from(w));
   const lens = await pool.with((m) => Promise.all(bufs.map((b) => m.callAsync('upcase', b, b.length))));
-  t.deepEqual(lens, words.map((w) => w.length));
-  t.deepEqual(bufs.map((b) => b.toString()), words.map((w) => w.toUpperCase()));
+  t.deepEqual(
+    lens,
+    words.map((w) => w.length),
+  );
+  t.deepEqual(
+    bufs.map((b) => b.toString()),
+    words.map((w) => w.toUpperCase()),
+  );
   pool.close();
 });
 
@@ -87,7 +96,12 @@ test('a fork in a worker handles operations in the order they were made', async 
   });
   // …so the next user sees the snapshot's state, not theirs.
   t.is(await pool.with((m) => m.callAsync('counter_next')), 6);
-  t.deepEqual(await pool.with((m) => Promise.all([m.callAsync('counter_next'), m.takeOutput(), m.callAsync('counter_next'), m.reset(), m.callAsync('counter_next')])).then((r) => [r[0], r[2], r[4]]), [6, 7, 6]);
+  t.deepEqual(
+    await pool
+      .with((m) => Promise.all([m.callAsync('counter_next'), m.takeOutput(), m.callAsync('counter_next'), m.reset(), m.callAsync('counter_next')]))
+      .then((r) => [r[0], r[2], r[4]]),
+    [6, 7, 6],
+  );
   pool.close();
 });
 

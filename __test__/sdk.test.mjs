@@ -1,28 +1,29 @@
 // SDK conveniences a new user expects (issue "a newcomer's first hour"): errors that say what
 // happened, resources released with `using`/close(), worker pools that do not hold the process.
-import test from 'ava';
+
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import test from 'ava';
 
 import {
   FileError,
-  guest,
   GuestExitedError,
+  guest,
   HOSTCALL_FIRST,
   HOSTCALL_LAST,
   InvalidArgumentError,
   InvalidStateError,
   Machine,
-  pausedMachine,
   Pool,
+  pausedMachine,
   probe,
   REPO_DIR,
   requireKvm,
-  setVmPoolSize,
   Snapshot,
-  tempDir,
+  setVmPoolSize,
   TimeoutError,
+  tempDir,
 } from './helpers.mjs';
 
 requireKvm(test);
@@ -72,7 +73,9 @@ test("onSyscall refuses kvmbox's own numbers and numbers out of range; setVmPool
   for (const nr of [0x100000, 0x100001, HOSTCALL_LAST + 1, -1, 2 ** 32, 1.5, NaN]) {
     t.throws(() => vm.onSyscall(nr, () => 0), { instanceOf: InvalidArgumentError }, `nr ${nr}`);
   }
-  vm.onSyscall(HOSTCALL_FIRST, () => 1).onSyscall(HOSTCALL_LAST, () => 1).onSyscall(39, () => 1);
+  vm.onSyscall(HOSTCALL_FIRST, () => 1)
+    .onSyscall(HOSTCALL_LAST, () => 1)
+    .onSyscall(39, () => 1);
   for (const n of [-1, 1.5, NaN, Infinity, 1e9]) t.throws(() => setVmPoolSize(n), { instanceOf: InvalidArgumentError });
 });
 
@@ -111,7 +114,7 @@ test('a worker Pool nobody closed does not keep the process alive', (t) => {
   t.is(r.stdout, 'answer 5\n');
 });
 
-test("probe() reports the backend as one of its four names", (t) => {
+test('probe() reports the backend as one of its four names', (t) => {
   t.true(['pvm', 'vmx', 'svm', 'unknown'].includes(probe().backend));
 });
 
@@ -160,7 +163,10 @@ test('saveAsync/loadAsync keep the event loop running and report progress; error
   t.true(saved.length >= 3 && loaded.length >= 3, `progress reports: ${saved.length} saving, ${loaded.length} loading`);
   t.deepEqual(saved.at(-1)[0], saved.at(-1)[1], 'saving ends complete');
   t.deepEqual(loaded.at(-1), [fs.statSync(file).size, fs.statSync(file).size], 'loading ends at the file size');
-  t.true(saved.every(([d], i) => i === 0 || d >= saved[i - 1][0]), 'progress only grows');
+  t.true(
+    saved.every(([d], i) => i === 0 || d >= saved[i - 1][0]),
+    'progress only grows',
+  );
   const f = back.fork();
   t.deepEqual(f.memory.read(at + (63 << 20), 4), Buffer.from([7, 7, 7, 7]), 'the data came back');
   t.is(f.call('echo_plus_one', 0), 6, 'handlers from loadAsync');
@@ -186,7 +192,7 @@ test('lastStats: wall time, VM exits and syscalls of the last run or call, pages
   t.is(f.call('getpid_twice') > 0, true);
   t.is(f.lastStats.syscalls, 2);
   t.is(f.lastStats.exits, 3);
-  t.is(await f.callAsync('syscall_spin', 10), 10 * (f.call('syscall_spin', 1)));
+  t.is(await f.callAsync('syscall_spin', 10), 10 * f.call('syscall_spin', 1));
   t.is(f.lastStats.syscalls, 1);
   f.call('counter_next');
   const pages = f.reset();
@@ -209,14 +215,25 @@ test('trace: a function gets every syscall (sync and async, forks too) instead o
   t.is(write.result, '0xc');
   events.length = 0;
   t.true(vm.call('getpid_twice') > 0);
-  t.deepEqual(events.map((e) => e.name), ['getpid', 'getpid']);
+  t.deepEqual(
+    events.map((e) => e.name),
+    ['getpid', 'getpid'],
+  );
   const f = vm.snapshot().fork();
   events.length = 0;
   await f.callAsync('getpid_twice');
   await new Promise((r) => setTimeout(r, 50)); // async events arrive on the event loop
-  t.deepEqual(events.map((e) => e.name), ['getpid', 'getpid'], 'forks keep the trace callback');
+  t.deepEqual(
+    events.map((e) => e.name),
+    ['getpid', 'getpid'],
+    'forks keep the trace callback',
+  );
   f.close();
-  const throwing = Machine.fromFile(calls, { trace: () => { throw new Error('ignored') } });
+  const throwing = Machine.fromFile(calls, {
+    trace: () => {
+      throw new Error('ignored');
+    },
+  });
   t.is(throwing.run().status, 'paused', 'a throwing trace callback does not stop the guest');
   throwing.close();
   t.throws(() => Machine.fromFile(calls, { trace: 'yes' }), { instanceOf: InvalidArgumentError });

@@ -6,7 +6,7 @@ import path from 'node:path';
 
 import test from 'ava';
 
-import { GuestFaultError, guest, InvalidStateError, Machine, Pool, requireKvm, GUEST_DIR, TimeoutError } from './helpers.mjs';
+import { GUEST_DIR, GuestFaultError, guest, InvalidStateError, Machine, Pool, requireKvm, TimeoutError } from './helpers.mjs';
 
 requireKvm(test);
 

@@ -44,8 +44,22 @@ test('bad snapshot files are rejected with a clear error', (t) => {
     garbage: [Buffer.from('this is not a snapshot, just text'), /not a kvmbox snapshot/],
     truncated: [good.subarray(0, Math.floor(good.length / 2)), /truncated/],
     'one byte short': [good.subarray(0, good.length - 1), /truncated/],
-    'flipped byte': [(() => { const b = Buffer.from(good); b[b.length >> 1] ^= 0x10; return b; })(), /checksum/],
-    'other version': [(() => { const b = Buffer.from(good); b.writeUInt32LE(2, 8); return b; })(), /version 2/],
+    'flipped byte': [
+      (() => {
+        const b = Buffer.from(good);
+        b[b.length >> 1] ^= 0x10;
+        return b;
+      })(),
+      /checksum/,
+    ],
+    'other version': [
+      (() => {
+        const b = Buffer.from(good);
+        b.writeUInt32LE(2, 8);
+        return b;
+      })(),
+      /version 2/,
+    ],
     'trailing data': [Buffer.concat([good, Buffer.from('x')]), /checksum|trailing/],
   };
   for (const [name, [bytes, message]] of Object.entries(cases)) {

@@ -19,10 +19,10 @@ import {
   Machine,
   Pool,
   requireKvm,
-  setVmPoolSize,
   Snapshot,
-  tempDir,
+  setVmPoolSize,
   TimeoutError,
+  tempDir,
   VARIANTS,
   waitFor,
 } from './helpers.mjs';
@@ -476,7 +476,10 @@ test('a secret written during request N is nowhere in guest memory after reset; 
   t.true(before.hits.length >= 20, `positive control: the scan finds the secret before the reset (${before.hits.length} copies)`);
   t.true(before.hits.includes(areaAddr), 'found in secret_area');
   t.true(before.hits.includes(heapAddr), 'found in the malloc block');
-  t.true(before.hits.some((a) => a > heapAddr + 8 * MiB), 'found in mmap memory');
+  t.true(
+    before.hits.some((a) => a > heapAddr + 8 * MiB),
+    'found in mmap memory',
+  );
 
   t.true(m.reset() > 0);
   t.is(m.takeOutput().stdout.length, 0, 'the printed secret is gone from captured output');
@@ -488,7 +491,7 @@ test('a secret written during request N is nowhere in guest memory after reset; 
     'the secret is nowhere in guest memory after reset',
   );
   t.is(scanMemory(m, 'TOPSECRET-').hits.length, 0, 'not even its prefix');
-  t.deepEqual(vregs(m), freshRegs, 'the vector registers are the snapshot\'s');
+  t.deepEqual(vregs(m), freshRegs, "the vector registers are the snapshot's");
 
   // Request N+1 gets the snapshot content.
   t.is(m.call('count_marker'), 0, 'request N+1 finds no trace in the area, heap block or mmap block');
@@ -540,7 +543,7 @@ test('pages written by the host (read() into static buffers) are restored by res
   const hAddr = m.call('host_only_addr');
   const snapStatic = m.memory.read(sAddr, 8192);
   const snapHostOnly = m.memory.read(hAddr, 16384);
-  t.deepEqual(snapStatic, Buffer.alloc(8192, 'S'), "static_buf as main() filled it");
+  t.deepEqual(snapStatic, Buffer.alloc(8192, 'S'), 'static_buf as main() filled it');
   t.deepEqual(snapHostOnly, Buffer.alloc(16384), 'host_only_buf was never written');
 
   for (let round = 0; round < 3; round++) {
@@ -600,7 +603,6 @@ test('open files belong to the snapshot: replacing or removing the host file doe
 
 // ---------------------------------------------------------------------------------------------
 // 5. reset to another snapshot
-
 
 test('reset(to) moves back and forth between a snapshot and snapshots of forks (and of forks of forks)', (t) => {
   const vm = paused(t);
@@ -720,7 +722,11 @@ test('reset(to) a snapshot of another program with another memory size, and back
   // program the machine now runs: after reset(c), counter_next is the calls program's (its
   // counter starts at 0), get_global no longer exists; after going back, add no longer exists.
   g.reset(c);
-  t.is(attempt(() => g.call('counter_next')), 1, "counter_next resolves to the other program's function");
+  t.is(
+    attempt(() => g.call('counter_next')),
+    1,
+    "counter_next resolves to the other program's function",
+  );
   g.reset(c);
   const gone = attempt(() => g.call('get_global'));
   t.true(gone instanceof InvalidArgumentError, `get_global is unknown in the other program (got ${gone})`);
@@ -815,7 +821,7 @@ test('resets stay exact while the set of written pages changes (across dirty-log
   const hostOnly = m.call('host_only_addr');
   t.is(scratch % 4096, 0);
   const zeroPage = Buffer.alloc(4096);
-  let bad = [];
+  const bad = [];
   for (let i = 0; i < 300; i++) {
     // Guest writes to pages that change from one request to the next (and some that repeat),
     // plus a host write (read()) at a moving offset.
@@ -824,7 +830,7 @@ test('resets stay exact while the set of written pages changes (across dirty-log
     m.call('touch_pages', 1000 + (i % 20), 1);
     m.call('read_into_host_only', (i * 97) % 16000, 10);
     m.reset();
-    for (const q of [p, p + 1, p + 2, 1000 + (i % 20), (((i - 1) * 7) % 1000 + 1000) % 1000]) {
+    for (const q of [p, p + 1, p + 2, 1000 + (i % 20), ((((i - 1) * 7) % 1000) + 1000) % 1000]) {
       if (!m.memory.read(scratch + q * 4096, 4096).equals(zeroPage)) bad.push({ i, page: q });
     }
     if (!m.memory.read(hostOnly, 16384).equals(Buffer.alloc(16384))) bad.push({ i, hostOnly: true });
@@ -873,8 +879,10 @@ test.serial('100000 call+reset cycles: same result every time, flat RSS and desc
   const ns = Number(process.hrtime.bigint() - t0);
   const rss1 = process.memoryUsage.rss();
   const fds1 = fdCount();
-  t.log(`${N} cycles in ${(ns / 1e9).toFixed(2)} s (${(ns / N / 1000).toFixed(1)} µs per call+reset); ` +
-    `RSS ${(rss0 / MiB).toFixed(1)} → ${(rss1 / MiB).toFixed(1)} MiB; fds ${fds0} → ${fds1}`);
+  t.log(
+    `${N} cycles in ${(ns / 1e9).toFixed(2)} s (${(ns / N / 1000).toFixed(1)} µs per call+reset); ` +
+      `RSS ${(rss0 / MiB).toFixed(1)} → ${(rss1 / MiB).toFixed(1)} MiB; fds ${fds0} → ${fds1}`,
+  );
   t.is(bad, 0, `every cycle returns ${expected} (first mismatch: ${JSON.stringify(firstBad)})`);
   t.true(rss1 - rss0 < 50 * MiB, `RSS growth after warm-up: ${((rss1 - rss0) / MiB).toFixed(1)} MiB`);
   t.true(fds1 <= fds0 + 2, `descriptor count stays flat: ${fds0} → ${fds1}`);

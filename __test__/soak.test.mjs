@@ -1,8 +1,9 @@
 // Soak and leaks (CI-sized; `npm run bench:soak` runs 10^5 resets and 10^4 machines): many
 // reset+call cycles and many machines created and closed, sync and async, with faults and
 // timeouts mixed in — every answer right, and RSS, descriptors and threads end flat.
-import nodeVm from 'node:vm';
+
 import v8 from 'node:v8';
+import nodeVm from 'node:vm';
 
 import test from 'ava';
 
@@ -52,7 +53,9 @@ test.serial('2000 machines created, used and closed (ELF loads and forks; sync a
   const d = drift(r.samples);
   await settle(() => resources().fds <= before.fds + 3);
   const after = resources();
-  t.log(`${r.usPerCycle.toFixed(0)} µs per machine; drift: RSS ${(d.rss / MiB).toFixed(1)} MiB; threads ${before.threads} → ${after.threads}; fds ${before.fds} → ${after.fds}`);
+  t.log(
+    `${r.usPerCycle.toFixed(0)} µs per machine; drift: RSS ${(d.rss / MiB).toFixed(1)} MiB; threads ${before.threads} → ${after.threads}; fds ${before.fds} → ${after.fds}`,
+  );
   t.true(d.rss < 16 * MiB, `RSS grew ${(d.rss / MiB).toFixed(1)} MiB after warm-up`);
   t.true(after.fds <= before.fds + 3, `descriptors ${before.fds} → ${after.fds} (the snapshot's memfd and blank VMs may stay)`);
   t.true(after.threads <= before.threads + 2, `threads ${before.threads} → ${after.threads}`);

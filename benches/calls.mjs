@@ -13,8 +13,8 @@
 
 import { spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
-import { Worker } from 'node:worker_threads';
 import os from 'node:os';
+import { Worker } from 'node:worker_threads';
 
 import { compileGuest, kvmbox, median, requireKvm } from './common.mjs';
 
@@ -101,14 +101,30 @@ await workerRoundTrip(200);
 await childRoundTrip(200);
 ivmApply?.(1000);
 
-const s = { callFloor: [], call: [], callAsync: [], callAsyncSeccomp: [], getpidAsync: [], getpidSeccomp: [], syscallFloor: [], hostcall: [], getpid: [], worker: [], child: [], ivm: [] };
+const s = {
+  callFloor: [],
+  call: [],
+  callAsync: [],
+  callAsyncSeccomp: [],
+  getpidAsync: [],
+  getpidSeccomp: [],
+  syscallFloor: [],
+  hostcall: [],
+  getpid: [],
+  worker: [],
+  child: [],
+  ivm: [],
+};
 for (let r = 0; r < REPS; r++) {
   s.callFloor.push(measureCallFloor(N));
   s.call.push(perOp(N, () => vm.call('empty')));
   s.callAsync.push(await perOpAsync(N / 4, () => avm.callAsync('empty')));
   s.callAsyncSeccomp.push(await perOpAsync(N / 4, () => svm.callAsync('empty')));
   // Emulated syscalls on the vCPU thread, with and without the filter (per getpid).
-  for (const [key, m] of [['getpidAsync', avm], ['getpidSeccomp', svm]]) {
+  for (const [key, m] of [
+    ['getpidAsync', avm],
+    ['getpidSeccomp', svm],
+  ]) {
     const t0 = now();
     await m.callAsync('getpid_loop', N);
     s[key].push(Number(now() - t0) / N);
@@ -132,12 +148,20 @@ const m = Object.fromEntries(Object.entries(s).map(([k, v]) => [k, v.length ? me
 const x = (v, ref) => `${(v / ref).toFixed(2)}×`;
 const rows = [
   ['raw call floor (raw VM: set regs, run, `ret` to an exiting trampoline)', fmt(m.callFloor), '1.00× call floor'],
-  ['`vm.call(\'empty\')`, sync', fmt(m.call), `${x(m.call, m.callFloor)} call floor`],
-  ['`await vm.callAsync(\'empty\')`', fmt(m.callAsync), `${x(m.callAsync, m.callFloor)} call floor`],
-  ['`await vm.callAsync(\'empty\')` on a `seccomp: true` machine', fmt(m.callAsyncSeccomp), `${x(m.callAsyncSeccomp, m.callAsync)} of callAsync`],
-  ['emulated `getpid` inside `callAsync` (per syscall), without → with `seccomp`', `${fmt(m.getpidAsync)} → ${fmt(m.getpidSeccomp)}`, `${x(m.getpidSeccomp, m.getpidAsync)}`],
+  ["`vm.call('empty')`, sync", fmt(m.call), `${x(m.call, m.callFloor)} call floor`],
+  ["`await vm.callAsync('empty')`", fmt(m.callAsync), `${x(m.callAsync, m.callFloor)} call floor`],
+  ["`await vm.callAsync('empty')` on a `seccomp: true` machine", fmt(m.callAsyncSeccomp), `${x(m.callAsyncSeccomp, m.callAsync)} of callAsync`],
+  [
+    'emulated `getpid` inside `callAsync` (per syscall), without → with `seccomp`',
+    `${fmt(m.getpidAsync)} → ${fmt(m.getpidSeccomp)}`,
+    `${x(m.getpidSeccomp, m.getpidAsync)}`,
+  ],
   ['raw syscall floor (raw VM: `syscall`, resumed with no dispatch)', fmt(m.syscallFloor), '1.00× syscall floor'],
-  ['guest → TypeScript host call round trip (`vm.onSyscall` handler)', fmt(m.hostcall), `${x(m.hostcall, m.syscallFloor)} syscall floor (+${fmt(m.hostcall - m.syscallFloor)})`],
+  [
+    'guest → TypeScript host call round trip (`vm.onSyscall` handler)',
+    fmt(m.hostcall),
+    `${x(m.hostcall, m.syscallFloor)} syscall floor (+${fmt(m.hostcall - m.syscallFloor)})`,
+  ],
   ['guest → emulated `getpid` round trip (for comparison)', fmt(m.getpid), `${x(m.getpid, m.syscallFloor)} syscall floor`],
   ['peer: `worker_threads` postMessage round trip', fmt(m.worker), `${x(m.worker, m.call)} of vm.call`],
   ['peer: persistent child process pipe round trip', fmt(m.child), `${x(m.child, m.call)} of vm.call`],

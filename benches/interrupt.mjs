@@ -8,7 +8,7 @@
 
 import path from 'node:path';
 
-import { compileGuest, kvmbox, median, requireKvm, ROOT } from './common.mjs';
+import { compileGuest, kvmbox, median, ROOT, requireKvm } from './common.mjs';
 
 const { Machine } = kvmbox;
 const REPS = 40;
@@ -62,22 +62,47 @@ const baseline = [];
   f.close();
 }
 const rows = [
-  ['spinning in user code, `interrupt()`', await latency(callsSnap, (f) => f.callAsync('spin', Number.MAX_SAFE_INTEGER), (f) => f.interrupt())],
-  ['sleeping in `nanosleep` for ever, `interrupt()`', await latency(hostileSnap, (f) => f.callAsync('sleep_ms', -1), (f) => f.interrupt())],
+  [
+    'spinning in user code, `interrupt()`',
+    await latency(
+      callsSnap,
+      (f) => f.callAsync('spin', Number.MAX_SAFE_INTEGER),
+      (f) => f.interrupt(),
+    ),
+  ],
+  [
+    'sleeping in `nanosleep` for ever, `interrupt()`',
+    await latency(
+      hostileSnap,
+      (f) => f.callAsync('sleep_ms', -1),
+      (f) => f.interrupt(),
+    ),
+  ],
   [
     'waiting for an async handler that never settles, `interrupt()`',
-    await latency(hostileSnap, (f) => f.callAsync('hostcall', 1), (f) => f.interrupt(), (f) => f.onSyscall(0x10000, () => new Promise(() => {}))),
+    await latency(
+      hostileSnap,
+      (f) => f.callAsync('hostcall', 1),
+      (f) => f.interrupt(),
+      (f) => f.onSyscall(0x10000, () => new Promise(() => {})),
+    ),
   ],
 ];
 {
   let ac;
   rows.push([
     'spinning, `AbortSignal` aborted',
-    await latency(callsSnap, (f) => f.callAsync('spin', Number.MAX_SAFE_INTEGER, { signal: (ac = new AbortController()).signal }), () => ac.abort()),
+    await latency(
+      callsSnap,
+      (f) => f.callAsync('spin', Number.MAX_SAFE_INTEGER, { signal: (ac = new AbortController()).signal }),
+      () => ac.abort(),
+    ),
   ]);
 }
 
-console.log(`Measured ${new Date().toISOString().slice(0, 10)} · backend \`${pr.backend}\` · Node ${process.version}. Medians (p90) of ${REPS} each; \`node benches/interrupt.mjs\`.\n`);
+console.log(
+  `Measured ${new Date().toISOString().slice(0, 10)} · backend \`${pr.backend}\` · Node ${process.version}. Medians (p90) of ${REPS} each; \`node benches/interrupt.mjs\`.\n`,
+);
 console.log('| interrupting an async call … | until it rejected | vs. an empty `callAsync` |');
 console.log('|---|---:|---:|');
 console.log(`| (baseline: an empty \`callAsync\` round trip) | ${us(median(baseline))} (${us(p90(baseline))}) | 1.0× |`);

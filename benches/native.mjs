@@ -16,7 +16,14 @@ const REPS = 7;
 const pr = requireKvm();
 const bin = compileGuest('native_speed');
 
-const parse = (out) => Object.fromEntries(out.trim().split('\n').map((l) => l.split(' ')).map(([k, ms, ...rest]) => [k, { ms: Number(ms), rest }]));
+const parse = (out) =>
+  Object.fromEntries(
+    out
+      .trim()
+      .split('\n')
+      .map((l) => l.split(' '))
+      .map(([k, ms, ...rest]) => [k, { ms: Number(ms), rest }]),
+  );
 function native(args) {
   const r = spawnSync(bin, args, { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`native ${args}: ${r.stderr}`);

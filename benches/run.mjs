@@ -27,7 +27,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { compileGuest, kvmbox, requireKvm, ROOT, settle as settleHeap } from './common.mjs';
+import { compileGuest, kvmbox, ROOT, requireKvm, settle as settleHeap } from './common.mjs';
 
 const RESULTS_FILE = path.join(path.dirname(fileURLToPath(import.meta.url)), 'results.json');
 
@@ -124,8 +124,7 @@ const fmtX = (x) => `${x.toFixed(x < 10 ? 2 : 1)}×`;
 
 const tStart = now();
 const pr = requireKvm();
-const cpuModel =
-  /^model name\s*:\s*(.*)$/m.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.trim() ?? os.cpus()[0]?.model ?? 'unknown';
+const cpuModel = /^model name\s*:\s*(.*)$/m.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.trim() ?? os.cpus()[0]?.model ?? 'unknown';
 const env = {
   date: new Date().toISOString(),
   backend: pr.backend,
@@ -270,10 +269,7 @@ const results = {
     },
   },
   hello: Object.fromEntries(
-    Object.entries(helloResults).map(([k, v]) => [
-      k,
-      { ...v, ratioMedian: v.kvmbox.median / v.spawnSync.median, ratioP90: v.kvmbox.p90 / v.spawnSync.p90 },
-    ]),
+    Object.entries(helloResults).map(([k, v]) => [k, { ...v, ratioMedian: v.kvmbox.median / v.spawnSync.median, ratioP90: v.kvmbox.p90 / v.spawnSync.p90 }]),
   ),
   openFds: { atStart: fdsAtStart, atEnd: fdsAtEnd },
   elapsedMs: Math.round(elapsedMs),
@@ -283,7 +279,7 @@ const rows = [
   ['measurement', 'samples', 'median', 'p90', 'min', 'max'],
   ['(a) syscall floor, raw VM (per round trip)', `${floor.n} × ${CONFIG.floorIterations}`, ...['median', 'p90', 'min', 'max'].map((k) => fmtNs(floor[k]))],
   ['(b) getpid in kvmbox (per call, guest clock)', `${kvmLoop.n} × ${CONFIG.loopNKvm}`, ...['median', 'p90', 'min', 'max'].map((k) => fmtNs(kvmLoop[k]))],
-  ['    kvmbox run wall, N=' + CONFIG.loopNKvm, `${wallN.n}`, ...['median', 'p90', 'min', 'max'].map((k) => fmtMs(wallN[k]))],
+  [`    kvmbox run wall, N=${CONFIG.loopNKvm}`, `${wallN.n}`, ...['median', 'p90', 'min', 'max'].map((k) => fmtMs(wallN[k]))],
   ['    kvmbox run wall, N=1', `${wall1.n}`, ...['median', 'p90', 'min', 'max'].map((k) => fmtMs(wall1[k]))],
   ['(b) getpid native (per call)', `${nativeLoop.n} × ${CONFIG.loopNNative}`, ...['median', 'p90', 'min', 'max'].map((k) => fmtNs(nativeLoop[k]))],
 ];
@@ -299,8 +295,10 @@ console.log(`\n${line(rows[0])}\n${widths.map((w) => '-'.repeat(w)).join('  ')}`
 for (const r of rows.slice(1)) console.log(line(r));
 
 console.log('\nderived (from medians):');
-console.log(`  getpid kvmbox / floor        ${fmtX(results.getpid.kvmboxOverFloor)}  (dispatch + emulation ≈ ${fmtNs(results.getpid.kvmboxMinusFloorNs)} per call;` +
-    ` paired median ${fmtNs(pairedDiffNs)}; compare the spread of (a) and (b) before reading much into it)`);
+console.log(
+  `  getpid kvmbox / floor        ${fmtX(results.getpid.kvmboxOverFloor)}  (dispatch + emulation ≈ ${fmtNs(results.getpid.kvmboxMinusFloorNs)} per call;` +
+    ` paired median ${fmtNs(pairedDiffNs)}; compare the spread of (a) and (b) before reading much into it)`,
+);
 console.log(`  getpid host-side check       ${fmtNs(hostSideNs)} per call  ((wall N=${CONFIG.loopNKvm} − wall N=1) / ${CONFIG.loopNKvm - 1})`);
 console.log(`  getpid kvmbox / native       ${fmtX(results.getpid.kvmboxOverNative)}`);
 for (const [name, h] of Object.entries(results.hello)) {

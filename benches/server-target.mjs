@@ -1,10 +1,11 @@
 // One server for benches/server.mjs: `node benches/server-target.mjs kvmbox|spawn|nodevm PORT`.
 // All three do the same job per request: render the request body into an HTML page.
-import http from 'node:http';
+
 import { spawnSync } from 'node:child_process';
+import http from 'node:http';
 import { createRequire } from 'node:module';
-import vm from 'node:vm';
 import path from 'node:path';
+import vm from 'node:vm';
 
 import { ROOT } from './common.mjs';
 

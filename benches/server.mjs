@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 
 import { buildExample } from '../scripts/build-example.mjs';
-import { requireKvm, ROOT } from './common.mjs';
+import { ROOT, requireKvm } from './common.mjs';
 
 requireKvm();
 const require = createRequire(import.meta.url);
@@ -73,7 +73,7 @@ for (const [route, kinds] of scenarios) {
       '|---|---:|---:|---:|---:|---:|---:|---:|',
       ...results.map((r) => {
         const spawnRps = results.find((x) => x.kind === 'spawn')?.rps;
-        return `| ${names[r.kind]} | ${r.rps.toFixed(0)} | ${r.p50} ms | ${r.p99} ms | ${r.errors} | ${spawnRps ? (r.rps / spawnRps).toFixed(1) + '×' : '–'} | ${base ? (r.rps / base.rps).toFixed(2) + '×' : '–'} | ${r.all.join(', ')} |`;
+        return `| ${names[r.kind]} | ${r.rps.toFixed(0)} | ${r.p50} ms | ${r.p99} ms | ${r.errors} | ${spawnRps ? `${(r.rps / spawnRps).toFixed(1)}×` : '–'} | ${base ? `${(r.rps / base.rps).toFixed(2)}×` : '–'} | ${r.all.join(', ')} |`;
       }),
     ].join('\n'),
   );

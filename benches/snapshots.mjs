@@ -22,9 +22,9 @@
 // forced GC between rounds (untimed) so no sample pays for garbage of earlier ones.
 
 import { spawnSync } from 'node:child_process';
-import nodeVm from 'node:vm';
 import fs from 'node:fs';
 import os from 'node:os';
+import nodeVm from 'node:vm';
 
 import { compileGuest, kvmbox, median, requireKvm, settle } from './common.mjs';
 
@@ -52,9 +52,9 @@ const pct = (xs, p) => {
 };
 const st = (xs) => ({ n: xs.length, med: median(xs), p99: pct(xs, 99), max: Math.max(...xs) });
 const fmt = (ns) => (ns >= 1e6 ? `${(ns / 1e6).toFixed(2)} ms` : ns >= 1000 ? `${(ns / 1000).toFixed(1)} µs` : `${ns.toFixed(0)} ns`);
-const fmtB = (b) => (Math.abs(b) >= 2 ** 30 ? `${(b / 2 ** 30).toFixed(2)} GiB` : Math.abs(b) >= MiB ? `${(b / MiB).toFixed(2)} MiB` : `${(b / 1024).toFixed(0)} KiB`);
+const fmtB = (b) =>
+  Math.abs(b) >= 2 ** 30 ? `${(b / 2 ** 30).toFixed(2)} GiB` : Math.abs(b) >= MiB ? `${(b / MiB).toFixed(2)} MiB` : `${(b / 1024).toFixed(0)} KiB`;
 const x = (a, b) => `${(a / b).toFixed(1)}×`;
-
 
 const pr = requireKvm();
 const callsGuest = compileGuest('calls_bench');
@@ -189,21 +189,57 @@ function touchWasm() {
   const section = (id, bytes) => [id, ...leb(bytes.length), ...bytes];
   const vec = (items) => [...leb(items.length), ...items.flat()];
   const body = [
-    0x01, 0x01, 0x7f, // locals: 1 × i32 ($i = local 2)
-    0x03, 0x40, // loop (no result)
-    0x20, 0x02, 0x41, 0x0c, 0x74, // local.get $i, i32.const 12, i32.shl  → address i * 4096
-    0x20, 0x01, 0x3a, 0x00, 0x00, // local.get $v, i32.store8 align=1 offset=0
-    0x20, 0x02, 0x41, 0x01, 0x6a, 0x22, 0x02, // $i = $i + 1 (local.tee)
-    0x20, 0x00, 0x49, 0x0d, 0x00, // local.get $n, i32.lt_u, br_if 0
+    0x01,
+    0x01,
+    0x7f, // locals: 1 × i32 ($i = local 2)
+    0x03,
+    0x40, // loop (no result)
+    0x20,
+    0x02,
+    0x41,
+    0x0c,
+    0x74, // local.get $i, i32.const 12, i32.shl  → address i * 4096
+    0x20,
+    0x01,
+    0x3a,
+    0x00,
+    0x00, // local.get $v, i32.store8 align=1 offset=0
+    0x20,
+    0x02,
+    0x41,
+    0x01,
+    0x6a,
+    0x22,
+    0x02, // $i = $i + 1 (local.tee)
+    0x20,
+    0x00,
+    0x49,
+    0x0d,
+    0x00, // local.get $n, i32.lt_u, br_if 0
     0x0b, // end loop
-    0x20, 0x00, 0x0b, // local.get $n, end
+    0x20,
+    0x00,
+    0x0b, // local.get $n, end
   ];
   return new Uint8Array([
-    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
+    0x00,
+    0x61,
+    0x73,
+    0x6d,
+    0x01,
+    0x00,
+    0x00,
+    0x00,
     ...section(1, vec([[0x60, 0x02, 0x7f, 0x7f, 0x01, 0x7f]])), // type: (i32, i32) -> i32
     ...section(3, vec([[0x00]])), // function 0 has type 0
     ...section(5, vec([[0x00, ...leb(1024)]])), // memory: min 1024 pages, no max
-    ...section(7, vec([[...name('memory'), 0x02, 0x00], [...name('touch'), 0x00, 0x00]])),
+    ...section(
+      7,
+      vec([
+        [...name('memory'), 0x02, 0x00],
+        [...name('touch'), 0x00, 0x00],
+      ]),
+    ),
     ...section(10, vec([[...leb(body.length), ...body]])),
   ]);
 }
@@ -241,7 +277,7 @@ const kinds = Object.keys(fresh);
 // wasm instance's 64 MiB mapping also cost the next sample something. The first FRESH_WARMUP
 // samples of each block are not recorded, for every side alike.
 let seed = 12345;
-const rand = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+const rand = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
 for (let r = -1; r < FRESH_ROUNDS; r++) {
   const order = [...kinds];
   for (let j = order.length - 1; j > 0; j--) {
@@ -276,9 +312,7 @@ setVmPoolSize(0); // Pool asked for blank VMs; section 4 wants none made behind 
 // 4. memory: 1 GiB initialized once, 32 forks.
 
 const rollup = () =>
-  Object.fromEntries(
-    [...fs.readFileSync('/proc/self/smaps_rollup', 'utf8').matchAll(/^(\w+):\s+(\d+) kB$/gm)].map((m) => [m[1], Number(m[2]) * 1024]),
-  );
+  Object.fromEntries([...fs.readFileSync('/proc/self/smaps_rollup', 'utf8').matchAll(/^(\w+):\s+(\d+) kB$/gm)].map((m) => [m[1], Number(m[2]) * 1024]));
 const meminfo = () =>
   Object.fromEntries([...fs.readFileSync('/proc/meminfo', 'utf8').matchAll(/^(\w+):\s+(\d+) kB$/gm)].map((m) => [m[1], Number(m[2]) * 1024]));
 // Kernel memory a VM costs beyond the process's own mappings (KVM MMU pages are SecPageTables).
@@ -347,13 +381,19 @@ const vmRatio = s.fresh.nodeVm.med / fk.med;
 const priv = perFork('Private_Dirty');
 const pss = perFork('Pss');
 
-console.log(`\nsection 1: ${poolMisses} of ${warm.fork.length} pool-warm forks were slower than the inline-creation median (${fmt(coldMed)}): likely pool misses`);
-console.log(`section 4: init ${fmt(bigInitNs)}, snapshot ${fmt(bigSnapNs)}, residentBytes ${fmtB(residentBytes)}; smaps_rollup per fork: ` +
-  ['Rss', 'Pss', 'Private_Dirty', 'Shared_Dirty', 'Shared_Clean', 'Pss_Shmem', 'Anonymous'].map((k) => `${k} ${fmtB(perFork(k))}`).join(', ') +
-  `; kernel (system-wide, noisy) ${fmtB(kernelPerFork)}: ` +
-  KERNEL_KEYS.map((k) => `${k} ${fmtB(((after.mi[k] ?? 0) - (before.mi[k] ?? 0)) / BIG_FORKS)}`).join(', '));
-console.log(`aims: spawnSync/kvmbox ${spawnRatio.toFixed(1)}× (≥ 25×) ${aim(spawnRatio >= 25)}; node:vm/kvmbox ${vmRatio.toFixed(1)}× (≥ 8×) ${aim(vmRatio >= 8)}; ` +
-  `per-fork Private_Dirty ${fmtB(priv)}, Pss ${fmtB(pss)} (≤ 8 MiB) ${aim(Math.max(priv, pss) <= 8 * MiB)}; total ${elapsedS.toFixed(1)} s`);
+console.log(
+  `\nsection 1: ${poolMisses} of ${warm.fork.length} pool-warm forks were slower than the inline-creation median (${fmt(coldMed)}): likely pool misses`,
+);
+console.log(
+  `section 4: init ${fmt(bigInitNs)}, snapshot ${fmt(bigSnapNs)}, residentBytes ${fmtB(residentBytes)}; smaps_rollup per fork: ` +
+    ['Rss', 'Pss', 'Private_Dirty', 'Shared_Dirty', 'Shared_Clean', 'Pss_Shmem', 'Anonymous'].map((k) => `${k} ${fmtB(perFork(k))}`).join(', ') +
+    `; kernel (system-wide, noisy) ${fmtB(kernelPerFork)}: ` +
+    KERNEL_KEYS.map((k) => `${k} ${fmtB(((after.mi[k] ?? 0) - (before.mi[k] ?? 0)) / BIG_FORKS)}`).join(', '),
+);
+console.log(
+  `aims: spawnSync/kvmbox ${spawnRatio.toFixed(1)}× (≥ 25×) ${aim(spawnRatio >= 25)}; node:vm/kvmbox ${vmRatio.toFixed(1)}× (≥ 8×) ${aim(vmRatio >= 8)}; ` +
+    `per-fork Private_Dirty ${fmtB(priv)}, Pss ${fmtB(pss)} (≤ 8 MiB) ${aim(Math.max(priv, pss) <= 8 * MiB)}; total ${elapsedS.toFixed(1)} s`,
+);
 
 const row = (name, v, note = '') => `| ${name} | ${fmt(v.med)} | ${fmt(v.p99)} | ${note} |`;
 const md = [
@@ -362,21 +402,45 @@ const md = [
   '',
   '| Operation | median | p99 | notes |',
   '|---|---:|---:|---|',
-  row(`\`snap.fork()\`, blank-VM pool warm (\`setVmPoolSize(${POOL_N})\`)`, s.warm.fork, `${s.warm.fork.n} samples; ${poolMisses} slower than pool-empty median`),
-  row('first `m.call(\'empty\')` after a fork (shadow MMU warm-up)', s.warm.first, `second call: ${fmt(s.warm.second.med)} / ${fmt(s.warm.second.p99)}`),
+  row(
+    `\`snap.fork()\`, blank-VM pool warm (\`setVmPoolSize(${POOL_N})\`)`,
+    s.warm.fork,
+    `${s.warm.fork.n} samples; ${poolMisses} slower than pool-empty median`,
+  ),
+  row("first `m.call('empty')` after a fork (shadow MMU warm-up)", s.warm.first, `second call: ${fmt(s.warm.second.med)} / ${fmt(s.warm.second.p99)}`),
   row('fork + first call (ready to call → answered)', s.readyToCall, ''),
   row('`snap.fork()`, pool empty (VM created inline)', s.cold.fork, `${s.cold.fork.n} samples; first call ${fmt(s.cold.first.med)}`),
-  row('`snap.fork()`, pool refilling concurrently (8 back to back)', s.busy.fork, `${s.busy.fork.n} samples; first call ${fmt(s.busy.first.med)} / ${fmt(s.busy.first.p99)}`),
+  row(
+    '`snap.fork()`, pool refilling concurrently (8 back to back)',
+    s.busy.fork,
+    `${s.busy.fork.n} samples; first call ${fmt(s.busy.first.med)} / ${fmt(s.busy.first.p99)}`,
+  ),
   row('`m.close()` of a fork (teardown on a background thread)', s.close, ''),
   ...RESET_PAGES.map((n, k) =>
     row(`\`m.reset()\` after \`touch_pages(${n})\``, s.reset[k], `${s.reset[k].n} samples; ${median(restored[k])} pages restored (call's stack included)`),
   ),
-  row('**fresh state + one call**: `m.reset()` + `m.call(\'touch_pages\', 64)`', fk, `${fk.n} samples`),
-  row('same, right after a `spawnSync` from this process (its fork() write-protects the guest\'s pages)', s.afterSpawn, `${s.afterSpawn.n} samples; not in the ratios`),
+  row("**fresh state + one call**: `m.reset()` + `m.call('touch_pages', 64)`", fk, `${fk.n} samples`),
+  row(
+    "same, right after a `spawnSync` from this process (its fork() write-protects the guest's pages)",
+    s.afterSpawn,
+    `${s.afterSpawn.n} samples; not in the ratios`,
+  ),
   row('same through `await pool.with(m => m.call(…))` (reset after use)', s.fresh.pool, `${x(s.fresh.pool.med, fk.med)} of reset + call`),
-  row('peer: `spawnSync` of a static native program touching 64 pages', s.fresh.spawnSync, `${x(s.fresh.spawnSync.med, fk.med)} kvmbox (p99 ${x(s.fresh.spawnSync.p99, fk.p99)}); aim ≥ 25×`),
-  row('peer: `vm.createContext()` + a script filling a 64 Ki-element array', s.fresh.nodeVm, `${x(s.fresh.nodeVm.med, fk.med)} kvmbox (p99 ${x(s.fresh.nodeVm.p99, fk.p99)}); aim ≥ 8×`),
-  row('peer: `new WebAssembly.Instance` (64 MiB memory) + a call writing 64 pages', s.fresh.wasm, `${x(s.fresh.wasm.med, fk.med)} kvmbox (p99 ${x(s.fresh.wasm.p99, fk.p99)})`),
+  row(
+    'peer: `spawnSync` of a static native program touching 64 pages',
+    s.fresh.spawnSync,
+    `${x(s.fresh.spawnSync.med, fk.med)} kvmbox (p99 ${x(s.fresh.spawnSync.p99, fk.p99)}); aim ≥ 25×`,
+  ),
+  row(
+    'peer: `vm.createContext()` + a script filling a 64 Ki-element array',
+    s.fresh.nodeVm,
+    `${x(s.fresh.nodeVm.med, fk.med)} kvmbox (p99 ${x(s.fresh.nodeVm.p99, fk.p99)}); aim ≥ 8×`,
+  ),
+  row(
+    'peer: `new WebAssembly.Instance` (64 MiB memory) + a call writing 64 pages',
+    s.fresh.wasm,
+    `${x(s.fresh.wasm.med, fk.med)} kvmbox (p99 ${x(s.fresh.wasm.p99, fk.p99)})`,
+  ),
   '',
   `Memory: a guest that fills 1 GiB at initialization (\`benches/bigmem.c\`, \`memory: 1280 MiB\`): initialization ${fmt(bigInitNs)} ` +
     `(load + run to \`kvmbox_pause()\`), \`snapshot()\` ${fmt(bigSnapNs)}, \`snap.residentBytes\` ${fmtB(residentBytes)} (shared by every fork). ` +

@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { compileGuest, kvmbox, requireKvm, ROOT } from './common.mjs';
+import { compileGuest, kvmbox, ROOT, requireKvm } from './common.mjs';
 
 const { Machine, GuestFaultError, TimeoutError } = kvmbox;
 const MiB = 1 << 20;

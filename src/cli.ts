@@ -6,10 +6,9 @@
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { parseArgs } from 'node:util'
-
-import { Machine, probe } from './machine'
-import type { RunResult } from './machine'
 import { GuestFaultError, KvmboxError, TimeoutError } from './errors'
+import type { RunResult } from './machine'
+import { Machine, probe } from './machine'
 
 const HELP = `Usage:
   kvmbox run [options] PROGRAM [ARGS...]   run a static x86-64 Linux program in a KVM sandbox
@@ -91,17 +90,33 @@ function jsonResult(r: RunResult | undefined, e?: unknown): string {
   if (r) {
     const signal = r.status === 'signaled' ? { signal: r.signal, signalNumber: r.signalNumber } : {}
     const exitCode = r.status === 'paused' ? undefined : r.exitCode
-    return JSON.stringify({ status: r.status, exitCode, ...signal, stdout: text(r.stdout), stderr: text(r.stderr), stdoutTruncated: r.stdoutTruncated, stderrTruncated: r.stderrTruncated })
+    return JSON.stringify({
+      status: r.status,
+      exitCode,
+      ...signal,
+      stdout: text(r.stdout),
+      stderr: text(r.stderr),
+      stdoutTruncated: r.stdoutTruncated,
+      stderrTruncated: r.stderrTruncated,
+    })
   }
   const k = e as KvmboxError
-  const fault = e instanceof GuestFaultError ? { vector: e.vector, vectorName: e.vectorName, rip: `0x${e.rip.toString(16)}`, address: `0x${e.address.toString(16)}`, signal: e.signal } : {}
-  return JSON.stringify({ status: 'error', error: { code: k.code, name: k.name, message: k.message, ...fault }, stdout: text(k.stdout), stderr: text(k.stderr) })
+  const fault =
+    e instanceof GuestFaultError
+      ? { vector: e.vector, vectorName: e.vectorName, rip: `0x${e.rip.toString(16)}`, address: `0x${e.address.toString(16)}`, signal: e.signal }
+      : {}
+  return JSON.stringify({
+    status: 'error',
+    error: { code: k.code, name: k.name, message: k.message, ...fault },
+    stdout: text(k.stdout),
+    stderr: text(k.stderr),
+  })
 }
 
 async function runCommand(argv: string[]): Promise<number> {
   const { values, program } = splitRun(argv)
   if (values.help) {
-    process.stdout.write(HELP + '\n')
+    process.stdout.write(`${HELP}\n`)
     return 0
   }
   const timeout = number('timeout', values.timeout, (n) => Number.isFinite(n) && n > 0, 'a positive number of milliseconds')
@@ -136,7 +151,7 @@ async function runCommand(argv: string[]): Promise<number> {
       stderr: output,
     })
   } catch (e) {
-    if (json && e instanceof KvmboxError) process.stdout.write(jsonResult(undefined, e) + '\n')
+    if (json && e instanceof KvmboxError) process.stdout.write(`${jsonResult(undefined, e)}\n`)
     if (e instanceof KvmboxError) fail(e.message)
     throw e
   }
@@ -156,11 +171,11 @@ async function runCommand(argv: string[]): Promise<number> {
       out.push(r.stdout)
       err.push(r.stderr)
     }
-    if (json) process.stdout.write(jsonResult({ ...r, stdout: Buffer.concat(out), stderr: Buffer.concat(err) }) + '\n')
+    if (json) process.stdout.write(`${jsonResult({ ...r, stdout: Buffer.concat(out), stderr: Buffer.concat(err) })}\n`)
     return r.exitCode
   } catch (e) {
     if (!(e instanceof KvmboxError)) throw e
-    if (json) process.stdout.write(jsonResult(undefined, e) + '\n')
+    if (json) process.stdout.write(`${jsonResult(undefined, e)}\n`)
     else process.stderr.write(`kvmbox: ${e.message}\n`)
     if (e instanceof TimeoutError) return 124
     if (e instanceof GuestFaultError) return 128 + e.signalNumber
@@ -171,7 +186,7 @@ async function runCommand(argv: string[]): Promise<number> {
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv
   if (cmd === undefined || cmd === '--help' || cmd === '-h' || cmd === 'help') {
-    process.stdout.write(HELP + '\n')
+    process.stdout.write(`${HELP}\n`)
     return cmd === undefined ? 2 : 0
   }
   if (cmd === '--version' || cmd === '-v' || cmd === 'version') {
@@ -186,7 +201,7 @@ async function main(argv: string[]): Promise<number> {
   }
   if (cmd === 'probe') {
     const p = probe()
-    process.stdout.write(JSON.stringify(p, null, 2) + '\n')
+    process.stdout.write(`${JSON.stringify(p, null, 2)}\n`)
     return p.available ? 0 : 1
   }
   fail(`unknown command ${cmd} (see kvmbox --help)`)

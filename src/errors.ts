@@ -200,7 +200,7 @@ const FROM_RECORD: Record<ErrorCode, (r: NativeErrorRecord) => KvmboxError> = {
 }
 
 function isErrorCode(code: string): code is ErrorCode {
-  return Object.prototype.hasOwnProperty.call(FROM_RECORD, code)
+  return Object.hasOwn(FROM_RECORD, code)
 }
 
 /** Build the typed error for a native error record (unknown codes are internal errors). */

@@ -1,40 +1,40 @@
-export { Machine, Snapshot, GuestMemory, setVmPoolSize, probe, measureSyscallFloor, measureCallFloor, HOSTCALL_FIRST, HOSTCALL_LAST } from './machine'
+export type { ErrorCode } from './errors'
+export {
+  ElfError,
+  FileError,
+  GuestExitedError,
+  GuestFaultError,
+  HostCallError,
+  InternalError,
+  InterruptedError,
+  InvalidArgumentError,
+  InvalidStateError,
+  KvmboxError,
+  KvmUnavailableError,
+  OutOfMemoryError,
+  TimeoutError,
+} from './errors'
 export type {
-  MachineOptions,
-  OutputOption,
-  RunResult,
-  ExitedResult,
-  SignaledResult,
-  PausedResult,
-  RunOptions,
-  RunStats,
-  TraceEvent,
-  MachineState,
-  LoadOptions,
-  ProbeResult,
   Address,
   CallArg,
   CallArgsOf,
   CallOptions,
+  ExitedResult,
   HostCallContext,
   HostCallHandler,
   HostCallResult,
+  LoadOptions,
+  MachineOptions,
+  MachineState,
+  OutputOption,
+  PausedResult,
+  ProbeResult,
+  RunOptions,
+  RunResult,
+  RunStats,
+  SignaledResult,
+  TraceEvent,
 } from './machine'
+export { GuestMemory, HOSTCALL_FIRST, HOSTCALL_LAST, Machine, measureCallFloor, measureSyscallFloor, probe, Snapshot, setVmPoolSize } from './machine'
+export type { PoolConstructor, PoolMachine, PoolOptions } from './pool'
 export { Pool, RemoteMachine } from './pool'
-export type { PoolOptions, PoolMachine, PoolConstructor } from './pool'
-export {
-  KvmboxError,
-  KvmUnavailableError,
-  ElfError,
-  FileError,
-  GuestFaultError,
-  TimeoutError,
-  InterruptedError,
-  OutOfMemoryError,
-  InvalidArgumentError,
-  InvalidStateError,
-  InternalError,
-  HostCallError,
-  GuestExitedError,
-} from './errors'
-export type { ErrorCode } from './errors'

@@ -3,8 +3,8 @@
 // provided the binary — instead of the generated loader's generic "Cannot find native binding".
 // Importing kvmbox never throws for it: probe() reports it (available: false, error), and
 // anything that needs the binary throws it.
-import fs = require('fs')
-import path = require('path')
+import fs = require('node:fs')
+import path = require('node:path')
 
 /**
  * The platforms a prebuilt binary is published for (package.json `napi.targets`), by napi-rs
@@ -79,9 +79,7 @@ function loadError(e: unknown): Error {
       `(https://github.com/npm/cli/issues/4828).` +
       (checkout ? ` In a kvmbox checkout, build it instead: npm run build:native.` : '')
   } else {
-    message =
-      `kvmbox: the prebuilt native binary for ${id} (package ${pkg}) is installed but failed to load` +
-      (failure ? `: ${failure}` : '.')
+    message = `kvmbox: the prebuilt native binary for ${id} (package ${pkg}) is installed but failed to load${failure ? `: ${failure}` : '.'}`
   }
   const error = new Error(message)
   error.cause = e

@@ -1,10 +1,11 @@
 import * as path from 'node:path'
 
 import native = require('./native')
+
 import type * as N from '../native'
-import { loadFailure } from './load-native'
-import { HostCallError, InterruptedError, InvalidArgumentError, InvalidStateError, KvmboxError, fromRecord, signalName, translateNativeError } from './errors'
 import type { NativeErrorRecord } from './errors'
+import { fromRecord, HostCallError, InterruptedError, InvalidArgumentError, InvalidStateError, KvmboxError, signalName, translateNativeError } from './errors'
+import { loadFailure } from './load-native'
 import { checkBytes, checkInteger, checkKeys, checkPath, checkSignal, checkString, checkTimeout, show } from './validate'
 
 /** Where guest output goes: captured into the result, written to this process's own fd, or streamed. */
@@ -217,7 +218,8 @@ function toNativeArg(a: CallArg, i: number): NativeArg {
   if (a === null || a === undefined) return 0
   if (typeof a === 'boolean') return a ? 1 : 0
   if (typeof a === 'number') {
-    if (!Number.isSafeInteger(a)) throw new InvalidArgumentError(`argument ${i}: numbers must be safe integers (use a bigint for 64-bit values), got ${show(a)}`)
+    if (!Number.isSafeInteger(a))
+      throw new InvalidArgumentError(`argument ${i}: numbers must be safe integers (use a bigint for 64-bit values), got ${show(a)}`)
     return a
   }
   if (typeof a === 'bigint') {
@@ -310,7 +312,8 @@ function progressCallback(f: unknown): ((done: number, total: number) => void) |
 function handlerTable(handlers: unknown): Map<number, HostCallHandler> {
   const table = new Map<number, HostCallHandler>()
   if (handlers === undefined) return table
-  if (typeof handlers !== 'object' || handlers === null || Array.isArray(handlers)) throw new InvalidArgumentError(`handlers must be an object of syscall number → function, got ${show(handlers)}`)
+  if (typeof handlers !== 'object' || handlers === null || Array.isArray(handlers))
+    throw new InvalidArgumentError(`handlers must be an object of syscall number → function, got ${show(handlers)}`)
   for (const [k, h] of Object.entries(handlers)) {
     const nr = checkInteger(Number(k), `handlers key ${JSON.stringify(k)}`, 0, HOSTCALL_LAST)
     if (typeof h !== 'function') throw new InvalidArgumentError(`handlers[${k}] must be a function`)
@@ -319,24 +322,39 @@ function handlerTable(handlers: unknown): Map<number, HostCallHandler> {
   return table
 }
 
-const MACHINE_OPTIONS = ['args', 'env', 'memory', 'timeout', 'stdin', 'stdout', 'stderr', 'allowRead', 'trace', 'exePath', 'outputLimit', 'hugepages', 'seccomp'] as const
+const MACHINE_OPTIONS = [
+  'args',
+  'env',
+  'memory',
+  'timeout',
+  'stdin',
+  'stdout',
+  'stderr',
+  'allowRead',
+  'trace',
+  'exePath',
+  'outputLimit',
+  'hugepages',
+  'seccomp',
+] as const
 const RUN_OPTIONS = ['timeout', 'signal'] as const
 const CALL_OPTIONS = ['timeout', 'signal'] as const
 /** @internal */
 export const LOAD_OPTIONS = ['allowRead', 'stdout', 'stderr', 'timeout', 'trace', 'outputLimit', 'seccomp'] as const
 const LOAD_KEYS = [...LOAD_OPTIONS, 'handlers'] as const
 
-
 function toNativeOptions(opts: MachineOptions, defaultArgv0: string, allowed: readonly string[] = MACHINE_OPTIONS): N.NativeOptions {
   checkKeys(opts, allowed, 'machine')
   opts ??= {}
-  if (opts.env !== undefined && (typeof opts.env !== 'object' || opts.env === null)) throw new InvalidArgumentError('env must be an object or an array of KEY=value strings')
+  if (opts.env !== undefined && (typeof opts.env !== 'object' || opts.env === null))
+    throw new InvalidArgumentError('env must be an object or an array of KEY=value strings')
   if (opts.args !== undefined && !Array.isArray(opts.args)) throw new InvalidArgumentError('args must be an array of strings')
   if (opts.allowRead !== undefined && (!Array.isArray(opts.allowRead) || opts.allowRead.some((p) => typeof p !== 'string' || p.includes('\0')))) {
     throw new InvalidArgumentError('allowRead must be an array of paths')
   }
   if (opts.exePath !== undefined) checkPath(opts.exePath, 'exePath')
-  if (opts.trace !== undefined && typeof opts.trace !== 'boolean' && typeof opts.trace !== 'function') throw new InvalidArgumentError('trace must be a boolean or a function')
+  if (opts.trace !== undefined && typeof opts.trace !== 'boolean' && typeof opts.trace !== 'function')
+    throw new InvalidArgumentError('trace must be a boolean or a function')
   for (const flag of ['hugepages', 'seccomp'] as const) {
     if (opts[flag] !== undefined && typeof opts[flag] !== 'boolean') throw new InvalidArgumentError(`${flag} must be a boolean`)
   }
@@ -359,8 +377,12 @@ function toNativeOptions(opts: MachineOptions, defaultArgv0: string, allowed: re
   }
   checkTimeout(opts.timeout)
   const mode = (o: OutputOption | undefined) => (o === undefined ? 'pipe' : typeof o === 'function' ? 'callback' : o)
-  for (const [name, o] of [['stdout', opts.stdout], ['stderr', opts.stderr]] as const) {
-    if (o !== undefined && o !== 'pipe' && o !== 'inherit' && typeof o !== 'function') throw new InvalidArgumentError(`${name} must be 'pipe', 'inherit' or a function`)
+  for (const [name, o] of [
+    ['stdout', opts.stdout],
+    ['stderr', opts.stderr],
+  ] as const) {
+    if (o !== undefined && o !== 'pipe' && o !== 'inherit' && typeof o !== 'function')
+      throw new InvalidArgumentError(`${name} must be 'pipe', 'inherit' or a function`)
   }
   const stdin = opts.stdin
   return {
@@ -546,7 +568,8 @@ export class Machine {
   run(opts: RunOptions = {}): RunResult {
     checkKeys(opts, RUN_OPTIONS, 'run')
     const timeout = checkTimeout(opts.timeout)
-    if (opts.signal !== undefined) throw new InvalidArgumentError('signal works with runAsync(); run() blocks this thread (use interrupt() from another thread)')
+    if (opts.signal !== undefined)
+      throw new InvalidArgumentError('signal works with runAsync(); run() blocks this thread (use interrupt() from another thread)')
     this.#checkUsable()
     return this.#runResult(this.#enter(() => this.#native.run(timeout)))
   }
@@ -560,10 +583,7 @@ export class Machine {
     const timeout = checkTimeout(opts.timeout)
     const signal = checkSignal(opts.signal)
     this.#checkUsable()
-    const r = await this.#enterAsync(
-      () => this.#native.runAsync(timeout, this.#asyncDispatcher(), this.#asyncOutput.stdout, this.#asyncOutput.stderr),
-      signal,
-    )
+    const r = await this.#enterAsync(() => this.#native.runAsync(timeout, this.#asyncDispatcher(), this.#asyncOutput.stdout, this.#asyncOutput.stderr), signal)
     return this.#runResult(r.run!)
   }
 
@@ -760,7 +780,8 @@ export class Machine {
 
   #call(target: string | Address, rawArgs: unknown[], asBigInt: boolean): number | bigint {
     const { addr, args, opts } = this.#prepareCall(target, rawArgs)
-    if (opts.signal !== undefined) throw new InvalidArgumentError('signal works with callAsync()/callBigIntAsync(); call() blocks this thread (use interrupt() from another thread)')
+    if (opts.signal !== undefined)
+      throw new InvalidArgumentError('signal works with callAsync()/callBigIntAsync(); call() blocks this thread (use interrupt() from another thread)')
     return this.#enter(() => {
       try {
         return this.#native.call(addr, args, asBigInt, opts.timeout)
@@ -1010,8 +1031,10 @@ export class Snapshot {
     checkKeys(opts, ['stdout', 'stderr'], 'fork')
     opts ??= {}
     const outputs = { stdout: opts.stdout ?? this.#outputs.stdout, stderr: opts.stderr ?? this.#outputs.stderr, trace: this.#outputs.trace }
-    if ((typeof outputs.stdout === 'function') !== (typeof this.#outputs.stdout === 'function') ||
-        (typeof outputs.stderr === 'function') !== (typeof this.#outputs.stderr === 'function')) {
+    if (
+      (typeof outputs.stdout === 'function') !== (typeof this.#outputs.stdout === 'function') ||
+      (typeof outputs.stderr === 'function') !== (typeof this.#outputs.stderr === 'function')
+    ) {
       throw new InvalidArgumentError('a fork can replace output callbacks, but not switch between callback and pipe/inherit modes')
     }
     const n = wrap(() => this._native.fork())
@@ -1092,7 +1115,11 @@ export class Snapshot {
 
   /** @internal The snapshot shared under `id` by another thread. */
   static _fromShared(id: number): Snapshot {
-    return new Snapshot(wrap(() => native.NativeSnapshot.fromShared(id)), {}, new Map())
+    return new Snapshot(
+      wrap(() => native.NativeSnapshot.fromShared(id)),
+      {},
+      new Map(),
+    )
   }
 
   /** @internal */

@@ -18,7 +18,7 @@
 import { parentPort, workerData } from 'node:worker_threads'
 
 import { KvmboxError } from './errors'
-import { Machine, Snapshot } from './machine'
+import { type Machine, Snapshot } from './machine'
 
 interface Init {
   shareId: number

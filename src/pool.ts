@@ -6,8 +6,8 @@ import type { NativeErrorRecord } from './errors'
 import { fromRecord, InterruptedError, InvalidArgumentError, InvalidStateError } from './errors'
 import type { Address, CallArg, CallOptions } from './machine'
 import { _interruptMachine, isCallOptions, Machine, Snapshot, setVmPoolSize } from './machine'
-import { checkKeys, checkSignal, show } from './validate'
 import type { ArenaSlice } from './pool-worker'
+import { checkKeys, checkSignal, show } from './validate'
 
 export interface PoolOptions {
   /** Number of forks kept (default 4; with `workers`, at least one per worker). */
@@ -263,13 +263,15 @@ class PoolImpl<M extends PoolMachine = Machine> {
       throw new InvalidArgumentError('workerSetup must be an absolute path')
     }
     const workers = opts.workers === 'auto' ? os.availableParallelism() : (opts.workers ?? 0)
-    if (!Number.isSafeInteger(workers) || workers < 0 || workers > 256) throw new InvalidArgumentError(`workers must be an integer from 0 to 256 or 'auto', got ${show(workers)}`)
+    if (!Number.isSafeInteger(workers) || workers < 0 || workers > 256)
+      throw new InvalidArgumentError(`workers must be an integer from 0 to 256 or 'auto', got ${show(workers)}`)
     if (opts.size !== undefined && (!Number.isSafeInteger(opts.size) || opts.size < 1 || opts.size > 4096)) {
       throw new InvalidArgumentError(`pool size must be an integer from 1 to 4096, got ${show(opts.size)}`)
     }
     const size = Math.max(opts.size ?? 4, workers)
     if (opts.setup !== undefined && typeof opts.setup !== 'function') throw new InvalidArgumentError('setup must be a function')
-    if (opts.setup !== undefined && workers > 0) throw new InvalidArgumentError('setup runs in this thread; with workers, use workerSetup (a module each worker loads)')
+    if (opts.setup !== undefined && workers > 0)
+      throw new InvalidArgumentError('setup runs in this thread; with workers, use workerSetup (a module each worker loads)')
     this.#snapshot = snapshot
     this.#resetAfterUse = opts.resetAfterUse ?? true
     if (workers === 0) {

@@ -2,20 +2,20 @@
 // TypeScript project may write compiles, and what must not (`@ts-expect-error`) does not — if
 // a line marked so compiles, tsc fails with "Unused '@ts-expect-error' directive".
 import {
+  type CallArg,
+  type ErrorCode,
   FileError,
   GuestExitedError,
   GuestFaultError,
+  type HostCallContext,
   InterruptedError,
   Machine,
   Pool,
-  probe,
-  RemoteMachine,
-  Snapshot,
-  type CallArg,
-  type ErrorCode,
-  type HostCallContext,
   type PoolMachine,
+  probe,
+  type RemoteMachine,
   type RunResult,
+  type Snapshot,
 } from '../../dist'
 
 declare const vm: Machine
@@ -100,4 +100,4 @@ const d2: () => void = snap[Symbol.dispose]
 const d3: () => Promise<void> = local[Symbol.asyncDispose]
 snap.close()
 
-export { backend, notBackend, lent, n, big, later, arg, aborted, code, notCode, d1, d2, d3 }
+export { aborted, arg, backend, big, code, d1, d2, d3, later, lent, n, notBackend, notCode }
