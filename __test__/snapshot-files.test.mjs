@@ -5,7 +5,7 @@ import path from 'node:path';
 
 import test from 'ava';
 
-import { InvalidArgumentError, pausedMachine, requireKvm, Snapshot, tempDir } from './helpers.mjs';
+import { FileError, InvalidArgumentError, pausedMachine, requireKvm, Snapshot, tempDir } from './helpers.mjs';
 
 requireKvm(test);
 
@@ -39,7 +39,7 @@ test('bad snapshot files are rejected with a clear error', (t) => {
   vm.snapshot().save(file);
   const good = fs.readFileSync(file);
   const cases = {
-    missing: [null, /reading snapshot/],
+    missing: [null, /cannot read .*missing\.kvmsnap: No such file or directory/],
     empty: [Buffer.alloc(0), /not a kvmbox snapshot/],
     garbage: [Buffer.from('this is not a snapshot, just text'), /not a kvmbox snapshot/],
     truncated: [good.subarray(0, Math.floor(good.length / 2)), /truncated/],
@@ -65,7 +65,8 @@ test('bad snapshot files are rejected with a clear error', (t) => {
   for (const [name, [bytes, message]] of Object.entries(cases)) {
     const p = path.join(dir, `${name}.kvmsnap`);
     if (bytes) fs.writeFileSync(p, bytes);
-    const err = t.throws(() => Snapshot.load(p), { instanceOf: InvalidArgumentError }, name);
+    // A file that is not there is a file error (ENOENT); one that is not a good snapshot, invalid.
+    const err = t.throws(() => Snapshot.load(p), { instanceOf: bytes ? InvalidArgumentError : FileError }, name);
     t.regex(err.message, message, name);
   }
   // The host is fine afterwards.
