@@ -115,7 +115,7 @@ test.serial('the tarballs hold exactly the intended files', (t) => {
   for (const f of packed.root.files) {
     t.regex(
       f,
-      /^(package\.json|README\.md|LICEN[CS]E.*|dist\/[\w/-]+\.(js|d\.ts)|dist\/index\.(mjs|d\.mts)|native\/index\.(js|d\.ts)|guest\/include\/kvmbox\.h)$/,
+      /^(package\.json|README\.md|docs\/[\w-]+\.md|LICEN[CS]E.*|dist\/[\w/-]+\.(js|d\.ts)|dist\/index\.(mjs|d\.mts)|native\/index\.(js|d\.ts)|guest\/include\/kvmbox\.h)$/,
       f,
     );
   }

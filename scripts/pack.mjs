@@ -59,6 +59,11 @@ function requiredFiles(repo) {
     ['dist/index.mjs', 'npm run build:ts', 'dist/index.d.ts'],
     ['dist/index.d.mts', 'npm run build:ts', 'dist/index.d.ts'],
     ['README.md', null],
+    // The README links to docs/: they ship with it.
+    ...fs
+      .readdirSync(path.join(repo, 'docs'))
+      .filter((f) => f.endsWith('.md'))
+      .map((f) => [`docs/${f}`, null]),
   ];
   for (const f of srcs) {
     const base = f.slice(0, -3);

@@ -174,7 +174,7 @@ pub struct Machine {
     stats: RunStats,
 }
 
-/// How `reset` restores guest memory. Measured on PVM (see the README): copying the dirty
+/// How `reset` restores guest memory. Measured on PVM (docs/performance.md, "Reset strategies"): copying the dirty
 /// pages back keeps every page mapped, so the next request runs at full speed; dropping them
 /// (or remapping everything) is cheaper for the reset itself but every page touched again
 /// faults back in through the shadow MMU (~7 µs each).

@@ -17,7 +17,7 @@
 //! A filter applies to one thread and cannot be removed, so it is for threads dedicated to
 //! guests: the Node binding's per-machine vCPU thread (`seccomp: true`), or a thread of your
 //! own in Rust. [`crate::MachineOptions::seccomp`] makes a machine refuse to run anywhere else.
-//! Measured (PVM host): no measurable cost on the call round trip (see the README).
+//! Measured (PVM host): no measurable cost on the call round trip (docs/performance.md).
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
