@@ -277,7 +277,8 @@ export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/r
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
-mkdir -p /dev/shm /dev/pts /tmp && mount -t tmpfs tmpfs /dev/shm && mount -t devpts devpts /dev/pts && mount -t tmpfs tmpfs /tmp
+# /tmp stays the initramfs's own (writable; -f files may live there, e.g. a CI clone in /tmp)
+mkdir -p /dev/shm /dev/pts /tmp && mount -t tmpfs tmpfs /dev/shm && mount -t devpts devpts /dev/pts
 ifconfig lo 127.0.0.1 up  # loopback only (QEMU runs with -nic none): tests talk to local servers
 fail() {
   dmesg | tail -n 15 | sed 's/^/dmesg: /'
