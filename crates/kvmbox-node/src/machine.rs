@@ -27,6 +27,19 @@ pub struct NativeMemoryUsage {
     pub hugepages: String,
 }
 
+/// What a snapshot loader decides (the file decides none of it).
+fn load_options(options: NativeOptions) -> std::result::Result<kvmbox::LoadOptions, Error<String>> {
+    let o = core_options(options)?;
+    Ok(kvmbox::LoadOptions {
+        allow_read: o.allow_read,
+        stdout: o.stdout,
+        stderr: o.stderr,
+        timeout: o.timeout,
+        trace: o.trace,
+        seccomp: o.seccomp,
+    })
+}
+
 /// `(done, total) => void`: progress of a save or load, in bytes.
 pub(crate) type ProgressTsfn = ThreadsafeFunction<FnArgs<(f64, f64)>, (), FnArgs<(f64, f64)>, Status, false>;
 
@@ -100,15 +113,7 @@ impl NativeSnapshot {
     /// Load a snapshot file; the options decide file access, outputs and timeout.
     #[napi(factory)]
     pub fn load(path: String, options: NativeOptions) -> std::result::Result<NativeSnapshot, Error<String>> {
-        let o = core_options(options)?;
-        let opts = kvmbox::LoadOptions {
-            allow_read: o.allow_read,
-            stdout: o.stdout,
-            stderr: o.stderr,
-            timeout: o.timeout,
-            trace: o.trace,
-            seccomp: o.seccomp,
-        };
+        let opts = load_options(options)?;
         no_panic(|| Ok(NativeSnapshot::new(kvmbox::Snapshot::load(&path, opts).map_err(throw)?)))
     }
 
@@ -142,15 +147,7 @@ impl NativeSnapshot {
         options: NativeOptions,
         #[napi(ts_arg_type = "((done: number, total: number) => void) | undefined | null")] progress: Option<ProgressTsfn>,
     ) -> std::result::Result<Object<'env>, Error<String>> {
-        let o = core_options(options)?;
-        let opts = kvmbox::LoadOptions {
-            allow_read: o.allow_read,
-            stdout: o.stdout,
-            stderr: o.stderr,
-            timeout: o.timeout,
-            trace: o.trace,
-            seccomp: o.seccomp,
-        };
+        let opts = load_options(options)?;
         let (deferred, promise) = env.create_deferred::<Either<NativeSnapshot, NativeError>, _>().map_err(internal_error)?;
         std::thread::Builder::new()
             .name("kvmbox-load".into())
