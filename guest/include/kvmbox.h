@@ -20,6 +20,14 @@
  * To hand back bytes, write them into a Buffer argument (Buffers are copied in and back out)
  * or return a pointer the host reads with vm.memory.read().
  *
+ * Per-request entropy: a snapshot's forks and resets all start from the same memory, so every
+ * request would see the same PRNG state (same rand() sequence, hash seeds, UUIDs). A guest that
+ * defines
+ *     KVMBOX_EXPORT void kvmbox_reseed(const unsigned char *bytes, long len)
+ * is called by kvmbox with KVMBOX_RESEED_BYTES fresh random bytes from the host after every
+ * fork() and reset() — re-seed PRNGs there (it runs like any called function: keep it short).
+ * getrandom() and AT_RANDOM are always fresh host randomness.
+ *
  * Run natively (outside kvmbox), kvmbox_pause() and kvmbox_hostcall() return -ENOSYS.
  */
 #ifndef KVMBOX_H
@@ -28,6 +36,7 @@
 #define KVMBOX_HOSTCALL_FIRST 0x10000L
 #define KVMBOX_HOSTCALL_LAST 0xFFFFFL
 #define KVMBOX_SYS_PAUSE 0x100000L
+#define KVMBOX_RESEED_BYTES 32
 
 #ifdef __cplusplus
 #define KVMBOX_EXTERN_C extern "C"

@@ -172,6 +172,9 @@ pub struct Machine {
     interrupt: InterruptHandle,
     /// What the last run or call cost, and the last reset.
     stats: RunStats,
+    /// Forked or reset since the last run or call: the guest's `kvmbox_reseed`, if any, is
+    /// called first.
+    reseed_pending: bool,
 }
 
 /// How `reset` restores guest memory. Measured on PVM (docs/performance.md, "Reset strategies"): copying the dirty
@@ -324,6 +327,7 @@ impl Machine {
             system_state_lost: false,
             interrupt: InterruptHandle::default(),
             stats: RunStats::default(),
+            reseed_pending: false,
         })
     }
 
@@ -384,7 +388,7 @@ impl Machine {
         vm.set_system_state(&d.layout, d.cr3)?;
         vm.restore(&d.cpu)?;
         let linux = d.proto.fork_from(&d.linux)?;
-        Ok(Machine {
+        let mut machine = Machine {
             vm: ManuallyDrop::new(vm),
             mem: ManuallyDrop::new(Arc::new(mem)),
             layout: d.layout.clone(),
@@ -404,13 +408,37 @@ impl Machine {
             system_state_lost: false,
             interrupt: InterruptHandle::default(),
             stats: RunStats::default(),
-        })
+            reseed_pending: false,
+        };
+        machine.reseed_pending = true;
+        Ok(machine)
     }
 
     /// A handle that stops this machine's guest from any thread (see [`InterruptHandle`]); it
     /// stays valid across resets and serves every later run and call of this machine.
     pub fn interrupt_handle(&self) -> InterruptHandle {
         self.interrupt.clone()
+    }
+
+    /// Per-request entropy: if the guest exports `kvmbox_reseed(bytes, len)` (kvmbox.h), call it
+    /// with fresh host random bytes before the first run or call after a fork or reset (which
+    /// otherwise all start from the same PRNG state) — on the thread that runs the guest, so a
+    /// seccomp machine's hook runs where its guest does. A hook that faults or runs past a
+    /// second fails that run or call and finishes the machine, like any failed call.
+    fn reseed_if_pending(&mut self) -> Result<()> {
+        const BYTES: usize = 32; // KVMBOX_RESEED_BYTES
+        if !std::mem::take(&mut self.reseed_pending) {
+            return Ok(());
+        }
+        let Some(hook) = self.symbol("kvmbox_reseed") else { return Ok(()) };
+        let mut bytes = [0u8; BYTES];
+        let filled = (0..8).find_map(|_| crate::syscalls::host_random(&mut bytes).ok().filter(|&n| n == BYTES));
+        if filled.is_none() {
+            return Err(Error::Internal("the host's getrandom failed: no bytes for kvmbox_reseed".into()));
+        }
+        let mut args = [CallArg::Bytes(&mut bytes), CallArg::Int(BYTES as u64)];
+        self.call(hook, &mut args, Some(Duration::from_secs(1)), &mut NoHost)?;
+        Ok(())
     }
 
     /// What the last run or call cost: wall time, VM exits, syscalls; and how many pages the
@@ -469,6 +497,7 @@ impl Machine {
         self.linux.restore(&d.linux)?;
         self.state = State::Paused { resume: d.cpu.regs };
         self.stats = RunStats { pages_restored: restored as u64, ..RunStats::default() };
+        self.reseed_pending = true;
         Ok(restored)
     }
 
@@ -503,6 +532,7 @@ impl Machine {
         self.seccomp = d.seccomp;
         self.state = State::Paused { resume: d.cpu.regs };
         self.snapshot = Some(snap.clone());
+        self.reseed_pending = true;
         Ok(0)
     }
 
@@ -599,6 +629,9 @@ impl Machine {
     /// Before a run: the right thread, and registers where the guest continues.
     fn prepare_run(&mut self) -> Result<()> {
         self.check_thread()?;
+        if matches!(self.state, State::Paused { .. }) {
+            self.reseed_if_pending()?;
+        }
         match self.state {
             State::Finished => return Err(Error::InvalidState("the guest has already finished".into())),
             State::Paused { resume } => self.set_user_context(resume),
@@ -689,6 +722,7 @@ impl Machine {
         if args.len() > 6 {
             return Err(Error::InvalidArgument(format!("at most 6 arguments can be passed, got {}", args.len())));
         }
+        self.reseed_if_pending()?;
         if !self.space.user_executable(addr) {
             return Err(Error::InvalidArgument(format!("{addr:#x} is not in the guest's executable code")));
         }
