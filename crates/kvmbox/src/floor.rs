@@ -114,17 +114,8 @@ impl RawCallLoop {
             Err(e) => return Err(Error::kvm("KVM_RUN", e)),
         }
         // The trampoline's syscall exits in ring 0 on VMX/SVM: back to user mode for the next call.
-        let sync = self.vm.vcpu.sync_regs_mut();
-        let to_user = sync.sregs.cs.dpl != 3;
-        if to_user {
-            (sync.sregs.cs, sync.sregs.ss) = arch::user_segments();
-            self.vm.vcpu.set_sync_dirty_reg(SyncReg::SystemRegister);
-        }
-        let regs = &mut self.vm.vcpu.sync_regs_mut().regs;
-        regs.rip = self.entry;
-        regs.rsp = self.entry_sp;
-        regs.rflags = 0x202;
-        self.vm.vcpu.set_sync_dirty_reg(SyncReg::Register);
+        let regs = kvm_bindings::kvm_regs { rip: self.entry, rsp: self.entry_sp, rflags: 0x202, ..self.vm.vcpu.sync_regs_mut().regs };
+        self.vm.enter_user(regs);
         Ok(())
     }
 

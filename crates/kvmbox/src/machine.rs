@@ -432,10 +432,7 @@ impl Machine {
         }
         let Some(hook) = self.symbol("kvmbox_reseed") else { return Ok(()) };
         let mut bytes = [0u8; BYTES];
-        let filled = (0..8).find_map(|_| crate::syscalls::host_random(&mut bytes).ok().filter(|&n| n == BYTES));
-        if filled.is_none() {
-            return Err(Error::Internal("the host's getrandom failed: no bytes for kvmbox_reseed".into()));
-        }
+        crate::syscalls::fill_random(&mut bytes, "kvmbox_reseed")?;
         let mut args = [CallArg::Bytes(&mut bytes), CallArg::Int(BYTES as u64)];
         self.call(hook, &mut args, Some(Duration::from_secs(1)), &mut NoHost)?;
         Ok(())
@@ -634,7 +631,7 @@ impl Machine {
         }
         match self.state {
             State::Finished => return Err(Error::InvalidState("the guest has already finished".into())),
-            State::Paused { resume } => self.set_user_context(resume),
+            State::Paused { resume } => self.vm.enter_user(resume),
             State::Ready => {}
         }
         Ok(())
@@ -727,7 +724,7 @@ impl Machine {
             return Err(Error::InvalidArgument(format!("{addr:#x} is not in the guest's executable code")));
         }
         let (regs, placed) = self.call_frame(&resume, addr, args)?;
-        self.set_user_context(regs);
+        self.vm.enter_user(regs);
         let result = match debug {
             None => self.run_loop(timeout, host, true),
             Some(listener) => {
@@ -803,23 +800,6 @@ impl Machine {
             *slot = *v;
         }
         Ok((regs, values))
-    }
-
-    /// Make the vCPU continue in ring 3 with `regs`. If the last exit happened in ring 0 (VMX/SVM
-    /// syscall entry), also switch the segments back to user mode through the synced sregs.
-    fn set_user_context(&mut self, regs: kvm_regs) {
-        let sync = self.vm.vcpu.sync_regs_mut();
-        sync.regs = regs;
-        let to_user = sync.sregs.cs.dpl != 3;
-        if to_user {
-            let (cs, ss) = arch::user_segments();
-            sync.sregs.cs = cs;
-            sync.sregs.ss = ss;
-        }
-        self.vm.vcpu.set_sync_dirty_reg(SyncReg::Register);
-        if to_user {
-            self.vm.vcpu.set_sync_dirty_reg(SyncReg::SystemRegister);
-        }
     }
 
     pub(crate) fn run_loop(&mut self, timeout: Option<Duration>, host: &mut dyn Host, in_call: bool) -> Result<Stop> {
@@ -952,7 +932,7 @@ impl Machine {
         regs.rip = self.mem.read_u64(frame)?;
         regs.rflags = (self.mem.read_u64(frame + 16)? & !0x100) | 0x2;
         regs.rsp = self.mem.read_u64(frame + 24)?;
-        self.set_user_context(regs);
+        self.vm.enter_user(regs);
         Ok(())
     }
 
@@ -1003,7 +983,7 @@ impl Machine {
             let _ = self.vm.vcpu.set_regs(&regs);
             return;
         }
-        self.set_user_context(regs);
+        self.vm.enter_user(regs);
     }
 
     /// The x87/SSE state, read from the XSAVE image (KVM_GET_FPU is not reliable for MXCSR

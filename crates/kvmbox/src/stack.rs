@@ -72,10 +72,7 @@ pub fn build(
     let platform = push_bytes(b"x86_64\0", &mut sp)?;
     let mut random = [0u8; 16];
     // AT_RANDOM seeds the guest's stack protector and pointer guard: never start without it.
-    let filled = (0..8).find_map(|_| crate::syscalls::host_random(&mut random).ok().filter(|&n| n == random.len()));
-    if filled.is_none() {
-        return Err(crate::error::Error::Internal("the host's getrandom failed: no AT_RANDOM bytes for the guest".into()));
-    }
+    crate::syscalls::fill_random(&mut random, "AT_RANDOM")?;
     let random_ptr = push_bytes(&random, &mut sp)?;
 
     let auxv: Vec<(u64, u64)> = vec![

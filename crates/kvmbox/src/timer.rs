@@ -46,7 +46,12 @@ fn install_handler() {
 }
 
 /// Make sure this thread can receive the kick signal (handler installed, signal unblocked).
+/// Once per thread: every run calls it, and the run loop is no place for a sigprocmask.
 pub fn prepare_thread() {
+    thread_local!(static PREPARED: Cell<bool> = const { Cell::new(false) });
+    if PREPARED.with(|p| p.replace(true)) {
+        return;
+    }
     install_handler();
     // SAFETY: changing this thread's signal mask for one signal.
     unsafe {

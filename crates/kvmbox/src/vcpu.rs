@@ -127,6 +127,20 @@ impl Vm {
         self.vcpu.set_regs(&regs).map_err(|e| Error::kvm("KVM_SET_REGS", e))
     }
 
+    /// Continue in ring 3 with `regs` at the next KVM_RUN (through the synced registers). After an
+    /// exit in ring 0 (VMX/SVM: the syscall stub, the call return) the user segments are loaded
+    /// too; moving RIP also cancels KVM's pending skip of the `out` it exited on.
+    pub fn enter_user(&mut self, regs: kvm_regs) {
+        let sync = self.vcpu.sync_regs_mut();
+        sync.regs = regs;
+        let to_user = sync.sregs.cs.dpl != 3;
+        if to_user {
+            (sync.sregs.cs, sync.sregs.ss) = arch::user_segments();
+            self.vcpu.set_sync_dirty_reg(SyncReg::SystemRegister);
+        }
+        self.vcpu.set_sync_dirty_reg(SyncReg::Register);
+    }
+
     /// The CPU state to resume a paused guest with `resume` registers (user mode).
     pub fn capture(&mut self, resume: &kvm_regs) -> Result<CpuState> {
         let mut sregs = self.vcpu.get_sregs().map_err(|e| Error::kvm("KVM_GET_SREGS", e))?;

@@ -198,6 +198,16 @@ pub fn host_random(buf: &mut [u8]) -> std::result::Result<usize, i32> {
     Ok(done)
 }
 
+/// Fill all of `buf` with host randomness (retrying a few interrupted attempts), or fail with an
+/// internal error naming `what` needed it: for bytes kvmbox itself must not go without
+/// (AT_RANDOM, the reseed hook's seed).
+pub(crate) fn fill_random(buf: &mut [u8], what: &str) -> Result<()> {
+    if (0..8).any(|_| host_random(buf).is_ok_and(|n| n == buf.len())) {
+        return Ok(());
+    }
+    Err(Error::Internal(format!("the host's getrandom failed: no random bytes for {what}")))
+}
+
 pub(crate) fn err(e: i32) -> u64 {
     i64::from(e).wrapping_neg() as u64
 }
