@@ -128,13 +128,23 @@ impl SyscallTarget {
         self.prepare(&mut input);
         for _ in 0..32 {
             let Some(nr) = input.u16() else { break };
-            let nr = match nr >> 14 {
-                0..=2 => u64::from(nr % 460),
-                _ => u64::from(nr), // mostly unknown numbers
+            // Mostly the emulated syscalls (from the one table), with arguments that suit each
+            // one's kinds half of the time; else any number in Linux's range or beyond.
+            let table = crate::syscalls::table::TABLE;
+            let (nr, kinds) = match nr >> 14 {
+                0 | 1 => {
+                    let s = &table[usize::from(nr) % table.len()];
+                    (s.nr, s.args)
+                }
+                2 => (u64::from(nr % 460), &[][..]),
+                _ => (u64::from(nr), &[][..]), // mostly unknown numbers
             };
             let mut args = [0u64; 6];
-            for a in &mut args {
-                *a = self.argument(&mut input);
+            for (i, a) in args.iter_mut().enumerate() {
+                *a = match kinds.get(i) {
+                    Some(kind) if input.u8().unwrap_or(0) % 2 == 0 => self.argument_of(*kind, &mut input),
+                    _ => self.argument(&mut input),
+                };
             }
             match self.machine.emulate_syscall(nr, args) {
                 Ok(Some(_)) => {}
@@ -142,6 +152,19 @@ impl SyscallTarget {
             }
         }
         self.machine.reset().expect("reset after a fuzzed syscall sequence");
+    }
+
+    /// A value that makes sense for an argument of `kind`: open descriptors and nearby numbers,
+    /// paths the guest's memory holds, pointers into its memory, counts at the limits.
+    fn argument_of(&self, kind: crate::syscalls::table::Arg, input: &mut Bytes) -> u64 {
+        use crate::syscalls::table::Arg;
+        let small = input.u8().unwrap_or(0);
+        match kind {
+            Arg::Fd => (small % 12) as i64 as u64 ^ if small >= 0xf0 { u64::MAX } else { 0 }, // 0..11, or ~n (negative)
+            Arg::Path | Arg::Ptr => self.bases[small as usize % self.bases.len()].wrapping_add(u64::from(input.u8().unwrap_or(0))),
+            Arg::Len => COUNTS[small as usize % COUNTS.len()],
+            Arg::Int => small as i8 as i64 as u64,
+        }
     }
 
     fn argument(&self, input: &mut Bytes) -> u64 {

@@ -28,7 +28,7 @@ use crate::snapshot::{Image, Snapshot, SnapshotData};
 use crate::stack;
 use crate::syscalls::files::{FilePolicy, Input, Output};
 use crate::syscalls::mm::Mappings;
-use crate::syscalls::{ExitStatus, Flow, Linux, SyscallEnv};
+use crate::syscalls::{ExitStatus, Flow, Linux, ProcessConfig, SyscallEnv, UserCpu};
 use crate::timer;
 use crate::vcpu::{self, Vm, VmPool};
 
@@ -295,18 +295,18 @@ impl Machine {
         let vm = vcpu::create(&mem, &layout, cr3, program.entry, rsp)?;
 
         let mm = Mappings::new(program.image_end, layout.heap_limit());
-        let linux = Linux::new(
+        let linux = Linux::new(ProcessConfig {
             mm,
             policy,
-            opts.stdin,
-            opts.stdout,
-            opts.stderr,
-            PathBuf::from(exe_path),
+            stdin: opts.stdin,
+            stdout: opts.stdout,
+            stderr: opts.stderr,
+            exe_path: PathBuf::from(exe_path),
             cwd,
             memory,
-            layout.stack_size(),
-            opts.trace,
-        );
+            stack_size: layout.stack_size(),
+            trace: opts.trace,
+        });
         Ok(Machine {
             vm: ManuallyDrop::new(vm),
             mem: ManuallyDrop::new(Arc::new(mem)),
@@ -904,8 +904,13 @@ impl Machine {
             }
             crate::syscalls::err(crate::syscalls::errno::EBUSY)
         } else {
-            let env = SyscallEnv { mem: &self.mem, space: &self.space, vcpu: &self.vm.vcpu, deadline };
-            match self.linux.handle(&env, host, nr, args)? {
+            let sregs = &self.vm.vcpu.sync_regs_mut().sregs;
+            let cpu =
+                UserCpu { regs: kvm_regs { rip: user_rip, rflags: user_rflags, ..r }, fs_base: sregs.fs.base, gs_base: sregs.gs.base };
+            let env = SyscallEnv { mem: &self.mem, space: &self.space, deadline, cpu };
+            let flow = self.linux.handle(&env, host, nr, args);
+            self.apply_cpu_update()?;
+            match flow? {
                 Flow::Return(v) => v,
                 Flow::Exit(status) => return Ok(Some(Stop::Exit(status))),
             }
@@ -921,6 +926,21 @@ impl Machine {
         }
         self.vm.vcpu.set_sync_dirty_reg(SyncReg::Register);
         Ok(None)
+    }
+
+    /// Load what the last syscall changed in the calling thread's CPU state (TLS bases) into the
+    /// vCPU. Through the MSRs: the synced segment registers would rewrite every system register.
+    fn apply_cpu_update(&mut self) -> Result<()> {
+        let update = self.linux.take_cpu_update();
+        let entries: Vec<kvm_bindings::kvm_msr_entry> = [(arch::MSR_FS_BASE, update.fs_base), (arch::MSR_GS_BASE, update.gs_base)]
+            .into_iter()
+            .filter_map(|(index, value)| value.map(|data| kvm_bindings::kvm_msr_entry { index, data, ..Default::default() }))
+            .collect();
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let msrs = kvm_bindings::Msrs::from_entries(&entries).map_err(|e| Error::Internal(format!("MSR list: {e:?}")))?;
+        arch::set_msrs(&self.vm.vcpu, &msrs)
     }
 
     /// After a trap (no error code) the CPU left rip, cs, rflags, rsp, ss on the ring-0 stack;
@@ -942,8 +962,12 @@ impl Machine {
     #[doc(hidden)]
     pub fn emulate_syscall(&mut self, nr: u64, args: [u64; 6]) -> Result<Option<u64>> {
         let deadline = Deadline::after(Some(Duration::from_millis(2)), self.interrupt.clone());
-        let env = SyscallEnv { mem: &self.mem, space: &self.space, vcpu: &self.vm.vcpu, deadline: &deadline };
-        Ok(match self.linux.handle(&env, &mut crate::host::NoHost, nr, args)? {
+        let regs = self.regs();
+        let (fs_base, gs_base) = self.segment_bases();
+        let env = SyscallEnv { mem: &self.mem, space: &self.space, deadline: &deadline, cpu: UserCpu { regs, fs_base, gs_base } };
+        let flow = self.linux.handle(&env, &mut crate::host::NoHost, nr, args);
+        self.apply_cpu_update()?;
+        Ok(match flow? {
             Flow::Return(v) => Some(v),
             Flow::Exit(_) => None,
         })

@@ -23,7 +23,7 @@ use crate::memory::GuestMemory;
 use crate::paging;
 use crate::snapfile::{self, Reader, Writer};
 use crate::syscalls::files::{FilePolicy, Input, Output};
-use crate::syscalls::{Linux, LinuxState};
+use crate::syscalls::{Linux, LinuxState, ProcessConfig};
 use crate::vcpu::CpuState;
 
 /// Options for [`Snapshot::load`]: what the loading process decides, not the file.
@@ -238,8 +238,18 @@ impl Snapshot {
             .map_err(|e| Error::InvalidArgument(format!("no working directory to resolve allowRead against: {e}")))?;
         let policy = Arc::new(FilePolicy::new(&opts.allow_read, &host_cwd)?);
         let mm = linux_state.heap().clone();
-        let mut proto =
-            Linux::new(mm, policy, Input::Empty, opts.stdout, opts.stderr, exe_path, cwd, memory, layout.stack_size(), opts.trace);
+        let mut proto = Linux::new(ProcessConfig {
+            mm,
+            policy,
+            stdin: Input::Empty,
+            stdout: opts.stdout,
+            stderr: opts.stderr,
+            exe_path,
+            cwd,
+            memory,
+            stack_size: layout.stack_size(),
+            trace: opts.trace,
+        });
         // Reopens the recorded files now, so a file the allowlist refuses fails the load.
         proto.restore(&linux_state)?;
         let extents = crate::memory::data_extents(&memfd, memory);

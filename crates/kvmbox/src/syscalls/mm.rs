@@ -415,3 +415,70 @@ mod tests {
         assert_eq!(&buf, b"data");
     }
 }
+
+/// The mmap syscall: anonymous mappings, and private file mappings filled from the file.
+mod calls {
+    use std::os::fd::AsRawFd;
+
+    use super::super::files::FdKind;
+    use super::super::{err, errno, ret, Linux, SyscallEnv};
+    use crate::error::Result;
+
+    impl Linux {
+        /// mmap. A private file mapping is emulated by copying the file's bytes in, in bounded
+        /// steps that stop at the run's deadline.
+        pub(in crate::syscalls) fn mmap(&mut self, env: &SyscallEnv, a: [u64; 6]) -> Result<u64> {
+            let (addr, len, prot, flags, fd, off) = (a[0], a[1], a[2], a[3], a[4] as i32, a[5]);
+            const MAP_ANONYMOUS: u64 = 0x20;
+            if flags & MAP_ANONYMOUS != 0 {
+                return Ok(ret(self.mm.mmap(env.mem, addr, len, prot, flags)));
+            }
+            let host = match self.fds.get(fd as u64) {
+                Some(FdKind::File { host, is_dir: false, .. }) => host.as_raw_fd(),
+                Some(_) => return Ok(err(errno::EACCES)),
+                None => return Ok(err(errno::EBADF)),
+            };
+            // The offset is checked before anything is mapped (a MAP_FIXED mapping replaces what was
+            // there): page-aligned, and off + len representable as a file offset.
+            if off % 4096 != 0 {
+                return Ok(err(errno::EINVAL));
+            }
+            let Some(file_off) = i64::try_from(off).ok().filter(|o| o.checked_add(i64::try_from(len).unwrap_or(i64::MAX)).is_some()) else {
+                return Ok(err(errno::EOVERFLOW));
+            };
+            if flags & 0x3 != 0x2 && prot & 2 != 0 {
+                return Ok(err(errno::EACCES)); // shared writable mapping of a read-only file
+            }
+            let start = match self.mm.mmap(env.mem, addr, len, prot, flags) {
+                Ok(start) => start,
+                Err(e) => return Ok(err(e)),
+            };
+            // The file's bytes go in through the recorded path (so a reset restores what was there),
+            // 16 MiB at a time with the deadline checked in between; the rest of the mapping past
+            // the end of the file reads as zero.
+            const STEP: u64 = 16 << 20;
+            let mut done = 0u64;
+            while done < len {
+                if done > 0 {
+                    env.deadline.check()?;
+                }
+                let step = len.saturating_sub(done).min(STEP) as usize;
+                let at = start.saturating_add(done);
+                let pos = file_off.saturating_add(done as i64);
+                let got = env
+                    .mem
+                    .write_with(at, step, |ptr, step| {
+                        // SAFETY: pread into `[ptr, ptr+step)`, which write_with checked is guest memory.
+                        let n = unsafe { libc::pread(host, ptr.cast(), step, pos) };
+                        n.max(0).unsigned_abs()
+                    })
+                    .unwrap_or(0);
+                done = done.saturating_add(got as u64);
+                if got < step {
+                    break; // end of file (or a read error: the rest stays zero)
+                }
+            }
+            Ok(start)
+        }
+    }
+}

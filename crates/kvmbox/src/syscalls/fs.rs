@@ -1,0 +1,174 @@
+//! Paths and file metadata: open, stat, statx, access, getdents, readlink, getcwd.
+
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use super::files::{self, FdKind};
+use super::{errno, host_result, Linux, SyscallEnv, AT_EMPTY_PATH, AT_FDCWD, PATH_MAX};
+
+impl Linux {
+    /// The normalised absolute guest path for (dirfd, path).
+    pub(super) fn resolve(&self, env: &SyscallEnv, dirfd: u64, path: u64) -> std::result::Result<PathBuf, i32> {
+        let raw = env.user().read_cstring(path, PATH_MAX)?.ok_or(errno::ENAMETOOLONG)?;
+        if raw.is_empty() {
+            return Err(errno::ENOENT);
+        }
+        let p = Path::new(std::ffi::OsStr::from_bytes(&raw));
+        let base = if p.is_absolute() {
+            PathBuf::from("/")
+        } else if dirfd as i32 == AT_FDCWD {
+            self.cwd.clone()
+        } else {
+            self.fds.path_of_dir(dirfd)?
+        };
+        Ok(files::normalize(&base.join(p)))
+    }
+
+    pub(super) fn open(&mut self, env: &SyscallEnv, dirfd: u64, path: u64, flags: u64) -> std::result::Result<u64, i32> {
+        let p = self.resolve(env, dirfd, path)?;
+        let (host, is_dir) = self.policy.open(&p, flags as i32)?;
+        self.fds.insert(FdKind::File { host, path: p, is_dir }, 0)
+    }
+
+    pub(super) fn fstat(&self, env: &SyscallEnv, fd: u64, buf: u64) -> std::result::Result<u64, i32> {
+        let st = self.stat_fd(fd)?;
+        env.user().write_pod(buf, &st)?;
+        Ok(0)
+    }
+
+    pub(super) fn stat_fd(&self, fd: u64) -> std::result::Result<libc::stat, i32> {
+        match self.host_fd_of(fd, true)? {
+            None => Ok(files::pipe_stat(self.uid, self.gid)),
+            Some(h) => {
+                // SAFETY: fstat into a local struct.
+                let mut st: libc::stat = unsafe { std::mem::zeroed() };
+                if unsafe { libc::fstat(h, &mut st) } != 0 {
+                    return Err(errno::EBADF);
+                }
+                Ok(st)
+            }
+        }
+    }
+
+    /// AT_EMPTY_PATH with an empty path: the call is about `dirfd` itself.
+    pub(super) fn is_empty_path(env: &SyscallEnv, path: u64, flags: u64) -> std::result::Result<bool, i32> {
+        Ok(flags & AT_EMPTY_PATH != 0 && env.user().read_cstring(path, 1)?.is_some_and(|p| p.is_empty()))
+    }
+
+    pub(super) fn stat_path(&mut self, env: &SyscallEnv, dirfd: u64, path: u64, buf: u64, flags: u64) -> std::result::Result<u64, i32> {
+        if Self::is_empty_path(env, path, flags)? {
+            if dirfd as i32 == AT_FDCWD {
+                return self.stat_path_resolved(env, &self.cwd, buf);
+            }
+            return self.fstat(env, dirfd, buf);
+        }
+        let p = self.resolve(env, dirfd, path)?;
+        self.stat_path_resolved(env, &p, buf)
+    }
+
+    pub(super) fn stat_path_resolved(&self, env: &SyscallEnv, p: &Path, buf: u64) -> std::result::Result<u64, i32> {
+        let (host, _) = self.policy.lookup(p, libc::O_RDONLY)?;
+        // SAFETY: fstat into a local struct.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        if unsafe { libc::fstat(host.as_raw_fd(), &mut st) } != 0 {
+            return Err(errno::EIO);
+        }
+        env.user().write_pod(buf, &st)?;
+        Ok(0)
+    }
+
+    pub(super) fn statx(&mut self, env: &SyscallEnv, dirfd: u64, path: u64, flags: u64, buf: u64) -> std::result::Result<u64, i32> {
+        let empty = Self::is_empty_path(env, path, flags)?;
+        let owned;
+        let host = if empty && dirfd as i32 != AT_FDCWD {
+            match self.fds.get(dirfd).ok_or(errno::EBADF)? {
+                FdKind::File { host, .. } => host.as_raw_fd(),
+                _ => return self.statx_from_stat(env, dirfd, buf),
+            }
+        } else {
+            let p = if empty { self.cwd.clone() } else { self.resolve(env, dirfd, path)? };
+            owned = self.policy.lookup(&p, libc::O_RDONLY)?.0;
+            owned.as_raw_fd()
+        };
+        // SAFETY: statx with AT_EMPTY_PATH on our own fd into a local struct.
+        let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+        let r = unsafe { libc::statx(host, c"".as_ptr(), libc::AT_EMPTY_PATH, libc::STATX_BASIC_STATS, &mut stx) };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(errno::EIO));
+        }
+        env.user().write_pod(buf, &stx)?;
+        Ok(0)
+    }
+
+    /// statx for stdio streams, synthesised from their `struct stat`.
+    pub(super) fn statx_from_stat(&self, env: &SyscallEnv, fd: u64, buf: u64) -> std::result::Result<u64, i32> {
+        let st = self.stat_fd(fd)?;
+        // SAFETY: statx is plain old data.
+        let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+        stx.stx_mask = libc::STATX_BASIC_STATS;
+        stx.stx_mode = st.st_mode as u16;
+        stx.stx_nlink = st.st_nlink as u32;
+        stx.stx_uid = st.st_uid;
+        stx.stx_gid = st.st_gid;
+        stx.stx_blksize = st.st_blksize as u32;
+        stx.stx_ino = st.st_ino;
+        env.user().write_pod(buf, &stx)?;
+        Ok(0)
+    }
+
+    pub(super) fn access(&mut self, env: &SyscallEnv, dirfd: u64, path: u64, mode: u64) -> std::result::Result<u64, i32> {
+        let p = self.resolve(env, dirfd, path)?;
+        // R_OK needs the file to be readable (as natively); F_OK only that it is there.
+        if mode & 4 != 0 {
+            self.policy.open(&p, libc::O_RDONLY)?;
+        } else {
+            self.policy.lookup(&p, libc::O_RDONLY)?;
+        }
+        if mode & 2 != 0 {
+            return Err(errno::EROFS);
+        }
+        if mode & 1 != 0 {
+            return Err(errno::EACCES);
+        }
+        Ok(0)
+    }
+
+    pub(super) fn getdents64(&mut self, env: &SyscallEnv, fd: u64, buf: u64, len: u64) -> std::result::Result<u64, i32> {
+        let host = match self.fds.get(fd).ok_or(errno::EBADF)? {
+            FdKind::File { host, is_dir: true, .. } => host.as_raw_fd(),
+            _ => return Err(errno::ENOTDIR),
+        };
+        let len = len.min(1 << 20);
+        let ptr = env.user().host_range(buf, len, true)?;
+        // SAFETY: getdents64 into the checked guest range.
+        let n = unsafe { libc::syscall(libc::SYS_getdents64, host, ptr, len as usize) };
+        host_result(n)
+    }
+
+    pub(super) fn readlink(&mut self, env: &SyscallEnv, dirfd: u64, path: u64, buf: u64, size: u64) -> std::result::Result<u64, i32> {
+        let p = self.resolve(env, dirfd, path)?;
+        if size as i64 <= 0 {
+            return Err(errno::EINVAL);
+        }
+        if p == Path::new("/proc/self/exe") {
+            let target = self.exe_path.as_os_str().as_encoded_bytes();
+            let n = target.len().min(size as usize);
+            env.user().write(buf, &target[..n])?;
+            return Ok(n as u64);
+        }
+        // Allowed paths are opened through their canonical form: never symlinks.
+        self.policy.lookup(&p, libc::O_RDONLY)?;
+        Err(errno::EINVAL)
+    }
+
+    pub(super) fn getcwd(&self, env: &SyscallEnv, buf: u64, size: u64) -> std::result::Result<u64, i32> {
+        let mut bytes = self.cwd.as_os_str().as_encoded_bytes().to_vec();
+        bytes.push(0);
+        if (size as usize) < bytes.len() {
+            return Err(errno::ERANGE);
+        }
+        env.user().write(buf, &bytes)?;
+        Ok(bytes.len() as u64)
+    }
+}

@@ -1,0 +1,291 @@
+//! Reading and writing descriptors: stdio, host files, iovecs, poll, ioctl, fcntl, dup.
+
+use std::os::fd::{AsRawFd, RawFd};
+
+use super::files::{self, FdKind, Input};
+use super::{err, errno, host_result, ret, Flow, Linux, SyscallEnv, MAX_RW_COUNT};
+use crate::error::Result;
+use crate::host::{Host, Stream};
+
+impl Linux {
+    pub(super) fn write(&mut self, env: &SyscallEnv, host: &mut dyn Host, fd: u64, buf: u64, len: u64) -> Result<Flow> {
+        let len = len.min(MAX_RW_COUNT);
+        let Ok(ptr) = env.user().host_range(buf, len, false) else {
+            return Ok(Flow::Return(if self.fds.get(fd).is_none() { err(errno::EBADF) } else { err(errno::EFAULT) }));
+        };
+        // SAFETY: the range is checked, inside the guest mapping, and nothing else writes it
+        // while the vCPU (on this thread) is stopped in this exit.
+        let data = unsafe { std::slice::from_raw_parts(ptr as *const u8, len as usize) };
+        self.write_parts(env, host, fd, &[data])
+    }
+
+    /// Write `parts` in order, as one write/writev: streamed from guest memory in bounded
+    /// chunks (no host buffer of the guest's size), the deadline checked between chunks, and
+    /// stopping at the first short write.
+    pub(super) fn write_parts(&mut self, env: &SyscallEnv, host: &mut dyn Host, fd: u64, parts: &[&[u8]]) -> Result<Flow> {
+        const CHUNK: usize = 1 << 20;
+        let (out, stream) = match self.fds.get(fd) {
+            None | Some(FdKind::Stdin) | Some(FdKind::File { .. }) => return Ok(Flow::Return(err(errno::EBADF))),
+            Some(FdKind::Stdout) => (&mut self.stdout, Stream::Stdout),
+            Some(FdKind::Stderr) => (&mut self.stderr, Stream::Stderr),
+        };
+        let mut total = 0u64;
+        for chunk in parts.iter().flat_map(|p| p.chunks(CHUNK)) {
+            if total > 0 {
+                env.deadline.check()?;
+            }
+            match out.write(stream, chunk, host, env.deadline)? {
+                Ok(n) => {
+                    total = total.saturating_add(n as u64);
+                    if n < chunk.len() {
+                        break;
+                    }
+                }
+                Err(_) if total > 0 => break, // what got through, as a short write
+                // A closed reader raises SIGPIPE, which ends the process unless ignored.
+                Err(libc::EPIPE) => return Ok(self.raise(libc::SIGPIPE as u64).map_or(Flow::Return(err(libc::EPIPE)), Flow::Exit)),
+                Err(e) => return Ok(Flow::Return(err(e))),
+            }
+        }
+        Ok(Flow::Return(total))
+    }
+
+    pub(super) fn read_iovecs(&self, env: &SyscallEnv, iov: u64, count: u64) -> std::result::Result<Vec<(u64, u64)>, i32> {
+        if count > 1024 {
+            return Err(errno::EINVAL);
+        }
+        let mut out = Vec::with_capacity(count as usize);
+        let mut total: u64 = 0;
+        for i in 0..count {
+            let v: libc::iovec = env.user().read_pod(iov.checked_add(i.saturating_mul(16)).ok_or(errno::EFAULT)?)?;
+            let (base, len) = (v.iov_base as u64, v.iov_len as u64);
+            total = total.checked_add(len).filter(|&t| t <= isize::MAX as u64).ok_or(errno::EINVAL)?;
+            out.push((base, len));
+        }
+        Ok(out)
+    }
+
+    pub(super) fn writev(&mut self, env: &SyscallEnv, host: &mut dyn Host, fd: u64, iov: u64, count: u64) -> Result<Flow> {
+        let vecs = match self.read_iovecs(env, iov, count) {
+            Ok(v) => v,
+            Err(e) => return Ok(Flow::Return(err(e))),
+        };
+        if self.fds.get(fd).is_none() {
+            return Ok(Flow::Return(err(errno::EBADF)));
+        }
+        // The iovecs' bytes in guest memory, without copying them out; like Linux, one call
+        // moves at most MAX_RW_COUNT bytes (the rest is a short write).
+        let user = env.user();
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(vecs.len());
+        let mut budget = MAX_RW_COUNT;
+        for (base, len) in vecs {
+            let len = len.min(budget);
+            match user.host_range(base, len, false) {
+                Ok(ptr) => {
+                    if len > 0 {
+                        // SAFETY: the range is checked and inside the guest mapping; nothing
+                        // else writes it while the vCPU (on this thread) is stopped in this exit.
+                        parts.push(unsafe { std::slice::from_raw_parts(ptr as *const u8, len as usize) });
+                        budget = budget.saturating_sub(len);
+                    }
+                }
+                // Nothing gathered yet: the whole call faults; else a short write, as on Linux.
+                Err(_) if parts.is_empty() => return Ok(Flow::Return(err(errno::EFAULT))),
+                Err(_) => break,
+            }
+            if budget == 0 {
+                break;
+            }
+        }
+        self.write_parts(env, host, fd, &parts)
+    }
+
+    /// read/pread64 into guest memory.
+    pub(super) fn read(&mut self, env: &SyscallEnv, fd: u64, buf: u64, len: u64, offset: Option<u64>) -> Result<u64> {
+        let len = len.min(MAX_RW_COUNT);
+        let Ok(ptr) = env.user().host_range(buf, len, true) else {
+            return Ok(if self.fds.get(fd).is_none() { err(errno::EBADF) } else { err(errno::EFAULT) });
+        };
+        Ok(match self.fds.get(fd) {
+            None => err(errno::EBADF),
+            Some(FdKind::Stdout) | Some(FdKind::Stderr) => err(errno::EBADF),
+            Some(FdKind::Stdin) if offset.is_some() => err(errno::ESPIPE),
+            Some(FdKind::Stdin) => match &mut self.stdin {
+                Input::Empty => 0,
+                Input::Bytes { data, pos } => {
+                    let n = data.len().saturating_sub(*pos).min(len as usize);
+                    // SAFETY: ptr covers `len` checked, writable guest bytes; n ≤ len.
+                    unsafe { std::ptr::copy_nonoverlapping(data[*pos..].as_ptr(), ptr, n) };
+                    *pos = pos.saturating_add(n);
+                    n as u64
+                }
+                Input::Inherit => match files::read_host_fd(0, ptr, len as usize, env.deadline)? {
+                    Ok(n) => n as u64,
+                    Err(e) => err(e),
+                },
+            },
+            Some(FdKind::File { is_dir: true, .. }) => err(errno::EISDIR),
+            Some(FdKind::File { host, .. }) => {
+                let fd = host.as_raw_fd();
+                if offset.is_some_and(|off| (off as i64) < 0) {
+                    return Ok(err(errno::EINVAL));
+                }
+                // A regular file read is not interrupted by signals: read in 16 MiB steps with
+                // the deadline checked in between, so gigabytes cannot outrun the timeout.
+                const STEP: u64 = 16 << 20;
+                let mut done = 0u64;
+                loop {
+                    let step = len.saturating_sub(done).min(STEP) as usize;
+                    // SAFETY: host read/pread into the checked guest range `[ptr, ptr+len)`;
+                    // done + step <= len.
+                    let n = unsafe {
+                        let at = ptr.add(done as usize).cast();
+                        match offset {
+                            Some(off) => libc::pread(fd, at, step, (off as i64).saturating_add(done as i64)),
+                            None => libc::read(fd, at, step),
+                        }
+                    };
+                    if n < 0 {
+                        break if done > 0 { done } else { ret(host_result(n as i64)) };
+                    }
+                    done = done.saturating_add(n.unsigned_abs() as u64);
+                    if n.unsigned_abs() < step || done >= len {
+                        break done;
+                    }
+                    env.deadline.check()?;
+                }
+            }
+        })
+    }
+
+    pub(super) fn readv(&mut self, env: &SyscallEnv, fd: u64, iov: u64, count: u64) -> Result<u64> {
+        let vecs = match self.read_iovecs(env, iov, count) {
+            Ok(v) => v,
+            Err(e) => return Ok(err(e)),
+        };
+        // Like Linux, one call moves at most MAX_RW_COUNT in all; the deadline is checked
+        // between iovecs (1024 of them may all name the same buffer).
+        let mut total = 0u64;
+        for (base, len) in vecs {
+            let len = len.min(MAX_RW_COUNT.saturating_sub(total));
+            if len == 0 && total > 0 {
+                break;
+            }
+            if total > 0 {
+                env.deadline.check()?;
+            }
+            let n = self.read(env, fd, base, len, None)?;
+            if (n as i64) < 0 {
+                return Ok(if total > 0 { total } else { n });
+            }
+            total = total.saturating_add(n);
+            if n < len {
+                break;
+            }
+        }
+        Ok(total)
+    }
+
+    pub(super) fn pwrite(&self, fd: u64) -> std::result::Result<u64, i32> {
+        match self.fds.get(fd) {
+            None | Some(FdKind::Stdin) | Some(FdKind::File { .. }) => Err(errno::EBADF),
+            Some(_) => Err(errno::ESPIPE),
+        }
+    }
+
+    pub(super) fn lseek(&self, fd: u64, off: u64, whence: u64) -> std::result::Result<u64, i32> {
+        match self.fds.get(fd) {
+            None => Err(errno::EBADF),
+            Some(FdKind::File { host, .. }) => {
+                // SAFETY: lseek on our own host fd.
+                let r = unsafe { libc::lseek(host.as_raw_fd(), off as i64, whence as i32) };
+                host_result(r)
+            }
+            Some(_) => Err(errno::ESPIPE),
+        }
+    }
+
+    pub(super) fn dup2(&mut self, old: u64, new: u64) -> std::result::Result<u64, i32> {
+        if new as usize >= files::MAX_FDS {
+            return Err(errno::EBADF);
+        }
+        let kind = self.fds.duplicate(old)?;
+        if old == new {
+            return Ok(new);
+        }
+        let _ = self.fds.close(new);
+        self.fds.install_at(new as usize, kind);
+        Ok(new)
+    }
+
+    pub(super) fn fcntl(&mut self, fd: u64, cmd: u64, arg: u64) -> std::result::Result<u64, i32> {
+        let kind = self.fds.get(fd).ok_or(errno::EBADF)?;
+        match cmd as i32 {
+            libc::F_DUPFD | libc::F_DUPFD_CLOEXEC => {
+                let k = self.fds.duplicate(fd)?;
+                self.fds.insert(k, arg as usize)
+            }
+            libc::F_GETFD | libc::F_SETFD | libc::F_SETFL => Ok(0),
+            libc::F_GETFL => Ok(match kind {
+                FdKind::Stdin | FdKind::File { .. } => libc::O_RDONLY as u64,
+                _ => libc::O_WRONLY as u64,
+            }),
+            _ => Err(errno::EINVAL),
+        }
+    }
+
+    pub(super) fn poll(&mut self, env: &SyscallEnv, fds: u64, n: u64) -> std::result::Result<u64, i32> {
+        if n > files::MAX_FDS as u64 {
+            return Err(errno::EINVAL);
+        }
+        let mut ready: u64 = 0;
+        for i in 0..n {
+            let at = fds.checked_add(i.saturating_mul(8)).ok_or(errno::EFAULT)?;
+            let mut p: libc::pollfd = env.user().read_pod(at)?;
+            p.revents = if p.fd < 0 {
+                0
+            } else {
+                match self.fds.get(p.fd as u64) {
+                    None => libc::POLLNVAL,
+                    Some(FdKind::Stdin) | Some(FdKind::File { .. }) => p.events & libc::POLLIN,
+                    Some(_) => p.events & libc::POLLOUT,
+                }
+            };
+            if p.revents != 0 {
+                ready = ready.saturating_add(1);
+            }
+            env.user().write_pod(at, &p)?;
+        }
+        Ok(ready)
+    }
+
+    /// The host descriptor behind guest `fd`: an inherited stdio stream or an open file
+    /// (`None` for captured or fed stdio); `with_files` false leaves files out.
+    pub(super) fn host_fd_of(&self, fd: u64, with_files: bool) -> std::result::Result<Option<RawFd>, i32> {
+        Ok(match self.fds.get(fd).ok_or(errno::EBADF)? {
+            FdKind::Stdin => matches!(self.stdin, Input::Inherit).then_some(0),
+            FdKind::Stdout => self.stdout.host_fd(),
+            FdKind::Stderr => self.stderr.host_fd(),
+            FdKind::File { host, .. } => with_files.then(|| host.as_raw_fd()),
+        })
+    }
+
+    pub(super) fn ioctl(&mut self, env: &SyscallEnv, fd: u64, req: u64, arg: u64) -> std::result::Result<u64, i32> {
+        // Terminal queries only reach inherited stdio, never files.
+        let host = self.host_fd_of(fd, false)?;
+        let size = match req {
+            0x5401 => 36, // TCGETS: struct termios
+            0x5413 => 8,  // TIOCGWINSZ: struct winsize
+            _ => return Err(errno::ENOTTY),
+        };
+        let host = host.ok_or(errno::ENOTTY)?;
+        let mut buf = [0u8; 64];
+        // SAFETY: TCGETS/TIOCGWINSZ write at most 36 bytes into our 64-byte buffer.
+        let r = unsafe { libc::ioctl(host, req as _, buf.as_mut_ptr()) };
+        if r < 0 {
+            return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(errno::ENOTTY));
+        }
+        env.user().write(arg, &buf[..size])?;
+        Ok(0)
+    }
+}

@@ -1,0 +1,191 @@
+//! The one syscall table: number → name, argument kinds and handler. Dispatch, the syscall
+//! trace and the fuzzer all read it, so a syscall is added in one place.
+
+use super::{err, errno, ret, Flow, Linux, SyscallEnv, AT_FDCWD};
+use crate::error::Result;
+use crate::host::Host;
+
+/// What an argument is, for traces (paths are shown as strings) and for the fuzzer (which
+/// picks values that make sense for the kind as well as hostile ones).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arg {
+    /// A descriptor number.
+    Fd,
+    /// A guest pointer to a NUL-terminated path.
+    Path,
+    /// A guest pointer to a buffer or struct.
+    Ptr,
+    /// A size or count.
+    Len,
+    /// Flags, a mode, a command, a clock id, a signal number, an id…
+    Int,
+}
+
+/// A handler: the process, what it may use, the embedder (host calls, output) and rdi, rsi,
+/// rdx, r10, r8, r9.
+pub type Handler = fn(&mut Linux, &SyscallEnv, &mut dyn Host, &[u64; 6]) -> Result<Flow>;
+
+/// One emulated syscall.
+pub struct Syscall {
+    pub nr: u64,
+    pub name: &'static str,
+    pub args: &'static [Arg],
+    pub run: Handler,
+}
+
+/// Handlers that report errors as an errno.
+fn errno(r: std::result::Result<u64, i32>) -> Result<Flow> {
+    Ok(Flow::Return(ret(r)))
+}
+
+/// Handlers that return a raw value (already -errno where they failed), or stop the run.
+fn value(r: Result<u64>) -> Result<Flow> {
+    r.map(Flow::Return)
+}
+
+macro_rules! sys {
+    ($nr:literal $name:literal [$($arg:ident),*] $run:expr) => {
+        Syscall { nr: $nr, name: $name, args: &[$(Arg::$arg),*], run: $run }
+    };
+}
+
+const CWD: u64 = AT_FDCWD as u64;
+
+/// Every syscall kvmbox emulates, by number. Numbers not here are ENOSYS.
+pub const TABLE: &[Syscall] = &[
+    sys!(0 "read" [Fd, Ptr, Len] |l, e, _, a| value(l.read(e, a[0], a[1], a[2], None))),
+    sys!(1 "write" [Fd, Ptr, Len] |l, e, h, a| l.write(e, h, a[0], a[1], a[2])),
+    sys!(2 "open" [Path, Int, Int] |l, e, _, a| errno(l.open(e, CWD, a[0], a[1]))),
+    sys!(3 "close" [Fd] |l, _, _, a| errno(l.fds.close(a[0]))),
+    sys!(4 "stat" [Path, Ptr] |l, e, _, a| errno(l.stat_path(e, CWD, a[0], a[1], 0))),
+    sys!(5 "fstat" [Fd, Ptr] |l, e, _, a| errno(l.fstat(e, a[0], a[1]))),
+    sys!(6 "lstat" [Path, Ptr] |l, e, _, a| errno(l.stat_path(e, CWD, a[0], a[1], 0))),
+    sys!(7 "poll" [Ptr, Len, Int] |l, e, _, a| errno(l.poll(e, a[0], a[1]))),
+    sys!(8 "lseek" [Fd, Int, Int] |l, _, _, a| errno(l.lseek(a[0], a[1], a[2]))),
+    sys!(9 "mmap" [Ptr, Len, Int, Int, Fd, Int] |l, e, _, a| value(l.mmap(e, *a))),
+    sys!(10 "mprotect" [Ptr, Len, Int] |l, _, _, a| errno(l.mm.mprotect(a[0], a[1], a[2]))),
+    sys!(11 "munmap" [Ptr, Len] |l, e, _, a| errno(l.mm.munmap(e.mem, a[0], a[1]))),
+    sys!(12 "brk" [Ptr] |l, e, _, a| Ok(Flow::Return(l.mm.brk(e.mem, a[0])))),
+    sys!(13 "rt_sigaction" [Int, Ptr, Ptr, Len] |l, e, _, a| errno(l.rt_sigaction(e, a[0], a[1], a[2], a[3]))),
+    sys!(14 "rt_sigprocmask" [Int, Ptr, Ptr, Len] |l, e, _, a| errno(l.rt_sigprocmask(e, a[0], a[1], a[2], a[3]))),
+    sys!(16 "ioctl" [Fd, Int, Ptr] |l, e, _, a| errno(l.ioctl(e, a[0], a[1], a[2]))),
+    sys!(17 "pread64" [Fd, Ptr, Len, Int] |l, e, _, a| value(l.read(e, a[0], a[1], a[2], Some(a[3])))),
+    sys!(18 "pwrite64" [Fd, Ptr, Len, Int] |l, _, _, a| errno(l.pwrite(a[0]))),
+    sys!(19 "readv" [Fd, Ptr, Len] |l, e, _, a| value(l.readv(e, a[0], a[1], a[2]))),
+    sys!(20 "writev" [Fd, Ptr, Len] |l, e, h, a| l.writev(e, h, a[0], a[1], a[2])),
+    sys!(21 "access" [Path, Int] |l, e, _, a| errno(l.access(e, CWD, a[0], a[1]))),
+    sys!(24 "sched_yield" [] |_, _, _, _| Ok(Flow::Return(0))),
+    sys!(25 "mremap" [Ptr, Len, Len, Int, Ptr] |l, e, _, a| match l.mm.mremap(e.mem, e.deadline, a[0], a[1], a[2], a[3], a[4]) {
+        // The move stopped at the deadline: the run ends with that (see Mappings::mremap).
+        Err(errno::EINTR) => e.deadline.check().map(|()| Flow::Return(err(errno::EINTR))),
+        r => errno(r),
+    }),
+    sys!(28 "madvise" [Ptr, Len, Int] |l, e, _, a| errno(l.mm.madvise(e.mem, a[0], a[1], a[2]))),
+    sys!(32 "dup" [Fd] |l, _, _, a| errno(l.fds.duplicate(a[0]).and_then(|k| l.fds.insert(k, 0)))),
+    sys!(33 "dup2" [Fd, Fd] |l, _, _, a| errno(l.dup2(a[0], a[1]))),
+    sys!(35 "nanosleep" [Ptr, Ptr] |l, e, _, a| value(l.nanosleep(e, libc::CLOCK_MONOTONIC as u64, 0, a[0], a[1]))),
+    sys!(39 "getpid" [] |l, _, _, _| Ok(Flow::Return(l.pid()))),
+    sys!(60 "exit" [Int] |l, _, _, a| Ok(l.exit_thread(a[0]))),
+    sys!(62 "kill" [Int, Int] |l, _, _, a| l.kill(a[0] as i64, a[1])),
+    sys!(63 "uname" [Ptr] |l, e, _, a| errno(l.uname(e, a[0]))),
+    sys!(72 "fcntl" [Fd, Int, Int] |l, _, _, a| errno(l.fcntl(a[0], a[1], a[2]))),
+    sys!(79 "getcwd" [Ptr, Len] |l, e, _, a| errno(l.getcwd(e, a[0], a[1]))),
+    sys!(89 "readlink" [Path, Ptr, Len] |l, e, _, a| errno(l.readlink(e, CWD, a[0], a[1], a[2]))),
+    sys!(96 "gettimeofday" [Ptr, Ptr] |l, e, _, a| errno(l.gettimeofday(e, a[0]))),
+    sys!(97 "getrlimit" [Int, Ptr] |l, e, _, a| errno(l.prlimit(e, 0, a[0], 0, a[1]))),
+    sys!(98 "getrusage" [Int, Ptr] |_, e, _, a| errno(e.user().write(a[1], &[0u8; 144]).map(|_| 0).map_err(i32::from))),
+    sys!(99 "sysinfo" [Ptr] |l, e, _, a| errno(l.sysinfo(e, a[0]))),
+    sys!(102 "getuid" [] |l, _, _, _| Ok(Flow::Return(u64::from(l.uid)))),
+    sys!(104 "getgid" [] |l, _, _, _| Ok(Flow::Return(u64::from(l.gid)))),
+    sys!(107 "geteuid" [] |l, _, _, _| Ok(Flow::Return(u64::from(l.uid)))),
+    sys!(108 "getegid" [] |l, _, _, _| Ok(Flow::Return(u64::from(l.gid)))),
+    sys!(110 "getppid" [] |_, _, _, _| Ok(Flow::Return(0))),
+    sys!(111 "getpgrp" [] |l, _, _, _| Ok(Flow::Return(l.pid()))),
+    sys!(112 "setsid" [] |l, _, _, _| Ok(Flow::Return(l.pid()))),
+    sys!(131 "sigaltstack" [Ptr, Ptr] |l, e, _, a| errno(l.sigaltstack(e, a[0], a[1]))),
+    sys!(158 "arch_prctl" [Int, Ptr] |l, e, _, a| errno(l.arch_prctl(e, a[0], a[1]))),
+    sys!(186 "gettid" [] |l, _, _, _| Ok(Flow::Return(l.tid()))),
+    sys!(200 "tkill" [Int, Int] |l, _, _, a| l.kill(a[0] as i64, a[1])),
+    sys!(201 "time" [Ptr] |l, e, _, a| errno(l.time(e, a[0]))),
+    sys!(202 "futex" [Ptr, Int, Int, Ptr, Ptr, Int] |l, e, _, a| errno(l.futex(e, a[0], a[1], a[2]))),
+    sys!(204 "sched_getaffinity" [Int, Len, Ptr] |l, e, _, a| errno(l.sched_getaffinity(e, a[1], a[2]))),
+    sys!(217 "getdents64" [Fd, Ptr, Len] |l, e, _, a| errno(l.getdents64(e, a[0], a[1], a[2]))),
+    sys!(218 "set_tid_address" [Ptr] |l, _, _, a| Ok(Flow::Return(l.set_tid_address(a[0])))),
+    sys!(228 "clock_gettime" [Int, Ptr] |l, e, _, a| errno(l.clock_gettime(e, a[0], a[1]))),
+    sys!(229 "clock_getres" [Int, Ptr] |l, e, _, a| errno(l.clock_getres(e, a[0], a[1]))),
+    sys!(230 "clock_nanosleep" [Int, Int, Ptr, Ptr] |l, e, _, a| value(l.nanosleep(e, a[0], a[1], a[2], a[3]))),
+    sys!(231 "exit_group" [Int] |_, _, _, a| Ok(Flow::Exit(super::ExitStatus::Code((a[0] & 0xff) as i32)))),
+    sys!(234 "tgkill" [Int, Int, Int] |l, _, _, a| l.kill(a[1] as i64, a[2])),
+    sys!(257 "openat" [Fd, Path, Int, Int] |l, e, _, a| errno(l.open(e, a[0], a[1], a[2]))),
+    sys!(262 "newfstatat" [Fd, Path, Ptr, Int] |l, e, _, a| errno(l.stat_path(e, a[0], a[1], a[2], a[3]))),
+    sys!(267 "readlinkat" [Fd, Path, Ptr, Len] |l, e, _, a| errno(l.readlink(e, a[0], a[1], a[2], a[3]))),
+    sys!(269 "faccessat" [Fd, Path, Int] |l, e, _, a| errno(l.access(e, a[0], a[1], a[2]))),
+    sys!(271 "ppoll" [Ptr, Len, Ptr, Ptr, Len] |l, e, _, a| errno(l.poll(e, a[0], a[1]))),
+    sys!(273 "set_robust_list" [Ptr, Len] |l, _, _, a| errno(l.set_robust_list(a[0], a[1]))),
+    sys!(292 "dup3" [Fd, Fd, Int] |l, _, _, a| errno(l.dup2(a[0], a[1]))),
+    sys!(302 "prlimit64" [Int, Int, Ptr, Ptr] |l, e, _, a| errno(l.prlimit(e, a[0], a[1], a[2], a[3]))),
+    sys!(318 "getrandom" [Ptr, Len, Int] |l, e, _, a| errno(l.getrandom(e, a[0], a[1], a[2]))),
+    sys!(332 "statx" [Fd, Path, Int, Int, Ptr] |l, e, _, a| errno(l.statx(e, a[0], a[1], a[2], a[4]))),
+    sys!(439 "faccessat2" [Fd, Path, Int, Int] |l, e, _, a| errno(l.access(e, a[0], a[1], a[2]))),
+];
+
+/// Syscall numbers the table can hold (Linux's x86-64 numbers are below 512).
+const SLOTS: usize = 512;
+const NONE: u16 = u16::MAX;
+
+/// Table position of each syscall number, so dispatch is one array lookup.
+static INDEX: [u16; SLOTS] = build_index();
+
+// Compile-time only: `i` is bounded by the table's length.
+#[allow(clippy::arithmetic_side_effects)]
+const fn build_index() -> [u16; SLOTS] {
+    let mut index = [NONE; SLOTS];
+    let mut i = 0;
+    while i < TABLE.len() {
+        let nr = TABLE[i].nr as usize;
+        assert!(nr < SLOTS && index[nr] == NONE, "syscall numbers must be unique and below 512");
+        index[nr] = i as u16;
+        i += 1;
+    }
+    index
+}
+
+/// The emulated syscall `nr`, if kvmbox has one.
+pub fn lookup(nr: u64) -> Option<&'static Syscall> {
+    let slot = *INDEX.get(usize::try_from(nr).ok()?)?;
+    TABLE.get(usize::from(slot))
+}
+
+/// Name of syscall `nr` for traces ("syscall_N" when kvmbox has no handler for it, host calls
+/// included).
+pub fn name(nr: u64) -> std::borrow::Cow<'static, str> {
+    match lookup(nr) {
+        Some(s) => s.name.into(),
+        None => format!("syscall_{nr}").into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_entry_is_found_by_its_number() {
+        for s in TABLE {
+            assert_eq!(lookup(s.nr).map(|f| f.name), Some(s.name));
+            assert!(s.args.len() <= 6, "{} has more than six arguments", s.name);
+        }
+        assert!(lookup(15).is_none()); // rt_sigreturn: not emulated yet
+        assert!(lookup(u64::MAX).is_none());
+        assert_eq!(name(0x1_0000), "syscall_65536");
+    }
+
+    #[test]
+    fn names_are_unique() {
+        let mut names: Vec<_> = TABLE.iter().map(|s| s.name).collect();
+        names.sort_unstable();
+        let n = names.len();
+        names.dedup();
+        assert_eq!(names.len(), n);
+    }
+}
