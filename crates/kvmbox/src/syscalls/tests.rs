@@ -162,7 +162,7 @@ fn futex_wait_on_a_changed_value_is_eagain() {
 fn anonymous_mmap_and_munmap_and_brk() {
     let mut f = Fixture::new(b"");
     let a = f.ret(9, &[0, 8192, 3, 0x22, u64::MAX, 0]); // PROT_READ|WRITE, MAP_PRIVATE|ANONYMOUS
-    assert!(a > 0 && a as u64 % 4096 == 0, "mmap returned {a:#x}");
+    assert!(a > 0 && (a as u64).is_multiple_of(4096), "mmap returned {a:#x}");
     assert_eq!(f.ret(11, &[a as u64, 8192]), 0);
     assert_eq!(f.ret(9, &[0, 0, 3, 0x22, u64::MAX, 0]), neg(errno::EINVAL));
     let brk = f.ret(12, &[0]) as u64;
