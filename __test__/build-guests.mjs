@@ -14,6 +14,11 @@
 //                                      --target x86_64-unknown-linux-gnu
 //                                (rustc produces a static-pie executable)
 //
+// Some sources add flags to every variant or leave variants out (SOURCE_OPTIONS):
+//   threads.c, threads_cpp.cpp  -pthread
+//   openmp.c                    -fopenmp; no -musl variant (gcc's libgomp.a is built
+//                               against glibc)
+//
 // An output is rebuilt when it is missing or older than its source (or older
 // than this script, so flag changes take effect). Outputs are written to a
 // temporary name and renamed, so a failed build never leaves a "fresh" file.
@@ -41,6 +46,16 @@ const VARIANTS = {
   ],
   '.cpp': [['', 'g++', (src, out) => ['-O2', '-static', '-o', out, src]]],
   '.rs': [['', 'rustc', (src, out) => ['--edition', '2021', '-O', '-C', 'target-feature=+crt-static', '--target', RUST_TARGET, '-o', out, src]]],
+};
+
+/**
+ * Per-source additions: `flags` are put in front of every variant's arguments; variants whose
+ * suffix is in `skip` are not built.
+ */
+const SOURCE_OPTIONS = {
+  'threads.c': { flags: ['-pthread'] },
+  'threads_cpp.cpp': { flags: ['-pthread'] },
+  'openmp.c': { flags: ['-fopenmp'], skip: ['-musl'] },
 };
 
 const INSTALL_HINTS = {
@@ -78,8 +93,11 @@ export function listJobs() {
     const src = path.join(GUEST_DIR, name);
     if (!fs.statSync(src).isFile()) continue;
     const base = path.basename(name, ext);
+    const { flags = [], skip = [] } = SOURCE_OPTIONS[name] ?? {};
     for (const [suffix, tool, args] of variants) {
-      jobs.push({ src, name: base + suffix, out: path.join(BUILD_DIR, base + suffix), tool, args });
+      if (skip.includes(suffix)) continue;
+      const withFlags = (s, o) => [...flags, ...args(s, o)];
+      jobs.push({ src, name: base + suffix, out: path.join(BUILD_DIR, base + suffix), tool, args: withFlags });
     }
   }
   return jobs;

@@ -55,7 +55,7 @@ test('bad snapshot files are rejected with a clear error', (t) => {
     'other version': [
       (() => {
         const b = Buffer.from(good);
-        b.writeUInt32LE(2, 8);
+        b.writeUInt32LE(b.readUInt32LE(8) + 1, 8);
         return b;
       })(),
       /version 2/,

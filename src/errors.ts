@@ -160,6 +160,16 @@ export class InterruptedError extends KvmboxError {
   }
 }
 
+/**
+ * Every guest thread waits on a futex that nothing can wake (natively the process would hang
+ * for ever): the run or call was stopped instead.
+ */
+export class DeadlockError extends KvmboxError {
+  constructor(message: string) {
+    super('DEADLOCK', message)
+  }
+}
+
 /** A host-side failure the guest caused no part of (a bug, or KVM misbehaving). */
 export class InternalError extends KvmboxError {
   constructor(message: string) {
@@ -191,6 +201,7 @@ const FROM_RECORD: Record<ErrorCode, (r: NativeErrorRecord) => KvmboxError> = {
   GUEST_FAULT: (r) => new GuestFaultError(r.message, r.vector ?? -1, r.vectorName ?? '', r.rip ?? 0n, r.address ?? 0n, r.errorCode, r.signal),
   TIMEOUT: (r) => new TimeoutError(r.message, r.timeoutMs ?? 0),
   INTERRUPTED: (r) => new InterruptedError(r.message),
+  DEADLOCK: (r) => new DeadlockError(r.message),
   OUT_OF_MEMORY: (r) => new OutOfMemoryError(r.message),
   INVALID_ARGUMENT: (r) => new InvalidArgumentError(r.message),
   INVALID_STATE: (r) => new InvalidStateError(r.message),

@@ -1,5 +1,6 @@
 export type { ErrorCode } from './errors'
 export {
+  DeadlockError,
   ElfError,
   FileError,
   GuestExitedError,

@@ -946,6 +946,8 @@ function endedBecause(rec: NativeErrorRecord): string {
       return `it timed out after ${rec.timeoutMs} ms`
     case 'INTERRUPTED':
       return 'it was interrupted'
+    case 'DEADLOCK':
+      return 'all its threads deadlocked'
     case 'HOST_CALLBACK_ERROR':
       return 'a host-call handler or output callback failed'
     case 'GUEST_EXITED':

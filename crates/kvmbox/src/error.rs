@@ -113,6 +113,10 @@ pub enum Error {
     /// The guest was stopped by [`crate::InterruptHandle::interrupt`].
     #[error("the guest was interrupted")]
     Interrupted,
+    /// Every guest thread is blocked for ever (futex waits nothing can end): natively the
+    /// process would hang.
+    #[error("deadlock: {0}")]
+    Deadlock(String),
     /// Guest memory is exhausted (or the host could not back it).
     #[error("out of guest memory: {0}")]
     OutOfMemory(String),
@@ -147,6 +151,7 @@ impl Error {
             Error::GuestFault(_) => "GUEST_FAULT",
             Error::Timeout(_) => "TIMEOUT",
             Error::Interrupted => "INTERRUPTED",
+            Error::Deadlock(_) => "DEADLOCK",
             Error::OutOfMemory(_) => "OUT_OF_MEMORY",
             Error::InvalidArgument(_) => "INVALID_ARGUMENT",
             Error::HostCallback(_) => "HOST_CALLBACK_ERROR",

@@ -16,7 +16,8 @@ use std::path::Path;
 use crate::error::{Error, Result};
 
 pub const MAGIC: &[u8; 8] = b"KVMBOXSN";
-pub const VERSION: u32 = 1;
+/// 2: the emulated process keeps every thread (registers, FPU, run state, timeouts).
+pub const VERSION: u32 = 2;
 
 fn corrupt(what: impl std::fmt::Display) -> Error {
     Error::InvalidArgument(format!("invalid snapshot file: {what}"))

@@ -120,6 +120,28 @@ pub fn arm(run: *mut kvm_run, after: Option<Duration>) -> Result<ArmedTimeout> {
     Ok(ArmedTimeout { timer })
 }
 
+impl ArmedTimeout {
+    /// Fire after `after` instead (`None`: never), e.g. at the end of a time slice.
+    pub fn rearm(&mut self, after: Option<Duration>) -> Result<()> {
+        match after {
+            Some(d) => {
+                let t = match self.timer {
+                    Some(t) => t,
+                    None => thread_timer()?,
+                };
+                set_timer(t, d.max(Duration::from_nanos(1)));
+                self.timer = Some(t);
+            }
+            None => {
+                if let Some(t) = self.timer {
+                    set_timer(t, Duration::ZERO);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Drop for ArmedTimeout {
     fn drop(&mut self) {
         if let Some(t) = self.timer {

@@ -48,6 +48,7 @@ impl Machine {
             return Err(Error::InvalidArgument(format!("{addr:#x} is not in the guest's executable code")));
         }
         let (regs, placed) = self.call_frame(&resume, addr, args)?;
+        self.call_thread = self.linux.tid();
         self.vm.enter_user(regs);
         let result = match debug {
             None => self.run_loop(timeout, host, true),

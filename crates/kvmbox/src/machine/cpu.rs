@@ -17,6 +17,8 @@ impl Machine {
         Ok(match flow? {
             Flow::Return(v) => Some(v),
             Flow::Exit(_) => None,
+            // Nothing runs here: a blocked or yielding caller just gets its (wake) result.
+            Flow::Block | Flow::Yield => Some(self.linux.thread_mut().resume_rax.take().unwrap_or(0)),
         })
     }
 

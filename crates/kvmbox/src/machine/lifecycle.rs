@@ -71,6 +71,7 @@ impl Machine {
             interrupt: InterruptHandle::default(),
             stats: RunStats::default(),
             reseed_pending: false,
+            call_thread: 0,
         };
         machine.reseed_pending = true;
         Ok(machine)

@@ -36,6 +36,9 @@ mod call;
 mod cpu;
 mod lifecycle;
 mod run;
+mod threads;
+
+use threads::{Exit, TimeSlice};
 
 /// Default guest memory: 128 MiB of address space (only touched pages use host memory).
 pub const DEFAULT_MEMORY: u64 = 128 << 20;
@@ -180,6 +183,8 @@ pub struct Machine {
     /// Forked or reset since the last run or call: the guest's `kvmbox_reseed`, if any, is
     /// called first.
     reseed_pending: bool,
+    /// The guest thread a call runs on (the one that paused): only its return ends the call.
+    call_thread: u64,
 }
 
 /// How `reset` restores guest memory. Measured on PVM (docs/performance.md, "Reset strategies"): copying the dirty
@@ -333,6 +338,7 @@ impl Machine {
             interrupt: InterruptHandle::default(),
             stats: RunStats::default(),
             reseed_pending: false,
+            call_thread: 0,
         })
     }
 

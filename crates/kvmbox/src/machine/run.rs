@@ -110,74 +110,87 @@ impl Machine {
 
     fn run_loop_inner(&mut self, deadline: &Deadline, host: &mut dyn Host, in_call: bool) -> Result<Stop> {
         let run_ptr = self.vm.vcpu.get_kvm_run() as *mut kvm_bindings::kvm_run;
-        let _armed = timer::arm(run_ptr, deadline.remaining())?;
+        let mut timer = timer::arm(run_ptr, deadline.remaining())?;
         let interrupt = self.interrupt.clone();
         let _running = interrupt.enter();
         // An interrupt that came before the run stops it before the guest runs at all.
         deadline.check()?;
         self.ran = true;
+        let mut slice = TimeSlice::default();
         loop {
-            let exit = self.vm.vcpu.run();
+            slice.follow(&self.linux, &mut timer, deadline)?;
+            let exit = self.next_exit();
             self.stats.exits = self.stats.exits.saturating_add(1);
-            let port = match exit {
-                Ok(VcpuExit::IoOut(port, _)) => port,
-                Ok(VcpuExit::Shutdown) => {
-                    // A triple fault. SVM then INITs the vCPU (STAR/LSTAR/SFMASK, XCR0 and
-                    // the control registers are lost); reset() sets them again.
-                    self.system_state_lost = true;
-                    return Err(self.fault(8, false));
-                }
-                Ok(VcpuExit::MmioRead(addr, _)) | Ok(VcpuExit::MmioWrite(addr, _)) => {
-                    let rip = self.vm.vcpu.sync_regs_mut().regs.rip;
-                    return Err(Error::GuestFault(GuestFault { vector: 14, rip, address: addr, error_code: None }));
-                }
-                Ok(VcpuExit::Intr) => {
-                    deadline.check()?;
-                    continue;
-                }
-                Ok(VcpuExit::Hlt) => return Err(self.fault(13, false)),
-                Ok(VcpuExit::IoIn(..)) => return Err(general_protection(self.vm.vcpu.sync_regs_mut().regs.rip)),
-                Ok(VcpuExit::InternalError) => return Err(Error::Internal("KVM internal error while running the guest".into())),
-                Ok(VcpuExit::FailEntry(reason, _)) => return Err(Error::Internal(format!("VM entry failed (reason {reason:#x})"))),
-                Ok(other) => return Err(Error::Internal(format!("unexpected VM exit {other:?}"))),
-                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
-                    self.vm.vcpu.set_kvm_immediate_exit(0);
-                    if self.debug_interrupt.as_ref().is_some_and(|f| f.swap(false, std::sync::atomic::Ordering::SeqCst)) {
-                        return Ok(Stop::Interrupted);
-                    }
-                    deadline.check()?;
-                    continue;
-                }
-                Err(e) if e.errno() == libc::EFAULT || e.errno() == libc::ENOMEM => {
-                    return Err(Error::OutOfMemory(format!("the host could not back guest memory: {e}")))
-                }
-                Err(e) => return Err(Error::kvm("KVM_RUN", e)),
-            };
-            let sync = self.vm.vcpu.sync_regs_mut();
-            let at = ExitRegs::of(&sync.regs, sync.sregs.cs.dpl);
-            match exit::decode(port, at, &self.layout.sys, self.syscall_entry) {
-                GuestExit::Syscall { user_rip, user_rflags, sysret_in_guest } => {
+            match exit? {
+                Exit::Guest(GuestExit::Syscall { user_rip, user_rflags, sysret_in_guest }) => {
                     self.stats.syscalls = self.stats.syscalls.saturating_add(1);
                     if let Some(stop) = self.syscall(user_rip, user_rflags, sysret_in_guest, deadline, host, in_call)? {
                         return Ok(stop);
                     }
                 }
-                GuestExit::CallReturn { value } if in_call => return Ok(Stop::CallReturn(value)),
-                GuestExit::Exception(vector) => {
+                Exit::Guest(GuestExit::CallReturn { value }) if in_call && self.linux.tid() == self.call_thread => {
+                    return Ok(Stop::CallReturn(value))
+                }
+                Exit::Guest(GuestExit::Exception(vector)) => {
                     if self.debug_interrupt.is_some() && (vector == 1 || vector == 3) {
                         self.return_from_trap()?;
                         return Ok(Stop::Trap(vector));
                     }
                     return Err(self.fault(vector, true));
                 }
-                // The trampoline reached outside a call: as if the guest jumped there (a call
-                // return nobody waits for), #GP at the trampoline.
-                GuestExit::CallReturn { .. } => return Err(general_protection(self.layout.sys.call_return)),
+                // The trampoline reached outside a call (or by another thread than the one
+                // called): as if the guest jumped there, #GP at the trampoline.
+                Exit::Guest(GuestExit::CallReturn { .. }) => return Err(general_protection(self.layout.sys.call_return)),
                 // A port only the stubs may use, a jump into a stub, a syscall returning to a
                 // non-canonical address: the #GP it would be on real hardware (or under Linux).
-                GuestExit::GeneralProtection { rip } => return Err(general_protection(rip)),
+                Exit::Guest(GuestExit::GeneralProtection { rip }) => return Err(general_protection(rip)),
+                Exit::Kick => {
+                    if self.debug_interrupt.as_ref().is_some_and(|f| f.swap(false, std::sync::atomic::Ordering::SeqCst)) {
+                        return Ok(Stop::Interrupted);
+                    }
+                    deadline.check()?;
+                    if slice.expired() && self.preemptible() {
+                        slice.restart();
+                        self.preempt()?;
+                    }
+                }
             }
         }
+    }
+
+    /// Run the vCPU until its next exit and say what it was. Exits that end the run whatever
+    /// the guest state (a triple fault, an access outside guest memory, hlt) come back as errors.
+    fn next_exit(&mut self) -> Result<Exit> {
+        let port = match self.vm.vcpu.run() {
+            Ok(VcpuExit::IoOut(port, _)) => port,
+            Ok(VcpuExit::Shutdown) => {
+                // A triple fault. SVM then INITs the vCPU (STAR/LSTAR/SFMASK, XCR0 and
+                // the control registers are lost); reset() sets them again.
+                self.system_state_lost = true;
+                return Err(self.fault(8, false));
+            }
+            Ok(VcpuExit::MmioRead(addr, _)) | Ok(VcpuExit::MmioWrite(addr, _)) => {
+                let rip = self.vm.vcpu.sync_regs_mut().regs.rip;
+                return Err(Error::GuestFault(GuestFault { vector: 14, rip, address: addr, error_code: None }));
+            }
+            Ok(VcpuExit::Intr) => return Ok(Exit::Kick),
+            Ok(VcpuExit::Hlt) => return Err(self.fault(13, false)),
+            Ok(VcpuExit::IoIn(..)) => return Err(general_protection(self.vm.vcpu.sync_regs_mut().regs.rip)),
+            Ok(VcpuExit::InternalError) => return Err(Error::Internal("KVM internal error while running the guest".into())),
+            Ok(VcpuExit::FailEntry(reason, _)) => return Err(Error::Internal(format!("VM entry failed (reason {reason:#x})"))),
+            Ok(other) => return Err(Error::Internal(format!("unexpected VM exit {other:?}"))),
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                self.vm.vcpu.set_kvm_immediate_exit(0);
+                return Ok(Exit::Kick);
+            }
+            Err(e) if e.errno() == libc::EFAULT || e.errno() == libc::ENOMEM => {
+                return Err(Error::OutOfMemory(format!("the host could not back guest memory: {e}")))
+            }
+            Err(e) => return Err(Error::kvm("KVM_RUN", e)),
+        };
+        let sync = self.vm.vcpu.sync_regs_mut();
+        let at = ExitRegs::of(&sync.regs, sync.sregs.cs.dpl);
+        Ok(Exit::Guest(exit::decode(port, at, &self.layout.sys, self.syscall_entry)))
     }
 
     /// Handle a decoded syscall exit (see [`exit::GuestExit::Syscall`]); `Some(stop)` if the
@@ -193,23 +206,30 @@ impl Machine {
     ) -> Result<Option<Stop>> {
         let r = self.vm.vcpu.sync_regs_mut().regs;
         let (nr, args) = (r.rax, [r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9]);
+        let user_regs = kvm_regs { rip: user_rip, rflags: user_rflags, ..r };
         let value = if nr == SYS_PAUSE {
             if !in_call {
                 // Where the guest continues: just after its syscall, returning 0.
-                let resume = kvm_regs { rax: 0, rip: user_rip, rflags: user_rflags, ..r };
-                return Ok(Some(Stop::Pause(resume)));
+                return Ok(Some(Stop::Pause(kvm_regs { rax: 0, ..user_regs })));
             }
             crate::syscalls::err(crate::syscalls::errno::EBUSY)
         } else {
             let sregs = &self.vm.vcpu.sync_regs_mut().sregs;
-            let cpu =
-                UserCpu { regs: kvm_regs { rip: user_rip, rflags: user_rflags, ..r }, fs_base: sregs.fs.base, gs_base: sregs.gs.base };
+            let cpu = UserCpu { regs: user_regs, fs_base: sregs.fs.base, gs_base: sregs.gs.base };
             let env = SyscallEnv { mem: &self.mem, space: &self.space, deadline, cpu };
             let flow = self.linux.handle(&env, host, nr, args);
             self.apply_cpu_update()?;
+            self.give_new_threads_fpu()?;
             match flow? {
                 Flow::Return(v) => v,
                 Flow::Exit(status) => return Ok(Some(Stop::Exit(status))),
+                Flow::Block | Flow::Yield => {
+                    // The syscall is finished in user mode (a yield returns 0; a blocked
+                    // thread gets its result when it wakes), then another thread may run.
+                    self.vm.enter_user(kvm_regs { rax: 0, ..user_regs });
+                    self.reschedule(deadline)?;
+                    return Ok(None);
+                }
             }
         };
         let sync = self.vm.vcpu.sync_regs_mut();
@@ -237,7 +257,16 @@ impl Machine {
             return Ok(());
         }
         let msrs = kvm_bindings::Msrs::from_entries(&entries).map_err(|e| Error::Internal(format!("MSR list: {e:?}")))?;
-        arch::set_msrs(&self.vm.vcpu, &msrs)
+        arch::set_msrs(&self.vm.vcpu, &msrs)?;
+        // The synced copy must agree, should the segment registers be written back later.
+        let sregs = &mut self.vm.vcpu.sync_regs_mut().sregs;
+        if let Some(fs) = update.fs_base {
+            sregs.fs.base = fs;
+        }
+        if let Some(gs) = update.gs_base {
+            sregs.gs.base = gs;
+        }
+        Ok(())
     }
 
     /// After a trap (no error code) the CPU left rip, cs, rflags, rsp, ss on the ring-0 stack;

@@ -30,7 +30,7 @@ use crate::memory::{Efault, GuestMemory, UserMemory};
 use files::{FdTable, FilePolicy, Input, Output};
 use mm::Mappings;
 pub use state::LinuxState;
-pub use threads::{CpuUpdate, Thread, UserCpu};
+pub use threads::{CpuUpdate, Next, SavedCpu, Thread, UserCpu};
 
 /// errno values (x86-64 Linux numbering, the same as the host's).
 pub mod errno {
@@ -51,10 +51,16 @@ pub enum ExitStatus {
 
 /// What the run loop does after a syscall.
 pub enum Flow {
-    /// Resume the guest with this value in rax.
+    /// Resume the calling thread with this value in rax.
     Return(u64),
-    /// The guest process ended.
+    /// The process ended.
     Exit(ExitStatus),
+    /// The calling thread cannot go on (it waits, or it ended: its run state says): the
+    /// machine runs another thread (see [`Linux::schedule`]); the caller's result comes when
+    /// it is woken.
+    Block,
+    /// sched_yield: the calling thread goes on with 0 in rax, after the other runnable threads.
+    Yield,
 }
 
 /// The most bytes one read or write moves, as on Linux (INT_MAX rounded down to a page).
@@ -139,7 +145,13 @@ pub struct Linux {
     pub memory: u64,
     pub stack_size: u64,
     sigactions: SignalTable,
-    thread: Thread,
+    /// Live threads in creation order (exited ones until the machine switches away).
+    threads: Vec<Thread>,
+    /// The thread on the vCPU.
+    current: usize,
+    next_tid: u64,
+    /// Futex waiters are woken in the order they came (see `Linux::wake`).
+    futex_seq: u64,
 }
 
 const PATH_MAX: usize = 4096;
@@ -179,22 +191,16 @@ impl Linux {
             memory: c.memory,
             stack_size: c.stack_size,
             sigactions: [[0; 4]; 65],
-            thread: Thread::main(),
+            threads: vec![Thread::main()],
+            current: 0,
+            next_tid: threads::MAIN_TID + 1,
+            futex_seq: 0,
         }
     }
 
     /// The process id (the first thread's tid).
     pub fn pid(&self) -> u64 {
         threads::MAIN_TID
-    }
-
-    /// The calling thread's id.
-    pub fn tid(&self) -> u64 {
-        self.thread.tid
-    }
-
-    pub(crate) fn thread_mut(&mut self) -> &mut Thread {
-        &mut self.thread
     }
 
     /// CPU changes the last syscalls made to the calling thread (TLS bases), for the machine to
@@ -210,8 +216,11 @@ impl Linux {
             fds: self.fds.describe(),
             stdin: self.stdin.clone(),
             sigactions: self.sigactions,
-            sigmask: self.thread.sigmask,
-            altstack: self.thread.altstack,
+            threads: self.threads.clone(),
+            current: self.current,
+            next_tid: self.next_tid,
+            futex_seq: self.futex_seq,
+            captured_at: std::time::Instant::now(),
         }
     }
 
@@ -222,7 +231,12 @@ impl Linux {
         self.mm = state.mm.clone();
         self.stdin = state.stdin.clone();
         self.sigactions = state.sigactions;
-        self.thread = Thread { sigmask: state.sigmask, altstack: state.altstack, ..Thread::main() };
+        // Timeouts keep the time they had left when the state was captured.
+        let shift = state.captured_at.elapsed();
+        self.threads = state.threads.iter().map(|t| t.shifted(shift)).collect();
+        self.current = state.current;
+        self.next_tid = state.next_tid;
+        self.futex_seq = state.futex_seq;
         self.stdout = self.stdout.fresh_like();
         self.stderr = self.stderr.fresh_like();
         Ok(())
@@ -245,7 +259,10 @@ impl Linux {
             memory: self.memory,
             stack_size: self.stack_size,
             sigactions: [[0; 4]; 65],
-            thread: Thread::main(),
+            threads: Vec::new(),
+            current: 0,
+            next_tid: 0,
+            futex_seq: 0,
         };
         child.restore(state)?;
         Ok(child)
@@ -270,6 +287,8 @@ impl Linux {
             }
             Ok(Flow::Return(v)) => format!("{v:#x}"),
             Ok(Flow::Exit(s)) => format!("exit {s:?}"),
+            Ok(Flow::Block) => "(blocked)".into(),
+            Ok(Flow::Yield) => "0 (yield)".into(),
             Err(e) => format!("stopped: {e}"),
         };
         let name = table::name(nr);

@@ -1,5 +1,6 @@
 //! Signal dispositions, masks and the alternate stack; signals sent to the process itself.
 
+use super::threads::RunState;
 use super::{err, errno, ExitStatus, Flow, Linux, SyscallEnv};
 use crate::error::Result;
 
@@ -65,6 +66,18 @@ impl Linux {
             return Ok(Flow::Return(0));
         }
         Ok(self.raise(sig).map_or(Flow::Return(0), Flow::Exit))
+    }
+
+    /// tkill/tgkill: a signal to one thread of this process (`tgid`, if given, must be it).
+    /// Delivery to handlers is not emulated yet: the process-wide default action applies.
+    pub(super) fn thread_kill(&mut self, tgid: Option<u64>, tid: u64, sig: u64) -> Result<Flow> {
+        if tgid.is_some_and(|g| g as i64 <= 0) || tid as i64 <= 0 {
+            return Ok(Flow::Return(err(errno::EINVAL)));
+        }
+        if tgid.is_some_and(|g| g != self.pid()) || !self.threads().iter().any(|t| t.tid == tid && t.state != RunState::Exited) {
+            return Ok(Flow::Return(err(errno::ESRCH)));
+        }
+        self.kill(self.pid() as i64, sig)
     }
 
     /// What signal `sig` (1–64) does to the process: `None` if it is ignored (explicitly, or

@@ -2,9 +2,11 @@
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use super::files::{self, FdSpec, Input};
 use super::mm::Mappings;
+use super::threads::{RunState, SavedCpu, Thread, UserCpu, MAX_THREADS};
 use crate::error::{Error, Result};
 
 /// The emulated process's state as a snapshot keeps it.
@@ -14,8 +16,12 @@ pub struct LinuxState {
     pub(super) fds: Vec<(usize, FdSpec)>,
     pub(super) stdin: Input,
     pub(super) sigactions: super::SignalTable,
-    pub(super) sigmask: u64,
-    pub(super) altstack: [u64; 3],
+    pub(super) threads: Vec<Thread>,
+    pub(super) current: usize,
+    pub(super) next_tid: u64,
+    pub(super) futex_seq: u64,
+    /// When the state was captured: timeouts are kept as time left from then.
+    pub(super) captured_at: Instant,
 }
 
 impl LinuxState {
@@ -53,9 +59,12 @@ impl LinuxState {
                 w.u64(*v);
             }
         }
-        w.u64(self.sigmask);
-        for v in self.altstack {
-            w.u64(v);
+        w.u64(self.threads.len() as u64);
+        w.u64(self.current as u64);
+        w.u64(self.next_tid);
+        w.u64(self.futex_seq);
+        for t in &self.threads {
+            encode_thread(w, t, self.captured_at);
         }
     }
 
@@ -105,8 +114,123 @@ impl LinuxState {
                 *v = r.u64()?;
             }
         }
-        let sigmask = r.u64()?;
-        let altstack = [r.u64()?, r.u64()?, r.u64()?];
-        Ok(LinuxState { mm, fds, stdin, sigactions, sigmask, altstack })
+        let n = r.count(64)?;
+        let (current, next_tid, futex_seq) = (r.u64()?, r.u64()?, r.u64()?);
+        if n == 0 || n > MAX_THREADS {
+            return Err(bad("thread count"));
+        }
+        let captured_at = Instant::now();
+        let mut threads: Vec<Thread> = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t = decode_thread(r, captured_at)?;
+            if t.tid == 0 || t.tid >= next_tid || threads.iter().any(|o| o.tid == t.tid) {
+                return Err(bad("thread ids"));
+            }
+            threads.push(t);
+        }
+        let current = usize::try_from(current).ok().filter(|&c| c < n).ok_or_else(|| bad("current thread"))?;
+        // The current thread's CPU state is the snapshot's vCPU state; every other thread has
+        // its own, complete, to be switched to.
+        for (i, t) in threads.iter().enumerate() {
+            let complete = t.saved.as_ref().is_some_and(|s| s.xsave.is_some());
+            if (i == current) == complete || (i == current && t.state != RunState::Runnable) {
+                return Err(bad("thread CPU state"));
+            }
+        }
+        Ok(LinuxState { mm, fds, stdin, sigactions, threads, current, next_tid, futex_seq, captured_at })
     }
+}
+
+/// Time left until `until` from `from`, in nanoseconds (`u64::MAX`: no timeout).
+fn time_left(until: Option<Instant>, from: Instant) -> u64 {
+    until.map_or(u64::MAX, |u| u64::try_from(u.saturating_duration_since(from).as_nanos()).unwrap_or(u64::MAX - 1))
+}
+
+fn time_until(left: u64, from: Instant) -> Option<Instant> {
+    if left == u64::MAX {
+        return None;
+    }
+    from.checked_add(Duration::from_nanos(left))
+}
+
+fn encode_thread(w: &mut crate::snapfile::Writer, t: &Thread, captured_at: Instant) {
+    w.u64(t.tid);
+    w.u64(t.sigmask);
+    for v in t.altstack {
+        w.u64(v);
+    }
+    w.u64(t.clear_child_tid);
+    w.u64(t.robust_list);
+    match t.state {
+        RunState::Runnable => w.u8(0),
+        RunState::Futex { addr, bitset, until, seq } => {
+            w.u8(1);
+            w.u64(addr);
+            w.u64(u64::from(bitset));
+            w.u64(time_left(until, captured_at));
+            w.u64(seq);
+        }
+        RunState::Sleep { until } => {
+            w.u8(2);
+            w.u64(time_left(until, captured_at));
+        }
+        RunState::Exited => w.u8(3),
+    }
+    w.u64(t.resume_rax.is_some() as u64);
+    w.u64(t.resume_rax.unwrap_or(0));
+    match &t.saved {
+        None => w.u8(0),
+        Some(s) => {
+            w.u8(1);
+            w.pod(&s.user.regs);
+            w.u64(s.user.fs_base);
+            w.u64(s.user.gs_base);
+            match &s.xsave {
+                None => w.u8(0),
+                Some(x) => {
+                    w.u8(1);
+                    w.pod(&x.region);
+                }
+            }
+        }
+    }
+}
+
+fn decode_thread(r: &mut crate::snapfile::Reader, captured_at: Instant) -> Result<Thread> {
+    let bad = |what: &str| Error::InvalidArgument(format!("invalid snapshot file: {what}"));
+    let mut t = Thread::main();
+    t.tid = r.u64()?;
+    t.sigmask = r.u64()?;
+    t.altstack = [r.u64()?, r.u64()?, r.u64()?];
+    t.clear_child_tid = r.u64()?;
+    t.robust_list = r.u64()?;
+    t.state = match r.u8()? {
+        0 => RunState::Runnable,
+        1 => {
+            let (addr, bitset, left, seq) = (r.u64()?, r.u64()?, r.u64()?, r.u64()?);
+            let bitset = u32::try_from(bitset).ok().filter(|&b| b != 0).ok_or_else(|| bad("futex bitset"))?;
+            RunState::Futex { addr, bitset, until: time_until(left, captured_at), seq }
+        }
+        2 => RunState::Sleep { until: time_until(r.u64()?, captured_at) },
+        _ => return Err(bad("thread run state")),
+    };
+    let (has_rax, rax) = (r.u64()?, r.u64()?);
+    t.resume_rax = (has_rax != 0).then_some(rax);
+    t.saved = match r.u8()? {
+        0 => None,
+        1 => {
+            let regs: kvm_bindings::kvm_regs = r.pod()?;
+            let (fs_base, gs_base) = (r.u64()?, r.u64()?);
+            if fs_base >= 0x0000_8000_0000_0000 || gs_base >= 0x0000_8000_0000_0000 {
+                return Err(bad("thread TLS base"));
+            }
+            let xsave = match r.u8()? {
+                0 => None,
+                _ => Some(Box::new(kvm_bindings::kvm_xsave { region: r.pod()?, ..Default::default() })),
+            };
+            Some(Box::new(SavedCpu { user: UserCpu { regs, fs_base, gs_base }, xsave }))
+        }
+        _ => return Err(bad("thread CPU state")),
+    };
+    Ok(t)
 }

@@ -58,7 +58,26 @@ impl Fixture {
         match self.call(nr, args) {
             Flow::Return(v) => v as i64,
             Flow::Exit(s) => panic!("syscall {nr} ended the process: {s:?}"),
+            Flow::Block => panic!("syscall {nr} blocked"),
+            Flow::Yield => 0,
         }
+    }
+
+    /// Do what the machine does when the calling thread blocks or yields: put it aside and
+    /// make the scheduler's choice current. Returns that thread's tid and the result it gets.
+    fn reschedule(&mut self) -> Next {
+        let next = self.linux.schedule(std::time::Instant::now());
+        if let Next::Run(i) = next {
+            if i != self.linux.current() {
+                self.linux.park_current(SavedCpu { user: self.cpu, xsave: Some(Box::default()) });
+            }
+            let (saved, rax) = self.linux.switch_to(i);
+            if let Some(saved) = saved {
+                self.cpu = saved.user;
+            }
+            self.cpu.regs.rax = rax.unwrap_or(self.cpu.regs.rax);
+        }
+        next
     }
 
     /// A scratch address in the stack area.
@@ -190,4 +209,177 @@ fn uname_reports_the_sandbox_host_name() {
     let mut nodename = [0u8; 7];
     f.mem.read(at + 65, &mut nodename).unwrap();
     assert_eq!(&nodename, b"kvmbox\0");
+}
+
+/// clone with glibc's flags for pthread_create.
+const PTHREAD_FLAGS: u64 = 0x3d0f00;
+
+fn spawn(f: &mut Fixture, stack: u64, tls: u64, ctid: u64) -> u64 {
+    f.cpu.regs.rip = PIE_BASE + 0x10;
+    f.cpu.regs.rbx = 0x5555;
+    let ctid = if ctid == 0 { f.scratch() + 2048 } else { ctid };
+    let tid = f.ret(56, &[PTHREAD_FLAGS, stack, ctid, ctid, tls]);
+    assert!(tid > 1, "clone returned {tid}");
+    if let Some(saved) = f.linux.take_unfilled_fpu() {
+        saved.xsave = Some(Box::default()); // what the machine does right after a clone
+    }
+    tid as u64
+}
+
+#[test]
+fn clone_makes_a_thread_that_continues_from_the_syscall_with_its_own_stack_and_tls() {
+    let mut f = Fixture::new(b"");
+    let ctid = f.scratch();
+    let tid = spawn(&mut f, 0x7000, 0x9000, ctid);
+    assert_eq!(f.mem.read_u64(ctid).unwrap() as u32, tid as u32, "CLONE_PARENT_SETTID/CHILD_SETTID");
+    let t = &f.linux.threads()[1];
+    assert_eq!((t.tid, t.clear_child_tid), (tid, ctid));
+    let saved = t.saved.as_ref().unwrap();
+    assert_eq!((saved.user.regs.rax, saved.user.regs.rsp, saved.user.regs.rip, saved.user.regs.rbx), (0, 0x7000, PIE_BASE + 0x10, 0x5555));
+    assert_eq!(saved.user.fs_base, 0x9000);
+    // Not a thread: a new process (fork) cannot be made; bad combinations are EINVAL.
+    assert_eq!(f.ret(56, &[17, 0, 0, 0, 0]), neg(errno::ENOSYS));
+    assert_eq!(f.ret(56, &[0x10000, 0, 0, 0, 0]), neg(errno::EINVAL)); // CLONE_THREAD without SIGHAND
+    assert_eq!(f.ret(56, &[PTHREAD_FLAGS | 0x2000_0000, 0, 0, 0, 0]), neg(errno::EINVAL)); // + CLONE_NEWUTS
+    assert_eq!(f.ret(56, &[PTHREAD_FLAGS, 0, 0, 0, 1 << 47]), neg(errno::EPERM));
+    assert_eq!(f.linux.threads().len(), 2);
+}
+
+#[test]
+fn clone3_reads_its_struct_and_uses_the_top_of_the_stack() {
+    let mut f = Fixture::new(b"");
+    let args = f.scratch();
+    let ctid = args + 256;
+    let fields = [PTHREAD_FLAGS, 0, ctid, ctid, 0, 0x6000, 0x1000, 0x8000];
+    for (i, v) in fields.iter().enumerate() {
+        f.mem.write_u64(args + 8 * i as u64, *v).unwrap();
+    }
+    let tid = f.ret(435, &[args, 88]) as u64;
+    assert_eq!(tid, 2);
+    let saved = f.linux.threads()[1].saved.as_ref().unwrap();
+    assert_eq!((saved.user.regs.rsp, saved.user.fs_base), (0x7000, 0x8000));
+    assert_eq!(f.ret(435, &[args, 8]), neg(errno::EINVAL)); // smaller than the first version
+    assert_eq!(f.ret(435, &[0, 88]), neg(errno::EFAULT));
+}
+
+#[test]
+fn futex_wait_blocks_until_a_wake_and_threads_take_turns() {
+    let mut f = Fixture::new(b"");
+    let word = f.scratch();
+    f.mem.write(word, &0u32.to_le_bytes()).unwrap();
+    let child = spawn(&mut f, 0x7000, 0, 0);
+    // The main thread waits: the child runs, with the 0 clone gave it.
+    assert!(matches!(f.call(202, &[word, 0x80, 0]), Flow::Block));
+    assert_eq!(f.reschedule(), Next::Run(1));
+    assert_eq!(f.ret(186, &[]) as u64, child);
+    assert_eq!(f.cpu.regs.rax, 0);
+    // A wake with a bitset that misses the waiter's wakes nobody; a plain wake wakes it.
+    assert_eq!(f.ret(202, &[word, 10, 1, 0, 0, 0]), neg(errno::EINVAL));
+    assert_eq!(f.ret(202, &[word, 0x81, 1]), 1);
+    assert_eq!(f.ret(202, &[word, 0x81, 1]), 0);
+    // The child yields: the main thread runs again, its wait returning 0.
+    assert!(matches!(f.call(24, &[]), Flow::Yield));
+    assert_eq!(f.reschedule(), Next::Run(0));
+    assert_eq!(f.ret(186, &[]), 1);
+    assert_eq!(f.cpu.regs.rax, 0);
+}
+
+#[test]
+fn a_thread_waiting_alone_for_ever_is_a_deadlock_and_timeouts_end_waits() {
+    let mut f = Fixture::new(b"");
+    let word = f.scratch();
+    assert!(matches!(f.call(202, &[word, 0, 0]), Flow::Block));
+    assert_eq!(f.reschedule(), Next::Deadlock);
+    let mut g = Fixture::new(b"");
+    let (word, ts) = (g.scratch(), g.scratch() + 64);
+    g.mem.write(ts, &[0u64.to_le_bytes(), 1_000_000u64.to_le_bytes()].concat()).unwrap(); // 1 ms, relative
+    assert!(matches!(g.call(202, &[word, 0, 0, ts]), Flow::Block));
+    assert!(matches!(g.reschedule(), Next::Wait(Some(_))));
+    std::thread::sleep(Duration::from_millis(2));
+    assert_eq!(g.reschedule(), Next::Run(0));
+    assert_eq!(g.cpu.regs.rax as i64, neg(errno::ETIMEDOUT));
+    // An absolute FUTEX_WAIT_BITSET deadline already past: ETIMEDOUT at once.
+    assert_eq!(g.ret(202, &[word, 9, 0, ts, 0, u64::from(u32::MAX)]), neg(errno::ETIMEDOUT));
+    // Bad timespecs and misaligned words.
+    g.mem.write(ts, &[0u64.to_le_bytes(), 1_000_000_000u64.to_le_bytes()].concat()).unwrap();
+    assert_eq!(g.ret(202, &[word, 0, 0, ts]), neg(errno::EINVAL));
+    assert_eq!(g.ret(202, &[word + 1, 0, 0]), neg(errno::EINVAL));
+    assert_eq!(g.ret(202, &[word, 6, 0]), neg(errno::ENOSYS)); // FUTEX_LOCK_PI
+}
+
+#[test]
+fn exiting_threads_clear_their_tid_and_wake_the_joiner_and_the_last_one_ends_the_process() {
+    let mut f = Fixture::new(b"");
+    let ctid = f.scratch();
+    let child = spawn(&mut f, 0x7000, 0, ctid);
+    // The main thread joins: waits while the tid word holds the child's tid.
+    assert!(matches!(f.call(202, &[ctid, 0, child]), Flow::Block));
+    assert_eq!(f.reschedule(), Next::Run(1));
+    assert!(matches!(f.call(60, &[7]), Flow::Block)); // exit(7): only the thread ends
+    assert_eq!(f.mem.read_u64(ctid).unwrap() as u32, 0);
+    assert_eq!(f.reschedule(), Next::Run(0)); // the joiner, woken; the exited thread is dropped
+    assert_eq!(f.linux.threads().len(), 1);
+    assert_eq!(f.ret(186, &[]), 1);
+    assert!(matches!(f.call(60, &[3]), Flow::Exit(ExitStatus::Code(3))));
+}
+
+#[test]
+fn a_dead_threads_robust_futexes_are_marked_owner_died_and_a_waiter_is_woken() {
+    let mut f = Fixture::new(b"");
+    let head = f.scratch();
+    let lock = head + 64; // a robust mutex: list entry at +0, futex word at offset +16
+    let child = spawn(&mut f, 0x7000, 0, 0);
+    assert!(matches!(f.call(24, &[]), Flow::Yield));
+    assert_eq!(f.reschedule(), Next::Run(1));
+    assert_eq!(f.ret(273, &[head, 24]), 0);
+    f.mem.write_u64(head, lock).unwrap(); // head.next → the entry
+    f.mem.write_u64(head + 8, 16).unwrap(); // futex_offset
+    f.mem.write_u64(lock, head).unwrap(); // entry.next → back to the head
+    f.mem.write(lock + 16, &((child as u32) | 0x8000_0000).to_le_bytes()).unwrap(); // owned, with waiters
+    assert!(matches!(f.call(60, &[0]), Flow::Block));
+    let mut word = [0u8; 4];
+    f.mem.read(lock + 16, &mut word).unwrap();
+    assert_eq!(u32::from_le_bytes(word), 0xc000_0000, "FUTEX_WAITERS | FUTEX_OWNER_DIED");
+}
+
+#[test]
+fn cmp_requeue_moves_waiters_and_wake_op_wakes_on_both_words() {
+    let mut f = Fixture::new(b"");
+    let (a, b) = (f.scratch(), f.scratch() + 4);
+    f.mem.write(a, &0u32.to_le_bytes()).unwrap();
+    f.mem.write(b, &0u32.to_le_bytes()).unwrap();
+    for _ in 0..3 {
+        spawn(&mut f, 0x7000, 0, 0);
+    }
+    // Three threads wait on `a` (each is scheduled in turn and waits).
+    assert!(matches!(f.call(24, &[]), Flow::Yield));
+    for _ in 0..3 {
+        assert!(matches!(f.reschedule(), Next::Run(_)));
+        assert!(matches!(f.call(202, &[a, 0x80, 0]), Flow::Block));
+    }
+    assert_eq!(f.reschedule(), Next::Run(0));
+    assert_eq!(f.ret(202, &[a, 4, 1, 1, b, 1]), neg(errno::EAGAIN)); // *a is 0, not 1
+    assert_eq!(f.ret(202, &[a, 4, 1, 1, b, 0]), 2); // one woken, one moved to b
+    assert_eq!(f.ret(202, &[a, 1, 10]), 1); // the last on a
+                                            // FUTEX_WAKE_OP: set *b to 1 (old 0, "> 0" false): wakes on a only, b's waiter stays.
+    let set_one_if_gt0 = (1 << 12) | (4 << 24);
+    assert_eq!(f.ret(202, &[a, 5, 1, 1, b, set_one_if_gt0]), 0);
+    assert_eq!(f.mem.read_u64(b).unwrap() as u32, 1);
+    assert_eq!(f.ret(202, &[a, 5, 1, 1, b, set_one_if_gt0]), 1); // old 1 > 0: b's waiter
+}
+
+#[test]
+fn sleeping_threads_let_others_run_and_tkill_checks_the_thread() {
+    let mut f = Fixture::new(b"");
+    let ts = f.scratch();
+    f.mem.write(ts, &[0u64.to_le_bytes(), 50_000_000u64.to_le_bytes()].concat()).unwrap();
+    let child = spawn(&mut f, 0x7000, 0, 0);
+    assert!(matches!(f.call(35, &[ts, 0]), Flow::Block));
+    assert_eq!(f.reschedule(), Next::Run(1));
+    assert_eq!(f.ret(234, &[1, 99, 0]), neg(errno::ESRCH));
+    assert_eq!(f.ret(234, &[2, child, 0]), neg(errno::ESRCH)); // wrong thread group
+    assert_eq!(f.ret(234, &[1, child, 0]), 0);
+    assert_eq!(f.ret(200, &[1, 0]), 0); // the sleeping main thread exists too
+    assert!(matches!(f.call(202, &[ts, 0, 0]), Flow::Block)); // the child waits for ever…
+    assert!(matches!(f.reschedule(), Next::Wait(Some(_)))); // …so the sleeper's wake is next
 }

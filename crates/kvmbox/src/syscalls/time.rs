@@ -1,9 +1,7 @@
 //! Clocks and sleeping.
 
-use std::time::{Duration, Instant};
-
-use super::{err, errno, Linux, SyscallEnv};
-use crate::error::Result;
+use super::threads::wake_time;
+use super::{err, errno, Flow, Linux, SyscallEnv};
 
 impl Linux {
     pub(super) fn clock_gettime(&self, env: &SyscallEnv, clock: u64, tp: u64) -> std::result::Result<u64, i32> {
@@ -40,29 +38,17 @@ impl Linux {
         Ok(secs)
     }
 
-    /// nanosleep / clock_nanosleep, cut short (as a timeout) at the run's deadline.
-    pub(super) fn nanosleep(&self, env: &SyscallEnv, clock: u64, flags: u64, req: u64, _rem: u64) -> Result<u64> {
-        let ts: libc::timespec = match env.user().read_pod(req) {
-            Ok(t) => t,
-            Err(_) => return Ok(err(errno::EFAULT)),
-        };
-        if ts.tv_sec < 0 || !(0..1_000_000_000).contains(&ts.tv_nsec) {
-            return Ok(err(errno::EINVAL));
+    /// nanosleep / clock_nanosleep: the calling thread blocks (others run meanwhile); a sleep
+    /// too long to represent lasts until the run ends (its timeout or an interrupt).
+    pub(super) fn nanosleep(&mut self, env: &SyscallEnv, clock: u64, flags: u64, req: u64) -> Flow {
+        const TIMER_ABSTIME: u64 = 1;
+        if let Err(e) = host_clock(clock) {
+            return Flow::Return(err(e));
         }
-        let now = match host_clock(clock) {
-            Ok(n) => n,
-            Err(e) => return Ok(err(e)),
-        };
-        let target = Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32);
-        let wait = if flags & 1 != 0 {
-            target.saturating_sub(Duration::new(now.tv_sec.max(0) as u64, now.tv_nsec.clamp(0, 999_999_999) as u32))
-        } else {
-            target
-        };
-        // Too far away to represent (tv_sec up to i64::MAX): a sleep for ever, which only the
-        // deadline or an interrupt ends.
-        env.deadline.sleep_until(Instant::now().checked_add(wait))?;
-        Ok(0)
+        match wake_time(env, req, clock as i32, flags & TIMER_ABSTIME != 0) {
+            Ok(until) => self.sleep(until),
+            Err(e) => Flow::Return(err(e)),
+        }
     }
 }
 
