@@ -118,6 +118,11 @@ impl Deadline {
         }
     }
 
+    /// When the run must stop by its timeout (`None`: no timeout).
+    pub fn at(&self) -> Option<Instant> {
+        self.at
+    }
+
     /// Time left before the timeout (`None`: no timeout).
     pub fn remaining(&self) -> Option<Duration> {
         self.at.map(|at| at.saturating_duration_since(Instant::now()))

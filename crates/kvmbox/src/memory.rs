@@ -723,6 +723,8 @@ unsafe impl Pod for libc::sysinfo {}
 unsafe impl Pod for libc::pollfd {}
 unsafe impl Pod for [u64; 4] {}
 unsafe impl Pod for [u64; 3] {}
+unsafe impl Pod for [i64; 4] {}
+unsafe impl Pod for [u32; 6] {}
 
 /// Keep guest memory out of child processes: a `fork()` of the embedding process (Node's
 /// `spawnSync` forks) would otherwise write-protect every private guest page for

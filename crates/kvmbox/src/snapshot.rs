@@ -249,6 +249,8 @@ impl Snapshot {
             memory,
             stack_size: layout.stack_size(),
             trace: opts.trace,
+            xsave_size: crate::arch::xsave_size_from_cpuid(crate::kvm::supported_cpuid()?),
+            xfeatures: crate::arch::xcr0_from_cpuid(crate::kvm::supported_cpuid()?),
         });
         // Reopens the recorded files now, so a file the allowlist refuses fails the load.
         proto.restore(&linux_state)?;

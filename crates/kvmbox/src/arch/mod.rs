@@ -257,6 +257,12 @@ pub fn xcr0_from_cpuid(cpuid: &CpuId) -> u64 {
     cpuid.as_slice().iter().find(|e| e.function == 0xD && e.index == 0).map(|e| (e.eax as u64) | ((e.edx as u64) << 32)).unwrap_or(0) | 0b11
 }
 
+/// The size of the XSAVE area for the features XCR0 enables (all that CPUID offers): what a
+/// signal frame holds.
+pub fn xsave_size_from_cpuid(cpuid: &CpuId) -> usize {
+    cpuid.as_slice().iter().find(|e| e.function == 0xD && e.index == 0).map_or(512 + 64, |e| e.ecx as usize)
+}
+
 pub fn set_xcr0(vcpu: &VcpuFd, xcr0: u64) -> Result<()> {
     let mut xcrs = kvm_xcrs { nr_xcrs: 1, ..Default::default() };
     xcrs.xcrs[0].xcr = 0;

@@ -19,6 +19,7 @@ impl Machine {
             Flow::Exit(_) => None,
             // Nothing runs here: a blocked or yielding caller just gets its (wake) result.
             Flow::Block | Flow::Yield => Some(self.linux.thread_mut().resume_rax.take().unwrap_or(0)),
+            Flow::Replace(saved) => Some(saved.user.regs.rax),
         })
     }
 

@@ -316,6 +316,8 @@ impl Machine {
             memory,
             stack_size: layout.stack_size(),
             trace: opts.trace,
+            xsave_size: arch::xsave_size_from_cpuid(cpuid),
+            xfeatures: arch::xcr0_from_cpuid(cpuid),
         });
         Ok(Machine {
             vm: ManuallyDrop::new(vm),

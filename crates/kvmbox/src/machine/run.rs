@@ -116,7 +116,7 @@ impl Machine {
         // An interrupt that came before the run stops it before the guest runs at all.
         deadline.check()?;
         self.ran = true;
-        let mut slice = TimeSlice::default();
+        let mut slice = TimeSlice::new(deadline);
         loop {
             slice.follow(&self.linux, &mut timer, deadline)?;
             let exit = self.next_exit();
@@ -136,7 +136,10 @@ impl Machine {
                         self.return_from_trap()?;
                         return Ok(Stop::Trap(vector));
                     }
-                    return Err(self.fault(vector, true));
+                    // A handler for the signal it raises (SIGSEGV, SIGFPE…) runs; else it is fatal.
+                    if !self.fault_to_handler(vector)? {
+                        return Err(self.fault(vector, true));
+                    }
                 }
                 // The trampoline reached outside a call (or by another thread than the one
                 // called): as if the guest jumped there, #GP at the trampoline.
@@ -149,9 +152,17 @@ impl Machine {
                         return Ok(Stop::Interrupted);
                     }
                     deadline.check()?;
-                    if slice.expired() && self.preemptible() {
-                        slice.restart();
-                        self.preempt()?;
+                    self.linux.fire_timers(std::time::Instant::now());
+                    if self.preemptible() {
+                        let stop = if slice.expired() {
+                            slice.restart();
+                            self.preempt()?
+                        } else {
+                            self.deliver_signals()?
+                        };
+                        if let Some(stop) = stop {
+                            return Ok(stop);
+                        }
                     }
                 }
             }
@@ -227,11 +238,19 @@ impl Machine {
                     // The syscall is finished in user mode (a yield returns 0; a blocked
                     // thread gets its result when it wakes), then another thread may run.
                     self.vm.enter_user(kvm_regs { rax: 0, ..user_regs });
-                    self.reschedule(deadline)?;
-                    return Ok(None);
+                    return self.reschedule(deadline);
+                }
+                Flow::Replace(saved) => {
+                    self.load_registers(&saved)?;
+                    return self.deliver_signals();
                 }
             }
         };
+        if self.linux.signal_pending() {
+            // Finished in user mode, where a signal frame can be built over it.
+            self.vm.enter_user(kvm_regs { rax: value, ..user_regs });
+            return self.deliver_signals();
+        }
         let sync = self.vm.vcpu.sync_regs_mut();
         sync.regs.rax = value;
         if !sysret_in_guest {
@@ -284,7 +303,7 @@ impl Machine {
 
     /// Build the fault error for `vector`. With `frame`, the CPU pushed an exception frame on
     /// the ring-0 stack; the faulting rip comes from there.
-    fn fault(&mut self, vector: u8, frame: bool) -> Error {
+    pub(super) fn fault(&mut self, vector: u8, frame: bool) -> Error {
         let sync = self.vm.vcpu.sync_regs_mut();
         let (rsp, rip_now, cr2) = (sync.regs.rsp, sync.regs.rip, sync.sregs.cr2);
         let mut fault = GuestFault { vector, rip: rip_now, address: 0, error_code: None };

@@ -7,11 +7,16 @@ use std::time::{Duration, Instant};
 use kvm_bindings::kvm_msr_entry;
 use kvm_ioctls::SyncReg;
 
-use super::Machine;
+use kvm_bindings::kvm_regs;
+
+use super::{Machine, Stop};
 use crate::arch::{self, exit::GuestExit};
 use crate::error::{Error, Result};
 use crate::interrupt::Deadline;
-use crate::syscalls::{Linux, Next, SavedCpu, UserCpu};
+use crate::memory::UserMemory;
+use crate::syscalls::signals::{Delivery, FaultContext, SigInfo, Target, SI_KERNEL};
+use crate::syscalls::threads::RunState;
+use crate::syscalls::{ExitStatus, Linux, Next, SavedCpu, UserCpu};
 use crate::timer::ArmedTimeout;
 
 /// How long a thread runs before another runnable thread gets the vCPU.
@@ -26,27 +31,34 @@ pub(super) enum Exit {
     Kick,
 }
 
-/// The running thread's time slice: armed (on the run's timer, together with its deadline)
-/// only while another thread is waiting to run.
-#[derive(Default)]
+/// When the run's timer fires: at the end of the running thread's time slice (only while
+/// another thread waits to run), at the first guest timer (alarm, POSIX timers), or at the
+/// run's deadline — whichever is first.
 pub(super) struct TimeSlice {
     ends: Option<Instant>,
+    /// What the timer is set to now.
+    armed: Option<Instant>,
 }
 
 impl TimeSlice {
-    /// Arm or disarm the slice as the set of runnable threads requires; the timer fires at
-    /// the slice's end or the deadline, whichever is first.
+    /// The run's timer starts armed for the deadline.
+    pub(super) fn new(deadline: &Deadline) -> TimeSlice {
+        TimeSlice { ends: None, armed: deadline.at() }
+    }
+
+    /// Arm or disarm the slice as the set of runnable threads requires, and set the timer to
+    /// the first thing due.
     pub(super) fn follow(&mut self, linux: &Linux, timer: &mut ArmedTimeout, deadline: &Deadline) -> Result<()> {
         let wanted = linux.others_runnable();
-        if wanted == self.ends.is_some() {
+        if wanted != self.ends.is_some() {
+            self.ends = wanted.then(|| Instant::now() + TIME_SLICE);
+        }
+        let first = [self.ends, linux.next_timer(), deadline.at()].into_iter().flatten().min();
+        if first == self.armed {
             return Ok(());
         }
-        self.ends = wanted.then(|| Instant::now() + TIME_SLICE);
-        let fire = match (self.ends.map(|_| TIME_SLICE), deadline.remaining()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        timer.rearm(fire)
+        self.armed = first;
+        timer.rearm(first.map(|at| at.saturating_duration_since(Instant::now())))
     }
 
     pub(super) fn expired(&self) -> bool {
@@ -68,23 +80,27 @@ impl Machine {
     }
 
     /// The running thread's slice is over: it stays runnable, the next one runs.
-    pub(super) fn preempt(&mut self) -> Result<()> {
+    pub(super) fn preempt(&mut self) -> Result<Option<Stop>> {
         match self.linux.schedule(Instant::now()) {
-            Next::Run(i) => self.switch_thread(i),
+            Next::Run(i) => self.switch_thread(i)?,
             // Only runnable threads ask for a slice; should none be left, go on.
-            Next::Wait(_) | Next::Deadlock => Ok(()),
+            Next::Wait(_) | Next::Deadlock => {}
         }
+        self.deliver_signals()
     }
 
     /// The running thread blocked, yielded or ended: run the next thread, waiting (until the
     /// run's deadline) for one to wake if all are blocked.
-    pub(super) fn reschedule(&mut self, deadline: &Deadline) -> Result<()> {
+    pub(super) fn reschedule(&mut self, deadline: &Deadline) -> Result<Option<Stop>> {
         loop {
             match self.linux.schedule(Instant::now()) {
-                Next::Run(i) => return self.switch_thread(i),
+                Next::Run(i) => {
+                    self.switch_thread(i)?;
+                    return self.deliver_signals();
+                }
                 Next::Wait(until) => deadline.sleep_until(until)?,
                 Next::Deadlock => {
-                    let n = self.linux.threads().iter().filter(|t| t.state != crate::syscalls::threads::RunState::Exited).count();
+                    let n = self.linux.threads().iter().filter(|t| t.state != RunState::Exited).count();
                     return Err(Error::Deadlock(format!(
                         "all {n} guest thread{} wait on futexes that nothing can wake",
                         if n == 1 { "" } else { "s" }
@@ -92,6 +108,91 @@ impl Machine {
                 }
             }
         }
+    }
+
+    /// On the way back to user mode (the vCPU holds the thread's user state): act on its
+    /// pending signals — a handler frame, a restarted syscall, or the end of the process.
+    pub(super) fn deliver_signals(&mut self) -> Result<Option<Stop>> {
+        if !self.linux.signal_pending() {
+            return Ok(None);
+        }
+        let sync = self.vm.vcpu.sync_regs_mut();
+        let user = UserCpu { regs: sync.regs, fs_base: sync.sregs.fs.base, gs_base: sync.sregs.gs.base };
+        let vcpu = &self.vm.vcpu;
+        let mut xsave = || vcpu.get_xsave().ok().map(|x| x.region.iter().flat_map(|w| w.to_le_bytes()).collect());
+        let mem = UserMemory { mem: &self.mem, space: &self.space };
+        match self.linux.deliver(&mem, &user, &mut xsave) {
+            Delivery::None => Ok(None),
+            Delivery::Continue(regs) => {
+                self.vm.enter_user(regs);
+                Ok(None)
+            }
+            Delivery::Terminate(sig) => Ok(Some(Stop::Exit(ExitStatus::Signal(sig)))),
+        }
+    }
+
+    /// A CPU exception in user code: enter the handler of the signal it raises, if the thread
+    /// has one (true); false when the fault is fatal (no handler, or not from user code).
+    pub(super) fn fault_to_handler(&mut self, vector: u8) -> Result<bool> {
+        let Error::GuestFault(fault) = self.fault(vector, true) else { return Ok(false) };
+        let sync = self.vm.vcpu.sync_regs_mut();
+        let mut frame = sync.regs.rsp;
+        if arch::has_error_code(vector) {
+            frame = frame.wrapping_add(8);
+        }
+        // The CPU's frame: rip, cs, rflags, rsp, ss.
+        let word = |i: u64| self.mem.read_u64(frame.wrapping_add(i * 8)).ok();
+        let (Some(rip), Some(cs), Some(rflags), Some(rsp)) = (word(0), word(1), word(2), word(3)) else { return Ok(false) };
+        if cs & 3 != 3 {
+            return Ok(false);
+        }
+        let sync = self.vm.vcpu.sync_regs_mut();
+        let regs = kvm_regs { rip, rflags: arch::sysret_rflags(rflags), rsp, ..sync.regs };
+        let user = UserCpu { regs, fs_base: sync.sregs.fs.base, gs_base: sync.sregs.gs.base };
+        let err = fault.error_code.unwrap_or(0);
+        let (signo, code, addr) = match vector {
+            14 => (
+                libc::SIGSEGV,
+                if err & 1 != 0 {
+                    2 /* SEGV_ACCERR */
+                } else {
+                    1 /* SEGV_MAPERR */
+                },
+                fault.address,
+            ),
+            0 => (libc::SIGFPE, 1 /* FPE_INTDIV */, rip),
+            6 => (libc::SIGILL, 2 /* ILL_ILLOPN */, rip),
+            17 => (libc::SIGBUS, 1 /* BUS_ADRALN */, rip),
+            _ => (fault.signal(), SI_KERNEL, 0),
+        };
+        let info = SigInfo { signo, code, errno: 0, a: addr, b: 0 };
+        let context = FaultContext { trapno: u64::from(vector), err, cr2: if vector == 14 { fault.address } else { 0 } };
+        let xsave = self.vm.vcpu.get_xsave().ok().map(|x| x.region.iter().flat_map(|w| w.to_le_bytes()).collect::<Vec<u8>>());
+        let mem = UserMemory { mem: &self.mem, space: &self.space };
+        match self.linux.deliver_fault(&mem, info, &user, context, xsave.as_deref()) {
+            Some(entry) => {
+                self.vm.enter_user(entry);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// rt_sigreturn: continue with the frame's registers and FPU state (TLS bases stay).
+    pub(super) fn load_registers(&mut self, saved: &SavedCpu) -> Result<()> {
+        let mut regs = saved.user.regs;
+        regs.rflags = arch::sysret_rflags(regs.rflags);
+        self.vm.enter_user(regs);
+        if let Some(xsave) = &saved.xsave {
+            // SAFETY: KVM checks the XSAVE header the guest wrote; a bad one fails the ioctl
+            // (then the process is killed with SIGSEGV, as Linux does for a bad frame).
+            if unsafe { self.vm.vcpu.set_xsave(xsave) }.is_err() {
+                let me = self.linux.current();
+                self.linux.send(Target::Thread(me), SigInfo { signo: libc::SIGSEGV, code: SI_KERNEL, errno: 0, a: 0, b: 0 });
+                self.linux.sigaction_reset(libc::SIGSEGV as u64);
+            }
+        }
+        Ok(())
     }
 
     /// Put the running thread aside and load thread `i` (or, if `i` is the running thread,

@@ -43,7 +43,12 @@ impl Linux {
                 }
                 Err(_) if total > 0 => break, // what got through, as a short write
                 // A closed reader raises SIGPIPE, which ends the process unless ignored.
-                Err(libc::EPIPE) => return Ok(self.raise(libc::SIGPIPE as u64).map_or(Flow::Return(err(libc::EPIPE)), Flow::Exit)),
+                Err(libc::EPIPE) => {
+                    let info = super::signals::SigInfo::from_process(libc::SIGPIPE as u64, super::signals::SI_USER, self.pid(), self.uid);
+                    let me = self.current();
+                    self.send(super::signals::Target::Thread(me), info);
+                    return Ok(Flow::Return(err(libc::EPIPE)));
+                }
                 Err(e) => return Ok(Flow::Return(err(e))),
             }
         }

@@ -13,7 +13,7 @@ mod fs;
 mod ident;
 mod io;
 pub mod mm;
-mod signals;
+pub mod signals;
 mod state;
 pub mod table;
 pub mod threads;
@@ -61,6 +61,9 @@ pub enum Flow {
     Block,
     /// sched_yield: the calling thread goes on with 0 in rax, after the other runnable threads.
     Yield,
+    /// rt_sigreturn: the calling thread goes on with these registers (its TLS bases stay) and,
+    /// if given, this FPU state.
+    Replace(Box<SavedCpu>),
 }
 
 /// The most bytes one read or write moves, as on Linux (INT_MAX rounded down to a page).
@@ -152,6 +155,13 @@ pub struct Linux {
     next_tid: u64,
     /// Futex waiters are woken in the order they came (see `Linux::wake`).
     futex_seq: u64,
+    /// Signals sent to the process (any thread may take them), not yet delivered.
+    shared_pending: Vec<signals::SigInfo>,
+    /// ITIMER_REAL and POSIX timers.
+    timers: Vec<signals::Timer>,
+    /// Bytes of the XSAVE area a signal frame holds, and the features in it (XCR0).
+    xsave_size: usize,
+    xfeatures: u64,
 }
 
 const PATH_MAX: usize = 4096;
@@ -170,6 +180,9 @@ pub struct ProcessConfig {
     pub memory: u64,
     pub stack_size: u64,
     pub trace: bool,
+    /// The XSAVE area size and features of the vCPU (for signal frames).
+    pub xsave_size: usize,
+    pub xfeatures: u64,
 }
 
 impl Linux {
@@ -195,6 +208,10 @@ impl Linux {
             current: 0,
             next_tid: threads::MAIN_TID + 1,
             futex_seq: 0,
+            shared_pending: Vec::new(),
+            timers: Vec::new(),
+            xsave_size: c.xsave_size.clamp(512 + 64, 4096),
+            xfeatures: c.xfeatures,
         }
     }
 
@@ -220,6 +237,8 @@ impl Linux {
             current: self.current,
             next_tid: self.next_tid,
             futex_seq: self.futex_seq,
+            shared_pending: self.shared_pending.clone(),
+            timers: self.timers.clone(),
             captured_at: std::time::Instant::now(),
         }
     }
@@ -237,6 +256,9 @@ impl Linux {
         self.current = state.current;
         self.next_tid = state.next_tid;
         self.futex_seq = state.futex_seq;
+        self.shared_pending = state.shared_pending.clone();
+        self.timers =
+            state.timers.iter().map(|t| signals::Timer { next: t.next.map(|n| n.checked_add(shift).unwrap_or(n)), ..t.clone() }).collect();
         self.stdout = self.stdout.fresh_like();
         self.stderr = self.stderr.fresh_like();
         Ok(())
@@ -263,6 +285,10 @@ impl Linux {
             current: 0,
             next_tid: 0,
             futex_seq: 0,
+            shared_pending: Vec::new(),
+            timers: Vec::new(),
+            xsave_size: self.xsave_size,
+            xfeatures: self.xfeatures,
         };
         child.restore(state)?;
         Ok(child)
@@ -271,6 +297,10 @@ impl Linux {
     /// Run syscall `nr` with arguments `a`.
     pub fn handle(&mut self, env: &SyscallEnv, host: &mut dyn Host, nr: u64, a: [u64; 6]) -> Result<Flow> {
         let flow = self.dispatch(env, host, nr, &a);
+        if matches!(flow, Ok(Flow::Block)) {
+            // A signal may make it run again (see `signals::RestartWhen`).
+            self.thread_mut().blocked_nr = nr;
+        }
         self.trace_syscall(env, host, nr, &a, &flow);
         flow
     }
@@ -289,6 +319,7 @@ impl Linux {
             Ok(Flow::Exit(s)) => format!("exit {s:?}"),
             Ok(Flow::Block) => "(blocked)".into(),
             Ok(Flow::Yield) => "0 (yield)".into(),
+            Ok(Flow::Replace(_)) => "(registers restored)".into(),
             Err(e) => format!("stopped: {e}"),
         };
         let name = table::name(nr);

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::files::{self, FdSpec, Input};
 use super::mm::Mappings;
+use super::signals::{RestartWhen, SigInfo, Timer};
 use super::threads::{RunState, SavedCpu, Thread, UserCpu, MAX_THREADS};
 use crate::error::{Error, Result};
 
@@ -20,6 +21,8 @@ pub struct LinuxState {
     pub(super) current: usize,
     pub(super) next_tid: u64,
     pub(super) futex_seq: u64,
+    pub(super) shared_pending: Vec<SigInfo>,
+    pub(super) timers: Vec<Timer>,
     /// When the state was captured: timeouts are kept as time left from then.
     pub(super) captured_at: Instant,
 }
@@ -65,6 +68,18 @@ impl LinuxState {
         w.u64(self.futex_seq);
         for t in &self.threads {
             encode_thread(w, t, self.captured_at);
+        }
+        encode_signals(w, &self.shared_pending);
+        w.u64(self.timers.len() as u64);
+        for t in &self.timers {
+            w.u64(t.id as u64);
+            w.u64(t.clock as u64);
+            w.u64(t.signo);
+            w.u64(t.thread.unwrap_or(0));
+            w.u64(t.value);
+            w.u64(time_left(t.next, self.captured_at));
+            w.u64(u64::try_from(t.interval.as_nanos()).unwrap_or(u64::MAX));
+            w.u64(t.overrun);
         }
     }
 
@@ -137,7 +152,23 @@ impl LinuxState {
                 return Err(bad("thread CPU state"));
             }
         }
-        Ok(LinuxState { mm, fds, stdin, sigactions, threads, current, next_tid, futex_seq, captured_at })
+        let shared_pending = decode_signals(r)?;
+        let n = r.count(64)?;
+        if n > 1025 {
+            return Err(bad("too many timers"));
+        }
+        let mut timers = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (id, clock, signo, thread, value, left, interval, overrun) =
+                (r.u64()? as i64, r.u64()?, r.u64()?, r.u64()?, r.u64()?, r.u64()?, r.u64()?, r.u64()?);
+            if signo > 64 || !matches!(clock as i32, libc::CLOCK_REALTIME | libc::CLOCK_MONOTONIC | libc::CLOCK_BOOTTIME) || id < -1 {
+                return Err(bad("timer"));
+            }
+            let thread = (thread != 0).then_some(thread);
+            let next = time_until(left, captured_at);
+            timers.push(Timer { id, clock: clock as i32, signo, thread, value, next, interval: Duration::from_nanos(interval), overrun });
+        }
+        Ok(LinuxState { mm, fds, stdin, sigactions, threads, current, next_tid, futex_seq, shared_pending, timers, captured_at })
     }
 }
 
@@ -175,7 +206,23 @@ fn encode_thread(w: &mut crate::snapfile::Writer, t: &Thread, captured_at: Insta
             w.u64(time_left(until, captured_at));
         }
         RunState::Exited => w.u8(3),
+        RunState::Pause => w.u8(4),
+        RunState::SigWait { set, until } => {
+            w.u8(5);
+            w.u64(set);
+            w.u64(time_left(until, captured_at));
+        }
     }
+    encode_signals(w, &t.pending);
+    w.u8(match t.restart {
+        None => 0,
+        Some(RestartWhen::NoHandlerOrSaRestart) => 1,
+        Some(RestartWhen::NoHandler) => 2,
+        Some(RestartWhen::Always) => 3,
+    });
+    w.u64(t.blocked_nr);
+    w.u64(t.saved_mask.is_some() as u64);
+    w.u64(t.saved_mask.unwrap_or(0));
     w.u64(t.resume_rax.is_some() as u64);
     w.u64(t.resume_rax.unwrap_or(0));
     match &t.saved {
@@ -212,8 +259,21 @@ fn decode_thread(r: &mut crate::snapfile::Reader, captured_at: Instant) -> Resul
             RunState::Futex { addr, bitset, until: time_until(left, captured_at), seq }
         }
         2 => RunState::Sleep { until: time_until(r.u64()?, captured_at) },
+        4 => RunState::Pause,
+        5 => RunState::SigWait { set: r.u64()?, until: time_until(r.u64()?, captured_at) },
         _ => return Err(bad("thread run state")),
     };
+    t.pending = decode_signals(r)?;
+    t.restart = match r.u8()? {
+        0 => None,
+        1 => Some(RestartWhen::NoHandlerOrSaRestart),
+        2 => Some(RestartWhen::NoHandler),
+        3 => Some(RestartWhen::Always),
+        _ => return Err(bad("thread restart")),
+    };
+    t.blocked_nr = r.u64()?;
+    let (has_mask, mask) = (r.u64()?, r.u64()?);
+    t.saved_mask = (has_mask != 0).then_some(mask);
     let (has_rax, rax) = (r.u64()?, r.u64()?);
     t.resume_rax = (has_rax != 0).then_some(rax);
     t.saved = match r.u8()? {
@@ -233,4 +293,31 @@ fn decode_thread(r: &mut crate::snapfile::Reader, captured_at: Instant) -> Resul
         _ => return Err(bad("thread CPU state")),
     };
     Ok(t)
+}
+
+fn encode_signals(w: &mut crate::snapfile::Writer, q: &[SigInfo]) {
+    w.u64(q.len() as u64);
+    for s in q {
+        w.u64(s.signo as u32 as u64 | (u64::from(s.code as u32) << 32));
+        w.u64(s.errno as u32 as u64);
+        w.u64(s.a);
+        w.u64(s.b);
+    }
+}
+
+fn decode_signals(r: &mut crate::snapfile::Reader) -> Result<Vec<SigInfo>> {
+    let n = r.count(32)?;
+    if n > 1024 {
+        return Err(Error::InvalidArgument("invalid snapshot file: too many pending signals".into()));
+    }
+    let mut q = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (head, errno, a, b) = (r.u64()?, r.u64()?, r.u64()?, r.u64()?);
+        let signo = (head & 0xffff_ffff) as i32;
+        if !(1..=64).contains(&signo) {
+            return Err(Error::InvalidArgument("invalid snapshot file: pending signal number".into()));
+        }
+        q.push(SigInfo { signo, code: (head >> 32) as i32, errno: errno as i32, a, b });
+    }
+    Ok(q)
 }

@@ -38,6 +38,11 @@ fn errno(r: std::result::Result<u64, i32>) -> Result<Flow> {
     Ok(Flow::Return(ret(r)))
 }
 
+/// Handlers that may block, reporting errors as an errno.
+fn flow(r: std::result::Result<Flow, i32>) -> Result<Flow> {
+    Ok(r.unwrap_or_else(|e| Flow::Return(err(e))))
+}
+
 /// Handlers that return a raw value (already -errno where they failed), or stop the run.
 fn value(r: Result<u64>) -> Result<Flow> {
     r.map(Flow::Return)
@@ -68,6 +73,7 @@ pub const TABLE: &[Syscall] = &[
     sys!(12 "brk" [Ptr] |l, e, _, a| Ok(Flow::Return(l.mm.brk(e.mem, a[0])))),
     sys!(13 "rt_sigaction" [Int, Ptr, Ptr, Len] |l, e, _, a| errno(l.rt_sigaction(e, a[0], a[1], a[2], a[3]))),
     sys!(14 "rt_sigprocmask" [Int, Ptr, Ptr, Len] |l, e, _, a| errno(l.rt_sigprocmask(e, a[0], a[1], a[2], a[3]))),
+    sys!(15 "rt_sigreturn" [] |l, e, _, _| Ok(l.rt_sigreturn(e))),
     sys!(16 "ioctl" [Fd, Int, Ptr] |l, e, _, a| errno(l.ioctl(e, a[0], a[1], a[2]))),
     sys!(17 "pread64" [Fd, Ptr, Len, Int] |l, e, _, a| value(l.read(e, a[0], a[1], a[2], Some(a[3])))),
     sys!(18 "pwrite64" [Fd, Ptr, Len, Int] |l, _, _, a| errno(l.pwrite(a[0]))),
@@ -83,7 +89,11 @@ pub const TABLE: &[Syscall] = &[
     sys!(28 "madvise" [Ptr, Len, Int] |l, e, _, a| errno(l.mm.madvise(e.mem, a[0], a[1], a[2]))),
     sys!(32 "dup" [Fd] |l, _, _, a| errno(l.fds.duplicate(a[0]).and_then(|k| l.fds.insert(k, 0)))),
     sys!(33 "dup2" [Fd, Fd] |l, _, _, a| errno(l.dup2(a[0], a[1]))),
+    sys!(34 "pause" [] |l, _, _, _| Ok(l.pause())),
     sys!(35 "nanosleep" [Ptr, Ptr] |l, e, _, a| Ok(l.nanosleep(e, libc::CLOCK_MONOTONIC as u64, 0, a[0]))),
+    sys!(36 "getitimer" [Int, Ptr] |l, e, _, a| errno(l.getitimer(e, a[0], a[1]))),
+    sys!(37 "alarm" [Int] |l, _, _, a| Ok(Flow::Return(l.alarm(a[0] & 0xffff_ffff)))),
+    sys!(38 "setitimer" [Int, Ptr, Ptr] |l, e, _, a| errno(l.setitimer(e, a[0], a[1], a[2]))),
     sys!(39 "getpid" [] |l, _, _, _| Ok(Flow::Return(l.pid()))),
     sys!(56 "clone" [Int, Ptr, Ptr, Ptr, Ptr] |l, e, _, a| errno(l.clone(e, a))),
     sys!(60 "exit" [Int] |l, e, _, a| Ok(l.exit_thread(e, a[0]))),
@@ -103,6 +113,9 @@ pub const TABLE: &[Syscall] = &[
     sys!(110 "getppid" [] |_, _, _, _| Ok(Flow::Return(0))),
     sys!(111 "getpgrp" [] |l, _, _, _| Ok(Flow::Return(l.pid()))),
     sys!(112 "setsid" [] |l, _, _, _| Ok(Flow::Return(l.pid()))),
+    sys!(127 "rt_sigpending" [Ptr, Len] |l, e, _, a| errno(l.rt_sigpending(e, a[0], a[1]))),
+    sys!(128 "rt_sigtimedwait" [Ptr, Ptr, Ptr, Len] |l, e, _, a| flow(l.rt_sigtimedwait(e, a[0], a[1], a[2], a[3]))),
+    sys!(130 "rt_sigsuspend" [Ptr, Len] |l, e, _, a| flow(l.rt_sigsuspend(e, a[0], a[1]))),
     sys!(131 "sigaltstack" [Ptr, Ptr] |l, e, _, a| errno(l.sigaltstack(e, a[0], a[1]))),
     sys!(158 "arch_prctl" [Int, Ptr] |l, e, _, a| errno(l.arch_prctl(e, a[0], a[1]))),
     sys!(186 "gettid" [] |l, _, _, _| Ok(Flow::Return(l.tid()))),
@@ -112,6 +125,11 @@ pub const TABLE: &[Syscall] = &[
     sys!(204 "sched_getaffinity" [Int, Len, Ptr] |l, e, _, a| errno(l.sched_getaffinity(e, a[1], a[2]))),
     sys!(217 "getdents64" [Fd, Ptr, Len] |l, e, _, a| errno(l.getdents64(e, a[0], a[1], a[2]))),
     sys!(218 "set_tid_address" [Ptr] |l, _, _, a| Ok(Flow::Return(l.set_tid_address(a[0])))),
+    sys!(222 "timer_create" [Int, Ptr, Ptr] |l, e, _, a| errno(l.timer_create(e, a[0], a[1], a[2]))),
+    sys!(223 "timer_settime" [Int, Int, Ptr, Ptr] |l, e, _, a| errno(l.timer_settime(e, a[0], a[1], a[2], a[3]))),
+    sys!(224 "timer_gettime" [Int, Ptr] |l, e, _, a| errno(l.timer_gettime(e, a[0], a[1]))),
+    sys!(225 "timer_getoverrun" [Int] |l, _, _, a| errno(l.timer_getoverrun(a[0]))),
+    sys!(226 "timer_delete" [Int] |l, _, _, a| errno(l.timer_delete(a[0]))),
     sys!(228 "clock_gettime" [Int, Ptr] |l, e, _, a| errno(l.clock_gettime(e, a[0], a[1]))),
     sys!(229 "clock_getres" [Int, Ptr] |l, e, _, a| errno(l.clock_getres(e, a[0], a[1]))),
     sys!(230 "clock_nanosleep" [Int, Int, Ptr, Ptr] |l, e, _, a| Ok(l.nanosleep(e, a[0], a[1], a[2]))),
@@ -177,7 +195,7 @@ mod tests {
             assert_eq!(lookup(s.nr).map(|f| f.name), Some(s.name));
             assert!(s.args.len() <= 6, "{} has more than six arguments", s.name);
         }
-        assert!(lookup(15).is_none()); // rt_sigreturn: not emulated yet
+        assert!(lookup(57).is_none()); // fork: no second process
         assert!(lookup(u64::MAX).is_none());
         assert_eq!(name(0x1_0000), "syscall_65536");
     }

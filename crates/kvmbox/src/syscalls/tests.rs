@@ -11,6 +11,7 @@ use super::mm::Mappings;
 use super::*;
 use crate::interrupt::InterruptHandle;
 use crate::layout::{Layout, Perm, Region, PIE_BASE};
+use crate::memory::UserMemory;
 
 /// A process over 8 MiB of guest memory with one page of code at PIE_BASE, stdin fed from
 /// bytes and output captured.
@@ -41,6 +42,8 @@ impl Fixture {
             memory: layout.memory,
             stack_size: layout.stack_size(),
             trace: false,
+            xsave_size: 832,
+            xfeatures: 7,
         });
         let deadline = Deadline::after(Some(Duration::from_secs(5)), InterruptHandle::default());
         Fixture { mem, space, layout, linux, deadline, cpu: UserCpu::default() }
@@ -60,6 +63,7 @@ impl Fixture {
             Flow::Exit(s) => panic!("syscall {nr} ended the process: {s:?}"),
             Flow::Block => panic!("syscall {nr} blocked"),
             Flow::Yield => 0,
+            Flow::Replace(saved) => saved.user.regs.rax as i64,
         }
     }
 
@@ -78,6 +82,16 @@ impl Fixture {
             self.cpu.regs.rax = rax.unwrap_or(self.cpu.regs.rax);
         }
         next
+    }
+
+    /// What the machine does on the way back to user mode: act on pending signals.
+    fn deliver(&mut self) -> signals::Delivery {
+        let mem = UserMemory { mem: &self.mem, space: &self.space };
+        let d = self.linux.deliver(&mem, &self.cpu, &mut || Some(vec![0x11; 832]));
+        if let signals::Delivery::Continue(regs) = d {
+            self.cpu.regs = regs;
+        }
+        d
     }
 
     /// A scratch address in the stack area.
@@ -162,10 +176,13 @@ fn signal_mask_is_per_thread_state_and_sigkill_cannot_be_blocked() {
 #[test]
 fn signals_to_itself_take_their_default_action_or_are_ignored() {
     let mut f = Fixture::new(b"");
-    assert!(matches!(f.call(62, &[1, 0]), Flow::Return(0))); // signal 0: a check only
-    assert!(matches!(f.call(62, &[1, libc::SIGCHLD as u64]), Flow::Return(0))); // ignored by default
+    assert_eq!(f.ret(62, &[1, 0]), 0); // signal 0: a check only
+    assert_eq!(f.ret(62, &[1, libc::SIGCHLD as u64]), 0); // ignored by default: dropped
+    assert!(!f.linux.signal_pending());
     assert_eq!(f.ret(62, &[77, 15]), neg(errno::ESRCH));
-    assert!(matches!(f.call(62, &[1, 15]), Flow::Exit(ExitStatus::Signal(15))));
+    assert_eq!(f.ret(62, &[1, 15]), 0);
+    assert!(f.linux.signal_pending());
+    assert!(matches!(f.deliver(), signals::Delivery::Terminate(15)));
 }
 
 #[test]
@@ -191,10 +208,10 @@ fn anonymous_mmap_and_munmap_and_brk() {
 #[test]
 fn unknown_numbers_are_enosys_and_every_table_entry_runs_on_zeroes() {
     let mut f = Fixture::new(b"");
-    assert_eq!(f.ret(15, &[]), neg(errno::ENOSYS));
+    assert_eq!(f.ret(57, &[]), neg(errno::ENOSYS)); // fork
     assert_eq!(f.ret(1 << 40, &[]), neg(errno::ENOSYS));
     for s in table::TABLE {
-        if matches!(s.name, "exit" | "exit_group") {
+        if matches!(s.name, "exit" | "exit_group" | "rt_sigreturn") {
             continue;
         }
         let _ = f.call(s.nr, &[]); // must not panic on null pointers and zero sizes
@@ -382,4 +399,190 @@ fn sleeping_threads_let_others_run_and_tkill_checks_the_thread() {
     assert_eq!(f.ret(200, &[1, 0]), 0); // the sleeping main thread exists too
     assert!(matches!(f.call(202, &[ts, 0, 0]), Flow::Block)); // the child waits for ever…
     assert!(matches!(f.reschedule(), Next::Wait(Some(_)))); // …so the sleeper's wake is next
+}
+
+const SA_RESTORER: u64 = 0x0400_0000;
+const HANDLER: u64 = PIE_BASE + 0x100;
+const RESTORER: u64 = PIE_BASE + 0x200;
+
+/// Install a handler for `sig` with `flags` (plus SA_RESTORER) and `mask`.
+fn handle(f: &mut Fixture, sig: u64, flags: u64, mask: u64) {
+    let act = f.scratch() + 3000;
+    for (i, v) in [HANDLER, flags | SA_RESTORER, RESTORER, mask].iter().enumerate() {
+        f.mem.write_u64(act + 8 * i as u64, *v).unwrap();
+    }
+    assert_eq!(f.ret(13, &[sig, act, 0, 8]), 0);
+}
+
+#[test]
+fn a_handler_gets_a_frame_and_rt_sigreturn_restores_everything() {
+    let mut f = Fixture::new(b"");
+    handle(&mut f, libc::SIGUSR1 as u64, 4 /* SA_SIGINFO */, 1 << (libc::SIGUSR2 - 1));
+    let stack = f.layout.stack_top - 8192;
+    f.cpu.regs =
+        kvm_bindings::kvm_regs { rsp: stack, rip: PIE_BASE + 0x40, rax: 0x1234, rbx: 7, r15: 15, rflags: 0x246, ..Default::default() };
+    assert_eq!(f.ret(200, &[1, libc::SIGUSR1 as u64]), 0); // tkill(self)
+    let before = f.cpu;
+    let signals::Delivery::Continue(entry) = f.deliver() else { panic!("no handler entry") };
+    assert_eq!((entry.rip, entry.rdi), (HANDLER, libc::SIGUSR1 as u64));
+    assert!(entry.rsp < stack - 128, "below the red zone");
+    assert_eq!((entry.rsp + 8) % 16, 0, "as after a call");
+    assert_eq!(f.mem.read_u64(entry.rsp).unwrap(), RESTORER, "pretcode");
+    // siginfo: signo, code SI_TKILL, pid
+    assert_eq!(f.mem.read_u64(entry.rsi).unwrap() as u32, libc::SIGUSR1 as u32);
+    assert_eq!((f.mem.read_u64(entry.rsi + 8).unwrap() as u32) as i32, -6);
+    // ucontext: the interrupted rip and rax in the sigcontext, the old mask
+    assert_eq!(f.mem.read_u64(entry.rdx + 40 + 16 * 8).unwrap(), PIE_BASE + 0x40);
+    assert_eq!(f.mem.read_u64(entry.rdx + 40 + 13 * 8).unwrap(), 0x1234);
+    // The handler runs with SIGUSR1 (no SA_NODEFER) and sa_mask blocked.
+    let blocked = f.linux.thread_mut().sigmask;
+    assert_eq!(blocked, (1 << (libc::SIGUSR1 - 1)) | (1 << (libc::SIGUSR2 - 1)));
+    // The handler returns: `ret` pops pretcode, the restorer calls rt_sigreturn.
+    f.cpu.regs = kvm_bindings::kvm_regs { rsp: entry.rsp + 8, rip: RESTORER + 7, rax: 15, rbx: 99, ..entry };
+    let Flow::Replace(saved) = f.call(15, &[]) else { panic!("rt_sigreturn did not restore") };
+    let r = saved.user.regs;
+    assert_eq!((r.rip, r.rsp, r.rax, r.rbx, r.r15), (before.regs.rip, before.regs.rsp, 0x1234, 7, 15));
+    assert_eq!(saved.xsave.as_ref().unwrap().region[0], 0x1111_1111, "the FPU state saved in the frame");
+    assert_eq!(f.linux.thread_mut().sigmask, 0);
+}
+
+#[test]
+fn a_signal_without_a_restorer_or_room_on_the_stack_kills_with_sigsegv() {
+    let mut f = Fixture::new(b"");
+    let act = f.scratch() + 3000;
+    f.mem.write_u64(act, HANDLER).unwrap(); // no SA_RESTORER
+    assert_eq!(f.ret(13, &[libc::SIGUSR1 as u64, act, 0, 8]), 0);
+    f.cpu.regs.rsp = f.layout.stack_top - 4096;
+    assert_eq!(f.ret(62, &[1, libc::SIGUSR1 as u64]), 0);
+    assert!(matches!(f.deliver(), signals::Delivery::Terminate(11)));
+    handle(&mut f, libc::SIGUSR2 as u64, 0, 0);
+    f.cpu.regs.rsp = 0x1100; // the frame would reach into page 0, which is not mapped
+    assert_eq!(f.ret(62, &[1, libc::SIGUSR2 as u64]), 0);
+    assert!(matches!(f.deliver(), signals::Delivery::Terminate(11)));
+}
+
+#[test]
+fn sa_onstack_uses_the_alternate_stack_and_sigaltstack_validates() {
+    let mut f = Fixture::new(b"");
+    let (ss, alt) = (f.scratch(), f.layout.stack_bottom + 64 * 1024);
+    for (i, v) in [alt, 0, 16384].iter().enumerate() {
+        f.mem.write_u64(ss + 8 * i as u64, *v).unwrap();
+    }
+    assert_eq!(f.ret(131, &[ss, 0]), 0);
+    handle(&mut f, libc::SIGSEGV as u64, 0x0800_0000 /* SA_ONSTACK */, 0);
+    f.cpu.regs.rsp = f.layout.stack_top - 1024;
+    assert_eq!(f.ret(200, &[1, libc::SIGSEGV as u64]), 0);
+    let signals::Delivery::Continue(entry) = f.deliver() else { panic!() };
+    assert!(entry.rsp > alt && entry.rsp < alt + 16384, "frame on the alternate stack: {:#x}", entry.rsp);
+    // While on it, sigaltstack reports SS_ONSTACK and refuses changes.
+    f.cpu.regs.rsp = entry.rsp;
+    let old = f.scratch() + 64;
+    assert_eq!(f.ret(131, &[0, old]), 0);
+    assert_eq!(f.mem.read_u64(old + 8).unwrap() & 1, 1);
+    assert_eq!(f.ret(131, &[ss, 0]), neg(errno::EPERM));
+    // Too small a stack is ENOMEM.
+    f.cpu.regs.rsp = f.layout.stack_top - 1024;
+    f.mem.write_u64(ss + 16, 1024).unwrap();
+    assert_eq!(f.ret(131, &[ss, 0]), neg(errno::ENOMEM));
+}
+
+#[test]
+fn a_signal_interrupts_a_futex_wait_which_restarts_with_sa_restart() {
+    for (flags, restarted) in [(0x1000_0000u64, true), (0, false)] {
+        let mut f = Fixture::new(b"");
+        handle(&mut f, libc::SIGUSR1 as u64, flags, 0);
+        let word = f.scratch();
+        let child = spawn(&mut f, 0x7000, 0, 0);
+        f.cpu.regs.rip = PIE_BASE + 0x50;
+        f.cpu.regs.rsp = f.layout.stack_top - 4096;
+        assert!(matches!(f.call(202, &[word, 0x80, 0]), Flow::Block)); // main waits
+        assert_eq!(f.reschedule(), Next::Run(1));
+        assert_eq!(f.ret(234, &[1, 1, libc::SIGUSR1 as u64]), 0); // the child signals main
+        let _ = child;
+        assert!(matches!(f.call(24, &[]), Flow::Yield));
+        assert_eq!(f.reschedule(), Next::Run(0)); // main woke up
+        let signals::Delivery::Continue(entry) = f.deliver() else { panic!() };
+        let interrupted_rip = f.mem.read_u64(entry.rdx + 40 + 16 * 8).unwrap();
+        let interrupted_rax = f.mem.read_u64(entry.rdx + 40 + 13 * 8).unwrap();
+        if restarted {
+            assert_eq!((interrupted_rip, interrupted_rax), (PIE_BASE + 0x50 - 2, 202), "the futex call runs again");
+        } else {
+            assert_eq!((interrupted_rip, interrupted_rax as i64), (PIE_BASE + 0x50, neg(errno::EINTR)));
+        }
+    }
+}
+
+#[test]
+fn sigtimedwait_takes_a_blocked_signal_and_sigpending_shows_it() {
+    let mut f = Fixture::new(b"");
+    let (set, info) = (f.scratch(), f.scratch() + 64);
+    f.mem.write_u64(set, 1 << (libc::SIGUSR1 - 1)).unwrap();
+    assert_eq!(f.ret(14, &[0, set, 0, 8]), 0); // block SIGUSR1
+    assert_eq!(f.ret(62, &[1, libc::SIGUSR1 as u64]), 0);
+    assert!(!f.linux.signal_pending(), "blocked");
+    let out = f.scratch() + 256;
+    assert_eq!(f.ret(127, &[out, 8]), 0);
+    assert_eq!(f.mem.read_u64(out).unwrap(), 1 << (libc::SIGUSR1 - 1));
+    assert_eq!(f.ret(128, &[set, info, 0, 8]), libc::SIGUSR1 as i64);
+    assert_eq!(f.mem.read_u64(info).unwrap() as u32, libc::SIGUSR1 as u32);
+    // Nothing pending and a zero timeout: EAGAIN at once.
+    let ts = f.scratch() + 512;
+    f.mem.write(ts, &[0u8; 16]).unwrap();
+    assert_eq!(f.ret(128, &[set, info, ts, 8]), neg(errno::EAGAIN));
+}
+
+#[test]
+fn alarm_raises_sigalrm_when_due_and_reports_the_time_left() {
+    let mut f = Fixture::new(b"");
+    assert_eq!(f.ret(37, &[5]), 0);
+    assert_eq!(f.ret(37, &[0]), 5, "the old alarm, rounded"); // cancelled
+    assert!(f.linux.next_timer().is_none());
+    // An interval timer 1 ms from now, every 1 ms.
+    let v = f.scratch();
+    f.mem.write(v, &[0u64, 1000, 0, 1000].iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+    assert_eq!(f.ret(38, &[0, v, 0]), 0);
+    let due = f.linux.next_timer().expect("armed");
+    f.linux.fire_timers(due + Duration::from_millis(5));
+    assert!(f.linux.signal_pending());
+    assert!(matches!(f.deliver(), signals::Delivery::Terminate(14)));
+    assert_eq!(f.ret(38, &[1, v, 0]), neg(errno::ENOSYS)); // ITIMER_VIRTUAL
+}
+
+#[test]
+fn posix_timers_signal_a_given_thread_with_their_value() {
+    let mut f = Fixture::new(b"");
+    let (ev, id, spec) = (f.scratch(), f.scratch() + 64, f.scratch() + 128);
+    let child = spawn(&mut f, 0x7000, 0, 0);
+    // sigevent: value 0xabc, SIGUSR2, SIGEV_THREAD_ID for the child
+    let words: [u32; 6] = [0xabc, 0, libc::SIGUSR2 as u32, 4, child as u32, 0];
+    f.mem.write(ev, &words.iter().flat_map(|w| w.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+    assert_eq!(f.ret(222, &[libc::CLOCK_MONOTONIC as u64, ev, id]), 0);
+    let timer = f.mem.read_u64(id).unwrap() as u32 as u64;
+    f.mem.write(spec, &[0u64, 0, 0, 1_000_000].iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+    assert_eq!(f.ret(223, &[timer, 0, spec, 0]), 0);
+    f.linux.fire_timers(f.linux.next_timer().unwrap());
+    assert!(!f.linux.signal_pending(), "the main thread is not the target");
+    assert_eq!(f.linux.threads()[1].pending.len(), 1);
+    assert_eq!(f.linux.threads()[1].pending[0].b, 0xabc);
+    assert_eq!(f.ret(226, &[timer]), 0);
+    assert_eq!(f.ret(226, &[timer]), neg(errno::EINVAL));
+    assert_eq!(f.ret(222, &[libc::CLOCK_PROCESS_CPUTIME_ID as u64, 0, id]), neg(errno::EINVAL));
+}
+
+#[test]
+fn sigsuspend_waits_with_its_mask_and_the_old_mask_is_in_the_frame() {
+    let mut f = Fixture::new(b"");
+    handle(&mut f, libc::SIGUSR1 as u64, 0, 0);
+    f.cpu.regs.rsp = f.layout.stack_top - 4096;
+    let set = f.scratch();
+    f.mem.write_u64(set, 1 << (libc::SIGUSR1 - 1)).unwrap();
+    assert_eq!(f.ret(14, &[0, set, 0, 8]), 0); // SIGUSR1 blocked outside the suspend
+    f.mem.write_u64(set, 0).unwrap();
+    assert!(matches!(f.call(130, &[set, 8]), Flow::Block));
+    assert_eq!(f.reschedule(), Next::Wait(None), "waiting for a signal");
+    f.linux.send(signals::Target::Process, signals::SigInfo::from_process(libc::SIGUSR1 as u64, 0, 1, 0));
+    assert_eq!(f.reschedule(), Next::Run(0));
+    assert_eq!(f.cpu.regs.rax as i64, neg(errno::EINTR));
+    let signals::Delivery::Continue(entry) = f.deliver() else { panic!() };
+    assert_eq!(f.mem.read_u64(entry.rdx + 296).unwrap(), 1 << (libc::SIGUSR1 - 1), "uc_sigmask: the mask before sigsuspend");
 }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use kvm_bindings::{kvm_regs, kvm_xsave};
 
+use super::signals::{RestartWhen, SigInfo};
 use super::time::host_clock;
 use super::{err, errno, ExitStatus, Flow, Linux, SyscallEnv};
 
@@ -63,6 +64,13 @@ pub enum RunState {
     Sleep {
         until: Option<Instant>,
     },
+    /// In pause or sigsuspend: until a handler runs.
+    Pause,
+    /// In sigtimedwait for a signal in `set`.
+    SigWait {
+        set: u64,
+        until: Option<Instant>,
+    },
     /// Ended; removed when the machine switches away from it.
     Exited,
 }
@@ -70,7 +78,7 @@ pub enum RunState {
 impl RunState {
     fn until(&self) -> Option<Instant> {
         match *self {
-            RunState::Futex { until, .. } | RunState::Sleep { until } => until,
+            RunState::Futex { until, .. } | RunState::Sleep { until } | RunState::SigWait { until, .. } => until,
             _ => None,
         }
     }
@@ -96,6 +104,15 @@ pub struct Thread {
     pub resume_rax: Option<u64>,
     /// Its CPU state while another thread is on the vCPU.
     pub saved: Option<Box<SavedCpu>>,
+    /// Signals sent to this thread, not yet delivered.
+    pub pending: Vec<SigInfo>,
+    /// A signal interrupted its blocking syscall: whether the syscall runs again is decided
+    /// when the signal is delivered.
+    pub restart: Option<RestartWhen>,
+    /// The syscall it blocked in (to run it again).
+    pub blocked_nr: u64,
+    /// The mask sigsuspend replaced, restored by the handler's return.
+    pub saved_mask: Option<u64>,
 }
 
 /// The tid of the first thread, which is also the process id.
@@ -119,6 +136,10 @@ impl Thread {
             state: RunState::Runnable,
             resume_rax: None,
             saved: None,
+            pending: Vec::new(),
+            restart: None,
+            blocked_nr: 0,
+            saved_mask: None,
         }
     }
 }
@@ -130,7 +151,7 @@ impl Thread {
         let mut t = self.clone();
         let later = |u: Option<Instant>| u.map(|u| u.checked_add(by).unwrap_or(u));
         match &mut t.state {
-            RunState::Futex { until, .. } | RunState::Sleep { until } => *until = later(*until),
+            RunState::Futex { until, .. } | RunState::Sleep { until } | RunState::SigWait { until, .. } => *until = later(*until),
             _ => {}
         }
         t
@@ -216,6 +237,10 @@ impl Linux {
 
     pub(crate) fn thread_mut(&mut self) -> &mut Thread {
         &mut self.threads[self.current]
+    }
+
+    pub(super) fn threads_mut(&mut self) -> &mut [Thread] {
+        &mut self.threads
     }
 
     /// The calling thread's id.
@@ -365,6 +390,10 @@ impl Linux {
             state: RunState::Runnable,
             resume_rax: None,
             saved: Some(Box::new(SavedCpu { user, xsave: None })),
+            pending: Vec::new(),
+            restart: None,
+            blocked_nr: 0,
+            saved_mask: None,
         };
         self.threads.push(thread);
         Ok(tid)
@@ -590,10 +619,12 @@ impl Linux {
     /// thread after the current one (round robin), else the current one if it can run. With
     /// every thread blocked: when the first timeout ends, or a deadlock.
     pub fn schedule(&mut self, now: Instant) -> Next {
+        self.fire_timers(now);
         for t in &mut self.threads {
             if t.state.until().is_some_and(|u| u <= now) {
                 t.resume_rax = Some(match t.state {
                     RunState::Futex { .. } => err(errno::ETIMEDOUT),
+                    RunState::SigWait { .. } => err(errno::EAGAIN),
                     _ => 0,
                 });
                 t.state = RunState::Runnable;
@@ -608,12 +639,15 @@ impl Linux {
             return Next::Run(i);
         }
         let blocked = || self.threads.iter().filter(|t| t.state != RunState::Exited);
-        if let Some(at) = blocked().filter_map(|t| t.state.until()).min() {
+        let first_timer = self.next_timer();
+        if let Some(at) = blocked().filter_map(|t| t.state.until()).chain(first_timer).min() {
             return Next::Wait(Some(at));
         }
-        // A thread asleep for ever is waiting for the run to end (its timeout, an interrupt),
-        // as natively it would wait for a signal; futex waiters alone can never wake.
-        if blocked().any(|t| matches!(t.state, RunState::Sleep { until: None })) {
+        // A thread asleep for ever (or waiting for a signal) is waiting for the run to end (its
+        // timeout, an interrupt), as natively it would wait for a signal from outside; futex
+        // waiters alone can never wake.
+        let for_a_signal = |t: &Thread| matches!(t.state, RunState::Sleep { until: None } | RunState::Pause | RunState::SigWait { .. });
+        if blocked().any(for_a_signal) {
             return Next::Wait(None);
         }
         Next::Deadlock
