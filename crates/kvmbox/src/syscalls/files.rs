@@ -127,7 +127,13 @@ pub enum FdKind {
     Stdin,
     Stdout,
     Stderr,
-    File { host: OwnedFd, path: PathBuf, is_dir: bool },
+    File {
+        host: OwnedFd,
+        path: PathBuf,
+        is_dir: bool,
+    },
+    /// A pipe end, eventfd or epoll instance inside the machine.
+    Local(super::ipc::Desc),
 }
 
 /// A descriptor as recorded in a snapshot.
@@ -145,6 +151,22 @@ pub enum FdSpec {
         offset: u64,
         handle: Option<Arc<OwnedFd>>,
     },
+    /// An in-machine object: `desc` identifies its open file description (descriptors with the
+    /// same number share one), `pipe` its pipe (both ends share the bytes).
+    Local {
+        desc: u64,
+        nonblock: bool,
+        object: LocalSpec,
+    },
+}
+
+/// An in-machine object as a snapshot records it.
+#[derive(Debug, Clone)]
+pub enum LocalSpec {
+    PipeRead { pipe: u64, data: Vec<u8> },
+    PipeWrite { pipe: u64, data: Vec<u8> },
+    EventFd { value: u64, semaphore: bool },
+    Epoll { interest: Vec<super::ipc::Interest> },
 }
 
 /// A new, independent open file description of the file behind `fd`.
@@ -406,17 +428,45 @@ impl FdTable {
                 let dup = host.try_clone().map_err(|e| e.raw_os_error().unwrap_or(errno::EMFILE))?;
                 FdKind::File { host: dup, path: path.clone(), is_dir: *is_dir }
             }
+            FdKind::Local(d) => FdKind::Local(Arc::clone(d)),
         })
     }
 
     /// What is open where, with file positions: enough to rebuild an equal table later
     /// (descriptions are reopened, so the copy does not share offsets with this table).
     pub fn describe(&self) -> Vec<(usize, FdSpec)> {
+        // Descriptions and pipes are numbered by identity, so sharing survives the copy.
+        let mut descs: Vec<*const ()> = Vec::new();
+        let mut pipes: Vec<*const ()> = Vec::new();
+        let id = |list: &mut Vec<*const ()>, p: *const ()| match list.iter().position(|q| *q == p) {
+            Some(i) => i as u64,
+            None => {
+                list.push(p);
+                list.len().saturating_sub(1) as u64
+            }
+        };
         self.fds
             .iter()
             .enumerate()
             .filter_map(|(i, f)| {
                 let spec = match f.as_ref()? {
+                    FdKind::Local(d) => {
+                        let desc = id(&mut descs, Arc::as_ptr(d).cast());
+                        let g = super::ipc::lock(d);
+                        let object = match &g.local {
+                            super::ipc::Local::PipeRead(p) => LocalSpec::PipeRead {
+                                pipe: id(&mut pipes, Arc::as_ptr(p).cast()),
+                                data: super::ipc::lock(p).data.iter().copied().collect(),
+                            },
+                            super::ipc::Local::PipeWrite(p) => LocalSpec::PipeWrite {
+                                pipe: id(&mut pipes, Arc::as_ptr(p).cast()),
+                                data: super::ipc::lock(p).data.iter().copied().collect(),
+                            },
+                            super::ipc::Local::EventFd { value, semaphore } => LocalSpec::EventFd { value: *value, semaphore: *semaphore },
+                            super::ipc::Local::Epoll { interest } => LocalSpec::Epoll { interest: interest.clone() },
+                        };
+                        FdSpec::Local { desc, nonblock: g.nonblock, object }
+                    }
                     FdKind::Stdin => FdSpec::Stdin,
                     FdKind::Stdout => FdSpec::Stdout,
                     FdKind::Stderr => FdSpec::Stderr,
@@ -434,9 +484,32 @@ impl FdTable {
 
     /// Rebuild a table from [`FdTable::describe`], reopening files through `policy`.
     pub fn rebuild(specs: &[(usize, FdSpec)], policy: &FilePolicy) -> Result<FdTable> {
+        use super::ipc::{Description, Local, PipeBuffer};
         let mut table = FdTable { fds: Vec::new() };
+        let mut descs: std::collections::HashMap<u64, super::ipc::Desc> = std::collections::HashMap::new();
+        let mut pipes: std::collections::HashMap<u64, Arc<std::sync::Mutex<PipeBuffer>>> = std::collections::HashMap::new();
         for (slot, spec) in specs {
             let kind = match spec {
+                FdSpec::Local { desc, nonblock, object } => {
+                    if let Some(d) = descs.get(desc) {
+                        table.install_at(*slot, FdKind::Local(Arc::clone(d)));
+                        continue;
+                    }
+                    let mut pipe = |id: u64, data: &[u8]| {
+                        Arc::clone(pipes.entry(id).or_insert_with(|| {
+                            Arc::new(std::sync::Mutex::new(PipeBuffer { data: data.iter().copied().collect(), readers: 0, writers: 0 }))
+                        }))
+                    };
+                    let local = match object {
+                        LocalSpec::PipeRead { pipe: id, data } => Local::PipeRead(pipe(*id, data)),
+                        LocalSpec::PipeWrite { pipe: id, data } => Local::PipeWrite(pipe(*id, data)),
+                        LocalSpec::EventFd { value, semaphore } => Local::EventFd { value: *value, semaphore: *semaphore },
+                        LocalSpec::Epoll { interest } => Local::Epoll { interest: interest.clone() },
+                    };
+                    let d = Description::new(*nonblock, local);
+                    descs.insert(*desc, Arc::clone(&d));
+                    FdKind::Local(d)
+                }
                 FdSpec::Stdin => FdKind::Stdin,
                 FdSpec::Stdout => FdKind::Stdout,
                 FdSpec::Stderr => FdKind::Stderr,

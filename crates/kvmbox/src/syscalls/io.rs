@@ -28,6 +28,17 @@ impl Linux {
             None | Some(FdKind::Stdin) | Some(FdKind::File { .. }) => return Ok(Flow::Return(err(errno::EBADF))),
             Some(FdKind::Stdout) => (&mut self.stdout, Stream::Stdout),
             Some(FdKind::Stderr) => (&mut self.stderr, Stream::Stderr),
+            Some(FdKind::Local(d)) => {
+                // In-machine objects take at most a pipe's worth at once: the gathered bytes
+                // are copied into one bounded buffer.
+                let d = std::sync::Arc::clone(d);
+                let mut data = Vec::new();
+                for p in parts {
+                    let room = super::ipc::PIPE_CAPACITY.saturating_sub(data.len());
+                    data.extend_from_slice(&p[..p.len().min(room)]);
+                }
+                return Ok(self.write_local(&d, &data));
+            }
         };
         let mut total = 0u64;
         for chunk in parts.iter().flat_map(|p| p.chunks(CHUNK)) {
@@ -106,13 +117,25 @@ impl Linux {
     }
 
     /// read/pread64 into guest memory.
-    pub(super) fn read(&mut self, env: &SyscallEnv, fd: u64, buf: u64, len: u64, offset: Option<u64>) -> Result<u64> {
+    pub(super) fn read(&mut self, env: &SyscallEnv, fd: u64, buf: u64, len: u64, offset: Option<u64>) -> Result<Flow> {
         let len = len.min(MAX_RW_COUNT);
         let Ok(ptr) = env.user().host_range(buf, len, true) else {
-            return Ok(if self.fds.get(fd).is_none() { err(errno::EBADF) } else { err(errno::EFAULT) });
+            return Ok(Flow::Return(if self.fds.get(fd).is_none() { err(errno::EBADF) } else { err(errno::EFAULT) }));
         };
+        if let Some(FdKind::Local(d)) = self.fds.get(fd) {
+            if offset.is_some() {
+                return Ok(Flow::Return(err(errno::ESPIPE)));
+            }
+            let d = std::sync::Arc::clone(d);
+            return Ok(self.read_local(&d, ptr, len as usize));
+        }
+        self.read_host(env, fd, ptr, len, offset).map(Flow::Return)
+    }
+
+    /// read from stdin or a host file into the checked guest range `[ptr, ptr+len)`.
+    fn read_host(&mut self, env: &SyscallEnv, fd: u64, ptr: *mut u8, len: u64, offset: Option<u64>) -> Result<u64> {
         Ok(match self.fds.get(fd) {
-            None => err(errno::EBADF),
+            None | Some(FdKind::Local(_)) => err(errno::EBADF),
             Some(FdKind::Stdout) | Some(FdKind::Stderr) => err(errno::EBADF),
             Some(FdKind::Stdin) if offset.is_some() => err(errno::ESPIPE),
             Some(FdKind::Stdin) => match &mut self.stdin {
@@ -163,10 +186,10 @@ impl Linux {
         })
     }
 
-    pub(super) fn readv(&mut self, env: &SyscallEnv, fd: u64, iov: u64, count: u64) -> Result<u64> {
+    pub(super) fn readv(&mut self, env: &SyscallEnv, fd: u64, iov: u64, count: u64) -> Result<Flow> {
         let vecs = match self.read_iovecs(env, iov, count) {
             Ok(v) => v,
-            Err(e) => return Ok(err(e)),
+            Err(e) => return Ok(Flow::Return(err(e))),
         };
         // Like Linux, one call moves at most MAX_RW_COUNT in all; the deadline is checked
         // between iovecs (1024 of them may all name the same buffer).
@@ -179,16 +202,21 @@ impl Linux {
             if total > 0 {
                 env.deadline.check()?;
             }
-            let n = self.read(env, fd, base, len, None)?;
+            let n = match self.read(env, fd, base, len, None)? {
+                Flow::Return(n) => n,
+                // Nothing read yet: the whole readv waits (and runs again when woken).
+                flow if total == 0 => return Ok(flow),
+                _ => break,
+            };
             if (n as i64) < 0 {
-                return Ok(if total > 0 { total } else { n });
+                return Ok(Flow::Return(if total > 0 { total } else { n }));
             }
             total = total.saturating_add(n);
             if n < len {
                 break;
             }
         }
-        Ok(total)
+        Ok(Flow::Return(total))
     }
 
     pub(super) fn pwrite(&self, fd: u64) -> std::result::Result<u64, i32> {
@@ -210,6 +238,16 @@ impl Linux {
         }
     }
 
+    /// close: in-machine objects may change readiness (a pipe's last writer gone: EOF).
+    pub(super) fn close_fd(&mut self, fd: u64) -> std::result::Result<u64, i32> {
+        let local = matches!(self.fds.get(fd), Some(FdKind::Local(_)));
+        let r = self.fds.close(fd);
+        if local {
+            self.io_changed();
+        }
+        r
+    }
+
     pub(super) fn dup2(&mut self, old: u64, new: u64) -> std::result::Result<u64, i32> {
         if new as usize >= files::MAX_FDS {
             return Err(errno::EBADF);
@@ -218,7 +256,7 @@ impl Linux {
         if old == new {
             return Ok(new);
         }
-        let _ = self.fds.close(new);
+        let _ = self.close_fd(new);
         self.fds.install_at(new as usize, kind);
         Ok(new)
     }
@@ -230,38 +268,28 @@ impl Linux {
                 let k = self.fds.duplicate(fd)?;
                 self.fds.insert(k, arg as usize)
             }
-            libc::F_GETFD | libc::F_SETFD | libc::F_SETFL => Ok(0),
+            libc::F_GETFD | libc::F_SETFD => Ok(0),
+            libc::F_SETFL => {
+                if let FdKind::Local(d) = kind {
+                    super::ipc::lock(d).nonblock = arg & libc::O_NONBLOCK as u64 != 0;
+                }
+                Ok(0)
+            }
             libc::F_GETFL => Ok(match kind {
                 FdKind::Stdin | FdKind::File { .. } => libc::O_RDONLY as u64,
+                FdKind::Local(d) => {
+                    let d = super::ipc::lock(d);
+                    let mode = match d.local {
+                        super::ipc::Local::PipeRead(_) => libc::O_RDONLY,
+                        super::ipc::Local::PipeWrite(_) => libc::O_WRONLY,
+                        _ => libc::O_RDWR,
+                    };
+                    (mode | if d.nonblock { libc::O_NONBLOCK } else { 0 }) as u64
+                }
                 _ => libc::O_WRONLY as u64,
             }),
             _ => Err(errno::EINVAL),
         }
-    }
-
-    pub(super) fn poll(&mut self, env: &SyscallEnv, fds: u64, n: u64) -> std::result::Result<u64, i32> {
-        if n > files::MAX_FDS as u64 {
-            return Err(errno::EINVAL);
-        }
-        let mut ready: u64 = 0;
-        for i in 0..n {
-            let at = fds.checked_add(i.saturating_mul(8)).ok_or(errno::EFAULT)?;
-            let mut p: libc::pollfd = env.user().read_pod(at)?;
-            p.revents = if p.fd < 0 {
-                0
-            } else {
-                match self.fds.get(p.fd as u64) {
-                    None => libc::POLLNVAL,
-                    Some(FdKind::Stdin) | Some(FdKind::File { .. }) => p.events & libc::POLLIN,
-                    Some(_) => p.events & libc::POLLOUT,
-                }
-            };
-            if p.revents != 0 {
-                ready = ready.saturating_add(1);
-            }
-            env.user().write_pod(at, &p)?;
-        }
-        Ok(ready)
     }
 
     /// The host descriptor behind guest `fd`: an inherited stdio stream or an open file
@@ -272,6 +300,7 @@ impl Linux {
             FdKind::Stdout => self.stdout.host_fd(),
             FdKind::Stderr => self.stderr.host_fd(),
             FdKind::File { host, .. } => with_files.then(|| host.as_raw_fd()),
+            FdKind::Local(_) => None,
         })
     }
 

@@ -12,6 +12,7 @@ pub mod files;
 mod fs;
 mod ident;
 mod io;
+pub mod ipc;
 pub mod mm;
 pub mod signals;
 mod state;
@@ -35,8 +36,8 @@ pub use threads::{CpuUpdate, Next, SavedCpu, Thread, UserCpu};
 /// errno values (x86-64 Linux numbering, the same as the host's).
 pub mod errno {
     pub use libc::{
-        EACCES, EAGAIN, EBADF, EBUSY, EEXIST, EFAULT, EINTR, EINVAL, EIO, EISDIR, ELOOP, EMFILE, ENAMETOOLONG, ENOENT, ENOMEM, ENOSYS,
-        ENOTDIR, ENOTTY, EOVERFLOW, EPERM, ERANGE, EROFS, ESPIPE, ESRCH, ETIMEDOUT,
+        EACCES, EAGAIN, EBADF, EBUSY, EEXIST, EFAULT, EINTR, EINVAL, EIO, EISDIR, ELOOP, EMFILE, ENAMETOOLONG, ENOENT, ENOMEM, ENOSPC,
+        ENOSYS, ENOTDIR, ENOTTY, EOVERFLOW, EPERM, EPIPE, ERANGE, EROFS, ESPIPE, ESRCH, ETIMEDOUT,
     };
 }
 

@@ -335,6 +335,7 @@ impl Linux {
             RunState::Futex { .. } => RestartWhen::NoHandlerOrSaRestart,
             RunState::Sleep { .. } | RunState::Pause => RestartWhen::NoHandler,
             RunState::SigWait { .. } => RestartWhen::Always,
+            RunState::IoWait { on_signal, .. } => on_signal,
             RunState::Runnable | RunState::Exited => return,
         };
         t.state = RunState::Runnable;
@@ -396,6 +397,8 @@ impl Linux {
             };
             if restarts {
                 rewind(&mut regs, self.thread().blocked_nr);
+            } else {
+                self.thread_mut().io_deadline = None; // the wait ends here, with EINTR
             }
             let fpu = xsave();
             let frame_user = UserCpu { regs, ..*user };

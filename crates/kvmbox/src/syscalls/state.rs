@@ -4,7 +4,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use super::files::{self, FdSpec, Input};
+use super::files::{self, FdSpec, Input, LocalSpec};
+use super::ipc::{Interest, PIPE_CAPACITY};
 use super::mm::Mappings;
 use super::signals::{RestartWhen, SigInfo, Timer};
 use super::threads::{RunState, SavedCpu, Thread, UserCpu, MAX_THREADS};
@@ -46,6 +47,33 @@ impl LinuxState {
                     w.bytes(path.as_os_str().as_encoded_bytes());
                     w.u8(*is_dir as u8);
                     w.u64(*offset);
+                }
+                FdSpec::Local { desc, nonblock, object } => {
+                    w.u8(4);
+                    w.u64(*desc);
+                    w.u8(*nonblock as u8);
+                    match object {
+                        LocalSpec::PipeRead { pipe, data } | LocalSpec::PipeWrite { pipe, data } => {
+                            w.u8(if matches!(object, LocalSpec::PipeRead { .. }) { 0 } else { 1 });
+                            w.u64(*pipe);
+                            w.bytes(data);
+                        }
+                        LocalSpec::EventFd { value, semaphore } => {
+                            w.u8(2);
+                            w.u64(*value);
+                            w.u8(*semaphore as u8);
+                        }
+                        LocalSpec::Epoll { interest } => {
+                            w.u8(3);
+                            w.u64(interest.len() as u64);
+                            for i in interest {
+                                w.u64(i.fd);
+                                w.u64(u64::from(i.events));
+                                w.u64(i.data);
+                                w.u64(i.reported.map_or(u64::MAX, |r| r));
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -106,6 +134,40 @@ impl LinuxState {
                         return Err(bad("relative path of an open file"));
                     }
                     FdSpec::File { path: files::normalize(&path), is_dir: r.u8()? != 0, offset: r.u64()?, handle: None }
+                }
+                4 => {
+                    let (desc, nonblock) = (r.u64()?, r.u8()? != 0);
+                    let object = match r.u8()? {
+                        k @ (0 | 1) => {
+                            let pipe = r.u64()?;
+                            let data = r.bytes()?;
+                            if data.len() > PIPE_CAPACITY {
+                                return Err(bad("pipe contents"));
+                            }
+                            let data = data.to_vec();
+                            if k == 0 {
+                                LocalSpec::PipeRead { pipe, data }
+                            } else {
+                                LocalSpec::PipeWrite { pipe, data }
+                            }
+                        }
+                        2 => LocalSpec::EventFd { value: r.u64()?, semaphore: r.u8()? != 0 },
+                        3 => {
+                            let n = r.count(32)?;
+                            if n > 4096 {
+                                return Err(bad("epoll interest list"));
+                            }
+                            let mut interest = Vec::with_capacity(n);
+                            for _ in 0..n {
+                                let (fd, events, data, reported) = (r.u64()?, r.u64()?, r.u64()?, r.u64()?);
+                                let events = u32::try_from(events).map_err(|_| bad("epoll events"))?;
+                                interest.push(Interest { fd, events, data, reported: (reported != u64::MAX).then_some(reported) });
+                            }
+                            LocalSpec::Epoll { interest }
+                        }
+                        _ => return Err(bad("unknown in-machine object")),
+                    };
+                    FdSpec::Local { desc, nonblock, object }
                 }
                 _ => return Err(bad("unknown descriptor kind")),
             };
@@ -207,6 +269,11 @@ fn encode_thread(w: &mut crate::snapfile::Writer, t: &Thread, captured_at: Insta
         }
         RunState::Exited => w.u8(3),
         RunState::Pause => w.u8(4),
+        RunState::IoWait { until, on_signal } => {
+            w.u8(6);
+            w.u64(time_left(until, captured_at));
+            w.u8(restart_code(Some(on_signal)));
+        }
         RunState::SigWait { set, until } => {
             w.u8(5);
             w.u64(set);
@@ -214,12 +281,9 @@ fn encode_thread(w: &mut crate::snapfile::Writer, t: &Thread, captured_at: Insta
         }
     }
     encode_signals(w, &t.pending);
-    w.u8(match t.restart {
-        None => 0,
-        Some(RestartWhen::NoHandlerOrSaRestart) => 1,
-        Some(RestartWhen::NoHandler) => 2,
-        Some(RestartWhen::Always) => 3,
-    });
+    w.u8(restart_code(t.restart));
+    w.u64(t.io_deadline.is_some() as u64);
+    w.u64(t.io_deadline.map_or(u64::MAX, |d| time_left(d, captured_at)));
     w.u64(t.blocked_nr);
     w.u64(t.saved_mask.is_some() as u64);
     w.u64(t.saved_mask.unwrap_or(0));
@@ -261,16 +325,17 @@ fn decode_thread(r: &mut crate::snapfile::Reader, captured_at: Instant) -> Resul
         2 => RunState::Sleep { until: time_until(r.u64()?, captured_at) },
         4 => RunState::Pause,
         5 => RunState::SigWait { set: r.u64()?, until: time_until(r.u64()?, captured_at) },
+        6 => {
+            let until = time_until(r.u64()?, captured_at);
+            let on_signal = restart_of(r.u8()?)?.ok_or_else(|| bad("I/O wait"))?;
+            RunState::IoWait { until, on_signal }
+        }
         _ => return Err(bad("thread run state")),
     };
     t.pending = decode_signals(r)?;
-    t.restart = match r.u8()? {
-        0 => None,
-        1 => Some(RestartWhen::NoHandlerOrSaRestart),
-        2 => Some(RestartWhen::NoHandler),
-        3 => Some(RestartWhen::Always),
-        _ => return Err(bad("thread restart")),
-    };
+    t.restart = restart_of(r.u8()?)?;
+    let (has_deadline, left) = (r.u64()?, r.u64()?);
+    t.io_deadline = (has_deadline != 0).then(|| time_until(left, captured_at));
     t.blocked_nr = r.u64()?;
     let (has_mask, mask) = (r.u64()?, r.u64()?);
     t.saved_mask = (has_mask != 0).then_some(mask);
@@ -320,4 +385,23 @@ fn decode_signals(r: &mut crate::snapfile::Reader) -> Result<Vec<SigInfo>> {
         q.push(SigInfo { signo, code: (head >> 32) as i32, errno: errno as i32, a, b });
     }
     Ok(q)
+}
+
+fn restart_code(r: Option<RestartWhen>) -> u8 {
+    match r {
+        None => 0,
+        Some(RestartWhen::NoHandlerOrSaRestart) => 1,
+        Some(RestartWhen::NoHandler) => 2,
+        Some(RestartWhen::Always) => 3,
+    }
+}
+
+fn restart_of(code: u8) -> Result<Option<RestartWhen>> {
+    Ok(match code {
+        0 => None,
+        1 => Some(RestartWhen::NoHandlerOrSaRestart),
+        2 => Some(RestartWhen::NoHandler),
+        3 => Some(RestartWhen::Always),
+        _ => return Err(Error::InvalidArgument("invalid snapshot file: thread restart".into())),
+    })
 }

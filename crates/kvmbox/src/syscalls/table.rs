@@ -1,7 +1,7 @@
 //! The one syscall table: number → name, argument kinds and handler. Dispatch, the syscall
 //! trace and the fuzzer all read it, so a syscall is added in one place.
 
-use super::{err, errno, ret, Flow, Linux, SyscallEnv, AT_FDCWD};
+use super::{err, errno, ipc, ret, Flow, Linux, SyscallEnv, AT_FDCWD};
 use crate::error::Result;
 use crate::host::Host;
 
@@ -58,14 +58,14 @@ const CWD: u64 = AT_FDCWD as u64;
 
 /// Every syscall kvmbox emulates, by number. Numbers not here are ENOSYS.
 pub const TABLE: &[Syscall] = &[
-    sys!(0 "read" [Fd, Ptr, Len] |l, e, _, a| value(l.read(e, a[0], a[1], a[2], None))),
+    sys!(0 "read" [Fd, Ptr, Len] |l, e, _, a| l.read(e, a[0], a[1], a[2], None)),
     sys!(1 "write" [Fd, Ptr, Len] |l, e, h, a| l.write(e, h, a[0], a[1], a[2])),
     sys!(2 "open" [Path, Int, Int] |l, e, _, a| errno(l.open(e, CWD, a[0], a[1]))),
-    sys!(3 "close" [Fd] |l, _, _, a| errno(l.fds.close(a[0]))),
+    sys!(3 "close" [Fd] |l, _, _, a| errno(l.close_fd(a[0]))),
     sys!(4 "stat" [Path, Ptr] |l, e, _, a| errno(l.stat_path(e, CWD, a[0], a[1], 0))),
     sys!(5 "fstat" [Fd, Ptr] |l, e, _, a| errno(l.fstat(e, a[0], a[1]))),
     sys!(6 "lstat" [Path, Ptr] |l, e, _, a| errno(l.stat_path(e, CWD, a[0], a[1], 0))),
-    sys!(7 "poll" [Ptr, Len, Int] |l, e, _, a| errno(l.poll(e, a[0], a[1]))),
+    sys!(7 "poll" [Ptr, Len, Int] |l, e, _, a| flow(l.poll(e, a[0], a[1], ipc::deadline_in_ms(a[2])))),
     sys!(8 "lseek" [Fd, Int, Int] |l, _, _, a| errno(l.lseek(a[0], a[1], a[2]))),
     sys!(9 "mmap" [Ptr, Len, Int, Int, Fd, Int] |l, e, _, a| value(l.mmap(e, *a))),
     sys!(10 "mprotect" [Ptr, Len, Int] |l, _, _, a| errno(l.mm.mprotect(a[0], a[1], a[2]))),
@@ -75,11 +75,12 @@ pub const TABLE: &[Syscall] = &[
     sys!(14 "rt_sigprocmask" [Int, Ptr, Ptr, Len] |l, e, _, a| errno(l.rt_sigprocmask(e, a[0], a[1], a[2], a[3]))),
     sys!(15 "rt_sigreturn" [] |l, e, _, _| Ok(l.rt_sigreturn(e))),
     sys!(16 "ioctl" [Fd, Int, Ptr] |l, e, _, a| errno(l.ioctl(e, a[0], a[1], a[2]))),
-    sys!(17 "pread64" [Fd, Ptr, Len, Int] |l, e, _, a| value(l.read(e, a[0], a[1], a[2], Some(a[3])))),
+    sys!(17 "pread64" [Fd, Ptr, Len, Int] |l, e, _, a| l.read(e, a[0], a[1], a[2], Some(a[3]))),
     sys!(18 "pwrite64" [Fd, Ptr, Len, Int] |l, _, _, a| errno(l.pwrite(a[0]))),
-    sys!(19 "readv" [Fd, Ptr, Len] |l, e, _, a| value(l.readv(e, a[0], a[1], a[2]))),
+    sys!(19 "readv" [Fd, Ptr, Len] |l, e, _, a| l.readv(e, a[0], a[1], a[2])),
     sys!(20 "writev" [Fd, Ptr, Len] |l, e, h, a| l.writev(e, h, a[0], a[1], a[2])),
     sys!(21 "access" [Path, Int] |l, e, _, a| errno(l.access(e, CWD, a[0], a[1]))),
+    sys!(22 "pipe" [Ptr] |l, e, _, a| errno(l.pipe2(e, a[0], 0))),
     sys!(24 "sched_yield" [] |_, _, _, _| Ok(Flow::Yield)),
     sys!(25 "mremap" [Ptr, Len, Len, Int, Ptr] |l, e, _, a| match l.mm.mremap(e.mem, e.deadline, a[0], a[1], a[2], a[3], a[4]) {
         // The move stopped at the deadline: the run ends with that (see Mappings::mremap).
@@ -123,6 +124,7 @@ pub const TABLE: &[Syscall] = &[
     sys!(201 "time" [Ptr] |l, e, _, a| errno(l.time(e, a[0]))),
     sys!(202 "futex" [Ptr, Int, Int, Ptr, Ptr, Int] |l, e, _, a| Ok(l.futex(e, a))),
     sys!(204 "sched_getaffinity" [Int, Len, Ptr] |l, e, _, a| errno(l.sched_getaffinity(e, a[1], a[2]))),
+    sys!(213 "epoll_create" [Int] |l, _, _, a| errno(if a[0] as i32 <= 0 { Err(errno::EINVAL) } else { l.epoll_create1(0) })),
     sys!(217 "getdents64" [Fd, Ptr, Len] |l, e, _, a| errno(l.getdents64(e, a[0], a[1], a[2]))),
     sys!(218 "set_tid_address" [Ptr] |l, _, _, a| Ok(Flow::Return(l.set_tid_address(a[0])))),
     sys!(222 "timer_create" [Int, Ptr, Ptr] |l, e, _, a| errno(l.timer_create(e, a[0], a[1], a[2]))),
@@ -134,20 +136,36 @@ pub const TABLE: &[Syscall] = &[
     sys!(229 "clock_getres" [Int, Ptr] |l, e, _, a| errno(l.clock_getres(e, a[0], a[1]))),
     sys!(230 "clock_nanosleep" [Int, Int, Ptr, Ptr] |l, e, _, a| Ok(l.nanosleep(e, a[0], a[1], a[2]))),
     sys!(231 "exit_group" [Int] |_, _, _, a| Ok(Flow::Exit(super::ExitStatus::Code((a[0] & 0xff) as i32)))),
+    sys!(232 "epoll_wait" [Fd, Ptr, Int, Int] |l, e, _, a| flow(l.epoll_wait(e, a[0], a[1], a[2], ipc::deadline_in_ms(a[3])))),
+    sys!(233 "epoll_ctl" [Fd, Int, Fd, Ptr] |l, e, _, a| errno(l.epoll_ctl(e, a[0], a[1], a[2], a[3]))),
     sys!(234 "tgkill" [Int, Int, Int] |l, _, _, a| l.thread_kill(Some(a[0]), a[1], a[2])),
     sys!(257 "openat" [Fd, Path, Int, Int] |l, e, _, a| errno(l.open(e, a[0], a[1], a[2]))),
     sys!(262 "newfstatat" [Fd, Path, Ptr, Int] |l, e, _, a| errno(l.stat_path(e, a[0], a[1], a[2], a[3]))),
     sys!(267 "readlinkat" [Fd, Path, Ptr, Len] |l, e, _, a| errno(l.readlink(e, a[0], a[1], a[2], a[3]))),
     sys!(269 "faccessat" [Fd, Path, Int] |l, e, _, a| errno(l.access(e, a[0], a[1], a[2]))),
-    sys!(271 "ppoll" [Ptr, Len, Ptr, Ptr, Len] |l, e, _, a| errno(l.poll(e, a[0], a[1]))),
+    sys!(271 "ppoll" [Ptr, Len, Ptr, Ptr, Len] |l, e, _, a| flow(timespec_deadline(e, a[2]).and_then(|t| l.poll(e, a[0], a[1], t)))),
     sys!(273 "set_robust_list" [Ptr, Len] |l, _, _, a| errno(l.set_robust_list(a[0], a[1]))),
+    sys!(281 "epoll_pwait" [Fd, Ptr, Int, Int, Ptr, Len] |l, e, _, a| flow(l.epoll_wait(e, a[0], a[1], a[2], ipc::deadline_in_ms(a[3])))),
+    sys!(284 "eventfd" [Int] |l, _, _, a| errno(l.eventfd2(a[0], 0))),
+    sys!(290 "eventfd2" [Int, Int] |l, _, _, a| errno(l.eventfd2(a[0], a[1]))),
+    sys!(291 "epoll_create1" [Int] |l, _, _, a| errno(l.epoll_create1(a[0]))),
     sys!(292 "dup3" [Fd, Fd, Int] |l, _, _, a| errno(l.dup2(a[0], a[1]))),
+    sys!(293 "pipe2" [Ptr, Int] |l, e, _, a| errno(l.pipe2(e, a[0], a[1]))),
     sys!(302 "prlimit64" [Int, Int, Ptr, Ptr] |l, e, _, a| errno(l.prlimit(e, a[0], a[1], a[2], a[3]))),
     sys!(318 "getrandom" [Ptr, Len, Int] |l, e, _, a| errno(l.getrandom(e, a[0], a[1], a[2]))),
     sys!(332 "statx" [Fd, Path, Int, Int, Ptr] |l, e, _, a| errno(l.statx(e, a[0], a[1], a[2], a[4]))),
     sys!(435 "clone3" [Ptr, Len] |l, e, _, a| errno(l.clone3(e, a[0], a[1]))),
     sys!(439 "faccessat2" [Fd, Path, Int, Int] |l, e, _, a| errno(l.access(e, a[0], a[1], a[2]))),
+    sys!(441 "epoll_pwait2" [Fd, Ptr, Int, Ptr, Ptr, Len] |l, e, _, a| flow(timespec_deadline(e, a[3]).and_then(|t| l.epoll_wait(e, a[0], a[1], a[2], t)))),
 ];
+
+/// A timeout given as a `struct timespec *` (NULL: none) as a deadline.
+fn timespec_deadline(env: &SyscallEnv, ts: u64) -> std::result::Result<Option<Option<std::time::Instant>>, i32> {
+    if ts == 0 {
+        return Ok(Some(None));
+    }
+    Ok(Some(super::threads::wake_time(env, ts, libc::CLOCK_MONOTONIC, false)?))
+}
 
 /// Syscall numbers the table can hold (Linux's x86-64 numbers are below 512).
 const SLOTS: usize = 512;

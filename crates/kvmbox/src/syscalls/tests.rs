@@ -12,6 +12,7 @@ use super::*;
 use crate::interrupt::InterruptHandle;
 use crate::layout::{Layout, Perm, Region, PIE_BASE};
 use crate::memory::UserMemory;
+use threads::RunState;
 
 /// A process over 8 MiB of guest memory with one page of code at PIE_BASE, stdin fed from
 /// bytes and output captured.
@@ -585,4 +586,59 @@ fn sigsuspend_waits_with_its_mask_and_the_old_mask_is_in_the_frame() {
     assert_eq!(f.cpu.regs.rax as i64, neg(errno::EINTR));
     let signals::Delivery::Continue(entry) = f.deliver() else { panic!() };
     assert_eq!(f.mem.read_u64(entry.rdx + 296).unwrap(), 1 << (libc::SIGUSR1 - 1), "uc_sigmask: the mask before sigsuspend");
+}
+
+#[test]
+fn pipes_carry_bytes_block_readers_and_report_eof_and_epipe() {
+    let mut f = Fixture::new(b"");
+    let (fds, buf) = (f.scratch(), f.scratch() + 64);
+    assert_eq!(f.ret(293, &[fds, 0]), 0);
+    let both = f.mem.read_u64(fds).unwrap();
+    let (r, w) = (both & 0xffff_ffff, both >> 32);
+    f.mem.write(buf, b"ping").unwrap();
+    assert_eq!(f.ret(1, &[w, buf, 4]), 4);
+    assert_eq!(f.ret(0, &[r, buf + 8, 100]), 4);
+    // Empty with a writer: a blocking read waits (O_NONBLOCK on the other: EAGAIN).
+    assert!(matches!(f.call(0, &[r, buf, 1]), Flow::Block));
+    f.linux.thread_mut().state = RunState::Runnable;
+    assert_eq!(f.ret(72, &[r, libc::F_SETFL as u64, libc::O_NONBLOCK as u64]), 0);
+    assert_eq!(f.ret(0, &[r, buf, 1]), neg(errno::EAGAIN));
+    // The writer closed: end of file. The reader closed: EPIPE (and SIGPIPE).
+    assert_eq!(f.ret(3, &[w]), 0);
+    assert_eq!(f.ret(0, &[r, buf, 1]), 0);
+    assert_eq!(f.ret(293, &[fds, 0]), 0);
+    let both = f.mem.read_u64(fds).unwrap();
+    assert_eq!(f.ret(3, &[both & 0xffff_ffff]), 0);
+    assert_eq!(f.ret(1, &[both >> 32, buf, 1]), neg(errno::EPIPE));
+    assert!(f.linux.signal_pending());
+    assert_eq!(f.ret(293, &[fds, 0x1234]), neg(errno::EINVAL));
+}
+
+#[test]
+fn epoll_reports_ready_descriptors_edge_triggered_once_per_change() {
+    let mut f = Fixture::new(b"");
+    let (ev, out, val) = (f.scratch(), f.scratch() + 64, f.scratch() + 512);
+    let efd = f.ret(290, &[0, libc::O_NONBLOCK as u64]) as u64;
+    let ep = f.ret(291, &[0]) as u64;
+    let event = |events: u32, data: u64| [events.to_le_bytes().to_vec(), data.to_le_bytes().to_vec()].concat();
+    f.mem.write(ev, &event(1 | (1 << 31), 77)).unwrap(); // EPOLLIN | EPOLLET
+    assert_eq!(f.ret(233, &[ep, 1, efd, ev]), 0);
+    assert_eq!(f.ret(233, &[ep, 1, efd, ev]), neg(errno::EEXIST));
+    assert_eq!(f.ret(232, &[ep, out, 8, 0]), 0); // nothing yet, timeout 0
+    f.mem.write_u64(val, 3).unwrap();
+    assert_eq!(f.ret(1, &[efd, val, 8]), 8);
+    assert_eq!(f.ret(232, &[ep, out, 8, 0]), 1);
+    let mut got = [0u8; 12];
+    f.mem.read(out, &mut got).unwrap();
+    assert_eq!(u32::from_le_bytes(got[..4].try_into().unwrap()), 1);
+    assert_eq!(u64::from_le_bytes(got[4..].try_into().unwrap()), 77);
+    assert_eq!(f.ret(232, &[ep, out, 8, 0]), 0, "edge-triggered: reported once");
+    assert_eq!(f.ret(0, &[efd, val, 8]), 8);
+    assert_eq!(f.mem.read_u64(val).unwrap(), 3);
+    assert_eq!(f.ret(0, &[efd, val, 8]), neg(errno::EAGAIN));
+    // A blocking epoll_wait with nothing ready waits; a 0 ms one does not.
+    assert!(matches!(f.call(232, &[ep, out, 8, u64::MAX]), Flow::Block));
+    assert_eq!(f.ret(233, &[ep, 1, ep, ev]), neg(errno::EINVAL)); // itself
+    assert_eq!(f.ret(233, &[ep, 2, efd, 0]), 0);
+    assert_eq!(f.ret(233, &[ep, 2, efd, 0]), neg(errno::ENOENT));
 }

@@ -71,6 +71,12 @@ pub enum RunState {
         set: u64,
         until: Option<Instant>,
     },
+    /// Waiting for an in-machine object (pipe, eventfd, epoll) to change, or `until`
+    /// (then the syscall returns 0); a signal ends the wait as `on_signal` says.
+    IoWait {
+        until: Option<Instant>,
+        on_signal: RestartWhen,
+    },
     /// Ended; removed when the machine switches away from it.
     Exited,
 }
@@ -78,7 +84,10 @@ pub enum RunState {
 impl RunState {
     fn until(&self) -> Option<Instant> {
         match *self {
-            RunState::Futex { until, .. } | RunState::Sleep { until } | RunState::SigWait { until, .. } => until,
+            RunState::Futex { until, .. }
+            | RunState::Sleep { until }
+            | RunState::SigWait { until, .. }
+            | RunState::IoWait { until, .. } => until,
             _ => None,
         }
     }
@@ -113,6 +122,8 @@ pub struct Thread {
     pub blocked_nr: u64,
     /// The mask sigsuspend replaced, restored by the handler's return.
     pub saved_mask: Option<u64>,
+    /// The deadline of the I/O wait its syscall is in (kept when the syscall runs again).
+    pub io_deadline: Option<Option<Instant>>,
 }
 
 /// The tid of the first thread, which is also the process id.
@@ -140,6 +151,7 @@ impl Thread {
             restart: None,
             blocked_nr: 0,
             saved_mask: None,
+            io_deadline: None,
         }
     }
 }
@@ -151,7 +163,10 @@ impl Thread {
         let mut t = self.clone();
         let later = |u: Option<Instant>| u.map(|u| u.checked_add(by).unwrap_or(u));
         match &mut t.state {
-            RunState::Futex { until, .. } | RunState::Sleep { until } | RunState::SigWait { until, .. } => *until = later(*until),
+            RunState::Futex { until, .. }
+            | RunState::Sleep { until }
+            | RunState::SigWait { until, .. }
+            | RunState::IoWait { until, .. } => *until = later(*until),
             _ => {}
         }
         t
@@ -394,6 +409,7 @@ impl Linux {
             restart: None,
             blocked_nr: 0,
             saved_mask: None,
+            io_deadline: None,
         };
         self.threads.push(thread);
         Ok(tid)
@@ -628,6 +644,7 @@ impl Linux {
                     _ => 0,
                 });
                 t.state = RunState::Runnable;
+                t.io_deadline = None;
             }
         }
         // Round robin: the first runnable thread after the current one, else from the start

@@ -1,0 +1,499 @@
+//! Objects that live inside the machine: pipes, eventfds and epoll instances, with poll and
+//! epoll readiness over every descriptor. A thread that has to wait for one (an empty pipe, an
+//! epoll_wait) blocks in [`RunState::IoWait`]; any change to any of these objects wakes such
+//! threads, which then run their syscall again (it finds what changed, or blocks again with the
+//! deadline it had).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use super::files::{FdKind, Input};
+use super::signals::RestartWhen;
+use super::threads::RunState;
+use super::{err, errno, Flow, Linux, SyscallEnv};
+
+/// A pipe's capacity (Linux's default, 16 pages).
+pub const PIPE_CAPACITY: usize = 65536;
+/// Writes up to this size are all or nothing.
+const PIPE_BUF: usize = 4096;
+/// Most descriptors one epoll instance watches.
+const MAX_INTEREST: usize = 4096;
+
+const O_NONBLOCK: u64 = 0o4000;
+const O_CLOEXEC: u64 = 0o2000000;
+const EFD_SEMAPHORE: u64 = 1;
+
+// poll/epoll event bits (the same values in both).
+pub const POLLIN: u32 = 0x1;
+pub const POLLOUT: u32 = 0x4;
+pub const POLLERR: u32 = 0x8;
+pub const POLLHUP: u32 = 0x10;
+pub const POLLNVAL: u32 = 0x20;
+const EPOLLRDHUP: u32 = 0x2000;
+const EPOLLONESHOT: u32 = 1 << 30;
+const EPOLLET: u32 = 1 << 31;
+
+/// The bytes in a pipe and how many open ends it has.
+#[derive(Debug, Default)]
+pub struct PipeBuffer {
+    pub data: VecDeque<u8>,
+    pub readers: usize,
+    pub writers: usize,
+}
+
+/// One epoll registration: the descriptor, the events asked for, the user's data word, and
+/// (for edge-triggered ones) the object state last reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interest {
+    pub fd: u64,
+    pub events: u32,
+    pub data: u64,
+    pub reported: Option<u64>,
+}
+
+/// What an in-machine descriptor refers to.
+#[derive(Debug)]
+pub enum Local {
+    PipeRead(Arc<Mutex<PipeBuffer>>),
+    PipeWrite(Arc<Mutex<PipeBuffer>>),
+    EventFd { value: u64, semaphore: bool },
+    Epoll { interest: Vec<Interest> },
+}
+
+/// An open file description of an in-machine object (shared by dup'ed descriptors).
+#[derive(Debug)]
+pub struct Description {
+    pub nonblock: bool,
+    pub local: Local,
+}
+
+pub type Desc = Arc<Mutex<Description>>;
+
+/// Lock a description or buffer (a poisoned lock still holds valid data: no code panics
+/// while holding one, and if it did the state is a plain value).
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Description {
+    pub fn new(nonblock: bool, local: Local) -> Desc {
+        match &local {
+            Local::PipeRead(p) => {
+                let mut p = lock(p);
+                p.readers = p.readers.saturating_add(1);
+            }
+            Local::PipeWrite(p) => {
+                let mut p = lock(p);
+                p.writers = p.writers.saturating_add(1);
+            }
+            _ => {}
+        }
+        Arc::new(Mutex::new(Description { nonblock, local }))
+    }
+}
+
+impl Drop for Description {
+    fn drop(&mut self) {
+        match &self.local {
+            Local::PipeRead(p) => {
+                let mut p = lock(p);
+                p.readers = p.readers.saturating_sub(1);
+            }
+            Local::PipeWrite(p) => {
+                let mut p = lock(p);
+                p.writers = p.writers.saturating_sub(1);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A stable number for the state of what a description refers to, for edge-triggered epoll:
+/// it changes whenever readiness may have changed.
+fn state_of(d: &Description) -> u64 {
+    match &d.local {
+        Local::PipeRead(p) | Local::PipeWrite(p) => {
+            let p = lock(p);
+            (p.data.len() as u64) | ((p.readers.min(0xffff) as u64) << 32) | ((p.writers.min(0xffff) as u64) << 48)
+        }
+        Local::EventFd { value, .. } => *value,
+        Local::Epoll { .. } => 0,
+    }
+}
+
+impl Linux {
+    /// Something in-machine changed: every thread waiting for I/O looks again.
+    pub(super) fn io_changed(&mut self) {
+        for t in self.threads_mut() {
+            if matches!(t.state, RunState::IoWait { .. }) {
+                t.state = RunState::Runnable;
+                t.restart = Some(RestartWhen::Always);
+            }
+        }
+    }
+
+    /// Block the calling thread until an in-machine object changes (or `until`, with result 0).
+    fn wait_io(&mut self, until: Option<Instant>, on_signal: RestartWhen) -> Flow {
+        let t = self.thread_mut();
+        t.io_deadline = Some(until);
+        t.state = RunState::IoWait { until, on_signal };
+        Flow::Block
+    }
+
+    /// The deadline of the wait this syscall is in (kept across its re-runs), else `fresh`.
+    fn io_deadline_or(&self, fresh: impl FnOnce() -> Option<Instant>) -> Option<Instant> {
+        self.thread().io_deadline.unwrap_or_else(fresh)
+    }
+
+    fn install(&mut self, desc: Desc, cloexec: bool) -> std::result::Result<u64, i32> {
+        let _ = cloexec; // no exec: close-on-exec has nothing to do
+        self.fds.insert(FdKind::Local(desc), 0)
+    }
+
+    // ---- creation -------------------------------------------------------------------------------
+
+    pub(super) fn pipe2(&mut self, env: &SyscallEnv, fds: u64, flags: u64) -> std::result::Result<u64, i32> {
+        if flags & !(O_NONBLOCK | O_CLOEXEC) != 0 {
+            return Err(errno::EINVAL);
+        }
+        env.user().check(fds, 8, true)?;
+        let buffer = Arc::new(Mutex::new(PipeBuffer::default()));
+        let nonblock = flags & O_NONBLOCK != 0;
+        let r = self.install(Description::new(nonblock, Local::PipeRead(Arc::clone(&buffer))), flags & O_CLOEXEC != 0)?;
+        let w = match self.install(Description::new(nonblock, Local::PipeWrite(buffer)), flags & O_CLOEXEC != 0) {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = self.fds.close(r);
+                return Err(e);
+            }
+        };
+        let pair = [(r as u32).to_le_bytes(), (w as u32).to_le_bytes()].concat();
+        env.user().write(fds, &pair)?;
+        Ok(0)
+    }
+
+    pub(super) fn eventfd2(&mut self, initial: u64, flags: u64) -> std::result::Result<u64, i32> {
+        if flags & !(O_NONBLOCK | O_CLOEXEC | EFD_SEMAPHORE) != 0 {
+            return Err(errno::EINVAL);
+        }
+        let local = Local::EventFd { value: initial & 0xffff_ffff, semaphore: flags & EFD_SEMAPHORE != 0 };
+        self.install(Description::new(flags & O_NONBLOCK != 0, local), flags & O_CLOEXEC != 0)
+    }
+
+    pub(super) fn epoll_create1(&mut self, flags: u64) -> std::result::Result<u64, i32> {
+        if flags & !O_CLOEXEC != 0 {
+            return Err(errno::EINVAL);
+        }
+        self.install(Description::new(false, Local::Epoll { interest: Vec::new() }), flags & O_CLOEXEC != 0)
+    }
+
+    // ---- reading and writing ----------------------------------------------------------------------
+
+    /// read(2) on an in-machine object into the checked guest range `[ptr, ptr+len)`.
+    pub(super) fn read_local(&mut self, desc: &Desc, ptr: *mut u8, len: usize) -> Flow {
+        let mut d = lock(desc);
+        let nonblock = d.nonblock;
+        let result: std::result::Result<usize, i32> = match &mut d.local {
+            Local::PipeRead(p) => {
+                let mut p = lock(p);
+                if p.data.is_empty() {
+                    if p.writers == 0 {
+                        Ok(0)
+                    } else {
+                        Err(errno::EAGAIN)
+                    }
+                } else {
+                    let n = len.min(p.data.len());
+                    let (a, b) = p.data.as_slices();
+                    let from_a = n.min(a.len());
+                    // SAFETY: ptr covers `len` checked, writable guest bytes; n ≤ len.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(a.as_ptr(), ptr, from_a);
+                        std::ptr::copy_nonoverlapping(b.as_ptr(), ptr.add(from_a), n.saturating_sub(from_a));
+                    }
+                    p.data.drain(..n);
+                    Ok(n)
+                }
+            }
+            Local::EventFd { value, semaphore } => {
+                if len < 8 {
+                    Err(errno::EINVAL)
+                } else if *value == 0 {
+                    Err(errno::EAGAIN)
+                } else {
+                    let out = if *semaphore { 1 } else { *value };
+                    *value = value.saturating_sub(out);
+                    // SAFETY: ptr covers at least 8 checked, writable guest bytes.
+                    unsafe { std::ptr::copy_nonoverlapping(out.to_le_bytes().as_ptr(), ptr, 8) };
+                    Ok(8)
+                }
+            }
+            Local::PipeWrite(_) => Err(errno::EBADF),
+            Local::Epoll { .. } => Err(errno::EINVAL),
+        };
+        drop(d);
+        match result {
+            Ok(n) => {
+                if n > 0 {
+                    self.io_changed();
+                }
+                Flow::Return(n as u64)
+            }
+            Err(errno::EAGAIN) if !nonblock => self.wait_io(None, RestartWhen::NoHandlerOrSaRestart),
+            Err(e) => Flow::Return(err(e)),
+        }
+    }
+
+    /// write(2) of `data` to an in-machine object.
+    pub(super) fn write_local(&mut self, desc: &Desc, data: &[u8]) -> Flow {
+        let mut d = lock(desc);
+        let nonblock = d.nonblock;
+        let result: std::result::Result<usize, i32> = match &mut d.local {
+            Local::PipeWrite(p) => {
+                let mut p = lock(p);
+                let room = PIPE_CAPACITY.saturating_sub(p.data.len());
+                if p.readers == 0 {
+                    Err(errno::EPIPE)
+                } else if data.is_empty() {
+                    Ok(0)
+                } else if room == 0 || (data.len() <= PIPE_BUF && room < data.len()) {
+                    Err(errno::EAGAIN)
+                } else {
+                    let n = data.len().min(room);
+                    p.data.extend(&data[..n]);
+                    Ok(n)
+                }
+            }
+            Local::EventFd { value, .. } => {
+                let add = data.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
+                match add {
+                    None | Some(u64::MAX) => Err(errno::EINVAL),
+                    Some(add) if value.checked_add(add).is_none_or(|v| v == u64::MAX) => Err(errno::EAGAIN),
+                    Some(add) => {
+                        *value = value.saturating_add(add);
+                        Ok(8)
+                    }
+                }
+            }
+            Local::PipeRead(_) => Err(errno::EBADF),
+            Local::Epoll { .. } => Err(errno::EINVAL),
+        };
+        drop(d);
+        match result {
+            Ok(n) => {
+                self.io_changed();
+                Flow::Return(n as u64)
+            }
+            Err(errno::EPIPE) => {
+                let info = super::signals::SigInfo::from_process(libc::SIGPIPE as u64, super::signals::SI_USER, self.pid(), self.uid);
+                let me = self.current();
+                self.send(super::signals::Target::Thread(me), info);
+                Flow::Return(err(errno::EPIPE))
+            }
+            Err(errno::EAGAIN) if !nonblock => self.wait_io(None, RestartWhen::NoHandlerOrSaRestart),
+            Err(e) => Flow::Return(err(e)),
+        }
+    }
+
+    // ---- readiness --------------------------------------------------------------------------------
+
+    /// poll(2) events of descriptor `fd` (POLLNVAL if it is not open), and for edge-triggered
+    /// epoll the state they reflect.
+    pub(super) fn readiness(&self, fd: u64) -> (u32, u64) {
+        let Some(kind) = self.fds.get(fd) else { return (POLLNVAL, 0) };
+        match kind {
+            FdKind::Stdin => (
+                match &self.stdin {
+                    // Fed or empty input is always readable (data, or end of file).
+                    Input::Empty | Input::Bytes { .. } => POLLIN,
+                    // The host's own stdin: reported readable (a read waits for it, within the
+                    // run's deadline).
+                    Input::Inherit => POLLIN,
+                },
+                0,
+            ),
+            FdKind::Stdout | FdKind::Stderr => (POLLOUT, 0),
+            FdKind::File { .. } => (POLLIN | POLLOUT, 0),
+            FdKind::Local(desc) => {
+                let d = lock(desc);
+                let events = match &d.local {
+                    Local::PipeRead(p) => {
+                        let p = lock(p);
+                        (if p.data.is_empty() { 0 } else { POLLIN }) | if p.writers == 0 { POLLHUP | POLLIN | EPOLLRDHUP } else { 0 }
+                    }
+                    Local::PipeWrite(p) => {
+                        let p = lock(p);
+                        if p.readers == 0 {
+                            POLLERR | POLLOUT
+                        } else if PIPE_CAPACITY.saturating_sub(p.data.len()) >= PIPE_BUF {
+                            POLLOUT
+                        } else {
+                            0
+                        }
+                    }
+                    Local::EventFd { value, .. } => (if *value > 0 { POLLIN } else { 0 }) | if *value < u64::MAX - 1 { POLLOUT } else { 0 },
+                    Local::Epoll { interest } => {
+                        // Readable when a watched descriptor is ready (epoll instances inside it
+                        // count as never ready: no recursion through cycles).
+                        let interest = interest.clone();
+                        let state = state_of(&d);
+                        drop(d);
+                        let ready = interest.iter().any(|i| {
+                            let nested =
+                                matches!(self.fds.get(i.fd), Some(FdKind::Local(x)) if matches!(lock(x).local, Local::Epoll { .. }));
+                            !nested && self.readiness(i.fd).0 & i.events & !(EPOLLET | EPOLLONESHOT) != 0
+                        });
+                        return (if ready { POLLIN } else { 0 }, state);
+                    }
+                };
+                (events, state_of(&d))
+            }
+        }
+    }
+
+    pub(super) fn poll(&mut self, env: &SyscallEnv, fds: u64, n: u64, timeout: Option<Option<Instant>>) -> std::result::Result<Flow, i32> {
+        if n > super::files::MAX_FDS as u64 {
+            return Err(errno::EINVAL);
+        }
+        let until = self.io_deadline_or(|| timeout.unwrap_or(None));
+        let mut ready: u64 = 0;
+        for i in 0..n {
+            let at = fds.checked_add(i.saturating_mul(8)).ok_or(errno::EFAULT)?;
+            let mut p: libc::pollfd = env.user().read_pod(at)?;
+            p.revents = if p.fd < 0 {
+                0
+            } else {
+                let (events, _) = self.readiness(p.fd as u64);
+                // POLLERR, POLLHUP and POLLNVAL are reported whether asked for or not.
+                (events & (u32::from(p.events as u16) | POLLERR | POLLHUP | POLLNVAL)) as i16
+            };
+            if p.revents != 0 {
+                ready = ready.saturating_add(1);
+            }
+            env.user().write_pod(at, &p)?;
+        }
+        if ready > 0 || until.is_some_and(|u| u <= Instant::now()) {
+            return Ok(Flow::Return(ready));
+        }
+        Ok(self.wait_io(until, RestartWhen::NoHandler))
+    }
+
+    // ---- epoll ------------------------------------------------------------------------------------
+
+    fn epoll_of(&self, epfd: u64) -> std::result::Result<Desc, i32> {
+        match self.fds.get(epfd).ok_or(errno::EBADF)? {
+            FdKind::Local(d) if matches!(lock(d).local, Local::Epoll { .. }) => Ok(Arc::clone(d)),
+            _ => Err(errno::EINVAL),
+        }
+    }
+
+    pub(super) fn epoll_ctl(&mut self, env: &SyscallEnv, epfd: u64, op: u64, fd: u64, event: u64) -> std::result::Result<u64, i32> {
+        const ADD: u64 = 1;
+        const DEL: u64 = 2;
+        const MOD: u64 = 3;
+        let ep = self.epoll_of(epfd)?;
+        match self.fds.get(fd).ok_or(errno::EBADF)? {
+            // Regular files and directories are always ready: Linux refuses them.
+            FdKind::File { .. } => return Err(errno::EPERM),
+            FdKind::Local(d) if Arc::ptr_eq(d, &ep) => return Err(errno::EINVAL),
+            _ => {}
+        }
+        let (events, data) = if op == DEL {
+            (0, 0)
+        } else {
+            let mut raw = [0u8; 12]; // struct epoll_event is packed: u32 events, u64 data
+            env.user().read(event, &mut raw)?;
+            let (e, d) = raw.split_at(4);
+            (u32::from_le_bytes(e.try_into().unwrap_or([0; 4])), u64::from_le_bytes(d.try_into().unwrap_or([0; 8])))
+        };
+        let mut guard = lock(&ep);
+        let Local::Epoll { interest } = &mut guard.local else { return Err(errno::EINVAL) };
+        let at = interest.iter().position(|i| i.fd == fd);
+        match (op, at) {
+            (ADD, Some(_)) => return Err(errno::EEXIST),
+            (ADD, None) if interest.len() >= MAX_INTEREST => return Err(errno::ENOSPC),
+            (ADD, None) => interest.push(Interest { fd, events: events | POLLERR | POLLHUP, data, reported: None }),
+            (MOD, Some(i)) => interest[i] = Interest { fd, events: events | POLLERR | POLLHUP, data, reported: None },
+            (DEL, Some(i)) => {
+                interest.remove(i);
+            }
+            (MOD | DEL, None) => return Err(errno::ENOENT),
+            _ => return Err(errno::EINVAL),
+        }
+        drop(guard);
+        self.io_changed();
+        Ok(0)
+    }
+
+    /// epoll_wait / epoll_pwait / epoll_pwait2, `timeout` already converted.
+    pub(super) fn epoll_wait(
+        &mut self,
+        env: &SyscallEnv,
+        epfd: u64,
+        events: u64,
+        max: u64,
+        timeout: Option<Option<Instant>>,
+    ) -> std::result::Result<Flow, i32> {
+        if max == 0 || max > (i32::MAX as u64) / 12 {
+            return Err(errno::EINVAL);
+        }
+        let ep = self.epoll_of(epfd)?;
+        env.user().check(events, max.saturating_mul(12), true)?;
+        let until = self.io_deadline_or(|| timeout.unwrap_or(None));
+        let interest = match &lock(&ep).local {
+            Local::Epoll { interest } => interest.clone(),
+            _ => return Err(errno::EINVAL),
+        };
+        let mut out = Vec::new();
+        let mut updated = interest.clone();
+        for (k, i) in interest.iter().enumerate() {
+            if out.len() as u64 >= max {
+                break;
+            }
+            let (ready, state) = self.readiness(i.fd);
+            if ready == POLLNVAL {
+                continue; // closed since it was added
+            }
+            let hit = ready & (i.events | POLLERR | POLLHUP) & !(EPOLLET | EPOLLONESHOT);
+            if hit == 0 || i.events & !(POLLERR | POLLHUP) == 0 {
+                continue;
+            }
+            if i.events & EPOLLET != 0 && i.reported == Some(state) {
+                continue; // edge-triggered: nothing new since it was last reported
+            }
+            out.extend_from_slice(&hit.to_le_bytes());
+            out.extend_from_slice(&i.data.to_le_bytes());
+            updated[k].reported = Some(state);
+            if i.events & EPOLLONESHOT != 0 {
+                updated[k].events &= EPOLLET | EPOLLONESHOT; // disarmed until EPOLL_CTL_MOD
+            }
+        }
+        if let Local::Epoll { interest } = &mut lock(&ep).local {
+            // Registrations added or removed meanwhile are kept as they are now.
+            for u in updated {
+                if let Some(cur) = interest.iter_mut().find(|c| c.fd == u.fd) {
+                    cur.reported = u.reported;
+                    cur.events = u.events;
+                }
+            }
+        }
+        if !out.is_empty() {
+            env.user().write(events, &out)?;
+            return Ok(Flow::Return((out.len() / 12) as u64));
+        }
+        if until.is_some_and(|u| u <= Instant::now()) {
+            return Ok(Flow::Return(0));
+        }
+        Ok(self.wait_io(until, RestartWhen::NoHandler))
+    }
+}
+
+/// A poll/epoll timeout in milliseconds (negative: none) as a deadline: `None` waits for ever.
+pub fn deadline_in_ms(ms: u64) -> Option<Option<Instant>> {
+    let ms = ms as i32;
+    if ms < 0 {
+        return Some(None);
+    }
+    Some(Instant::now().checked_add(std::time::Duration::from_millis(ms.unsigned_abs().into())))
+}
