@@ -113,9 +113,20 @@ impl Machine {
     /// On the way back to user mode (the vCPU holds the thread's user state): act on its
     /// pending signals — a handler frame, a restarted syscall, or the end of the process.
     pub(super) fn deliver_signals(&mut self) -> Result<Option<Stop>> {
-        if !self.linux.signal_pending() {
-            return Ok(None);
+        // Every deliverable signal gets its frame, each on top of the last (the newest handler
+        // runs first), as Linux loops on its way back to user mode; bounded by the signals.
+        for _ in 0..=64 {
+            if !self.linux.signal_pending() {
+                break;
+            }
+            if let Some(stop) = self.deliver_one_signal()? {
+                return Ok(Some(stop));
+            }
         }
+        Ok(None)
+    }
+
+    fn deliver_one_signal(&mut self) -> Result<Option<Stop>> {
         let sync = self.vm.vcpu.sync_regs_mut();
         let user = UserCpu { regs: sync.regs, fs_base: sync.sregs.fs.base, gs_base: sync.sregs.gs.base };
         let vcpu = &self.vm.vcpu;

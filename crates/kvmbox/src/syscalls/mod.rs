@@ -299,8 +299,12 @@ impl Linux {
     pub fn handle(&mut self, env: &SyscallEnv, host: &mut dyn Host, nr: u64, a: [u64; 6]) -> Result<Flow> {
         let flow = self.dispatch(env, host, nr, &a);
         if matches!(flow, Ok(Flow::Block)) {
-            // A signal may make it run again (see `signals::RestartWhen`).
+            // A signal or an I/O change may make it run again (see `signals::RestartWhen`).
             self.thread_mut().blocked_nr = nr;
+            self.interrupt_if_pending();
+        } else {
+            // The wait (if this was one, run again) is over.
+            self.thread_mut().io_deadline = None;
         }
         self.trace_syscall(env, host, nr, &a, &flow);
         flow

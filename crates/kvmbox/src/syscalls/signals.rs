@@ -30,6 +30,10 @@ const SA_RESTART: u64 = 0x1000_0000;
 const SA_NODEFER: u64 = 0x4000_0000;
 const SA_RESETHAND: u64 = 0x8000_0000;
 
+/// The sa_flags bits x86-64 Linux keeps (SA_NOCLDSTOP, SA_NOCLDWAIT, SA_SIGINFO,
+/// SA_EXPOSE_TAGBITS, SA_RESTORER, SA_ONSTACK, SA_RESTART, SA_NODEFER, SA_RESETHAND).
+const KNOWN_FLAGS: u64 = 1 | 2 | SA_SIGINFO | 0x800 | SA_RESTORER | SA_ONSTACK | SA_RESTART | SA_NODEFER | SA_RESETHAND;
+
 const SS_ONSTACK: u64 = 1;
 const SS_DISABLE: u64 = 2;
 const SS_AUTODISARM: u64 = 1 << 31;
@@ -165,6 +169,7 @@ impl Linux {
             env.user().write_pod(oact, &self.sigactions[sig as usize])?;
         }
         if let Some(mut n) = new {
+            n[1] &= KNOWN_FLAGS; // Linux drops flag bits it does not know
             n[3] &= !UNBLOCKABLE;
             self.sigactions[sig as usize] = n;
             // Pending signals that are now ignored are discarded, as Linux does.
@@ -338,9 +343,23 @@ impl Linux {
             RunState::IoWait { on_signal, .. } => on_signal,
             RunState::Runnable | RunState::Exited => return,
         };
+        if let RunState::Sleep { until: Some(until), rem } = t.state {
+            if rem != 0 {
+                t.sleep_rem = Some((rem, until.saturating_duration_since(Instant::now())));
+            }
+        }
         t.state = RunState::Runnable;
         t.resume_rax = Some(err(errno::EINTR));
         t.restart = Some(restart);
+    }
+
+    /// The calling thread just blocked, but a signal it does not block is already pending:
+    /// the wait ends at once, as Linux checks for signals before it sleeps.
+    pub(super) fn interrupt_if_pending(&mut self) {
+        if self.deliverable(self.thread().sigmask).is_some() {
+            let me = self.current();
+            self.interrupt_wait(me);
+        }
     }
 
     // ---- delivery -------------------------------------------------------------------------------
@@ -399,6 +418,10 @@ impl Linux {
                 rewind(&mut regs, self.thread().blocked_nr);
             } else {
                 self.thread_mut().io_deadline = None; // the wait ends here, with EINTR
+                if let Some((at, left)) = self.thread_mut().sleep_rem.take() {
+                    let ts = [left.as_secs().min(i64::MAX as u64), u64::from(left.subsec_nanos())];
+                    let _ = mem.write(at, &ts.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>());
+                }
             }
             let fpu = xsave();
             let frame_user = UserCpu { regs, ..*user };
@@ -534,7 +557,7 @@ impl Linux {
             t.altstack = [0, SS_DISABLE, 0];
         }
         if flags & SA_RESETHAND != 0 {
-            self.sigactions[sig as usize] = [SIG_DFL, flags & !(SA_RESETHAND | SA_SIGINFO), 0, 0];
+            self.sigactions[sig as usize][0] = SIG_DFL; // the flags stay, as on Linux
         }
         const CLEAR: u64 = 0x400 | 0x100 | 0x1_0000; // DF, TF, RF
         Some(kvm_regs {

@@ -263,9 +263,10 @@ fn encode_thread(w: &mut crate::snapfile::Writer, t: &Thread, captured_at: Insta
             w.u64(time_left(until, captured_at));
             w.u64(seq);
         }
-        RunState::Sleep { until } => {
+        RunState::Sleep { until, rem } => {
             w.u8(2);
             w.u64(time_left(until, captured_at));
+            w.u64(rem);
         }
         RunState::Exited => w.u8(3),
         RunState::Pause => w.u8(4),
@@ -322,7 +323,7 @@ fn decode_thread(r: &mut crate::snapfile::Reader, captured_at: Instant) -> Resul
             let bitset = u32::try_from(bitset).ok().filter(|&b| b != 0).ok_or_else(|| bad("futex bitset"))?;
             RunState::Futex { addr, bitset, until: time_until(left, captured_at), seq }
         }
-        2 => RunState::Sleep { until: time_until(r.u64()?, captured_at) },
+        2 => RunState::Sleep { until: time_until(r.u64()?, captured_at), rem: r.u64()? },
         4 => RunState::Pause,
         5 => RunState::SigWait { set: r.u64()?, until: time_until(r.u64()?, captured_at) },
         6 => {

@@ -601,6 +601,13 @@ fn pipes_carry_bytes_block_readers_and_report_eof_and_epipe() {
     // Empty with a writer: a blocking read waits (O_NONBLOCK on the other: EAGAIN).
     assert!(matches!(f.call(0, &[r, buf, 1]), Flow::Block));
     f.linux.thread_mut().state = RunState::Runnable;
+    // poll for ever waits; a later poll with timeout 0 (a new call) does not inherit that wait.
+    let pfd = f.scratch() + 1024;
+    f.mem.write(pfd, &[(r as u32).to_le_bytes(), 1u32.to_le_bytes()].concat()).unwrap(); // POLLIN
+    assert!(matches!(f.call(7, &[pfd, 1, u64::MAX]), Flow::Block));
+    f.linux.thread_mut().state = RunState::Runnable;
+    assert_eq!(f.ret(39, &[]), 1); // any other syscall ends the wait
+    assert_eq!(f.ret(7, &[pfd, 1, 0]), 0);
     assert_eq!(f.ret(72, &[r, libc::F_SETFL as u64, libc::O_NONBLOCK as u64]), 0);
     assert_eq!(f.ret(0, &[r, buf, 1]), neg(errno::EAGAIN));
     // The writer closed: end of file. The reader closed: EPIPE (and SIGPIPE).

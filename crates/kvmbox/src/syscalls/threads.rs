@@ -60,9 +60,11 @@ pub enum RunState {
         until: Option<Instant>,
         seq: u64,
     },
-    /// In nanosleep (or waiting for ever, `None`).
+    /// In nanosleep (or waiting for ever, `None`); `rem` is where an interrupted sleep
+    /// reports the time left (0: nowhere).
     Sleep {
         until: Option<Instant>,
+        rem: u64,
     },
     /// In pause or sigsuspend: until a handler runs.
     Pause,
@@ -85,7 +87,7 @@ impl RunState {
     fn until(&self) -> Option<Instant> {
         match *self {
             RunState::Futex { until, .. }
-            | RunState::Sleep { until }
+            | RunState::Sleep { until, .. }
             | RunState::SigWait { until, .. }
             | RunState::IoWait { until, .. } => until,
             _ => None,
@@ -124,6 +126,8 @@ pub struct Thread {
     pub saved_mask: Option<u64>,
     /// The deadline of the I/O wait its syscall is in (kept when the syscall runs again).
     pub io_deadline: Option<Option<Instant>>,
+    /// An interrupted nanosleep's `rem` pointer and the time that was left.
+    pub sleep_rem: Option<(u64, Duration)>,
 }
 
 /// The tid of the first thread, which is also the process id.
@@ -152,6 +156,7 @@ impl Thread {
             blocked_nr: 0,
             saved_mask: None,
             io_deadline: None,
+            sleep_rem: None,
         }
     }
 }
@@ -164,7 +169,7 @@ impl Thread {
         let later = |u: Option<Instant>| u.map(|u| u.checked_add(by).unwrap_or(u));
         match &mut t.state {
             RunState::Futex { until, .. }
-            | RunState::Sleep { until }
+            | RunState::Sleep { until, .. }
             | RunState::SigWait { until, .. }
             | RunState::IoWait { until, .. } => *until = later(*until),
             _ => {}
@@ -410,6 +415,7 @@ impl Linux {
             blocked_nr: 0,
             saved_mask: None,
             io_deadline: None,
+            sleep_rem: None,
         };
         self.threads.push(thread);
         Ok(tid)
@@ -623,9 +629,10 @@ impl Linux {
 
     // ---- sleeping and yielding ----------------------------------------------------------------
 
-    /// The calling thread sleeps until `until` (`None`: until the run ends).
-    pub(super) fn sleep(&mut self, until: Option<Instant>) -> Flow {
-        self.thread_mut().state = RunState::Sleep { until };
+    /// The calling thread sleeps until `until` (`None`: until the run ends); if a signal
+    /// interrupts it, the time left goes to `rem`.
+    pub(super) fn sleep(&mut self, until: Option<Instant>, rem: u64) -> Flow {
+        self.thread_mut().state = RunState::Sleep { until, rem };
         Flow::Block
     }
 
@@ -663,7 +670,7 @@ impl Linux {
         // A thread asleep for ever (or waiting for a signal) is waiting for the run to end (its
         // timeout, an interrupt), as natively it would wait for a signal from outside; futex
         // waiters alone can never wake.
-        let for_a_signal = |t: &Thread| matches!(t.state, RunState::Sleep { until: None } | RunState::Pause | RunState::SigWait { .. });
+        let for_a_signal = |t: &Thread| matches!(t.state, RunState::Sleep { until: None, .. } | RunState::Pause | RunState::SigWait { .. });
         if blocked().any(for_a_signal) {
             return Next::Wait(None);
         }

@@ -40,13 +40,14 @@ impl Linux {
 
     /// nanosleep / clock_nanosleep: the calling thread blocks (others run meanwhile); a sleep
     /// too long to represent lasts until the run ends (its timeout or an interrupt).
-    pub(super) fn nanosleep(&mut self, env: &SyscallEnv, clock: u64, flags: u64, req: u64) -> Flow {
+    pub(super) fn nanosleep(&mut self, env: &SyscallEnv, clock: u64, flags: u64, req: u64, rem: u64) -> Flow {
         const TIMER_ABSTIME: u64 = 1;
         if let Err(e) = host_clock(clock) {
             return Flow::Return(err(e));
         }
         match wake_time(env, req, clock as i32, flags & TIMER_ABSTIME != 0) {
-            Ok(until) => self.sleep(until),
+            // An absolute sleep has no time left to report.
+            Ok(until) => self.sleep(until, if flags & TIMER_ABSTIME != 0 { 0 } else { rem }),
             Err(e) => Flow::Return(err(e)),
         }
     }
