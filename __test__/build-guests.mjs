@@ -16,6 +16,7 @@
 //
 // Some sources add flags to every variant or leave variants out (SOURCE_OPTIONS):
 //   threads.c, threads_cpp.cpp  -pthread
+//   signals.c, threadpool.c     -pthread
 //   openmp.c                    -fopenmp; no -musl variant (gcc's libgomp.a is built
 //                               against glibc)
 //
@@ -54,6 +55,8 @@ const VARIANTS = {
  */
 const SOURCE_OPTIONS = {
   'threads.c': { flags: ['-pthread'] },
+  'signals.c': { flags: ['-pthread'] },
+  'threadpool.c': { flags: ['-pthread'] },
   'threads_cpp.cpp': { flags: ['-pthread'] },
   'openmp.c': { flags: ['-fopenmp'], skip: ['-musl'] },
 };
