@@ -17,6 +17,13 @@ const debugme = path.join(dir, 'debugme');
   if (r.status !== 0) throw new Error(`compiling debugme.c: ${r.stderr}`);
 }
 
+const debugthreads = path.join(dir, 'debugthreads');
+{
+  const src = path.join(GUEST_DIR, 'debugthreads.c');
+  const r = spawnSync('gcc', ['-g', '-O0', '-static', '-pthread', '-o', debugthreads, src], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`compiling debugthreads.c: ${r.stderr}`);
+}
+
 /** Start batch gdb against 127.0.0.1:port; resolves to its output once it exits. */
 function gdb(port, commands, file = debugme) {
   const args = ['-batch', '-nx', '-ex', `file ${file}`, '-ex', `target remote 127.0.0.1:${port}`];
@@ -59,6 +66,32 @@ test.serial('gdb: breakpoint, backtrace, variables, stepping, registers, then no
   t.regex(out, /exited with code 0313/);
   t.is(r.status, 'exited');
   t.is(r.exitCode, native.exitCode);
+  t.is(r.stdout.toString(), native.stdout.toString());
+});
+
+test.serial('gdb: threads are listed, each with its own registers; a breakpoint in a worker names its thread', async (t) => {
+  const native = runNative(debugthreads);
+  const vm = Machine.fromFile(debugthreads);
+  const port = vm.debug({ port: 0 });
+  const session = gdb(
+    port,
+    ['break work', 'continue', 'info threads', 'print id', 'bt 1', 'thread 1', 'bt', 'info registers rip', 'delete', 'continue'],
+    debugthreads,
+  );
+  const r = vm.run();
+  const out = await session;
+  // Whichever worker gets there first stops; gdb numbers threads itself, the target ids are
+  // pid.tid (tids 1–4).
+  t.regex(out, /Thread \d hit Breakpoint 1, work \(id=[123]\) at .*debugthreads\.c:8/);
+  // info threads: the main thread and three workers, the stopped one marked and in work().
+  for (const tid of [1, 2, 3, 4]) t.regex(out, new RegExp(`\\n[ *]+\\d +Thread 1\\.${tid} `), `tid ${tid} is listed`);
+  t.regex(out, /\* \d +Thread 1\.[234] +work \(id=[123]\)/);
+  t.regex(out, /\$1 = [123]\n/);
+  // The main thread, waiting in the barrier: its own registers and stack.
+  t.regex(out, /Switching to thread 1 \(Thread 1\.1\)/);
+  t.regex(out, /#1 +0x[0-9a-f]+ in main \(\) at .*debugthreads\.c:2\d/, 'thread 1 is in main');
+  t.regex(out, /rip +0x[0-9a-f]+ +0x[0-9a-f]+ <pthread_barrier_wait\+\d+>/, 'its own rip');
+  t.is(r.status, 'exited');
   t.is(r.stdout.toString(), native.stdout.toString());
 });
 

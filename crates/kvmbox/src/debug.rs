@@ -17,11 +17,13 @@ use std::time::Duration;
 
 use gdbstub::arch::{Arch, Registers};
 use gdbstub::common::Signal;
+use gdbstub::common::Tid;
 use gdbstub::conn::ConnectionExt;
 use gdbstub::stub::run_blocking::{self, BlockingEventLoop};
-use gdbstub::stub::{DisconnectReason, GdbStub, SingleThreadStopReason};
-use gdbstub::target::ext::base::singlethread::{
-    SingleThreadBase, SingleThreadResume, SingleThreadResumeOps, SingleThreadSingleStep, SingleThreadSingleStepOps,
+use gdbstub::stub::{DisconnectReason, GdbStub, MultiThreadStopReason};
+use gdbstub::target::ext::base::multithread::{
+    MultiThreadBase, MultiThreadResume, MultiThreadResumeOps, MultiThreadSchedulerLocking, MultiThreadSchedulerLockingOps,
+    MultiThreadSingleStep, MultiThreadSingleStepOps,
 };
 use gdbstub::target::ext::base::BaseOps;
 use gdbstub::target::ext::breakpoints::{Breakpoints, BreakpointsOps, SwBreakpoint, SwBreakpointOps};
@@ -31,7 +33,7 @@ use gdbstub_arch::x86::reg::X86_64CoreRegs;
 
 use crate::error::{Error, Result};
 use crate::host::Host;
-use crate::machine::{Machine, Stop};
+use crate::machine::{Machine, Stop, ThreadState};
 use crate::syscalls::ExitStatus;
 use crate::timer;
 
@@ -136,7 +138,7 @@ impl Target for Session<'_> {
 
     #[inline(always)]
     fn base_ops(&mut self) -> BaseOps<'_, Self::Arch, Self::Error> {
-        BaseOps::SingleThread(self)
+        BaseOps::MultiThread(self)
     }
 
     #[inline(always)]
@@ -145,11 +147,17 @@ impl Target for Session<'_> {
     }
 }
 
-impl SingleThreadBase for Session<'_> {
-    fn read_registers(&mut self, all: &mut KvmboxRegs) -> TargetResult<(), Self> {
-        (all.fs_base, all.gs_base) = self.machine.segment_bases();
+/// gdb's thread id for a guest tid (gdb numbers threads from 1, as Linux tids are).
+fn gdb_tid(tid: u64) -> Tid {
+    Tid::new(usize::try_from(tid).unwrap_or(usize::MAX)).unwrap_or(Tid::MIN)
+}
+
+impl MultiThreadBase for Session<'_> {
+    fn read_registers(&mut self, all: &mut KvmboxRegs, tid: Tid) -> TargetResult<(), Self> {
+        let state = self.machine.thread_state(tid.get() as u64).map_err(|e| TargetError::Fatal(e.to_string()))?;
+        let Some(ThreadState { regs: r, tls: (fs_base, gs_base), fpu }) = state else { return Err(TargetError::Errno(3)) }; // ESRCH
+        (all.fs_base, all.gs_base) = (fs_base, gs_base);
         let regs = &mut all.core;
-        let r = self.machine.regs();
         regs.regs = [r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, r.rsp, r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15];
         regs.rip = r.rip;
         regs.eflags = r.rflags as u32;
@@ -159,7 +167,6 @@ impl SingleThreadBase for Session<'_> {
         regs.segments.es = crate::arch::SEL_USER_DATA as u32;
         regs.segments.fs = crate::arch::SEL_USER_DATA as u32;
         regs.segments.gs = crate::arch::SEL_USER_DATA as u32;
-        let fpu = self.machine.fpu().map_err(|e| TargetError::Fatal(e.to_string()))?;
         for (dst, src) in regs.st.iter_mut().zip(fpu.fpr.iter()) {
             dst.copy_from_slice(&src[..10]);
         }
@@ -176,26 +183,37 @@ impl SingleThreadBase for Session<'_> {
         Ok(())
     }
 
-    fn write_registers(&mut self, all: &KvmboxRegs) -> TargetResult<(), Self> {
+    fn write_registers(&mut self, all: &KvmboxRegs, tid: Tid) -> TargetResult<(), Self> {
+        let tid = tid.get() as u64;
+        let state = self.machine.thread_state(tid).map_err(|e| TargetError::Fatal(e.to_string()))?;
+        let Some(ThreadState { regs: mut r, mut fpu, .. }) = state else { return Err(TargetError::Errno(3)) };
         let regs = &all.core;
-        let mut r = self.machine.regs();
         let g = &regs.regs;
         (r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, r.rsp) = (g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7]);
         (r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15) = (g[8], g[9], g[10], g[11], g[12], g[13], g[14], g[15]);
         r.rip = regs.rip;
         // User-controllable flags only (no IOPL, no VM/RF tricks).
         r.rflags = (regs.eflags as u64 & 0x3C_0DD5) | 0x2;
-        self.machine.set_regs(r);
-        let mut fpu = self.machine.fpu().map_err(|e| TargetError::Fatal(e.to_string()))?;
         for (dst, src) in fpu.xmm.iter_mut().zip(regs.xmm.iter()) {
             *dst = src.to_le_bytes();
         }
         fpu.mxcsr = regs.mxcsr & 0xFFFF;
-        self.machine.set_fpu(&fpu).map_err(|e| TargetError::Fatal(e.to_string()))?;
+        match self.machine.set_thread_state(tid, r, &fpu) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(TargetError::Errno(3)),
+            Err(e) => Err(TargetError::Fatal(e.to_string())),
+        }
+    }
+
+    #[inline(always)]
+    fn list_active_threads(&mut self, thread_is_active: &mut dyn FnMut(Tid)) -> std::result::Result<(), Self::Error> {
+        for tid in self.machine.thread_ids().0 {
+            thread_is_active(gdb_tid(tid));
+        }
         Ok(())
     }
 
-    fn read_addrs(&mut self, start: u64, data: &mut [u8]) -> TargetResult<usize, Self> {
+    fn read_addrs(&mut self, start: u64, data: &mut [u8], _tid: Tid) -> TargetResult<usize, Self> {
         // Byte ranges may straddle inaccessible pages: return what is readable.
         let mut done = 0;
         while done < data.len() {
@@ -213,7 +231,7 @@ impl SingleThreadBase for Session<'_> {
         Ok(done)
     }
 
-    fn write_addrs(&mut self, start: u64, data: &[u8]) -> TargetResult<(), Self> {
+    fn write_addrs(&mut self, start: u64, data: &[u8], _tid: Tid) -> TargetResult<(), Self> {
         if self.machine.debug_write(start, data) {
             Ok(())
         } else {
@@ -222,26 +240,51 @@ impl SingleThreadBase for Session<'_> {
     }
 
     #[inline(always)]
-    fn support_resume(&mut self) -> Option<SingleThreadResumeOps<'_, Self>> {
+    fn support_resume(&mut self) -> Option<MultiThreadResumeOps<'_, Self>> {
         Some(self)
     }
 }
 
-impl SingleThreadResume for Session<'_> {
-    fn resume(&mut self, _signal: Option<Signal>) -> std::result::Result<(), Self::Error> {
+// All threads run when the guest is resumed (the scheduler picks them as usual); a single
+// step steps the thread on the vCPU, which is the one that stopped.
+impl MultiThreadResume for Session<'_> {
+    fn resume(&mut self) -> std::result::Result<(), Self::Error> {
+        Ok(())
+    }
+
+    fn clear_resume_actions(&mut self) -> std::result::Result<(), Self::Error> {
         self.step = false;
         Ok(())
     }
 
+    fn set_resume_action_continue(&mut self, _tid: Tid, _signal: Option<Signal>) -> std::result::Result<(), Self::Error> {
+        Ok(())
+    }
+
     #[inline(always)]
-    fn support_single_step(&mut self) -> Option<SingleThreadSingleStepOps<'_, Self>> {
+    fn support_single_step(&mut self) -> Option<MultiThreadSingleStepOps<'_, Self>> {
+        Some(self)
+    }
+
+    #[inline(always)]
+    fn support_scheduler_locking(&mut self) -> Option<MultiThreadSchedulerLockingOps<'_, Self>> {
         Some(self)
     }
 }
 
-impl SingleThreadSingleStep for Session<'_> {
-    fn step(&mut self, _signal: Option<Signal>) -> std::result::Result<(), Self::Error> {
+impl MultiThreadSingleStep for Session<'_> {
+    fn set_resume_action_step(&mut self, tid: Tid, _signal: Option<Signal>) -> std::result::Result<(), Self::Error> {
         self.step = true;
+        // gdb steps the thread it has selected: that thread goes on the vCPU (if it can run).
+        self.machine.debug_select_thread(tid.get() as u64).map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}
+
+// gdb asks for "only the stepped thread runs" when it steps: a single step is one instruction
+// of the thread on the vCPU, which nothing preempts within that instruction.
+impl MultiThreadSchedulerLocking for Session<'_> {
+    fn set_resume_action_scheduler_lock(&mut self) -> std::result::Result<(), Self::Error> {
         Ok(())
     }
 }
@@ -326,7 +369,7 @@ enum EventLoop {}
 impl BlockingEventLoop for EventLoop {
     type Target = Session<'static>;
     type Connection = TcpStream;
-    type StopReason = SingleThreadStopReason<u64>;
+    type StopReason = MultiThreadStopReason<u64>;
 
     #[allow(clippy::type_complexity)]
     fn wait_for_stop_reason(
@@ -338,31 +381,34 @@ impl BlockingEventLoop for EventLoop {
             // gdb resumed a guest that already stopped for good: end the session.
             return Err(W::Target("the guest has stopped".into()));
         }
-        let stepping = target.step;
-        match target.run(conn.as_raw_fd()) {
+        let result = target.run(conn.as_raw_fd());
+        // The thread that stopped is the one on the vCPU.
+        let tid = gdb_tid(target.machine.thread_ids().1);
+        let signal = |signal| MultiThreadStopReason::SignalWithThread { tid, signal };
+        match result {
             Ok(Stop::Trap(3)) => {
                 let mut r = target.machine.regs();
                 if target.breakpoints.contains_key(&(r.rip - 1)) {
                     r.rip -= 1; // re-execute the real instruction once the breakpoint is lifted
                     target.machine.set_regs(r);
-                    Ok(Event::TargetStopped(SingleThreadStopReason::SwBreak(())))
+                    Ok(Event::TargetStopped(MultiThreadStopReason::SwBreak(tid)))
                 } else {
-                    Ok(Event::TargetStopped(SingleThreadStopReason::Signal(Signal::SIGTRAP)))
+                    Ok(Event::TargetStopped(signal(Signal::SIGTRAP)))
                 }
             }
-            Ok(Stop::Trap(_)) if stepping => Ok(Event::TargetStopped(SingleThreadStopReason::DoneStep)),
-            Ok(Stop::Trap(_)) => Ok(Event::TargetStopped(SingleThreadStopReason::Signal(Signal::SIGTRAP))),
+            // A finished single step, or an int3 of the program's own.
+            Ok(Stop::Trap(_)) => Ok(Event::TargetStopped(signal(Signal::SIGTRAP))),
             Ok(Stop::Interrupted) => {
                 let byte = conn.read().map_err(W::Connection)?;
                 Ok(Event::IncomingData(byte))
             }
             Ok(Stop::Exit(ExitStatus::Code(c))) => {
                 target.end = Some(Ok(Stop::Exit(ExitStatus::Code(c))));
-                Ok(Event::TargetStopped(SingleThreadStopReason::Exited(c as u8)))
+                Ok(Event::TargetStopped(MultiThreadStopReason::Exited(c as u8)))
             }
             Ok(Stop::Exit(ExitStatus::Signal(s))) => {
                 target.end = Some(Ok(Stop::Exit(ExitStatus::Signal(s))));
-                Ok(Event::TargetStopped(SingleThreadStopReason::Terminated(Signal(s as u8))))
+                Ok(Event::TargetStopped(MultiThreadStopReason::Terminated(Signal(s as u8))))
             }
             Ok(other) => {
                 // kvmbox_pause(), or the called function returned: the debugged run or call
@@ -373,13 +419,14 @@ impl BlockingEventLoop for EventLoop {
             Err(e) => {
                 let sig = signal_for_fault(&e);
                 target.end = Some(Err(e));
-                Ok(Event::TargetStopped(SingleThreadStopReason::Signal(sig)))
+                Ok(Event::TargetStopped(signal(sig)))
             }
         }
     }
 
-    fn on_interrupt(_target: &mut Session<'static>) -> std::result::Result<Option<Self::StopReason>, String> {
-        Ok(Some(SingleThreadStopReason::Signal(Signal::SIGINT)))
+    fn on_interrupt(target: &mut Session<'static>) -> std::result::Result<Option<Self::StopReason>, String> {
+        let tid = gdb_tid(target.machine.thread_ids().1);
+        Ok(Some(MultiThreadStopReason::SignalWithThread { tid, signal: Signal::SIGINT }))
     }
 }
 

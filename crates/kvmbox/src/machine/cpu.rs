@@ -64,41 +64,48 @@ impl Machine {
     /// on every backend).
     pub(crate) fn fpu(&self) -> Result<kvm_bindings::kvm_fpu> {
         let x = self.vm.vcpu.get_xsave().map_err(|e| Error::kvm("KVM_GET_XSAVE", e))?;
-        let b: Vec<u8> = x.region.iter().flat_map(|w| w.to_le_bytes()).collect();
-        let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
-        let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
-        let mut fpu = kvm_bindings::kvm_fpu {
-            fcw: u16_at(0),
-            fsw: u16_at(2),
-            ftwx: b[4],
-            last_opcode: u16_at(6),
-            last_ip: u64_at(8),
-            last_dp: u64_at(16),
-            mxcsr: u32::from_le_bytes(b[24..28].try_into().unwrap()),
-            ..Default::default()
-        };
-        for i in 0..8 {
-            fpu.fpr[i].copy_from_slice(&b[32 + 16 * i..48 + 16 * i]);
-        }
-        for i in 0..16 {
-            fpu.xmm[i].copy_from_slice(&b[160 + 16 * i..176 + 16 * i]);
-        }
-        Ok(fpu)
+        Ok(fpu_of(&x))
     }
 
     /// Write XMM registers and MXCSR back into the XSAVE image.
     pub(crate) fn set_fpu(&self, fpu: &kvm_bindings::kvm_fpu) -> Result<()> {
         let mut x = self.vm.vcpu.get_xsave().map_err(|e| Error::kvm("KVM_GET_XSAVE", e))?;
-        let mut b: Vec<u8> = x.region.iter().flat_map(|w| w.to_le_bytes()).collect();
-        b[24..28].copy_from_slice(&fpu.mxcsr.to_le_bytes());
-        for i in 0..16 {
-            b[160 + 16 * i..176 + 16 * i].copy_from_slice(&fpu.xmm[i]);
-        }
-        for (w, c) in x.region.iter_mut().zip(b.chunks_exact(4)) {
-            *w = u32::from_le_bytes(c.try_into().unwrap());
-        }
+        patch_fpu(&mut x, fpu);
         // SAFETY: a complete kvm_xsave read from this vCPU, with only MXCSR/XMM changed.
         unsafe { self.vm.vcpu.set_xsave(&x) }.map_err(|e| Error::kvm("KVM_SET_XSAVE", e))
+    }
+
+    /// The guest's thread ids, in creation order, and the one on the vCPU.
+    pub(crate) fn thread_ids(&self) -> (Vec<u64>, u64) {
+        let ids = self.linux.threads().iter().filter(|t| t.state != crate::syscalls::threads::RunState::Exited).map(|t| t.tid).collect();
+        (ids, self.linux.tid())
+    }
+
+    /// Registers, TLS bases and x87/SSE state of thread `tid` as a debugger shows them (the
+    /// running thread's from the vCPU, the others' as they were put aside).
+    pub(crate) fn thread_state(&mut self, tid: u64) -> Result<Option<ThreadState>> {
+        if tid == self.linux.tid() {
+            return Ok(Some(ThreadState { regs: self.regs(), tls: self.segment_bases(), fpu: self.fpu()? }));
+        }
+        let Some(saved) = self.linux.threads().iter().find(|t| t.tid == tid).and_then(|t| t.saved.as_deref()) else { return Ok(None) };
+        let fpu = saved.xsave.as_deref().map(fpu_of).unwrap_or_default();
+        Ok(Some(ThreadState { regs: saved.user.regs, tls: (saved.user.fs_base, saved.user.gs_base), fpu }))
+    }
+
+    /// Change a thread's registers and x87/SSE state (see [`Machine::thread_state`]); false if
+    /// there is no such thread.
+    pub(crate) fn set_thread_state(&mut self, tid: u64, regs: kvm_regs, fpu: &kvm_bindings::kvm_fpu) -> Result<bool> {
+        if tid == self.linux.tid() {
+            self.set_regs(regs);
+            self.set_fpu(fpu)?;
+            return Ok(true);
+        }
+        let Some(saved) = self.linux.thread_by_tid_mut(tid).and_then(|t| t.saved.as_deref_mut()) else { return Ok(false) };
+        saved.user.regs = regs;
+        if let Some(x) = saved.xsave.as_deref_mut() {
+            patch_fpu(x, fpu);
+        }
+        Ok(true)
     }
 
     /// FS and GS base (the guest's TLS pointers) as of the last exit.
@@ -118,5 +125,50 @@ impl Machine {
 
     pub(crate) fn debug_write(&self, addr: u64, data: &[u8]) -> bool {
         self.space.user_accessible(addr, data.len() as u64, false) && self.mem.write(addr, data).is_ok()
+    }
+}
+
+/// A thread's registers as a debugger sees them.
+pub(crate) struct ThreadState {
+    pub regs: kvm_regs,
+    /// FS and GS base.
+    pub tls: (u64, u64),
+    pub fpu: kvm_bindings::kvm_fpu,
+}
+
+/// The x87/SSE state in an XSAVE image (legacy area: FCW, FSW, FTW, FOP, FIP, FDP, MXCSR, ST0–7,
+/// XMM0–15).
+fn fpu_of(x: &kvm_bindings::kvm_xsave) -> kvm_bindings::kvm_fpu {
+    let b: Vec<u8> = x.region.iter().flat_map(|w| w.to_le_bytes()).collect();
+    let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
+    let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap_or([0; 8]));
+    let mut fpu = kvm_bindings::kvm_fpu {
+        fcw: u16_at(0),
+        fsw: u16_at(2),
+        ftwx: b[4],
+        last_opcode: u16_at(6),
+        last_ip: u64_at(8),
+        last_dp: u64_at(16),
+        mxcsr: u32::from_le_bytes(b[24..28].try_into().unwrap_or([0; 4])),
+        ..Default::default()
+    };
+    for i in 0..8 {
+        fpu.fpr[i].copy_from_slice(&b[32 + 16 * i..48 + 16 * i]);
+    }
+    for i in 0..16 {
+        fpu.xmm[i].copy_from_slice(&b[160 + 16 * i..176 + 16 * i]);
+    }
+    fpu
+}
+
+/// Write MXCSR and XMM0–15 of `fpu` into an XSAVE image.
+fn patch_fpu(x: &mut kvm_bindings::kvm_xsave, fpu: &kvm_bindings::kvm_fpu) {
+    let mut b: Vec<u8> = x.region.iter().flat_map(|w| w.to_le_bytes()).collect();
+    b[24..28].copy_from_slice(&fpu.mxcsr.to_le_bytes());
+    for i in 0..16 {
+        b[160 + 16 * i..176 + 16 * i].copy_from_slice(&fpu.xmm[i]);
+    }
+    for (w, c) in x.region.iter_mut().zip(b.chunks_exact(4)) {
+        *w = u32::from_le_bytes(c.try_into().unwrap_or([0; 4]));
     }
 }

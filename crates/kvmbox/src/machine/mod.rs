@@ -38,6 +38,7 @@ mod lifecycle;
 mod run;
 mod threads;
 
+pub(crate) use cpu::ThreadState;
 use threads::{Exit, TimeSlice};
 
 /// Default guest memory: 128 MiB of address space (only touched pages use host memory).

@@ -206,6 +206,16 @@ impl Machine {
         Ok(())
     }
 
+    /// For a debugger: put thread `tid` on the vCPU if it is runnable (else leave things as
+    /// they are: it runs when what it waits for happens).
+    pub(crate) fn debug_select_thread(&mut self, tid: u64) -> Result<()> {
+        let Some(i) = self.linux.threads().iter().position(|t| t.tid == tid && t.state == RunState::Runnable) else { return Ok(()) };
+        if i != self.linux.current() {
+            self.switch_thread(i)?;
+        }
+        Ok(())
+    }
+
     /// Put the running thread aside and load thread `i` (or, if `i` is the running thread,
     /// only give it its syscall result).
     fn switch_thread(&mut self, i: usize) -> Result<()> {

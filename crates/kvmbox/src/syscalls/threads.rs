@@ -273,6 +273,11 @@ impl Linux {
         &self.threads
     }
 
+    /// The thread with id `tid` (debuggers change a waiting thread's registers).
+    pub fn thread_by_tid_mut(&mut self, tid: u64) -> Option<&mut Thread> {
+        self.threads.iter_mut().find(|t| t.tid == tid && t.state != RunState::Exited)
+    }
+
     /// Position of the thread on the vCPU in [`Linux::threads`].
     pub fn current(&self) -> usize {
         self.current
