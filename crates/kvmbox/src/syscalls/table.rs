@@ -96,6 +96,8 @@ pub const TABLE: &[Syscall] = &[
     sys!(37 "alarm" [Int] |l, _, _, a| Ok(Flow::Return(l.alarm(a[0] & 0xffff_ffff)))),
     sys!(38 "setitimer" [Int, Ptr, Ptr] |l, e, _, a| errno(l.setitimer(e, a[0], a[1], a[2]))),
     sys!(39 "getpid" [] |l, _, _, _| Ok(Flow::Return(l.pid()))),
+    sys!(51 "getsockname" [Fd, Ptr, Ptr] |l, _, _, a| errno(l.fds.get(a[0]).map_or(Err(errno::EBADF), |_| Err(libc::ENOTSOCK)))),
+    sys!(52 "getpeername" [Fd, Ptr, Ptr] |l, _, _, a| errno(l.fds.get(a[0]).map_or(Err(errno::EBADF), |_| Err(libc::ENOTSOCK)))),
     sys!(56 "clone" [Int, Ptr, Ptr, Ptr, Ptr] |l, e, _, a| errno(l.clone(e, a))),
     sys!(60 "exit" [Int] |l, e, _, a| Ok(l.exit_thread(e, a[0]))),
     sys!(62 "kill" [Int, Int] |l, _, _, a| l.kill(a[0] as i64, a[1])),
