@@ -840,3 +840,68 @@ mod debugging {
         assert!(matches!(end, Err(Error::Timeout(_))), "the guest ran on in its syscall loop until the timeout: {end:?}");
     }
 }
+
+/// Threads and signals against the native program (the same binary, same output), so every
+/// backend the core's tests run on (PVM here, SVM in the rig) exercises thread switches,
+/// preemption, futexes, signal frames and faults turned into signals.
+mod threads_and_signals {
+    use super::*;
+
+    /// Run `name` natively and in kvmbox with `args`; both must exit 0 with the same stdout.
+    fn same_as_native(name: &str, args: &[&str]) {
+        require_kvm();
+        let exe = guest(name);
+        let native = Command::new(&exe).args(args).output().expect("run natively");
+        assert!(native.status.success(), "{name} {args:?} natively: {native:?}");
+        let mut argv = vec![name];
+        argv.extend_from_slice(args);
+        let o = MachineOptions { memory: 2 << 30, timeout: Some(Duration::from_secs(120)), ..opts(&argv) };
+        let mut vm = Machine::from_file(&exe, o).unwrap();
+        let outcome = vm.run();
+        let stdout = String::from_utf8_lossy(&vm.take_stdout()).into_owned();
+        let stderr = String::from_utf8_lossy(&vm.take_stderr()).into_owned();
+        assert_eq!(outcome.ok(), Some(RunOutcome::Exited(0)), "{name} {args:?}: stderr {stderr}");
+        assert_eq!(stdout, String::from_utf8_lossy(&native.stdout), "{name} {args:?}");
+    }
+
+    #[test]
+    fn pthreads_mutexes_condvars_barriers_tls_and_preemption() {
+        for mode in ["mutex", "condvar", "barrier", "tls", "join", "spin", "timed", "many"] {
+            same_as_native("threads", &[mode]);
+        }
+    }
+
+    #[test]
+    fn signal_handlers_faults_timers_and_the_alternate_stack() {
+        for mode in ["segv", "fpe", "ill", "trap", "raise", "mask", "alarm", "timer", "sigsuspend", "altstack", "restart"] {
+            same_as_native("signals", &[mode]);
+        }
+    }
+
+    #[test]
+    fn threads_blocked_for_good_are_a_deadlock_not_a_hang() {
+        require_kvm();
+        let o = MachineOptions { timeout: Some(Duration::from_secs(60)), ..opts(&["threads", "join-self-deadlock"]) };
+        let mut vm = Machine::from_file(guest("threads"), o).unwrap();
+        let r = vm.run();
+        assert!(matches!(r, Err(Error::Deadlock(_))), "{r:?}");
+    }
+
+    #[test]
+    fn a_thread_pool_serves_calls_and_survives_snapshot_fork_and_reset() {
+        require_kvm();
+        let o = MachineOptions { memory: 256 << 20, timeout: Some(Duration::from_secs(60)), ..opts(&["threadpool"]) };
+        let mut vm = Machine::from_file(guest("threadpool"), o).unwrap();
+        assert_eq!(vm.run().unwrap(), RunOutcome::Paused);
+        let squares = |n: u64| n * (n + 1) * (2 * n + 1) / 6;
+        assert_eq!(call(&mut vm, "run_jobs", &mut [kvmbox::CallArg::Int(10)]).unwrap(), squares(10));
+        let snap = vm.snapshot().unwrap();
+        let mut fork = Machine::fork(&snap).unwrap();
+        for _ in 0..3 {
+            assert_eq!(call(&mut fork, "calls_served", &mut []).unwrap(), 1);
+            assert_eq!(call(&mut fork, "run_jobs", &mut [kvmbox::CallArg::Int(20)]).unwrap(), squares(20));
+            assert_eq!(call(&mut fork, "distinct_tids", &mut []).unwrap(), 1);
+            fork.reset().unwrap();
+        }
+    }
+}
