@@ -17,8 +17,8 @@ use super::{err, errno, Flow, Linux, SyscallEnv};
 pub const PIPE_CAPACITY: usize = 65536;
 /// Writes up to this size are all or nothing.
 const PIPE_BUF: usize = 4096;
-/// Most descriptors one epoll instance watches.
-const MAX_INTEREST: usize = 4096;
+/// Most descriptors one epoll instance watches (each descriptor number once).
+const MAX_INTEREST: usize = super::files::MAX_FDS;
 
 const O_NONBLOCK: u64 = 0o4000;
 const O_CLOEXEC: u64 = 0o2000000;
@@ -301,6 +301,13 @@ impl Linux {
     /// poll(2) events of descriptor `fd` (POLLNVAL if it is not open), and for edge-triggered
     /// epoll the state they reflect.
     pub(super) fn readiness(&self, fd: u64) -> (u32, u64) {
+        self.readiness_at(fd, true)
+    }
+
+    /// Readiness of `fd`; an epoll instance is looked into only when `look_into_epoll` (one
+    /// level: epoll instances inside it count as never ready), which bounds the work of a
+    /// poll or epoll_wait to MAX_FDS × MAX_INTEREST checks whatever the guest nests.
+    fn readiness_at(&self, fd: u64, look_into_epoll: bool) -> (u32, u64) {
         let Some(kind) = self.fds.get(fd) else { return (POLLNVAL, 0) };
         match kind {
             FdKind::Stdin => (
@@ -333,17 +340,13 @@ impl Linux {
                         }
                     }
                     Local::EventFd { value, .. } => (if *value > 0 { POLLIN } else { 0 }) | if *value < u64::MAX - 1 { POLLOUT } else { 0 },
+                    Local::Epoll { .. } if !look_into_epoll => 0,
                     Local::Epoll { interest } => {
-                        // Readable when a watched descriptor is ready (epoll instances inside it
-                        // count as never ready: no recursion through cycles).
+                        // Readable when a watched descriptor is ready.
                         let interest = interest.clone();
                         let state = state_of(&d);
                         drop(d);
-                        let ready = interest.iter().any(|i| {
-                            let nested =
-                                matches!(self.fds.get(i.fd), Some(FdKind::Local(x)) if matches!(lock(x).local, Local::Epoll { .. }));
-                            !nested && self.readiness(i.fd).0 & i.events & !(EPOLLET | EPOLLONESHOT) != 0
-                        });
+                        let ready = interest.iter().any(|i| self.readiness_at(i.fd, false).0 & i.events & !(EPOLLET | EPOLLONESHOT) != 0);
                         return (if ready { POLLIN } else { 0 }, state);
                     }
                 };
@@ -451,7 +454,7 @@ impl Linux {
             if out.len() as u64 >= max {
                 break;
             }
-            let (ready, state) = self.readiness(i.fd);
+            let (ready, state) = self.readiness_at(i.fd, false);
             if ready == POLLNVAL {
                 continue; // closed since it was added
             }

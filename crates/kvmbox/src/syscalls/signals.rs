@@ -45,7 +45,8 @@ pub const SI_KERNEL: i32 = 0x80;
 const SI_TIMER: i32 = -2;
 const SI_TKILL: i32 = -6;
 
-/// Most signals queued at once (Linux's RLIMIT_SIGPENDING is larger, but each costs host memory).
+/// Most signals queued at once in a process (Linux's RLIMIT_SIGPENDING is larger, but each
+/// costs host memory).
 const MAX_QUEUED: usize = 1024;
 /// Most POSIX timers at once.
 const MAX_TIMERS: usize = 1024;
@@ -300,6 +301,24 @@ impl Linux {
         if self.ignored(sig) && !blocked_by_target {
             return;
         }
+        let queued_here = match target {
+            Target::Thread(i) => match self.threads().get(i) {
+                Some(t) => &t.pending,
+                None => return,
+            },
+            Target::Process => &self.shared_pending,
+        };
+        // Standard signals are pending at most once; real-time ones queue, up to MAX_QUEUED in
+        // the whole process (as RLIMIT_SIGPENDING bounds them on Linux): host memory stays
+        // bounded however many threads there are.
+        let already = queued_here.iter().any(|p| p.signo == info.signo);
+        if sig < 32 && already {
+            return;
+        }
+        let queued = self.shared_pending.len().saturating_add(self.threads().iter().map(|t| t.pending.len()).sum::<usize>());
+        if queued >= MAX_QUEUED {
+            return;
+        }
         let queue = match target {
             Target::Thread(i) => match self.threads_mut().get_mut(i) {
                 Some(t) => &mut t.pending,
@@ -307,11 +326,6 @@ impl Linux {
             },
             Target::Process => &mut self.shared_pending,
         };
-        // Standard signals are pending at most once; real-time ones queue.
-        let already = queue.iter().any(|p| p.signo == info.signo);
-        if (sig < 32 && already) || queue.len() >= MAX_QUEUED {
-            return;
-        }
         queue.push(info);
         // Wake a waiting thread that can take it: the target, or for the process the first
         // thread that does not block it.

@@ -649,3 +649,24 @@ fn epoll_reports_ready_descriptors_edge_triggered_once_per_change() {
     assert_eq!(f.ret(233, &[ep, 2, efd, 0]), 0);
     assert_eq!(f.ret(233, &[ep, 2, efd, 0]), neg(errno::ENOENT));
 }
+
+#[test]
+fn queued_signals_are_bounded_across_the_whole_process() {
+    let mut f = Fixture::new(b"");
+    let set = f.scratch();
+    f.mem.write_u64(set, u64::MAX).unwrap();
+    assert_eq!(f.ret(14, &[0, set, 0, 8]), 0); // block everything: signals stay queued
+    for _ in 0..3 {
+        spawn(&mut f, 0x7000, 0, 0);
+    }
+    for round in 0..2000u64 {
+        let rt = 34 + round % 20;
+        f.linux.send(signals::Target::Thread((round % 4) as usize), signals::SigInfo::from_process(rt, 0, 1, 0));
+        f.linux.send(signals::Target::Process, signals::SigInfo::from_process(rt, 0, 1, 0));
+    }
+    let total: usize = f.linux.threads().iter().map(|t| t.pending.len()).sum::<usize>();
+    let pending_set = f.scratch() + 64;
+    assert_eq!(f.ret(127, &[pending_set, 8]), 0);
+    assert!(total <= 1024, "{total} queued");
+    assert_ne!(f.mem.read_u64(pending_set).unwrap(), 0);
+}
