@@ -14,11 +14,18 @@ impl Machine {
         let env = SyscallEnv { mem: &self.mem, space: &self.space, deadline: &deadline, cpu: UserCpu { regs, fs_base, gs_base } };
         let flow = self.linux.handle(&env, &mut crate::host::NoHost, nr, args);
         self.apply_cpu_update()?;
+        self.give_new_threads_fpu()?;
         Ok(match flow? {
             Flow::Return(v) => Some(v),
             Flow::Exit(_) => None,
-            // Nothing runs here: a blocked or yielding caller just gets its (wake) result.
-            Flow::Block | Flow::Yield => Some(self.linux.thread_mut().resume_rax.take().unwrap_or(0)),
+            // Nothing else runs here: a blocking syscall returns at once, as if woken.
+            Flow::Block | Flow::Yield => {
+                let t = self.linux.thread_mut();
+                if t.state != crate::syscalls::threads::RunState::Exited {
+                    t.state = crate::syscalls::threads::RunState::Runnable;
+                }
+                Some(t.resume_rax.take().unwrap_or(0))
+            }
             Flow::Replace(saved) => Some(saved.user.regs.rax),
         })
     }

@@ -163,6 +163,8 @@ impl Machine {
                         if let Some(stop) = stop {
                             return Ok(stop);
                         }
+                    } else {
+                        slice.missed(self.linux.signal_pending());
                     }
                 }
             }
@@ -241,7 +243,9 @@ impl Machine {
                     return self.reschedule(deadline);
                 }
                 Flow::Replace(saved) => {
-                    self.load_registers(&saved)?;
+                    if let Some(stop) = self.load_registers(&saved)? {
+                        return Ok(Some(stop));
+                    }
                     return self.deliver_signals();
                 }
             }

@@ -14,7 +14,7 @@ use crate::arch::{self, exit::GuestExit};
 use crate::error::{Error, Result};
 use crate::interrupt::Deadline;
 use crate::memory::UserMemory;
-use crate::syscalls::signals::{Delivery, FaultContext, SigInfo, Target, SI_KERNEL};
+use crate::syscalls::signals::{Delivery, FaultContext, SigInfo, SI_KERNEL};
 use crate::syscalls::threads::RunState;
 use crate::syscalls::{ExitStatus, Linux, Next, SavedCpu, UserCpu};
 use crate::timer::ArmedTimeout;
@@ -36,14 +36,19 @@ pub(super) enum Exit {
 /// run's deadline — whichever is first.
 pub(super) struct TimeSlice {
     ends: Option<Instant>,
+    /// A kick found the vCPU inside a stub with a signal to deliver: try again this soon.
+    retry: Option<Instant>,
     /// What the timer is set to now.
     armed: Option<Instant>,
 }
 
+/// How soon to look again when a kick lands inside a stub (a few instructions from user code).
+const RETRY_SOON: Duration = Duration::from_millis(1);
+
 impl TimeSlice {
     /// The run's timer starts armed for the deadline.
     pub(super) fn new(deadline: &Deadline) -> TimeSlice {
-        TimeSlice { ends: None, armed: deadline.at() }
+        TimeSlice { ends: None, retry: None, armed: deadline.at() }
     }
 
     /// Arm or disarm the slice as the set of runnable threads requires, and set the timer to
@@ -53,7 +58,7 @@ impl TimeSlice {
         if wanted != self.ends.is_some() {
             self.ends = wanted.then(|| Instant::now() + TIME_SLICE);
         }
-        let first = [self.ends, linux.next_timer(), deadline.at()].into_iter().flatten().min();
+        let first = [self.ends, self.retry, linux.next_timer(), deadline.at()].into_iter().flatten().min();
         if first == self.armed {
             return Ok(());
         }
@@ -68,6 +73,16 @@ impl TimeSlice {
     /// Start over (the next `follow` arms a new slice if still needed).
     pub(super) fn restart(&mut self) {
         self.ends = None;
+        self.retry = None;
+    }
+
+    /// The timer fired while the vCPU was not in user code (inside a stub, between a syscall
+    /// and its return): nothing could be put aside there. Start a new slice, and if a signal
+    /// waits for delivery, look again very soon — the one-shot timer would otherwise never fire
+    /// again for a thread that now spins without syscalls.
+    pub(super) fn missed(&mut self, signal_waiting: bool) {
+        self.ends = None;
+        self.retry = signal_waiting.then(|| Instant::now() + RETRY_SOON);
     }
 }
 
@@ -189,26 +204,27 @@ impl Machine {
         }
     }
 
-    /// rt_sigreturn: continue with the frame's registers and FPU state (TLS bases stay).
-    pub(super) fn load_registers(&mut self, saved: &SavedCpu) -> Result<()> {
+    /// rt_sigreturn: continue with the frame's registers and FPU state (TLS bases stay). An
+    /// XSAVE image KVM refuses kills the process with SIGSEGV, as Linux's bad-frame check does.
+    pub(super) fn load_registers(&mut self, saved: &SavedCpu) -> Result<Option<Stop>> {
         let mut regs = saved.user.regs;
         regs.rflags = arch::sysret_rflags(regs.rflags);
         self.vm.enter_user(regs);
         if let Some(xsave) = &saved.xsave {
-            // SAFETY: KVM checks the XSAVE header the guest wrote; a bad one fails the ioctl
-            // (then the process is killed with SIGSEGV, as Linux does for a bad frame).
+            // SAFETY: KVM checks the XSAVE header the guest wrote; a bad one fails the ioctl.
             if unsafe { self.vm.vcpu.set_xsave(xsave) }.is_err() {
-                let me = self.linux.current();
-                self.linux.send(Target::Thread(me), SigInfo { signo: libc::SIGSEGV, code: SI_KERNEL, errno: 0, a: 0, b: 0 });
-                self.linux.sigaction_reset(libc::SIGSEGV as u64);
+                return Ok(Some(Stop::Exit(ExitStatus::Signal(libc::SIGSEGV))));
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     /// For a debugger: put thread `tid` on the vCPU if it is runnable (else leave things as
     /// they are: it runs when what it waits for happens).
     pub(crate) fn debug_select_thread(&mut self, tid: u64) -> Result<()> {
+        if !self.preemptible() {
+            return Ok(()); // stopped inside a stub: its state is not a thread's to put aside
+        }
         let Some(i) = self.linux.threads().iter().position(|t| t.tid == tid && t.state == RunState::Runnable) else { return Ok(()) };
         if i != self.linux.current() {
             self.switch_thread(i)?;

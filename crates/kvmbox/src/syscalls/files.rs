@@ -451,17 +451,25 @@ impl FdTable {
             .filter_map(|(i, f)| {
                 let spec = match f.as_ref()? {
                     FdKind::Local(d) => {
+                        let known = descs.contains(&Arc::as_ptr(d).cast());
                         let desc = id(&mut descs, Arc::as_ptr(d).cast());
                         let g = super::ipc::lock(d);
+                        // A dup'ed descriptor only names its description; a pipe's bytes are
+                        // recorded once (host memory for a capture stays bounded by the pipes).
+                        let mut bytes_of = |p: &Arc<std::sync::Mutex<super::ipc::PipeBuffer>>| {
+                            let seen = known || pipes.contains(&Arc::as_ptr(p).cast());
+                            let id = id(&mut pipes, Arc::as_ptr(p).cast());
+                            (id, if seen { Vec::new() } else { super::ipc::lock(p).data.iter().copied().collect() })
+                        };
                         let object = match &g.local {
-                            super::ipc::Local::PipeRead(p) => LocalSpec::PipeRead {
-                                pipe: id(&mut pipes, Arc::as_ptr(p).cast()),
-                                data: super::ipc::lock(p).data.iter().copied().collect(),
-                            },
-                            super::ipc::Local::PipeWrite(p) => LocalSpec::PipeWrite {
-                                pipe: id(&mut pipes, Arc::as_ptr(p).cast()),
-                                data: super::ipc::lock(p).data.iter().copied().collect(),
-                            },
+                            super::ipc::Local::PipeRead(p) => {
+                                let (pipe, data) = bytes_of(p);
+                                LocalSpec::PipeRead { pipe, data }
+                            }
+                            super::ipc::Local::PipeWrite(p) => {
+                                let (pipe, data) = bytes_of(p);
+                                LocalSpec::PipeWrite { pipe, data }
+                            }
                             super::ipc::Local::EventFd { value, semaphore } => LocalSpec::EventFd { value: *value, semaphore: *semaphore },
                             super::ipc::Local::Epoll { interest } => LocalSpec::Epoll { interest: interest.clone() },
                         };
@@ -497,7 +505,12 @@ impl FdTable {
                     }
                     let mut pipe = |id: u64, data: &[u8]| {
                         Arc::clone(pipes.entry(id).or_insert_with(|| {
-                            Arc::new(std::sync::Mutex::new(PipeBuffer { data: data.iter().copied().collect(), readers: 0, writers: 0 }))
+                            Arc::new(std::sync::Mutex::new(PipeBuffer {
+                                data: data.iter().copied().collect(),
+                                readers: 0,
+                                writers: 0,
+                                gen: 0,
+                            }))
                         }))
                     };
                     let local = match object {

@@ -18,7 +18,7 @@ pub const PIPE_CAPACITY: usize = 65536;
 /// Writes up to this size are all or nothing.
 const PIPE_BUF: usize = 4096;
 /// Most descriptors one epoll instance watches (each descriptor number once).
-const MAX_INTEREST: usize = super::files::MAX_FDS;
+pub const MAX_INTEREST: usize = super::files::MAX_FDS;
 
 const O_NONBLOCK: u64 = 0o4000;
 const O_CLOEXEC: u64 = 0o2000000;
@@ -33,6 +33,10 @@ pub const POLLNVAL: u32 = 0x20;
 const EPOLLRDHUP: u32 = 0x2000;
 const EPOLLONESHOT: u32 = 1 << 30;
 const EPOLLET: u32 = 1 << 31;
+/// The event bits a registration may ask for (Linux's EP_PRIVATE_BITS and the event mask).
+const EPOLL_EVENTS: u32 = 0x3fff | (1 << 28) | (1 << 29) | EPOLLONESHOT | EPOLLET;
+/// Kept in a registration's events (a bit no user flag uses): a one-shot registration fired.
+const DISARMED: u32 = 1 << 26;
 
 /// The bytes in a pipe and how many open ends it has.
 #[derive(Debug, Default)]
@@ -40,6 +44,9 @@ pub struct PipeBuffer {
     pub data: VecDeque<u8>,
     pub readers: usize,
     pub writers: usize,
+    /// Bumped by every change (bytes in or out, an end opened or closed): what edge-triggered
+    /// epoll compares.
+    pub gen: u64,
 }
 
 /// One epoll registration: the descriptor, the events asked for, the user's data word, and
@@ -66,6 +73,8 @@ pub enum Local {
 pub struct Description {
     pub nonblock: bool,
     pub local: Local,
+    /// Bumped by every change to an eventfd's counter (see [`PipeBuffer::gen`]).
+    pub gen: u64,
 }
 
 pub type Desc = Arc<Mutex<Description>>;
@@ -82,14 +91,16 @@ impl Description {
             Local::PipeRead(p) => {
                 let mut p = lock(p);
                 p.readers = p.readers.saturating_add(1);
+                p.gen = p.gen.wrapping_add(1);
             }
             Local::PipeWrite(p) => {
                 let mut p = lock(p);
                 p.writers = p.writers.saturating_add(1);
+                p.gen = p.gen.wrapping_add(1);
             }
             _ => {}
         }
-        Arc::new(Mutex::new(Description { nonblock, local }))
+        Arc::new(Mutex::new(Description { nonblock, local, gen: 0 }))
     }
 }
 
@@ -99,26 +110,24 @@ impl Drop for Description {
             Local::PipeRead(p) => {
                 let mut p = lock(p);
                 p.readers = p.readers.saturating_sub(1);
+                p.gen = p.gen.wrapping_add(1);
             }
             Local::PipeWrite(p) => {
                 let mut p = lock(p);
                 p.writers = p.writers.saturating_sub(1);
+                p.gen = p.gen.wrapping_add(1);
             }
             _ => {}
         }
     }
 }
 
-/// A stable number for the state of what a description refers to, for edge-triggered epoll:
-/// it changes whenever readiness may have changed.
+/// A number that changes whenever what a description refers to changes (readiness may have):
+/// edge-triggered epoll reports a ready descriptor again only after it moved.
 fn state_of(d: &Description) -> u64 {
     match &d.local {
-        Local::PipeRead(p) | Local::PipeWrite(p) => {
-            let p = lock(p);
-            (p.data.len() as u64) | ((p.readers.min(0xffff) as u64) << 32) | ((p.writers.min(0xffff) as u64) << 48)
-        }
-        Local::EventFd { value, .. } => *value,
-        Local::Epoll { .. } => 0,
+        Local::PipeRead(p) | Local::PipeWrite(p) => lock(p).gen,
+        Local::EventFd { .. } | Local::Epoll { .. } => d.gen,
     }
 }
 
@@ -192,9 +201,11 @@ impl Linux {
 
     /// read(2) on an in-machine object into the checked guest range `[ptr, ptr+len)`.
     pub(super) fn read_local(&mut self, desc: &Desc, ptr: *mut u8, len: usize) -> Flow {
-        let mut d = lock(desc);
+        let mut guard = lock(desc);
+        let d = &mut *guard;
         let nonblock = d.nonblock;
         let result: std::result::Result<usize, i32> = match &mut d.local {
+            Local::PipeRead(_) if len == 0 => Ok(0),
             Local::PipeRead(p) => {
                 let mut p = lock(p);
                 if p.data.is_empty() {
@@ -213,6 +224,7 @@ impl Linux {
                         std::ptr::copy_nonoverlapping(b.as_ptr(), ptr.add(from_a), n.saturating_sub(from_a));
                     }
                     p.data.drain(..n);
+                    p.gen = p.gen.wrapping_add(1);
                     Ok(n)
                 }
             }
@@ -224,6 +236,7 @@ impl Linux {
                 } else {
                     let out = if *semaphore { 1 } else { *value };
                     *value = value.saturating_sub(out);
+                    d.gen = d.gen.wrapping_add(1);
                     // SAFETY: ptr covers at least 8 checked, writable guest bytes.
                     unsafe { std::ptr::copy_nonoverlapping(out.to_le_bytes().as_ptr(), ptr, 8) };
                     Ok(8)
@@ -232,7 +245,7 @@ impl Linux {
             Local::PipeWrite(_) => Err(errno::EBADF),
             Local::Epoll { .. } => Err(errno::EINVAL),
         };
-        drop(d);
+        drop(guard);
         match result {
             Ok(n) => {
                 if n > 0 {
@@ -247,7 +260,8 @@ impl Linux {
 
     /// write(2) of `data` to an in-machine object.
     pub(super) fn write_local(&mut self, desc: &Desc, data: &[u8]) -> Flow {
-        let mut d = lock(desc);
+        let mut guard = lock(desc);
+        let d = &mut *guard;
         let nonblock = d.nonblock;
         let result: std::result::Result<usize, i32> = match &mut d.local {
             Local::PipeWrite(p) => {
@@ -262,6 +276,7 @@ impl Linux {
                 } else {
                     let n = data.len().min(room);
                     p.data.extend(&data[..n]);
+                    p.gen = p.gen.wrapping_add(1);
                     Ok(n)
                 }
             }
@@ -272,6 +287,7 @@ impl Linux {
                     Some(add) if value.checked_add(add).is_none_or(|v| v == u64::MAX) => Err(errno::EAGAIN),
                     Some(add) => {
                         *value = value.saturating_add(add);
+                        d.gen = d.gen.wrapping_add(1);
                         Ok(8)
                     }
                 }
@@ -279,7 +295,7 @@ impl Linux {
             Local::PipeRead(_) => Err(errno::EBADF),
             Local::Epoll { .. } => Err(errno::EINVAL),
         };
-        drop(d);
+        drop(guard);
         match result {
             Ok(n) => {
                 self.io_changed();
@@ -379,6 +395,9 @@ impl Linux {
         if ready > 0 || until.is_some_and(|u| u <= Instant::now()) {
             return Ok(Flow::Return(ready));
         }
+        if n == 0 {
+            return Ok(self.sleep(until, 0)); // nothing to wait for but time (or a signal)
+        }
         Ok(self.wait_io(until, RestartWhen::NoHandler))
     }
 
@@ -416,8 +435,8 @@ impl Linux {
         match (op, at) {
             (ADD, Some(_)) => return Err(errno::EEXIST),
             (ADD, None) if interest.len() >= MAX_INTEREST => return Err(errno::ENOSPC),
-            (ADD, None) => interest.push(Interest { fd, events: events | POLLERR | POLLHUP, data, reported: None }),
-            (MOD, Some(i)) => interest[i] = Interest { fd, events: events | POLLERR | POLLHUP, data, reported: None },
+            (ADD, None) => interest.push(Interest { fd, events: events & EPOLL_EVENTS, data, reported: None }),
+            (MOD, Some(i)) => interest[i] = Interest { fd, events: events & EPOLL_EVENTS, data, reported: None },
             (DEL, Some(i)) => {
                 interest.remove(i);
             }
@@ -458,8 +477,13 @@ impl Linux {
             if ready == POLLNVAL {
                 continue; // closed since it was added
             }
+            if i.events & DISARMED != 0 {
+                continue; // a one-shot registration that fired, until EPOLL_CTL_MOD re-arms it
+            }
+            // Errors and hang-ups are reported whether asked for or not.
             let hit = ready & (i.events | POLLERR | POLLHUP) & !(EPOLLET | EPOLLONESHOT);
-            if hit == 0 || i.events & !(POLLERR | POLLHUP) == 0 {
+            if hit == 0 {
+                updated[k].reported = None; // not ready: the next readiness is a new edge
                 continue;
             }
             if i.events & EPOLLET != 0 && i.reported == Some(state) {
@@ -469,7 +493,7 @@ impl Linux {
             out.extend_from_slice(&i.data.to_le_bytes());
             updated[k].reported = Some(state);
             if i.events & EPOLLONESHOT != 0 {
-                updated[k].events &= EPOLLET | EPOLLONESHOT; // disarmed until EPOLL_CTL_MOD
+                updated[k].events |= DISARMED;
             }
         }
         if let Local::Epoll { interest } = &mut lock(&ep).local {

@@ -303,8 +303,14 @@ impl Linux {
             self.thread_mut().blocked_nr = nr;
             self.interrupt_if_pending();
         } else {
-            // The wait (if this was one, run again) is over.
-            self.thread_mut().io_deadline = None;
+            // The wait (if this was one, run again) is over; a helper that started to wait
+            // before the syscall settled for a partial result (readv) does not leave its
+            // thread marked blocked.
+            let t = self.thread_mut();
+            t.io_deadline = None;
+            if t.state != threads::RunState::Exited {
+                t.state = threads::RunState::Runnable;
+            }
         }
         self.trace_syscall(env, host, nr, &a, &flow);
         flow

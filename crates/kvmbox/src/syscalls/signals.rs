@@ -21,7 +21,7 @@ pub const SIGKILL: u64 = 9;
 pub const SIGSTOP: u64 = 19;
 const SIG_DFL: u64 = 0;
 const SIG_IGN: u64 = 1;
-const UNBLOCKABLE: u64 = (1 << (SIGKILL - 1)) | (1 << (SIGSTOP - 1));
+pub(super) const UNBLOCKABLE: u64 = (1 << (SIGKILL - 1)) | (1 << (SIGSTOP - 1));
 
 const SA_SIGINFO: u64 = 4;
 const SA_RESTORER: u64 = 0x0400_0000;
@@ -32,7 +32,10 @@ const SA_RESETHAND: u64 = 0x8000_0000;
 
 /// The sa_flags bits x86-64 Linux keeps (SA_NOCLDSTOP, SA_NOCLDWAIT, SA_SIGINFO,
 /// SA_EXPOSE_TAGBITS, SA_RESTORER, SA_ONSTACK, SA_RESTART, SA_NODEFER, SA_RESETHAND).
-const KNOWN_FLAGS: u64 = 1 | 2 | SA_SIGINFO | 0x800 | SA_RESTORER | SA_ONSTACK | SA_RESTART | SA_NODEFER | SA_RESETHAND;
+pub(super) const KNOWN_FLAGS: u64 = 1 | 2 | SA_SIGINFO | 0x800 | SA_RESTORER | SA_ONSTACK | SA_RESTART | SA_NODEFER | SA_RESETHAND;
+
+/// The end of the user half of the address space: rip must stay below it.
+const USER_TOP: u64 = 0x0000_8000_0000_0000;
 
 const SS_ONSTACK: u64 = 1;
 const SS_DISABLE: u64 = 2;
@@ -239,14 +242,6 @@ impl Linux {
         Ok(0)
     }
 
-    /// Make `sig` take its default action (a forced fatal signal: blocked or not).
-    pub fn sigaction_reset(&mut self, sig: u64) {
-        if let Some(a) = self.sigactions.get_mut(sig as usize) {
-            *a = [SIG_DFL, 0, 0, 0];
-        }
-        self.thread_mut().sigmask &= !bit(sig);
-    }
-
     /// Whether `sig` is discarded on arrival (explicitly ignored, or ignored by default).
     fn ignored(&self, sig: u64) -> bool {
         let handler = self.sigactions[sig as usize][0];
@@ -257,7 +252,8 @@ impl Linux {
 
     /// kill: a signal to the process (this process is the only one there is).
     pub(super) fn kill(&mut self, pid: i64, sig: u64) -> Result<Flow> {
-        if pid != self.pid() as i64 && pid != 0 && pid != -1 {
+        // -1 is every process but the caller (and init, which this process is): none here.
+        if pid != self.pid() as i64 && pid != 0 {
             return Ok(Flow::Return(err(errno::ESRCH)));
         }
         if sig > 64 {
@@ -295,7 +291,7 @@ impl Linux {
         }
         let blocked_by_target = match target {
             Target::Thread(i) => self.threads().get(i).is_some_and(|t| t.sigmask & bit(sig) != 0),
-            Target::Process => self.threads().iter().all(|t| t.sigmask & bit(sig) != 0),
+            Target::Process => self.threads().iter().filter(|t| t.state != RunState::Exited).all(|t| t.sigmask & bit(sig) != 0),
         };
         // An ignored signal is dropped at once, unless blocked (a sigwait may want it).
         if self.ignored(sig) && !blocked_by_target {
@@ -335,6 +331,9 @@ impl Linux {
         };
         for i in candidates {
             let t = &self.threads()[i];
+            if t.state == RunState::Exited {
+                continue;
+            }
             let takes = match t.state {
                 RunState::SigWait { set, .. } => set & bit(sig) != 0 || t.sigmask & bit(sig) == 0,
                 _ => t.sigmask & bit(sig) == 0,
@@ -409,9 +408,15 @@ impl Linux {
         loop {
             let mask = self.thread().sigmask;
             let Some(info) = self.dequeue(mask) else {
-                // No handler ran: an interrupted syscall starts over.
+                // No handler ran: an interrupted syscall starts over (sigsuspend with the mask
+                // it was called with, not the one it set).
                 if let Some(nr) = restart.map(|_| self.thread().blocked_nr) {
                     rewind(&mut regs, nr);
+                    let t = self.thread_mut();
+                    t.sleep_rem = None;
+                    if let Some(mask) = t.saved_mask.take() {
+                        t.sigmask = mask;
+                    }
                 }
                 return if changed { Delivery::Continue(regs) } else { Delivery::None };
             };
@@ -430,6 +435,7 @@ impl Linux {
             };
             if restarts {
                 rewind(&mut regs, self.thread().blocked_nr);
+                self.thread_mut().sleep_rem = None;
             } else {
                 self.thread_mut().io_deadline = None; // the wait ends here, with EINTR
                 if let Some((at, left)) = self.thread_mut().sleep_rem.take() {
@@ -481,6 +487,9 @@ impl Linux {
         let [handler, flags, restorer, sa_mask] = self.sigactions[sig as usize];
         if flags & SA_RESTORER == 0 {
             return None; // x86-64 Linux requires one: the handler would have nowhere to return
+        }
+        if handler >= USER_TOP {
+            return None; // not a user address: the CPU could not enter it (Linux: SIGSEGV)
         }
         let r = &user.regs;
         let [ss_base, ss_flags, ss_size] = self.thread().altstack;
@@ -610,6 +619,9 @@ impl Linux {
             [g(8), g(9), g(10), g(11), g(12), g(13), g(14), g(15), g(16)];
         const FIX_EFLAGS: u64 = 0x4_0000 | 0x800 | 0x400 | 0x100 | 0x80 | 0x40 | 0x10 | 0x4 | 0x1 | 0x1_0000;
         regs.rflags = crate::arch::sysret_rflags((env.cpu.regs.rflags & !FIX_EFLAGS) | (g(17) & FIX_EFLAGS));
+        if regs.rip >= USER_TOP {
+            return None; // a frame that returns to a non-user address: SIGSEGV
+        }
         let fpstate = g(23);
         let mask = get(SIGMASK);
         let stack = [get(24), get(32), get(40)];

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::files::{self, FdSpec, Input, LocalSpec};
-use super::ipc::{Interest, PIPE_CAPACITY};
+use super::ipc::{Interest, MAX_INTEREST, PIPE_CAPACITY};
 use super::mm::Mappings;
-use super::signals::{RestartWhen, SigInfo, Timer};
+use super::signals::{RestartWhen, SigInfo, Timer, KNOWN_FLAGS, UNBLOCKABLE};
 use super::threads::{RunState, SavedCpu, Thread, UserCpu, MAX_THREADS};
 use crate::error::{Error, Result};
 
@@ -154,7 +154,7 @@ impl LinuxState {
                         2 => LocalSpec::EventFd { value: r.u64()?, semaphore: r.u8()? != 0 },
                         3 => {
                             let n = r.count(32)?;
-                            if n > 4096 {
+                            if n > MAX_INTEREST {
                                 return Err(bad("epoll interest list"));
                             }
                             let mut interest = Vec::with_capacity(n);
@@ -190,7 +190,13 @@ impl LinuxState {
             for v in a.iter_mut() {
                 *v = r.u64()?;
             }
+            // Only what rt_sigaction could have set: known flags, a mask without SIGKILL/SIGSTOP.
+            a[1] &= KNOWN_FLAGS;
+            a[3] &= !UNBLOCKABLE;
         }
+        // SIGKILL and SIGSTOP keep their default action.
+        sigactions[9] = [0; 4];
+        sigactions[19] = [0; 4];
         let n = r.count(64)?;
         let (current, next_tid, futex_seq) = (r.u64()?, r.u64()?, r.u64()?);
         if n == 0 || n > MAX_THREADS {
@@ -312,7 +318,7 @@ fn decode_thread(r: &mut crate::snapfile::Reader, captured_at: Instant) -> Resul
     let bad = |what: &str| Error::InvalidArgument(format!("invalid snapshot file: {what}"));
     let mut t = Thread::main();
     t.tid = r.u64()?;
-    t.sigmask = r.u64()?;
+    t.sigmask = r.u64()? & !UNBLOCKABLE;
     t.altstack = [r.u64()?, r.u64()?, r.u64()?];
     t.clear_child_tid = r.u64()?;
     t.robust_list = r.u64()?;
@@ -339,7 +345,7 @@ fn decode_thread(r: &mut crate::snapfile::Reader, captured_at: Instant) -> Resul
     t.io_deadline = (has_deadline != 0).then(|| time_until(left, captured_at));
     t.blocked_nr = r.u64()?;
     let (has_mask, mask) = (r.u64()?, r.u64()?);
-    t.saved_mask = (has_mask != 0).then_some(mask);
+    t.saved_mask = (has_mask != 0).then_some(mask & !UNBLOCKABLE);
     let (has_rax, rax) = (r.u64()?, r.u64()?);
     t.resume_rax = (has_rax != 0).then_some(rax);
     t.saved = match r.u8()? {
@@ -347,12 +353,21 @@ fn decode_thread(r: &mut crate::snapfile::Reader, captured_at: Instant) -> Resul
         1 => {
             let regs: kvm_bindings::kvm_regs = r.pod()?;
             let (fs_base, gs_base) = (r.u64()?, r.u64()?);
+            if regs.rip >= 0x0000_8000_0000_0000 {
+                return Err(bad("thread instruction pointer")); // VM entry would fail
+            }
             if fs_base >= 0x0000_8000_0000_0000 || gs_base >= 0x0000_8000_0000_0000 {
                 return Err(bad("thread TLS base"));
             }
             let xsave = match r.u8()? {
                 0 => None,
-                _ => Some(Box::new(kvm_bindings::kvm_xsave { region: r.pod()?, ..Default::default() })),
+                _ => {
+                    let x = kvm_bindings::kvm_xsave { region: r.pod()?, ..Default::default() };
+                    if !plausible_xsave(&x) {
+                        return Err(bad("thread FPU state"));
+                    }
+                    Some(Box::new(x))
+                }
             };
             Some(Box::new(SavedCpu { user: UserCpu { regs, fs_base, gs_base }, xsave }))
         }
@@ -405,4 +420,15 @@ fn restart_of(code: u8) -> Result<Option<RestartWhen>> {
         3 => Some(RestartWhen::Always),
         _ => return Err(Error::InvalidArgument("invalid snapshot file: thread restart".into())),
     })
+}
+
+/// An XSAVE image KVM_SET_XSAVE can take: standard format (XCOMP_BV 0), reserved header bytes
+/// zero, no reserved MXCSR bits. (KVM checks the rest when the thread is switched in; a
+/// refusal then ends the run with an error, never reaches the host's own state.)
+fn plausible_xsave(x: &kvm_bindings::kvm_xsave) -> bool {
+    let word = |i: usize| x.region.get(i).copied().unwrap_or(0);
+    let mxcsr = word(6);
+    let xcomp_bv = u64::from(word(130)) | (u64::from(word(131)) << 32);
+    let reserved = (132..144).any(|i| word(i) != 0);
+    mxcsr & 0xffff_0000 == 0 && xcomp_bv == 0 && !reserved
 }

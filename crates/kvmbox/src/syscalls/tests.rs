@@ -670,3 +670,47 @@ fn queued_signals_are_bounded_across_the_whole_process() {
     assert!(total <= 1024, "{total} queued");
     assert_ne!(f.mem.read_u64(pending_set).unwrap(), 0);
 }
+
+#[test]
+fn edge_triggered_epoll_sees_every_new_write_even_of_the_same_size() {
+    let mut f = Fixture::new(b"");
+    let (fds, ev, out, buf) = (f.scratch(), f.scratch() + 16, f.scratch() + 64, f.scratch() + 512);
+    assert_eq!(f.ret(293, &[fds, libc::O_NONBLOCK as u64]), 0);
+    let both = f.mem.read_u64(fds).unwrap();
+    let (r, w) = (both & 0xffff_ffff, both >> 32);
+    let ep = f.ret(291, &[0]) as u64;
+    f.mem.write(ev, &[(1u32 | (1 << 31)).to_le_bytes().to_vec(), 7u64.to_le_bytes().to_vec()].concat()).unwrap();
+    assert_eq!(f.ret(233, &[ep, 1, r, ev]), 0);
+    for round in 0..3 {
+        assert_eq!(f.ret(1, &[w, buf, 5]), 5);
+        assert_eq!(f.ret(232, &[ep, out, 8, 0]), 1, "round {round}: the write is an edge");
+        assert_eq!(f.ret(0, &[r, buf, 5]), 5);
+        assert_eq!(f.ret(232, &[ep, out, 8, 0]), 0, "round {round}: drained");
+    }
+    // A partial readv that could not read more leaves its thread runnable, not waiting.
+    assert_eq!(f.ret(1, &[w, buf, 10]), 10);
+    let iov = f.scratch() + 1024;
+    let vecs = [buf, 10, buf + 16, 10];
+    f.mem.write(iov, &vecs.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+    assert_eq!(f.ret(72, &[r, libc::F_SETFL as u64, 0]), 0); // blocking
+    assert_eq!(f.ret(19, &[r, iov, 2]), 10);
+    assert_eq!(f.linux.thread_mut().state, RunState::Runnable);
+}
+
+#[test]
+fn a_sigsuspend_run_again_keeps_the_callers_mask() {
+    let mut f = Fixture::new(b"");
+    let set = f.scratch();
+    f.mem.write_u64(set, 1 << (libc::SIGUSR1 - 1)).unwrap();
+    assert_eq!(f.ret(14, &[0, set, 0, 8]), 0); // the caller blocks SIGUSR1
+    f.mem.write_u64(set, 0).unwrap();
+    assert!(matches!(f.call(130, &[set, 8]), Flow::Block));
+    // Woken by a signal that, by delivery time, is gone (another thread took it): it runs again.
+    f.linux.send(signals::Target::Process, signals::SigInfo::from_process(libc::SIGUSR1 as u64, 0, 1, 0));
+    assert_eq!(f.reschedule(), Next::Run(0));
+    f.linux.threads_mut()[0].pending.clear();
+    let shared = f.linux.take_shared_pending_for_tests();
+    assert_eq!(shared, 1);
+    assert!(matches!(f.deliver(), signals::Delivery::Continue(_)));
+    assert_eq!(f.linux.thread_mut().sigmask, 1 << (libc::SIGUSR1 - 1), "the mask from before sigsuspend");
+}

@@ -174,6 +174,7 @@ impl Thread {
             | RunState::IoWait { until, .. } => *until = later(*until),
             _ => {}
         }
+        t.io_deadline = t.io_deadline.map(later);
         t
     }
 }
@@ -271,6 +272,11 @@ impl Linux {
     /// The live threads, in creation order (tests and debuggers).
     pub fn threads(&self) -> &[Thread] {
         &self.threads
+    }
+
+    #[cfg(test)]
+    pub(super) fn take_shared_pending_for_tests(&mut self) -> usize {
+        std::mem::take(&mut self.shared_pending).len()
     }
 
     /// The thread with id `tid` (debuggers change a waiting thread's registers).
@@ -566,7 +572,8 @@ impl Linux {
                 if cmd == FUTEX_CMP_REQUEUE && word(uaddr)? != a[5] as u32 {
                     return Err(errno::EAGAIN);
                 }
-                let woken = self.wake(uaddr, count(val), u32::MAX);
+                // Requeue wakes exactly nr_wake (0 is none, unlike FUTEX_WAKE).
+                let woken = if count(val) == 0 { 0 } else { self.wake(uaddr, count(val), u32::MAX) };
                 let moved = self.requeue(uaddr, uaddr2, requeue);
                 Ok(Some(if cmd == FUTEX_CMP_REQUEUE { woken.saturating_add(moved) } else { woken } as u64))
             }
@@ -724,7 +731,7 @@ fn wake_op(encoded: u32, old: u32) -> Option<(u32, bool)> {
     let mut oparg = sext12((encoded >> 12) & 0xfff);
     let cmparg = sext12(encoded & 0xfff);
     if shift {
-        oparg = 1i32.checked_shl(oparg as u32).unwrap_or(0);
+        oparg = 1i32.wrapping_shl((oparg & 31) as u32); // Linux masks a bad shift to 0–31
     }
     let oparg = oparg as u32;
     let new = match op {
