@@ -43,6 +43,7 @@ const PTHREAD_MODES = [
   'spin',
   'yield',
   'sleep',
+  'sleep-spin',
   'many',
   'timed',
   'main-exit',

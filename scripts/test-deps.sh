@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond Node and Rust, so `npm test` passes on a fresh
 # Debian/Ubuntu machine with no manual step: compilers for the test guests (gcc, g++, musl-gcc),
-# gdb for the debugger tests and bash-static (a real static program that installs signal
-# handlers) for the signal tests. Installs only what is missing; as root it uses apt-get, as
-# anyone else it says what to install and fails.
+# gdb for the debugger tests, bash-static (a real static program that installs signal
+# handlers) for the signal tests and Go (the go tool builds the Go test guest; its static gofmt
+# is run as a guest too) for the Go tests. Installs only what is missing; as root it uses
+# apt-get, as anyone else it says what to install and fails.
 set -euo pipefail
 
 need=()
@@ -12,6 +13,7 @@ command -v g++ >/dev/null 2>&1 || need+=(g++)
 command -v musl-gcc >/dev/null 2>&1 || need+=(musl-tools)
 command -v gdb >/dev/null 2>&1 || need+=(gdb)
 command -v bash-static >/dev/null 2>&1 || need+=(bash-static)
+command -v go >/dev/null 2>&1 || need+=(golang-go)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -600,6 +600,30 @@ static void scenario_sleep(void) {
     printf("4 sleepers joined, sum of their values=%ld\n", s);
 }
 
+/* ---------------------------------------------------------------- sleep-spin */
+
+/* A thread spins without syscalls while the main thread sleeps in short steps: each sleep must
+ * end on time (the sleeper wakes and preempts the spinner), or the main thread would never run
+ * again on one CPU. */
+static volatile int spin_stop;
+static void *pure_spinner(void *arg) {
+    unsigned long n = 0;
+    while (!spin_stop) n++;
+    return arg;
+}
+
+static void scenario_sleep_spin(void) {
+    pthread_t t;
+    spawn(&t, pure_spinner, (void *)7);
+    struct timespec ts = {0, 20 * 1000};
+    int done = 0;
+    for (int i = 0; i < 50; i++) done += nanosleep(&ts, NULL) == 0;
+    struct timespec longer = {0, 15 * 1000 * 1000};
+    done += nanosleep(&longer, NULL) == 0;
+    spin_stop = 1;
+    printf("51 sleeps ended while a thread spun: %s, spinner joined: %s\n", yes(done == 51), yes((intptr_t)join(t) == 7));
+}
+
 /* ---------------------------------------------------------------- many */
 
 #define MANY 100
@@ -857,7 +881,8 @@ static const struct {
     {"barrier", scenario_barrier}, {"tls", scenario_tls},         {"detached", scenario_detached},
     {"join", scenario_join},       {"pthread-exit", scenario_pthread_exit},
     {"gettid", scenario_gettid},   {"spin", scenario_spin},       {"yield", scenario_yield},
-    {"sleep", scenario_sleep},     {"many", scenario_many},       {"timed", scenario_timed},
+    {"sleep", scenario_sleep},     {"sleep-spin", scenario_sleep_spin}, {"many", scenario_many},
+    {"timed", scenario_timed},
 };
 #define N_DEFAULT (sizeof DEFAULT_SCENARIOS / sizeof DEFAULT_SCENARIOS[0])
 

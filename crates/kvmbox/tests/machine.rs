@@ -866,7 +866,7 @@ mod threads_and_signals {
 
     #[test]
     fn pthreads_mutexes_condvars_barriers_tls_and_preemption() {
-        for mode in ["mutex", "condvar", "barrier", "tls", "join", "spin", "timed", "many"] {
+        for mode in ["mutex", "condvar", "barrier", "tls", "join", "spin", "sleep-spin", "timed", "many"] {
             same_as_native("threads", &[mode]);
         }
     }

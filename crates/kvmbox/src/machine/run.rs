@@ -152,9 +152,10 @@ impl Machine {
                         return Ok(Stop::Interrupted);
                     }
                     deadline.check()?;
-                    self.linux.fire_timers(std::time::Instant::now());
+                    // A sleeper whose time came runs now (as Linux preempts for a woken thread).
+                    let woke = self.linux.wake_due(std::time::Instant::now());
                     if self.preemptible() {
-                        let stop = if slice.expired() {
+                        let stop = if slice.expired() || woke {
                             slice.restart();
                             self.preempt()?
                         } else {
@@ -164,7 +165,7 @@ impl Machine {
                             return Ok(stop);
                         }
                     } else {
-                        slice.missed(self.linux.signal_pending());
+                        slice.missed(self.linux.signal_pending() || woke);
                     }
                 }
             }

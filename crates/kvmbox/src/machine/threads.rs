@@ -32,8 +32,9 @@ pub(super) enum Exit {
 }
 
 /// When the run's timer fires: at the end of the running thread's time slice (only while
-/// another thread waits to run), at the first guest timer (alarm, POSIX timers), or at the
-/// run's deadline — whichever is first.
+/// another thread waits to run), at the first guest timer (alarm, POSIX timers), when the
+/// first waiting thread's timeout ends (a sleeper must wake while another thread spins), or at
+/// the run's deadline — whichever is first.
 pub(super) struct TimeSlice {
     ends: Option<Instant>,
     /// A kick found the vCPU inside a stub with a signal to deliver: try again this soon.
@@ -58,7 +59,7 @@ impl TimeSlice {
         if wanted != self.ends.is_some() {
             self.ends = wanted.then(|| Instant::now() + TIME_SLICE);
         }
-        let first = [self.ends, self.retry, linux.next_timer(), deadline.at()].into_iter().flatten().min();
+        let first = [self.ends, self.retry, linux.next_timer(), linux.next_wakeup(), deadline.at()].into_iter().flatten().min();
         if first == self.armed {
             return Ok(());
         }

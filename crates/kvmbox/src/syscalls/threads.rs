@@ -654,18 +654,7 @@ impl Linux {
     /// thread after the current one (round robin), else the current one if it can run. With
     /// every thread blocked: when the first timeout ends, or a deadlock.
     pub fn schedule(&mut self, now: Instant) -> Next {
-        self.fire_timers(now);
-        for t in &mut self.threads {
-            if t.state.until().is_some_and(|u| u <= now) {
-                t.resume_rax = Some(match t.state {
-                    RunState::Futex { .. } => err(errno::ETIMEDOUT),
-                    RunState::SigWait { .. } => err(errno::EAGAIN),
-                    _ => 0,
-                });
-                t.state = RunState::Runnable;
-                t.io_deadline = None;
-            }
-        }
+        self.wake_due(now);
         // Round robin: the first runnable thread after the current one, else from the start
         // (which may be the current one).
         let next = self.current.saturating_add(1).min(self.threads.len());
@@ -687,6 +676,32 @@ impl Linux {
             return Next::Wait(None);
         }
         Next::Deadlock
+    }
+
+    /// Fire the timers due by `now` and end the waits whose timeout has passed; true if a
+    /// thread became runnable.
+    pub fn wake_due(&mut self, now: Instant) -> bool {
+        self.fire_timers(now);
+        let mut woke = false;
+        for t in &mut self.threads {
+            if t.state.until().is_some_and(|u| u <= now) {
+                t.resume_rax = Some(match t.state {
+                    RunState::Futex { .. } => err(errno::ETIMEDOUT),
+                    RunState::SigWait { .. } => err(errno::EAGAIN),
+                    _ => 0,
+                });
+                t.state = RunState::Runnable;
+                t.io_deadline = None;
+                woke = true;
+            }
+        }
+        woke
+    }
+
+    /// When the first waiting thread's timeout ends (the run's timer must fire then, even
+    /// while another thread spins without syscalls).
+    pub fn next_wakeup(&self) -> Option<Instant> {
+        self.threads.iter().filter_map(|t| t.state.until()).min()
     }
 
     /// Whether a thread other than the current one can run (the machine then preempts the
