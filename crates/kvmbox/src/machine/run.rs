@@ -152,6 +152,7 @@ impl Machine {
                         return Ok(Stop::Interrupted);
                     }
                     deadline.check()?;
+                    slice.kicked();
                     // A sleeper whose time came runs now (as Linux preempts for a woken thread).
                     let woke = self.linux.wake_due(std::time::Instant::now());
                     if self.preemptible() {

@@ -67,6 +67,13 @@ impl TimeSlice {
         timer.rearm(first.map(|at| at.saturating_duration_since(Instant::now())))
     }
 
+    /// The timer fired (one-shot: it is no longer armed): the next `follow` arms it again for
+    /// whatever is due next, and a retry it was armed for is used up.
+    pub(super) fn kicked(&mut self) {
+        self.armed = None;
+        self.retry = None;
+    }
+
     pub(super) fn expired(&self) -> bool {
         self.ends.is_some_and(|e| Instant::now() >= e)
     }

@@ -145,14 +145,14 @@ impl Linux {
     /// Block the calling thread until an in-machine object changes (or `until`, with result 0).
     fn wait_io(&mut self, until: Option<Instant>, on_signal: RestartWhen) -> Flow {
         let t = self.thread_mut();
-        t.io_deadline = Some(until);
+        t.wait_deadline = Some(until);
         t.state = RunState::IoWait { until, on_signal };
         Flow::Block
     }
 
     /// The deadline of the wait this syscall is in (kept across its re-runs), else `fresh`.
-    fn io_deadline_or(&self, fresh: impl FnOnce() -> Option<Instant>) -> Option<Instant> {
-        self.thread().io_deadline.unwrap_or_else(fresh)
+    fn wait_deadline_or(&self, fresh: impl FnOnce() -> Option<Instant>) -> Option<Instant> {
+        self.thread().wait_deadline.unwrap_or_else(fresh)
     }
 
     fn install(&mut self, desc: Desc, cloexec: bool) -> std::result::Result<u64, i32> {
@@ -375,7 +375,7 @@ impl Linux {
         if n > super::files::MAX_FDS as u64 {
             return Err(errno::EINVAL);
         }
-        let until = self.io_deadline_or(|| timeout.unwrap_or(None));
+        let until = self.wait_deadline_or(|| timeout.unwrap_or(None));
         let mut ready: u64 = 0;
         for i in 0..n {
             let at = fds.checked_add(i.saturating_mul(8)).ok_or(errno::EFAULT)?;
@@ -462,7 +462,7 @@ impl Linux {
         }
         let ep = self.epoll_of(epfd)?;
         env.user().check(events, max.saturating_mul(12), true)?;
-        let until = self.io_deadline_or(|| timeout.unwrap_or(None));
+        let until = self.wait_deadline_or(|| timeout.unwrap_or(None));
         let interest = match &lock(&ep).local {
             Local::Epoll { interest } => interest.clone(),
             _ => return Err(errno::EINVAL),

@@ -307,7 +307,7 @@ impl Linux {
             // before the syscall settled for a partial result (readv) does not leave its
             // thread marked blocked.
             let t = self.thread_mut();
-            t.io_deadline = None;
+            t.wait_deadline = None;
             if t.state != threads::RunState::Exited {
                 t.state = threads::RunState::Runnable;
             }

@@ -352,7 +352,8 @@ impl Linux {
         let restart = match t.state {
             RunState::Futex { .. } => RestartWhen::NoHandlerOrSaRestart,
             RunState::Sleep { .. } | RunState::Pause => RestartWhen::NoHandler,
-            RunState::SigWait { .. } => RestartWhen::Always,
+            // Run again to take the signal it waits for; a handler that runs ends it (EINTR).
+            RunState::SigWait { .. } => RestartWhen::NoHandler,
             RunState::IoWait { on_signal, .. } => on_signal,
             RunState::Runnable | RunState::Exited => return,
         };
@@ -437,7 +438,7 @@ impl Linux {
                 rewind(&mut regs, self.thread().blocked_nr);
                 self.thread_mut().sleep_rem = None;
             } else {
-                self.thread_mut().io_deadline = None; // the wait ends here, with EINTR
+                self.thread_mut().wait_deadline = None; // the wait ends here, with EINTR
                 if let Some((at, left)) = self.thread_mut().sleep_rem.take() {
                     let ts = [left.as_secs().min(i64::MAX as u64), u64::from(left.subsec_nanos())];
                     let _ = mem.write(at, &ts.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>());
@@ -694,15 +695,18 @@ impl Linux {
             }
             return Ok(Flow::Return(got.signo as u64));
         }
-        let until = match timeout {
-            0 => None,
-            ts => match super::threads::wake_time(env, ts, libc::CLOCK_MONOTONIC, false)? {
-                Some(at) if at <= Instant::now() => return Err(errno::EAGAIN),
-                at => at,
-            },
+        let until = match (self.thread().wait_deadline, timeout) {
+            (Some(kept), _) => kept, // run again to take its signal: the same deadline
+            (None, 0) => None,
+            (None, ts) => super::threads::wake_time(env, ts, libc::CLOCK_MONOTONIC, false)?,
         };
+        if until.is_some_and(|at| at <= Instant::now()) {
+            return Err(errno::EAGAIN);
+        }
         // A timeout too far away to represent is a wait for ever.
-        self.thread_mut().state = RunState::SigWait { set, until };
+        let t = self.thread_mut();
+        t.state = RunState::SigWait { set, until };
+        t.wait_deadline = Some(until);
         Ok(Flow::Block)
     }
 

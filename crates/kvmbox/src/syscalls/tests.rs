@@ -714,3 +714,30 @@ fn a_sigsuspend_run_again_keeps_the_callers_mask() {
     assert!(matches!(f.deliver(), signals::Delivery::Continue(_)));
     assert_eq!(f.linux.thread_mut().sigmask, 1 << (libc::SIGUSR1 - 1), "the mask from before sigsuspend");
 }
+
+#[test]
+fn a_futex_wait_run_again_after_a_signal_keeps_its_deadline() {
+    let mut f = Fixture::new(b"");
+    handle(&mut f, libc::SIGUSR1 as u64, 0, 0);
+    f.cpu.regs.rsp = f.layout.stack_top - 4096;
+    f.cpu.regs.rip = PIE_BASE + 0x50;
+    let (word, ts) = (f.scratch(), f.scratch() + 64);
+    f.mem.write(ts, &[5u64.to_le_bytes(), 0u64.to_le_bytes()].concat()).unwrap(); // 5 s, relative
+    let args = [word, 0x80, 0, ts];
+    assert!(matches!(f.call(202, &args), Flow::Block));
+    let until = |f: &Fixture| match f.linux.threads()[0].state {
+        RunState::Futex { until, .. } => until,
+        _ => panic!("not waiting"),
+    };
+    let first = until(&f);
+    // Woken by a signal that is gone by delivery time (another thread took it): no handler
+    // runs, the wait runs again — to the same end, not 5 s from now.
+    f.linux.send(signals::Target::Process, signals::SigInfo::from_process(libc::SIGUSR1 as u64, 0, 1, 0));
+    assert_eq!(f.reschedule(), Next::Run(0));
+    assert_eq!(f.linux.take_shared_pending_for_tests(), 1);
+    let signals::Delivery::Continue(regs) = f.deliver() else { panic!() };
+    assert_eq!((regs.rip, regs.rax), (PIE_BASE + 0x50 - 2, 202), "rewound onto the syscall");
+    std::thread::sleep(Duration::from_millis(5));
+    assert!(matches!(f.call(202, &args), Flow::Block));
+    assert_eq!(until(&f), first);
+}

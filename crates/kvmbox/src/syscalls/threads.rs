@@ -124,8 +124,9 @@ pub struct Thread {
     pub blocked_nr: u64,
     /// The mask sigsuspend replaced, restored by the handler's return.
     pub saved_mask: Option<u64>,
-    /// The deadline of the I/O wait its syscall is in (kept when the syscall runs again).
-    pub io_deadline: Option<Option<Instant>>,
+    /// The deadline of the wait its syscall is in, kept when the syscall runs again after a
+    /// signal or an I/O change (a relative timeout does not start over).
+    pub wait_deadline: Option<Option<Instant>>,
     /// An interrupted nanosleep's `rem` pointer and the time that was left.
     pub sleep_rem: Option<(u64, Duration)>,
 }
@@ -155,7 +156,7 @@ impl Thread {
             restart: None,
             blocked_nr: 0,
             saved_mask: None,
-            io_deadline: None,
+            wait_deadline: None,
             sleep_rem: None,
         }
     }
@@ -174,7 +175,7 @@ impl Thread {
             | RunState::IoWait { until, .. } => *until = later(*until),
             _ => {}
         }
-        t.io_deadline = t.io_deadline.map(later);
+        t.wait_deadline = t.wait_deadline.map(later);
         t
     }
 }
@@ -425,7 +426,7 @@ impl Linux {
             restart: None,
             blocked_nr: 0,
             saved_mask: None,
-            io_deadline: None,
+            wait_deadline: None,
             sleep_rem: None,
         };
         self.threads.push(thread);
@@ -536,9 +537,10 @@ impl Linux {
                 if bitset == 0 {
                     return Err(errno::EINVAL);
                 }
-                let until = match a[3] {
-                    0 => None,
-                    ts => {
+                let until = match (self.thread().wait_deadline, a[3]) {
+                    (Some(kept), _) => kept, // run again after a signal: the same deadline
+                    (None, 0) => None,
+                    (None, ts) => {
                         let clock = if op & FUTEX_CLOCK_REALTIME != 0 { libc::CLOCK_REALTIME } else { libc::CLOCK_MONOTONIC };
                         // FUTEX_WAIT's timeout is relative; FUTEX_WAIT_BITSET's absolute.
                         wake_time(env, ts, clock, cmd == FUTEX_WAIT_BITSET)?
@@ -552,7 +554,9 @@ impl Linux {
                 }
                 let seq = self.futex_seq;
                 self.futex_seq = self.futex_seq.wrapping_add(1);
-                self.thread_mut().state = RunState::Futex { addr: uaddr, bitset, until, seq };
+                let t = self.thread_mut();
+                t.state = RunState::Futex { addr: uaddr, bitset, until, seq };
+                t.wait_deadline = Some(until);
                 Ok(None)
             }
             FUTEX_WAKE | FUTEX_WAKE_BITSET => {
@@ -644,7 +648,9 @@ impl Linux {
     /// The calling thread sleeps until `until` (`None`: until the run ends); if a signal
     /// interrupts it, the time left goes to `rem`.
     pub(super) fn sleep(&mut self, until: Option<Instant>, rem: u64) -> Flow {
-        self.thread_mut().state = RunState::Sleep { until, rem };
+        let t = self.thread_mut();
+        t.state = RunState::Sleep { until, rem };
+        t.wait_deadline = Some(until);
         Flow::Block
     }
 
@@ -691,7 +697,7 @@ impl Linux {
                     _ => 0,
                 });
                 t.state = RunState::Runnable;
-                t.io_deadline = None;
+                t.wait_deadline = None;
                 woke = true;
             }
         }

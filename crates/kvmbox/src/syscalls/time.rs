@@ -45,6 +45,10 @@ impl Linux {
         if let Err(e) = host_clock(clock) {
             return Flow::Return(err(e));
         }
+        // Run again after a signal with no handler: the sleep goes on to the same end.
+        if let Some(until) = self.thread().wait_deadline {
+            return self.sleep(until, if flags & TIMER_ABSTIME != 0 { 0 } else { rem });
+        }
         match wake_time(env, req, clock as i32, flags & TIMER_ABSTIME != 0) {
             // An absolute sleep has no time left to report.
             Ok(until) => self.sleep(until, if flags & TIMER_ABSTIME != 0 { 0 } else { rem }),
