@@ -675,6 +675,38 @@ impl Linux {
         Ok(Flow::Block)
     }
 
+    /// ppoll / epoll_pwait / epoll_pwait2: wait with the signal mask at `set` (if given) in
+    /// place of the thread's own, as sigsuspend does. The old mask comes back when the call
+    /// returns, or when the handler of a signal that ended the wait returns (it is the mask the
+    /// frame saves).
+    pub(super) fn with_wait_mask(
+        &mut self,
+        env: &SyscallEnv,
+        set: u64,
+        size: u64,
+        wait: impl FnOnce(&mut Linux) -> std::result::Result<Flow, i32>,
+    ) -> std::result::Result<Flow, i32> {
+        if set == 0 {
+            return wait(self);
+        }
+        if size != 8 {
+            return Err(errno::EINVAL);
+        }
+        let mask = env.user().read_u64(set)? & !UNBLOCKABLE;
+        let t = self.thread_mut();
+        let old = t.saved_mask.take().unwrap_or(t.sigmask);
+        t.saved_mask = Some(old);
+        t.sigmask = mask;
+        let flow = wait(self);
+        if !matches!(flow, Ok(Flow::Block)) {
+            let t = self.thread_mut();
+            if let Some(old) = t.saved_mask.take() {
+                t.sigmask = old;
+            }
+        }
+        flow
+    }
+
     /// rt_sigtimedwait: take a pending signal in `set` (its number, and its siginfo at `info`),
     /// or wait for one until the timeout (EAGAIN).
     pub(super) fn rt_sigtimedwait(

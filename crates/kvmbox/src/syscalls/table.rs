@@ -145,9 +145,13 @@ pub const TABLE: &[Syscall] = &[
     sys!(262 "newfstatat" [Fd, Path, Ptr, Int] |l, e, _, a| errno(l.stat_path(e, a[0], a[1], a[2], a[3]))),
     sys!(267 "readlinkat" [Fd, Path, Ptr, Len] |l, e, _, a| errno(l.readlink(e, a[0], a[1], a[2], a[3]))),
     sys!(269 "faccessat" [Fd, Path, Int] |l, e, _, a| errno(l.access(e, a[0], a[1], a[2]))),
-    sys!(271 "ppoll" [Ptr, Len, Ptr, Ptr, Len] |l, e, _, a| flow(timespec_deadline(e, a[2]).and_then(|t| l.poll(e, a[0], a[1], t)))),
+    sys!(271 "ppoll" [Ptr, Len, Ptr, Ptr, Len] |l, e, _, a| {
+        flow(timespec_deadline(e, a[2]).and_then(|t| l.with_wait_mask(e, a[3], a[4], |l| l.poll(e, a[0], a[1], t))))
+    }),
     sys!(273 "set_robust_list" [Ptr, Len] |l, _, _, a| errno(l.set_robust_list(a[0], a[1]))),
-    sys!(281 "epoll_pwait" [Fd, Ptr, Int, Int, Ptr, Len] |l, e, _, a| flow(l.epoll_wait(e, a[0], a[1], a[2], ipc::deadline_in_ms(a[3])))),
+    sys!(281 "epoll_pwait" [Fd, Ptr, Int, Int, Ptr, Len] |l, e, _, a| {
+        flow(l.with_wait_mask(e, a[4], a[5], |l| l.epoll_wait(e, a[0], a[1], a[2], ipc::deadline_in_ms(a[3]))))
+    }),
     sys!(284 "eventfd" [Int] |l, _, _, a| errno(l.eventfd2(a[0], 0))),
     sys!(290 "eventfd2" [Int, Int] |l, _, _, a| errno(l.eventfd2(a[0], a[1]))),
     sys!(291 "epoll_create1" [Int] |l, _, _, a| errno(l.epoll_create1(a[0]))),
@@ -158,7 +162,9 @@ pub const TABLE: &[Syscall] = &[
     sys!(332 "statx" [Fd, Path, Int, Int, Ptr] |l, e, _, a| errno(l.statx(e, a[0], a[1], a[2], a[4]))),
     sys!(435 "clone3" [Ptr, Len] |l, e, _, a| errno(l.clone3(e, a[0], a[1]))),
     sys!(439 "faccessat2" [Fd, Path, Int, Int] |l, e, _, a| errno(l.access(e, a[0], a[1], a[2]))),
-    sys!(441 "epoll_pwait2" [Fd, Ptr, Int, Ptr, Ptr, Len] |l, e, _, a| flow(timespec_deadline(e, a[3]).and_then(|t| l.epoll_wait(e, a[0], a[1], a[2], t)))),
+    sys!(441 "epoll_pwait2" [Fd, Ptr, Int, Ptr, Ptr, Len] |l, e, _, a| {
+        flow(timespec_deadline(e, a[3]).and_then(|t| l.with_wait_mask(e, a[4], a[5], |l| l.epoll_wait(e, a[0], a[1], a[2], t))))
+    }),
 ];
 
 /// A timeout given as a `struct timespec *` (NULL: none) as a deadline.

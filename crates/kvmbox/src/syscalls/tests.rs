@@ -741,3 +741,32 @@ fn a_futex_wait_run_again_after_a_signal_keeps_its_deadline() {
     assert!(matches!(f.call(202, &args), Flow::Block));
     assert_eq!(until(&f), first);
 }
+
+#[test]
+fn ppoll_waits_with_its_own_mask_and_puts_the_callers_back() {
+    let mut f = Fixture::new(b"");
+    handle(&mut f, libc::SIGUSR1 as u64, 0, 0);
+    f.cpu.regs.rsp = f.layout.stack_top - 4096;
+    let (set, ts, fds) = (f.scratch(), f.scratch() + 64, f.scratch() + 128);
+    let usr1 = 1u64 << (libc::SIGUSR1 - 1);
+    f.mem.write_u64(set, usr1).unwrap();
+    assert_eq!(f.ret(14, &[0, set, 0, 8]), 0); // SIGUSR1 blocked
+    f.mem.write_u64(set, 0).unwrap(); // ppoll's mask: nothing blocked
+    f.mem.write(ts, &[0u8; 16]).unwrap(); // timeout 0
+    assert_eq!(f.ret(293, &[fds, 0]), 0);
+    let r = f.mem.read_u64(fds).unwrap() & 0xffff_ffff;
+    let pfd = f.scratch() + 256;
+    f.mem.write(pfd, &[(r as u32).to_le_bytes(), 1u32.to_le_bytes()].concat()).unwrap();
+    // Nothing ready, timeout 0: returns 0 with the caller's mask back.
+    assert_eq!(f.ret(271, &[pfd, 1, ts, set, 8]), 0);
+    assert_eq!(f.linux.thread_mut().sigmask, usr1);
+    assert_eq!(f.ret(271, &[pfd, 1, ts, set, 4]), neg(errno::EINVAL));
+    // SIGUSR1 pending while blocked; a ppoll that unblocks it ends at once, the handler runs,
+    // and the frame restores the caller's mask.
+    assert_eq!(f.ret(62, &[1, libc::SIGUSR1 as u64]), 0);
+    assert!(matches!(f.call(271, &[pfd, 1, 0, set, 8]), Flow::Block));
+    assert_eq!(f.reschedule(), Next::Run(0));
+    assert_eq!(f.cpu.regs.rax as i64, neg(errno::EINTR));
+    let signals::Delivery::Continue(entry) = f.deliver() else { panic!("the handler runs") };
+    assert_eq!(f.mem.read_u64(entry.rdx + 296).unwrap(), usr1, "uc_sigmask: the caller's mask");
+}

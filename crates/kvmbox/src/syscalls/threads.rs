@@ -698,6 +698,10 @@ impl Linux {
                 });
                 t.state = RunState::Runnable;
                 t.wait_deadline = None;
+                // A ppoll/epoll_pwait that timed out puts its caller's mask back.
+                if let Some(mask) = t.saved_mask.take() {
+                    t.sigmask = mask;
+                }
                 woke = true;
             }
         }
