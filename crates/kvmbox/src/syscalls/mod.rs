@@ -267,30 +267,21 @@ impl Linux {
 
     /// A new process like this one but in `state` (for a fork), with fresh output buffers.
     pub fn fork_from(&self, state: &LinuxState) -> Result<Linux> {
-        let mut child = Linux {
+        let mut child = Linux::new(ProcessConfig {
             mm: state.mm.clone(),
-            fds: FdTable::new(),
             policy: Arc::clone(&self.policy),
             stdin: state.stdin.clone(),
             stdout: self.stdout.fresh_like(),
             stderr: self.stderr.fresh_like(),
             exe_path: self.exe_path.clone(),
             cwd: self.cwd.clone(),
-            uid: self.uid,
-            gid: self.gid,
-            trace: self.trace,
             memory: self.memory,
             stack_size: self.stack_size,
-            sigactions: [[0; 4]; 65],
-            threads: Vec::new(),
-            current: 0,
-            next_tid: 0,
-            futex_seq: 0,
-            shared_pending: Vec::new(),
-            timers: Vec::new(),
+            trace: self.trace,
             xsave_size: self.xsave_size,
             xfeatures: self.xfeatures,
-        };
+        });
+        (child.uid, child.gid) = (self.uid, self.gid);
         child.restore(state)?;
         Ok(child)
     }
