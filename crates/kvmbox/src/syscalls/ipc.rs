@@ -87,39 +87,33 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Description {
     pub fn new(nonblock: bool, local: Local) -> Desc {
-        match &local {
-            Local::PipeRead(p) => {
-                let mut p = lock(p);
-                p.readers = p.readers.saturating_add(1);
-                p.gen = p.gen.wrapping_add(1);
-            }
-            Local::PipeWrite(p) => {
-                let mut p = lock(p);
-                p.writers = p.writers.saturating_add(1);
-                p.gen = p.gen.wrapping_add(1);
-            }
-            _ => {}
-        }
+        count_pipe_end(&local, true);
         Arc::new(Mutex::new(Description { nonblock, local, gen: 0 }))
     }
 }
 
 impl Drop for Description {
     fn drop(&mut self) {
-        match &self.local {
-            Local::PipeRead(p) => {
-                let mut p = lock(p);
-                p.readers = p.readers.saturating_sub(1);
-                p.gen = p.gen.wrapping_add(1);
-            }
-            Local::PipeWrite(p) => {
-                let mut p = lock(p);
-                p.writers = p.writers.saturating_sub(1);
-                p.gen = p.gen.wrapping_add(1);
-            }
-            _ => {}
-        }
+        count_pipe_end(&self.local, false);
     }
+}
+
+/// A pipe end was opened (or closed): count it in its pipe, which changes (readers see EOF,
+/// writers EPIPE, when the other side's count reaches 0).
+fn count_pipe_end(local: &Local, opened: bool) {
+    let step = |n: usize| if opened { n.saturating_add(1) } else { n.saturating_sub(1) };
+    let (pipe, reader) = match local {
+        Local::PipeRead(p) => (p, true),
+        Local::PipeWrite(p) => (p, false),
+        _ => return,
+    };
+    let mut p = lock(pipe);
+    if reader {
+        p.readers = step(p.readers);
+    } else {
+        p.writers = step(p.writers);
+    }
+    p.gen = p.gen.wrapping_add(1);
 }
 
 /// A number that changes whenever what a description refers to changes (readiness may have):
