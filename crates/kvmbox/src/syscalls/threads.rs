@@ -436,7 +436,9 @@ impl Linux {
     /// A thread created since the last call whose FPU state is still to be copied from its
     /// creator (the machine copies the vCPU's, which is the creator's, right after the clone).
     pub fn take_unfilled_fpu(&mut self) -> Option<&mut SavedCpu> {
-        self.threads.iter_mut().filter_map(|t| t.saved.as_deref_mut()).find(|s| s.xsave.is_none())
+        // Checked after every syscall, so O(1): a clone appends its thread, and the machine
+        // fills it before the next syscall; only the newest thread can be unfilled.
+        self.threads.last_mut().and_then(|t| t.saved.as_deref_mut()).filter(|s| s.xsave.is_none())
     }
 
     /// `exit`: the calling thread ends. Its clear_child_tid word is zeroed and woken (how
