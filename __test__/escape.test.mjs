@@ -26,7 +26,7 @@ const cases = {
   iretq_forged: [GP],
   far_call_kernel: [GP],
   sysret: [GP],
-  exec_heap: [PF], // heap is NX even when mapped PROT_EXEC
+  exec_heap: [PF], // memory mapped without PROT_EXEC is NX
   write_text: [PF], // no self-modifying code: text is read-only
   jump_noncanonical: [GP],
   stack_pivot: [PF],

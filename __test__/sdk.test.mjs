@@ -183,7 +183,7 @@ test('lastStats: wall time, VM exits and syscalls of the last run or call, pages
   const snap = vm.snapshot();
   const f = snap.fork();
   t.teardown(() => f.close());
-  t.deepEqual(f.lastStats, { wallNs: 0, exits: 0, syscalls: 0, pagesRestored: 0 });
+  t.deepEqual(f.lastStats, { wallNs: 0, exits: 0, syscalls: 0, pagesRestored: 0, pageTableCommits: 0 });
   t.is(f.call('add', 1, 2), 3);
   const pure = f.lastStats;
   t.is(pure.syscalls, 0, 'add() makes no syscall');

@@ -469,6 +469,8 @@ test('a secret written during request N is nowhere in guest memory after reset; 
   // Request N: the secret goes into globals, the heap, new brk and mmap memory, an mremap'd
   // block, the stack, stdout, and the call-argument area (it is passed as a string).
   t.is(m.call('put_secret', secret), secret.length);
+  // Everything not mapped is mapped readable first, so the scan sees all of guest memory.
+  t.true(m.call('map_all_free') > 0);
   const before = scanMemory(m, secret);
   t.true(before.readable > 0.9 * m.memory.size, `the scan covers guest memory (${before.readable} bytes)`);
   const areaAddr = m.call('area_addr');
@@ -483,6 +485,8 @@ test('a secret written during request N is nowhere in guest memory after reset; 
 
   t.true(m.reset() > 0);
   t.is(m.takeOutput().stdout.length, 0, 'the printed secret is gone from captured output');
+  t.throws(() => m.memory.read(0x10000, 1), undefined, 'what map_all_free mapped is gone after the reset');
+  t.true(m.call('map_all_free') > 0);
   const after = scanMemory(m, secret);
   t.is(after.readable, before.readable, 'the same memory was scanned');
   t.deepEqual(
@@ -515,12 +519,14 @@ test('new machines and forks never show memory that held other data (host heap, 
   const snap = vm.snapshot();
   for (const tenant of [snap.fork(), paused(t)]) {
     t.is(tenant.call('put_secret', secret), secret.length);
+    tenant.call('map_all_free');
     t.true(scanMemory(tenant, secret).hits.length > 0, 'positive control');
     tenant.close();
   }
   // New machines of both kinds, and the memory the guest maps fresh, show none of it.
   const fresh = [snap.fork(), paused(t)];
   for (const m of fresh) {
+    t.true(m.call('map_all_free') > 0);
     const scan = scanMemory(m, secret);
     t.true(scan.readable > 0.9 * m.memory.size);
     t.deepEqual(scan.hits, [], 'no trace of a closed tenant');

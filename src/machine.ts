@@ -272,6 +272,8 @@ export interface RunStats {
   exits: number
   syscalls: number
   pagesRestored: number
+  /** Ring-0 stub runs that took page rights away (munmap, mprotect, W^X flips): each costs a VM entry. */
+  pageTableCommits: number
 }
 
 /** What the host's KVM is and whether kvmbox can use it. */
@@ -548,7 +550,8 @@ export class Machine {
   /**
    * What the last run or call cost — `wallNs` (wall-clock time), `exits` (VM exits: syscalls,
    * faults, the call return, timer kicks), `syscalls` (host calls included) — and
-   * `pagesRestored`, the pages the reset before it copied back. Zeros before any run, and
+   * `pagesRestored`, the pages the reset before it copied back, and `pageTableCommits`, the
+   * ring-0 stub runs that took page rights away (munmap, mprotect). Zeros before any run, and
    * for a machine that finished and released its VM.
    */
   get lastStats(): RunStats {

@@ -64,8 +64,8 @@ __attribute__((noinline)) void attempt(const char *mode, const char *arg) {
         __asm__ volatile("rex64 lcall *%0" ::"m"(target));
     } else if (!strcmp(mode, "sysret")) __asm__ volatile("sysretq");
     else if (!strcmp(mode, "exec_heap")) {
-        /* Heap memory is never executable here (NX), even with PROT_EXEC. */
-        unsigned char *p = mmap(NULL, 4096, PROT_READ | PROT_WRITE | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        /* Memory mapped without PROT_EXEC is not executable (NX), as on Linux. */
+        unsigned char *p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         p[0] = 0xC3; /* ret */
         ((void (*)(void))p)();
     } else if (!strcmp(mode, "write_text")) {

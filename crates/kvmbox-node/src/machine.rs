@@ -220,6 +220,7 @@ pub struct NativeRunStats {
     pub exits: f64,
     pub syscalls: f64,
     pub pages_restored: f64,
+    pub page_table_commits: f64,
 }
 
 /// Output captured (in 'pipe' mode) since the last take.
@@ -555,6 +556,7 @@ impl NativeMachine {
             exits: stats.exits as f64,
             syscalls: stats.syscalls as f64,
             pages_restored: stats.pages_restored as f64,
+            page_table_commits: stats.page_table_commits as f64,
         }
     }
 

@@ -36,7 +36,7 @@ fn raw_vm(code: &[u8], sp_below: u64) -> Result<(Vm, GuestMemory, Layout)> {
     let memory = crate::layout::MIN_MEMORY;
     let layout = Layout::new(memory);
     let region = Region { start: PIE_BASE, end: PIE_BASE + 4096, perm: Perm::USER_RX };
-    let space = AddressSpace::new(layout.regions(&[region]));
+    let space = AddressSpace::new(layout.regions(&[region, layout.stack_region()]));
     let mem = GuestMemory::new(memory)?;
     arch::write_system_pages(&mem, &layout)?;
     let cr3 = paging::build(&mem, &layout, space.regions())?;

@@ -1,19 +1,22 @@
 //! The guest address space: where everything lives, and what each page may be used for.
 //!
 //! Guest virtual addresses equal guest physical addresses (identity mapping) and the whole
-//! space `[0, memory_size)` is described once, at creation, by a sorted list of `Region`s.
-//! The same list drives both the guest page tables (built once, never edited — see the PVM
-//! notes) and the host's permission checks on syscall pointers, so the two cannot disagree.
+//! space `[0, memory_size)` is described by a sorted list of `Region`s: the process's mappings
+//! (the ELF image, the stack, brk and mmap areas, each with its own rights) below `sys_base`,
+//! the fixed system area above it. The same list drives both the guest page tables (edited
+//! through `paging` when mmap, munmap, mprotect or brk change it) and the host's permission
+//! checks on syscall pointers, so the two cannot disagree.
 //!
 //! ```text
 //! 0 ........ 0x1000          not present (null-pointer guard)
-//! 0x1000 ... image           user RW, NX (free for mmap)
-//! image ........             ELF segments with their own permissions (W^X)
-//! brk → ... ← mmap           user RW, NX (heap and anonymous mappings)
-//! guard                      not present (stack overflow guard)
+//! 0x1000 ... sys_base        the user area: not present except where the process maps
+//!                            something — ELF segments, brk heap, mmap (placed top-down
+//!                            below the stack guard), the stack — with the rights it asked for
+//! guard                      not mapped (stack overflow guard)
 //! stack_bottom .. stack_top  user RW, NX
 //! sys_base ...... M          system area: syscall entry page (user RX), then supervisor-only
-//!                            exception stubs, GDT, IDT, TSS, ring-0 stack, page tables
+//!                            exception stubs, GDT, IDT, TSS, ring-0 stack, the page-table
+//!                            commit scratch page, page tables
 //! ```
 
 pub const PAGE_SIZE: u64 = 4096;
@@ -56,6 +59,16 @@ impl Perm {
         Perm { present: true, user: true, write, exec }
     }
 
+    /// The rights of a mapping with mmap protection `prot` (PROT_READ 1, PROT_WRITE 2,
+    /// PROT_EXEC 4): PROT_NONE is not present; anything else is readable, as on x86-64 Linux.
+    pub fn from_prot(prot: u8) -> Perm {
+        if prot & 7 == 0 {
+            Perm::NONE
+        } else {
+            Perm::user(prot & 2 != 0, prot & 4 != 0)
+        }
+    }
+
     /// The union of two permission sets (used when two ELF segments share a page).
     pub fn union(self, other: Perm) -> Perm {
         Perm {
@@ -90,13 +103,16 @@ pub struct SystemPages {
     pub tss: u64,
     /// Ring-0 stack that exceptions push their frame onto (TSS.rsp0 = its top).
     pub ring0_stack: u64,
+    /// Supervisor read-write page the host puts new page-table entries in for the ring-0
+    /// commit stub to copy into place (see `machine::pagetables`).
+    pub pt_scratch: u64,
     /// First page-table page (the PML4); all page tables follow contiguously.
     pub page_tables: u64,
     pub page_table_pages: u64,
 }
 
 pub const TSS_PAGES: u64 = 3;
-const FIXED_SYSTEM_PAGES: u64 = 2 + 1 + 1 + 1 + TSS_PAGES + 1;
+const FIXED_SYSTEM_PAGES: u64 = 2 + 1 + 1 + 1 + TSS_PAGES + 1 + 1;
 
 /// Number of page-table pages needed to map `[0, memory)` with 4 KiB pages.
 pub fn page_table_pages(memory: u64) -> u64 {
@@ -134,6 +150,7 @@ impl Layout {
             idt: take(1),
             tss: take(TSS_PAGES),
             ring0_stack: take(1),
+            pt_scratch: take(1),
             page_tables: take(pt_pages),
             page_table_pages: pt_pages,
         };
@@ -156,10 +173,16 @@ impl Layout {
         self.guard_bottom
     }
 
-    /// The region list for this layout with the given ELF segment pages laid over the
-    /// default user read-write area. `segments` must be page-aligned, sorted and disjoint.
-    pub fn regions(&self, segments: &[Region]) -> Vec<Region> {
-        let mut out = Vec::with_capacity(segments.len() * 2 + 12);
+    /// The main thread's stack, as the process starts with it.
+    pub fn stack_region(&self) -> Region {
+        Region { start: self.stack_bottom, end: self.stack_top, perm: Perm::USER_RW }
+    }
+
+    /// The region list for this layout: the process's mappings `user` (page-aligned, sorted,
+    /// disjoint, inside `[USER_MIN, sys_base)`), not present everywhere else below `sys_base`,
+    /// then the system area.
+    pub fn regions(&self, user: &[Region]) -> Vec<Region> {
+        let mut out = Vec::with_capacity(user.len() * 2 + 12);
         let mut push = |start: u64, end: u64, perm: Perm| {
             if start < end {
                 out.push(Region { start, end, perm });
@@ -167,14 +190,13 @@ impl Layout {
         };
         push(0, USER_MIN, Perm::NONE);
         let mut cursor = USER_MIN;
-        for seg in segments {
-            push(cursor, seg.start, Perm::USER_RW);
-            push(seg.start, seg.end, seg.perm);
-            cursor = seg.end;
+        for r in user {
+            debug_assert!(r.start >= cursor && r.end <= self.sys_base);
+            push(cursor, r.start, Perm::NONE);
+            push(r.start, r.end, r.perm);
+            cursor = r.end;
         }
-        push(cursor, self.guard_bottom, Perm::USER_RW);
-        push(self.guard_bottom, self.stack_bottom, Perm::NONE);
-        push(self.stack_bottom, self.stack_top, Perm::USER_RW);
+        push(cursor, self.sys_base, Perm::NONE);
         let s = &self.sys;
         push(s.syscall_entry, s.exception_stubs, Perm::USER_RX);
         push(s.exception_stubs, s.gdt, Perm::SUPER_RX);
@@ -183,9 +205,17 @@ impl Layout {
         push(s.gdt, s.idt, Perm::SUPER_RW);
         push(s.idt, s.ring0_stack, Perm::SUPER_RO);
         push(s.ring0_stack, s.page_tables, Perm::SUPER_RW);
-        // Page tables are reached by physical address only; they are not mapped at all.
-        push(s.page_tables, self.memory, Perm::NONE);
-        out
+        // The ring-0 commit stub writes page-table entries through this mapping, so that the
+        // shadow MMU (PVM) sees every change that takes rights away.
+        push(s.page_tables, self.memory, Perm::SUPER_RW);
+        let mut merged: Vec<Region> = Vec::with_capacity(out.len());
+        for r in out {
+            match merged.last_mut() {
+                Some(last) if last.perm == r.perm && last.end == r.start => last.end = r.end,
+                _ => merged.push(r),
+            }
+        }
+        merged
     }
 }
 
@@ -216,9 +246,66 @@ impl AddressSpace {
         &self.regions
     }
 
+    /// Index of the region holding `addr`, if any.
+    fn find(&self, addr: u64) -> Option<usize> {
+        self.regions
+            .binary_search_by(|r| {
+                if r.end <= addr {
+                    std::cmp::Ordering::Less
+                } else if r.start > addr {
+                    std::cmp::Ordering::Greater
+                } else {
+                    std::cmp::Ordering::Equal
+                }
+            })
+            .ok()
+    }
+
+    /// The rights of the page holding `addr` (not present beyond the end).
+    pub fn perm_at(&self, addr: u64) -> Perm {
+        self.find(addr).map_or(Perm::NONE, |i| self.regions[i].perm)
+    }
+
+    /// Give `[start, end)` (page-aligned, inside the space) the rights `perm`, splitting the
+    /// regions it cuts and merging equal neighbours, so the list stays as short as the rights
+    /// allow. Linear in the number of regions.
+    pub fn set(&mut self, start: u64, end: u64, perm: Perm) {
+        let Some(last) = self.regions.last() else { return };
+        let end = end.min(last.end);
+        if start >= end {
+            return;
+        }
+        let (Some(first), Some(final_)) = (self.find(start), self.find(end - 1)) else { return };
+        let (head, tail) = (self.regions[first], self.regions[final_]);
+        let mut new = Vec::with_capacity(3);
+        if head.start < start {
+            new.push(Region { start: head.start, end: start, perm: head.perm });
+        }
+        new.push(Region { start, end, perm });
+        if tail.end > end {
+            new.push(Region { start: end, end: tail.end, perm: tail.perm });
+        }
+        self.regions.splice(first..=final_, new);
+        // Merge around the change (at most two neighbours on each side can now be equal).
+        let lo = first.saturating_sub(1);
+        let hi = (first + 4).min(self.regions.len());
+        let mut i = lo;
+        let mut stop = hi;
+        while i + 1 < stop {
+            if self.regions[i].perm == self.regions[i + 1].perm {
+                self.regions[i].end = self.regions[i + 1].end;
+                self.regions.remove(i + 1);
+                stop -= 1;
+            } else {
+                i += 1;
+            }
+        }
+    }
+
     /// True if ring-3 code may execute the instruction byte at `addr`.
     pub fn user_executable(&self, addr: u64) -> bool {
-        self.regions.iter().any(|r| r.start <= addr && addr < r.end && r.perm.present && r.perm.user && r.perm.exec)
+        let p = self.perm_at(addr);
+        p.present && p.user && p.exec
     }
 
     /// True if ring-3 code may read (and, with `write`, write) every byte of `[addr, addr+len)`.
@@ -228,18 +315,7 @@ impl AddressSpace {
             return true;
         }
         let Some(end) = addr.checked_add(len) else { return false };
-        let mut i = match self.regions.binary_search_by(|r| {
-            if r.end <= addr {
-                std::cmp::Ordering::Less
-            } else if r.start > addr {
-                std::cmp::Ordering::Greater
-            } else {
-                std::cmp::Ordering::Equal
-            }
-        }) {
-            Ok(i) => i,
-            Err(_) => return false,
-        };
+        let Some(mut i) = self.find(addr) else { return false };
         loop {
             let r = &self.regions[i];
             if !(r.perm.present && r.perm.user) || (write && !r.perm.write) {
@@ -266,7 +342,7 @@ mod tests {
             let l = Layout::new(mem);
             assert!(l.guard_bottom < l.stack_bottom && l.stack_top == l.sys_base);
             let seg = Region { start: 0x40_0000, end: 0x40_2000, perm: Perm::USER_RX };
-            let regions = l.regions(&[seg]);
+            let regions = l.regions(&[seg, l.stack_region()]);
             assert_eq!(regions.first().unwrap().start, 0);
             assert_eq!(regions.last().unwrap().end, mem);
             assert!(regions.windows(2).all(|w| w[0].end == w[1].start));
@@ -277,9 +353,11 @@ mod tests {
     fn permission_checks() {
         let l = Layout::new(64 << 20);
         let text = Region { start: 0x40_0000, end: 0x40_2000, perm: Perm::USER_RX };
-        let space = AddressSpace::new(l.regions(&[text]));
+        let heap = Region { start: 0x1000, end: 0x40_0000, perm: Perm::USER_RW };
+        let space = AddressSpace::new(l.regions(&[heap, text, l.stack_region()]));
         assert!(!space.user_accessible(0, 1, false), "null page");
         assert!(space.user_accessible(0x1000, 0x3f_f000, true));
+        assert!(!space.user_accessible(0x40_2000, 1, false), "nothing mapped after the text");
         assert!(space.user_accessible(0x40_0000, 0x2000, false));
         assert!(!space.user_accessible(0x40_0000, 1, true), "text is read-only");
         assert!(!space.user_accessible(0x3f_ffff, 2, true), "range crossing into text");
@@ -291,5 +369,30 @@ mod tests {
         assert!(!space.user_accessible(l.sys.page_tables, 8, false));
         assert!(!space.user_accessible(u64::MAX - 1, 4, false), "overflow");
         assert!(!space.user_accessible(1 << 40, 1, false), "beyond memory");
+    }
+
+    #[test]
+    fn set_splits_and_merges_regions() {
+        let l = Layout::new(64 << 20);
+        let mut space = AddressSpace::new(l.regions(&[l.stack_region()]));
+        let n = space.regions().len();
+        space.set(0x10_0000, 0x10_3000, Perm::USER_RW);
+        assert_eq!(space.regions().len(), n + 2);
+        assert!(space.user_accessible(0x10_0000, 0x3000, true));
+        assert!(!space.user_accessible(0x10_3000, 1, false));
+        // Taking the write right from the middle page splits the mapping in three.
+        space.set(0x10_1000, 0x10_2000, Perm::from_prot(1));
+        assert_eq!(space.regions().len(), n + 4);
+        assert!(!space.user_accessible(0x10_1000, 1, true) && space.user_accessible(0x10_1000, 1, false));
+        assert_eq!(space.perm_at(0x10_1000), Perm::user(false, false));
+        // Giving it back merges the three again, and unmapping merges with the gaps around.
+        space.set(0x10_1000, 0x10_2000, Perm::USER_RW);
+        assert_eq!(space.regions().len(), n + 2);
+        space.set(0x10_0000, 0x10_3000, Perm::NONE);
+        assert_eq!(space.regions().len(), n);
+        assert!(space.regions().windows(2).all(|w| w[0].end == w[1].start && w[0].perm != w[1].perm));
+        assert_eq!(Perm::from_prot(0), Perm::NONE);
+        assert_eq!(Perm::from_prot(4), Perm::USER_RX);
+        assert_eq!(Perm::from_prot(7), Perm::user(true, true));
     }
 }

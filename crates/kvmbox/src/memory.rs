@@ -23,6 +23,22 @@ use crate::layout::{page_down, page_up, AddressSpace, PAGE_SIZE};
 /// A snapshot image a private mapping is made of: its memfd and the ranges of it holding data.
 type ImageBacking = (File, Vec<(u64, u64)>);
 
+/// A machine's address space, shared with the memory views it hands out: mmap, munmap,
+/// mprotect and brk change it (on the vCPU thread, between guest instructions), and every
+/// checked access reads it.
+pub type SharedSpace = Arc<std::sync::RwLock<AddressSpace>>;
+
+/// The address space as it is now (a poisoned lock still holds a consistent list: every
+/// change is one `AddressSpace::set`).
+pub fn read_space(space: &SharedSpace) -> std::sync::RwLockReadGuard<'_, AddressSpace> {
+    space.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The address space, to change it.
+pub fn write_space(space: &SharedSpace) -> std::sync::RwLockWriteGuard<'_, AddressSpace> {
+    space.write().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Guest physical memory starting at guest address 0.
 pub struct GuestMemory {
     /// The mapping. Shared memory: the memfd is its file offset. Private memory: anonymous
@@ -66,31 +82,27 @@ impl std::fmt::Display for Efault {
 #[derive(Clone)]
 pub struct MemoryView {
     mem: Arc<GuestMemory>,
-    space: Arc<AddressSpace>,
+    space: SharedSpace,
 }
 
 impl MemoryView {
-    pub(crate) fn new(mem: Arc<GuestMemory>, space: Arc<AddressSpace>) -> Self {
+    pub(crate) fn new(mem: Arc<GuestMemory>, space: SharedSpace) -> Self {
         MemoryView { mem, space }
-    }
-
-    fn user(&self) -> UserMemory<'_> {
-        UserMemory { mem: &self.mem, space: &self.space }
     }
 
     /// Read `len` bytes the guest may read.
     pub fn read(&self, addr: u64, len: u64) -> std::result::Result<Vec<u8>, Efault> {
-        self.user().read_vec(addr, len)
+        UserMemory { mem: &self.mem, space: &read_space(&self.space) }.read_vec(addr, len)
     }
 
     /// Write where the guest may write.
     pub fn write(&self, addr: u64, data: &[u8]) -> std::result::Result<(), Efault> {
-        self.user().write(addr, data)
+        UserMemory { mem: &self.mem, space: &read_space(&self.space) }.write(addr, data)
     }
 
     /// A NUL-terminated string of at most `max` bytes; `None` if no NUL within `max`.
     pub fn read_cstring(&self, addr: u64, max: usize) -> std::result::Result<Option<Vec<u8>>, Efault> {
-        self.user().read_cstring(addr, max)
+        UserMemory { mem: &self.mem, space: &read_space(&self.space) }.read_cstring(addr, max)
     }
 
     /// Guest memory size in bytes.
@@ -109,7 +121,7 @@ impl MemoryView {
 #[derive(Clone)]
 pub struct WeakMemoryView {
     mem: std::sync::Weak<GuestMemory>,
-    space: std::sync::Weak<AddressSpace>,
+    space: std::sync::Weak<std::sync::RwLock<AddressSpace>>,
 }
 
 impl WeakMemoryView {
@@ -798,7 +810,9 @@ mod tests {
     #[test]
     fn read_cstring_with_any_max_ends() {
         let layout = Layout::new(8 << 20);
-        let space = AddressSpace::new(layout.regions(&[Region { start: 0x40_0000, end: 0x40_2000, perm: Perm::USER_RX }]));
+        let text = Region { start: 0x40_0000, end: 0x40_2000, perm: Perm::USER_RX };
+        let data = Region { start: 0x40_2000, end: 0x40_3000, perm: Perm::USER_RW };
+        let space = AddressSpace::new(layout.regions(&[text, data]));
         let mem = GuestMemory::new(8 << 20).unwrap();
         mem.write(0x40_0000, b"hello\0").unwrap();
         mem.write(0x40_1000, &[b'x'; 4096]).unwrap();

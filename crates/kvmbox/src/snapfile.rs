@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 
 pub const MAGIC: &[u8; 8] = b"KVMBOXSN";
 /// 2: the emulated process keeps every thread (registers, FPU, run state, timeouts).
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 fn corrupt(what: impl std::fmt::Display) -> Error {
     Error::InvalidArgument(format!("invalid snapshot file: {what}"))

@@ -4,9 +4,9 @@
 //!
 //! Reset copies back exactly the pages written since the snapshot (or the last reset): the
 //! guest's writes come from KVM's dirty log, the host's own writes (syscall emulation, the
-//! embedder's memory writes) from the memory's host-dirty record. Page-table pages are never
-//! written after creation, so they never need restoring — which matters on PVM, whose shadow
-//! MMU would not notice restored page-table pages (see `Machine::reset_to`).
+//! embedder's memory writes) from the memory's host-dirty record — except page-table pages,
+//! whose changed entries go back through the page-table commit path (PVM's shadow MMU would
+//! not notice pages copied back; see `machine::pagetables`).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -18,7 +18,7 @@ use vm_memory::mmap::MmapRegion;
 
 use crate::arch;
 use crate::error::{Error, Result};
-use crate::layout::{self, AddressSpace, Layout, Perm, Region};
+use crate::layout::{self, AddressSpace, Layout};
 use crate::memory::GuestMemory;
 use crate::paging;
 use crate::snapfile::{self, Reader, Writer};
@@ -143,14 +143,8 @@ impl Snapshot {
     pub fn save_with_progress(&self, path: impl AsRef<std::path::Path>, progress: &mut dyn FnMut(u64, u64)) -> Result<()> {
         let d = &self.data;
         let mut w = Writer::default();
+        // The address space is not written: the process's mappings (in its state) give it.
         w.u64(d.layout.memory);
-        let segments = segments_of(&d.layout, d.space.regions());
-        w.u64(segments.len() as u64);
-        for r in &segments {
-            w.u64(r.start);
-            w.u64(r.end);
-            w.u8(r.perm.write as u8 | (r.perm.exec as u8) << 1);
-        }
         w.u64(d.symbols.len() as u64);
         let mut names: Vec<_> = d.symbols.iter().collect();
         names.sort();
@@ -190,17 +184,6 @@ impl Snapshot {
             return Err(bad("memory size"));
         }
         let layout = Layout::new(memory);
-        let n = r.count(17)?;
-        let mut segments = Vec::with_capacity(n);
-        let mut last = layout::USER_MIN;
-        for _ in 0..n {
-            let (start, end, perm) = (r.u64()?, r.u64()?, r.u8()?);
-            if start % layout::PAGE_SIZE != 0 || end % layout::PAGE_SIZE != 0 || start < last || end <= start || end > layout.heap_limit() {
-                return Err(bad("program segments"));
-            }
-            segments.push(Region { start, end, perm: Perm::user(perm & 1 != 0, perm & 2 != 0) });
-            last = end;
-        }
         let n = r.count(9)?;
         let mut symbols = HashMap::with_capacity(n);
         for _ in 0..n {
@@ -211,15 +194,16 @@ impl Snapshot {
         regs.rflags = crate::arch::sysret_rflags(regs.rflags & !0x100);
         let (fs_base, gs_base): (u64, u64) = (r.pod()?, r.pod()?);
         let xsave = kvm_bindings::kvm_xsave { region: r.pod()?, ..Default::default() };
-        let linux_state = LinuxState::decode(&mut r, layout.heap_limit())?;
+        let linux_state = LinuxState::decode(&mut r, &layout)?;
         let exe_path = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(r.bytes()?));
         let cwd = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(r.bytes()?));
         if !exe_path.is_absolute() || !cwd.is_absolute() || !r.remaining().is_empty() {
             return Err(bad("paths"));
         }
 
-        // The kernel side (tables, stubs, page tables) comes from the layout, never the file.
-        let space = AddressSpace::new(layout.regions(&segments));
+        // The kernel side (tables, stubs, page tables) comes from the layout, never the file; the
+        // user area's rights from the mappings, which decoding checked lie inside it.
+        let space = AddressSpace::new(layout.regions(&linux_state.heap().regions()));
         let image = GuestMemory::shared_over(&memfd, memory)?;
         arch::write_system_pages(&image, &layout)?;
         let cr3 = paging::build(&image, &layout, space.regions())?;
@@ -275,13 +259,4 @@ impl Snapshot {
     pub fn same(a: &Snapshot, b: &Snapshot) -> bool {
         Arc::ptr_eq(&a.data, &b.data)
     }
-}
-
-/// The program's segments: the regions of the user area whose rights differ from plain heap.
-fn segments_of(layout: &Layout, regions: &[Region]) -> Vec<Region> {
-    regions
-        .iter()
-        .filter(|r| r.start >= layout::USER_MIN && r.end <= layout.heap_limit() && r.perm != Perm::USER_RW && r.perm.present)
-        .copied()
-        .collect()
 }

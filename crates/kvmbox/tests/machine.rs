@@ -677,9 +677,10 @@ mod hostile_syscalls {
         let mut made = 1u64;
         let mut refused = None;
         for i in 0..70_000u64 {
-            // Every other page of the big mapping becomes a mapping of its own.
+            // Every other page of the big mapping becomes a mapping of its own (read-only, so
+            // it does not merge with its read-write neighbours).
             let at = base + 2 * i * 4096;
-            let r = vm.emulate_syscall(MMAP, [at, 4096, PROT_RW, MAP_PRIVATE_ANON | MAP_FIXED, u64::MAX, 0]).unwrap().unwrap();
+            let r = vm.emulate_syscall(MMAP, [at, 4096, 1, MAP_PRIVATE_ANON | MAP_FIXED, u64::MAX, 0]).unwrap().unwrap();
             if r as i64 == -(libc::ENOMEM as i64) {
                 refused = Some(made);
                 break;

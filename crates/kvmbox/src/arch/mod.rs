@@ -23,6 +23,19 @@ use crate::memory::GuestMemory;
 
 /// Port the syscall entry stub writes to.
 pub const SYSCALL_PORT: u16 = 0xE0;
+/// Port the page-table commit stub writes to when it is done (ring 0 only: the TSS I/O bitmap
+/// keeps ring 3 away from it).
+pub const PT_COMMIT_PORT: u16 = 0xE1;
+/// Offsets in the exception-stub page (supervisor RX) of the page-table commit stub's two
+/// entries: `rep movsq` of rcx entries from rsi to rdi, then `out` — and the same with a CR3
+/// reload before the `out`, which flushes the TLB (VMX/SVM walk the tables in hardware and
+/// may hold translations the edit took away; PVM's shadow MMU already dropped them when the
+/// stub's writes hit the write-protected table).
+pub const PT_COPY_OFFSET: u64 = 0x800;
+pub const PT_COPY_FLUSH_OFFSET: u64 = 0x820;
+/// Length of the commit stub entries up to their `out` (where the exit reports RIP, or just after).
+pub const PT_COPY_OUT_AT: u64 = 3;
+pub const PT_COPY_FLUSH_OUT_AT: u64 = 9;
 /// Exception stub for vector `v` writes to `EXCEPTION_PORT_BASE + v` (ring 0: no bitmap check).
 pub const EXCEPTION_PORT_BASE: u16 = 0xC0;
 pub const EXCEPTION_VECTORS: u8 = 32;
@@ -125,6 +138,16 @@ pub fn write_system_pages(mem: &GuestMemory, layout: &Layout) -> Result<()> {
         code.extend_from_slice(&[0x48, 0xCF]);
         stubs[at..at + code.len()].copy_from_slice(&code);
     }
+    let port = PT_COMMIT_PORT as u8;
+    let copy: &[u8] = &[0xF3, 0x48, 0xA5, 0xE6, port, 0x0F, 0x0B]; // rep movsq; out; ud2
+    let copy_flush: &[u8] = &[
+        0xF3, 0x48, 0xA5, // rep movsq
+        0x0F, 0x20, 0xD8, // mov %cr3,%rax
+        0x0F, 0x22, 0xD8, // mov %rax,%cr3
+        0xE6, port, 0x0F, 0x0B, // out; ud2
+    ];
+    stubs[PT_COPY_OFFSET as usize..][..copy.len()].copy_from_slice(copy);
+    stubs[PT_COPY_FLUSH_OFFSET as usize..][..copy_flush.len()].copy_from_slice(copy_flush);
     mem.write(s.exception_stubs, &stubs)?;
 
     // IDT: interrupt gates to the stubs; #BP and #OF are reachable from ring 3 (int3, into)
@@ -173,6 +196,11 @@ pub fn write_system_pages(mem: &GuestMemory, layout: &Layout) -> Result<()> {
 
 fn segment(selector: u16, type_: u8, dpl: u8, s: u8, l: u8, db: u8) -> kvm_segment {
     kvm_segment { base: 0, limit: 0xffff_ffff, selector, type_, present: 1, dpl, db, s, l, g: 1, avl: 0, unusable: 0, padding: 0 }
+}
+
+/// The kernel code and stack segments (what the page-table commit stub runs with).
+pub fn kernel_segments() -> (kvm_segment, kvm_segment) {
+    (segment(SEL_KERNEL_CODE, 0xB, 0, 1, 1, 0), segment(SEL_KERNEL_CODE + 8, 0x3, 0, 1, 0, 1))
 }
 
 /// The user code and stack segments (what `sysretq` loads).

@@ -44,7 +44,7 @@ impl Machine {
             return Err(Error::InvalidArgument(format!("at most 6 arguments can be passed, got {}", args.len())));
         }
         self.reseed_if_pending()?;
-        if !self.space.user_executable(addr) {
+        if !read_space(&self.space).user_executable(addr) {
             return Err(Error::InvalidArgument(format!("{addr:#x} is not in the guest's executable code")));
         }
         let (regs, placed) = self.call_frame(&resume, addr, args)?;
@@ -105,7 +105,7 @@ impl Machine {
         // The return address; rsp ≡ 8 (mod 16) at function entry, as after a `call`.
         let entry_sp = sp.checked_sub(8).ok_or_else(too_big)?;
         let low = entry_sp.checked_sub(CALL_STACK_RESERVE).ok_or_else(too_big)?;
-        if !self.space.user_accessible(low, top - low, true) {
+        if !read_space(&self.space).user_accessible(low, top - low, true) {
             return Err(too_big());
         }
         for (arg, &at) in args.iter().zip(&values) {

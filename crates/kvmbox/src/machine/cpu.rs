@@ -11,10 +11,15 @@ impl Machine {
         let deadline = Deadline::after(Some(Duration::from_millis(2)), self.interrupt.clone());
         let regs = self.regs();
         let (fs_base, gs_base) = self.segment_bases();
-        let env = SyscallEnv { mem: &self.mem, space: &self.space, deadline: &deadline, cpu: UserCpu { regs, fs_base, gs_base } };
-        let flow = self.linux.handle(&env, &mut crate::host::NoHost, nr, args);
+        let space = Arc::clone(&self.space);
+        let flow = {
+            let space = read_space(&space);
+            let env = SyscallEnv { mem: &self.mem, space: &space, deadline: &deadline, cpu: UserCpu { regs, fs_base, gs_base } };
+            self.linux.handle(&env, &mut crate::host::NoHost, nr, args)
+        };
         self.apply_cpu_update()?;
         self.give_new_threads_fpu()?;
+        self.commit_rights_changes()?;
         Ok(match flow? {
             Flow::Return(v) => Some(v),
             Flow::Exit(_) => None,
@@ -127,11 +132,11 @@ impl Machine {
     /// Debugger memory access: anything the guest may read, including its read-only code
     /// (to plant breakpoints); never the system area.
     pub(crate) fn debug_read(&self, addr: u64, out: &mut [u8]) -> bool {
-        self.space.user_accessible(addr, out.len() as u64, false) && self.mem.read(addr, out).is_ok()
+        read_space(&self.space).user_accessible(addr, out.len() as u64, false) && self.mem.read(addr, out).is_ok()
     }
 
     pub(crate) fn debug_write(&self, addr: u64, data: &[u8]) -> bool {
-        self.space.user_accessible(addr, data.len() as u64, false) && self.mem.write(addr, data).is_ok()
+        read_space(&self.space).user_accessible(addr, data.len() as u64, false) && self.mem.write(addr, data).is_ok()
     }
 }
 

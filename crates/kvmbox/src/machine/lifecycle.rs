@@ -25,7 +25,7 @@ impl Machine {
             data: Arc::new(SnapshotData {
                 image: Image::new(memfd, extents, self.layout.memory)?,
                 layout: self.layout.clone(),
-                space: Arc::clone(&self.space),
+                space: Arc::new(read_space(&self.space).clone()),
                 cr3: self.cr3,
                 symbols: Arc::clone(&self.symbols),
                 cpu,
@@ -54,7 +54,7 @@ impl Machine {
             vm: ManuallyDrop::new(vm),
             mem: ManuallyDrop::new(Arc::new(mem)),
             layout: d.layout.clone(),
-            space: Arc::clone(&d.space),
+            space: Arc::new(std::sync::RwLock::new((*d.space).clone())),
             cr3: d.cr3,
             symbols: Arc::clone(&d.symbols),
             linux,
@@ -72,6 +72,7 @@ impl Machine {
             stats: RunStats::default(),
             reseed_pending: false,
             call_thread: 0,
+            last_spurious: (0, 0),
         };
         machine.reseed_pending = true;
         Ok(machine)
@@ -119,6 +120,13 @@ impl Machine {
         // Pages the guest wrote (KVM's log) or kvmbox wrote for it (the host log).
         let mut dirty = self.vm.dirty_log(self.layout.memory)?;
         self.mem.take_host_dirty_into(&mut dirty);
+        if self.system_state_lost {
+            self.vm.set_system_state(&self.layout, self.cr3)?;
+            self.system_state_lost = false;
+        }
+        // Page rights first, through the commit path (the stub needs the vCPU's tables intact).
+        self.restore_page_tables(&mut dirty, d.image.bytes(), &d.image.data_pages)?;
+        *crate::memory::write_space(&self.space) = (*d.space).clone();
         let restored = match strategy {
             ResetStrategy::CopyDirty => self.mem.restore_pages(&dirty, d.image.bytes(), &d.image.data_pages),
             ResetStrategy::DropDirty => self.mem.drop_pages(&dirty),
@@ -137,10 +145,6 @@ impl Machine {
             self.vm.clear_dirty_log(&mut dirty, self.layout.memory)?;
             self.resets_since_clear = 0;
         }
-        if self.system_state_lost {
-            self.vm.set_system_state(&self.layout, self.cr3)?;
-            self.system_state_lost = false;
-        }
         self.vm.restore(&d.cpu)?;
         self.linux.restore(&d.linux)?;
         self.state = State::Paused { resume: d.cpu.regs };
@@ -149,19 +153,18 @@ impl Machine {
         Ok(restored)
     }
 
-    /// Reset to `snap`, which need not be the snapshot this machine came from. When its page
-    /// tables differ (another program or memory size), the memory slot is re-registered: on
-    /// PVM the shadow MMU caches guest page tables and would not see them change otherwise.
+    /// Reset to `snap`, which need not be the snapshot this machine came from. The memory slot
+    /// is re-registered: the other snapshot's page tables replace this machine's wholesale, and
+    /// on PVM the shadow MMU would not see that otherwise.
     pub fn reset_to(&mut self, snap: &Snapshot) -> Result<usize> {
         if self.snapshot.as_ref().is_some_and(|s| Snapshot::same(s, snap)) {
             return self.reset();
         }
         let d = &snap.data;
-        let same_tables = self.layout.memory == d.layout.memory && self.cr3 == d.cr3 && self.space.regions() == d.space.regions();
-        if same_tables {
+        if self.layout.memory == d.layout.memory {
             self.mem.remap_private(&d.image.memfd, &d.image.extents)?;
-            // Start the guest-write log afresh for the new image.
-            self.vm.reset_dirty_log(self.layout.memory)?;
+            // Drops every cached translation and starts the guest-write log afresh.
+            self.vm.reattach(&self.mem, true)?;
         } else {
             let mem = Arc::new(GuestMemory::private_over(&d.image.memfd, d.layout.memory, &d.image.extents)?);
             self.vm.reattach(&mem, true)?;
@@ -173,7 +176,7 @@ impl Machine {
         self.vm.restore(&d.cpu)?;
         self.linux = d.proto.fork_from(&d.linux)?;
         self.layout = d.layout.clone();
-        self.space = Arc::clone(&d.space);
+        *crate::memory::write_space(&self.space) = (*d.space).clone();
         self.cr3 = d.cr3;
         self.symbols = Arc::clone(&d.symbols);
         self.timeout = d.timeout;

@@ -22,6 +22,7 @@ use crate::host::{Host, NoHost, SYS_PAUSE};
 use crate::interrupt::{Deadline, InterruptHandle};
 use crate::kvm;
 use crate::layout::{self, AddressSpace, Layout};
+use crate::memory::{read_space, SharedSpace};
 use crate::memory::{GuestMemory, HugePages, MemoryView};
 use crate::paging;
 use crate::snapshot::{Image, Snapshot, SnapshotData};
@@ -35,6 +36,7 @@ use crate::vcpu::{self, Vm, VmPool};
 mod call;
 mod cpu;
 mod lifecycle;
+mod pagetables;
 mod run;
 mod threads;
 
@@ -153,7 +155,7 @@ pub struct Machine {
     vm: ManuallyDrop<Vm>,
     mem: ManuallyDrop<Arc<GuestMemory>>,
     layout: Layout,
-    space: Arc<AddressSpace>,
+    space: SharedSpace,
     cr3: u64,
     symbols: Arc<HashMap<String, u64>>,
     linux: Linux,
@@ -186,6 +188,9 @@ pub struct Machine {
     reseed_pending: bool,
     /// The guest thread a call runs on (the one that paused): only its return ends the call.
     call_thread: u64,
+    /// The last spurious #PF's address and how many came there in a row (see
+    /// `spurious_page_fault`).
+    last_spurious: (u64, u32),
 }
 
 /// How `reset` restores guest memory. Measured on PVM (docs/performance.md, "Reset strategies"): copying the dirty
@@ -238,6 +243,9 @@ pub struct RunStats {
     pub syscalls: u64,
     /// Pages the last reset restored (0 when the machine was not reset since it last ran).
     pub pages_restored: u64,
+    /// Runs of the ring-0 page-table commit stub (rights taken away: munmap, mprotect, a
+    /// reset undoing mappings), each one VM entry.
+    pub page_table_commits: u64,
 }
 
 /// How a run ended.
@@ -275,7 +283,8 @@ impl Machine {
         let program = Program::parse(bytes)?;
         let layout = Layout::new(memory);
         let segments = program.regions(&layout)?;
-        let space = AddressSpace::new(layout.regions(&segments));
+        let mm = Mappings::new(&layout, &segments, program.image_end);
+        let space = AddressSpace::new(layout.regions(&mm.regions()));
 
         let host_cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
         let policy = Arc::new(FilePolicy::new(&opts.allow_read, &host_cwd)?);
@@ -305,7 +314,6 @@ impl Machine {
         let rsp = stack::build(&mem, layout.stack_top, stack_limit, &program, &opts.args, &opts.env, &facts)?;
         let vm = vcpu::create(&mem, &layout, cr3, program.entry, rsp)?;
 
-        let mm = Mappings::new(program.image_end, layout.heap_limit());
         let linux = Linux::new(ProcessConfig {
             mm,
             policy,
@@ -324,7 +332,7 @@ impl Machine {
             vm: ManuallyDrop::new(vm),
             mem: ManuallyDrop::new(Arc::new(mem)),
             layout,
-            space: Arc::new(space),
+            space: Arc::new(std::sync::RwLock::new(space)),
             cr3,
             symbols: Arc::clone(&program.symbols),
             linux,
@@ -342,6 +350,7 @@ impl Machine {
             stats: RunStats::default(),
             reseed_pending: false,
             call_thread: 0,
+            last_spurious: (0, 0),
         })
     }
 

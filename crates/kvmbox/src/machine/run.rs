@@ -136,6 +136,9 @@ impl Machine {
                         self.return_from_trap()?;
                         return Ok(Stop::Trap(vector));
                     }
+                    if vector == 14 && self.spurious_page_fault()? {
+                        continue;
+                    }
                     // A handler for the signal it raises (SIGSEGV, SIGFPE…) runs; else it is fatal.
                     if !self.fault_to_handler(vector)? {
                         return Err(self.fault(vector, true));
@@ -231,11 +234,27 @@ impl Machine {
         } else {
             let sregs = &self.vm.vcpu.sync_regs_mut().sregs;
             let cpu = UserCpu { regs: user_regs, fs_base: sregs.fs.base, gs_base: sregs.gs.base };
-            let env = SyscallEnv { mem: &self.mem, space: &self.space, deadline, cpu };
-            let flow = self.linux.handle(&env, host, nr, args);
+            let space = Arc::clone(&self.space);
+            let flow = {
+                let space = read_space(&space);
+                let env = SyscallEnv { mem: &self.mem, space: &space, deadline, cpu };
+                self.linux.handle(&env, host, nr, args)
+            };
             self.apply_cpu_update()?;
             self.give_new_threads_fpu()?;
+            self.last_spurious = (0, 0);
+            // New page rights take effect before the guest runs again. The commit stub ran on
+            // this vCPU, so the syscall then returns explicitly (never through the entry stub's
+            // `sysretq`), and a kick it swallowed is passed on to the loop.
+            let committed = self.commit_rights_changes()?;
+            if committed.kicked {
+                self.vm.vcpu.set_kvm_immediate_exit(1);
+            }
             match flow? {
+                Flow::Return(v) if committed.stub_ran => {
+                    self.vm.enter_user(kvm_regs { rax: v, ..user_regs });
+                    return if self.linux.signal_pending() { self.deliver_signals() } else { Ok(None) };
+                }
                 Flow::Return(v) => v,
                 Flow::Exit(status) => return Ok(Some(Stop::Exit(status))),
                 Flow::Block | Flow::Yield => {

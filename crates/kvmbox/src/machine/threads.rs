@@ -13,11 +13,12 @@ use super::{Machine, Stop};
 use crate::arch::{self, exit::GuestExit};
 use crate::error::{Error, Result};
 use crate::interrupt::Deadline;
-use crate::memory::UserMemory;
+use crate::memory::{read_space, UserMemory};
 use crate::syscalls::signals::{Delivery, FaultContext, SigInfo, SI_KERNEL};
 use crate::syscalls::threads::RunState;
 use crate::syscalls::{ExitStatus, Linux, Next, SavedCpu, UserCpu};
 use crate::timer::ArmedTimeout;
+use std::sync::Arc;
 
 /// How long a thread runs before another runnable thread gets the vCPU.
 pub const TIME_SLICE: Duration = Duration::from_millis(10);
@@ -154,7 +155,9 @@ impl Machine {
         let user = UserCpu { regs: sync.regs, fs_base: sync.sregs.fs.base, gs_base: sync.sregs.gs.base };
         let vcpu = &self.vm.vcpu;
         let mut xsave = || vcpu.get_xsave().ok().map(|x| x.region.iter().flat_map(|w| w.to_le_bytes()).collect());
-        let mem = UserMemory { mem: &self.mem, space: &self.space };
+        let space = Arc::clone(&self.space);
+        let space = read_space(&space);
+        let mem = UserMemory { mem: &self.mem, space: &space };
         match self.linux.deliver(&mem, &user, &mut xsave) {
             Delivery::None => Ok(None),
             Delivery::Continue(regs) => {
@@ -187,7 +190,9 @@ impl Machine {
         let (signo, code, addr) = match vector {
             14 => (
                 libc::SIGSEGV,
-                if err & 1 != 0 {
+                // As Linux decides: by whether a mapping holds the address (a PROT_NONE page
+                // is ACCERR though its entry is absent).
+                if self.linux.is_mapped(fault.address) {
                     2 /* SEGV_ACCERR */
                 } else {
                     1 /* SEGV_MAPERR */
@@ -202,7 +207,9 @@ impl Machine {
         let info = SigInfo { signo, code, errno: 0, a: addr, b: 0 };
         let context = FaultContext { trapno: u64::from(vector), err, cr2: if vector == 14 { fault.address } else { 0 } };
         let xsave = self.vm.vcpu.get_xsave().ok().map(|x| x.region.iter().flat_map(|w| w.to_le_bytes()).collect::<Vec<u8>>());
-        let mem = UserMemory { mem: &self.mem, space: &self.space };
+        let space = Arc::clone(&self.space);
+        let space = read_space(&space);
+        let mem = UserMemory { mem: &self.mem, space: &space };
         match self.linux.deliver_fault(&mem, info, &user, context, xsave.as_deref()) {
             Some(entry) => {
                 self.vm.enter_user(entry);

@@ -1,16 +1,17 @@
-//! Memory-management syscalls over a pre-mapped address space.
+//! Memory-management syscalls: the process's mappings (Linux's VMAs) and their rights.
 //!
-//! The guest page tables already map everything between the ELF image and the stack guard as
-//! user read-write, so brk and mmap never touch page tables: they only hand out address
-//! ranges, and freed ranges are given back to the host (reading as zero afterwards).
-//! Limitation (documented): mprotect cannot change page rights, and PROT_EXEC mappings are
-//! not executable (the heap is NX).
+//! [`Mappings`] knows every mapping of the user area — the ELF image, the brk heap, mmap
+//! areas, the stack — with its mmap protection. Each change of rights (a mapping added,
+//! removed or mprotected) is recorded as a [`Region`] with its new rights; the machine takes
+//! them after the syscall, applies them to the address space and commits the page-table edits
+//! (see `machine::pagetables`), so the guest sees them before it runs again. Freed memory is
+//! given back to the host and reads as zero afterwards.
 
 use std::collections::BTreeMap;
 
 use crate::interrupt::Deadline;
 
-use crate::layout::{page_up, PAGE_SIZE};
+use crate::layout::{page_up, Layout, Perm, Region, PAGE_SIZE, USER_MIN};
 use crate::memory::GuestMemory;
 
 use super::errno;
@@ -33,18 +34,32 @@ const MREMAP_DONTUNMAP: u64 = 4;
 const MADV_DONTNEED: u64 = 4;
 const MADV_FREE: u64 = 8;
 const MADV_REMOVE: u64 = 9;
+/// Protection of the brk heap and the stack.
+const PROT_RW: u8 = (PROT_READ | PROT_WRITE) as u8;
 
-/// The heap side of the address space: brk area and anonymous mappings.
+/// One mapping: where it ends and its protection (PROT_READ | PROT_WRITE | PROT_EXEC bits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Vma {
+    end: u64,
+    prot: u8,
+}
+
+/// The process's mappings.
 #[derive(Debug, Clone)]
 pub struct Mappings {
-    /// Lowest address usable by brk/mmap (page-aligned end of the ELF image).
+    /// Lowest address a mapping may use.
     floor: u64,
-    /// First address above the area (the stack guard).
+    /// mmap places mappings below this (the stack guard).
+    mmap_top: u64,
+    /// End of the user area (the top of the stack).
     ceiling: u64,
     brk_start: u64,
     brk: u64,
-    /// start → end of every live mapping (page-aligned, disjoint).
-    maps: BTreeMap<u64, u64>,
+    /// start → mapping, page-aligned and disjoint; neighbours with the same protection are
+    /// merged, as Linux merges anonymous VMAs.
+    maps: BTreeMap<u64, Vma>,
+    /// Rights changes the page tables have not seen yet, oldest first.
+    changed: Vec<Region>,
 }
 
 /// Most mappings a process may have, as Linux's default `vm.max_map_count`: operations that
@@ -57,65 +72,117 @@ fn is_aligned(x: u64) -> bool {
 }
 
 impl Mappings {
-    pub fn new(image_end: u64, ceiling: u64) -> Mappings {
-        Mappings { floor: image_end, ceiling, brk_start: image_end, brk: image_end, maps: BTreeMap::new() }
+    /// The mappings of a new process: the program's `segments` (sorted, disjoint, below the
+    /// stack guard) and the stack; the brk heap starts empty at `image_end`.
+    pub fn new(layout: &Layout, segments: &[Region], image_end: u64) -> Mappings {
+        let mut m = Mappings {
+            floor: USER_MIN,
+            mmap_top: layout.heap_limit(),
+            ceiling: layout.stack_top,
+            brk_start: image_end,
+            brk: image_end,
+            maps: BTreeMap::new(),
+            changed: Vec::new(),
+        };
+        for s in segments.iter().chain([&layout.stack_region()]) {
+            let prot = PROT_READ as u8 | if s.perm.write { PROT_WRITE as u8 } else { 0 } | if s.perm.exec { PROT_EXEC as u8 } else { 0 };
+            m.maps.insert(s.start, Vma { end: s.end, prot });
+        }
+        m
+    }
+
+    /// The mappings as regions with their rights (for the address space).
+    pub fn regions(&self) -> Vec<Region> {
+        self.maps.iter().map(|(&start, v)| Region { start, end: v.end, perm: Perm::from_prot(v.prot) }).collect()
+    }
+
+    /// The rights changes since the last call, oldest first.
+    pub fn take_changes(&mut self) -> Vec<Region> {
+        std::mem::take(&mut self.changed)
+    }
+
+    /// True if a mapping (of any protection, PROT_NONE too) holds `addr`: a fault there is
+    /// SEGV_ACCERR, elsewhere SEGV_MAPERR.
+    pub fn is_mapped(&self, addr: u64) -> bool {
+        self.maps.range(..=addr).next_back().is_some_and(|(_, v)| v.end > addr)
     }
 
     pub(crate) fn encode(&self, w: &mut crate::snapfile::Writer) {
-        for v in [self.floor, self.ceiling, self.brk_start, self.brk] {
+        for v in [self.brk_start, self.brk] {
             w.u64(v);
         }
         w.u64(self.maps.len() as u64);
-        for (&s, &e) in &self.maps {
+        for (&s, v) in &self.maps {
             w.u64(s);
-            w.u64(e);
+            w.u64(v.end);
+            w.u8(v.prot);
         }
     }
 
-    /// Decode and check against the layout it must fit (`ceiling` is the stack guard).
-    pub(crate) fn decode(r: &mut crate::snapfile::Reader, ceiling: u64) -> crate::error::Result<Mappings> {
+    /// Decode and check against the layout it must fit: every mapping inside the user area,
+    /// with a protection mmap could have given.
+    pub(crate) fn decode(r: &mut crate::snapfile::Reader, layout: &Layout) -> crate::error::Result<Mappings> {
         let bad = || crate::error::Error::InvalidArgument("invalid snapshot file: inconsistent memory map".into());
-        let (floor, ceil, brk_start, brk) = (r.u64()?, r.u64()?, r.u64()?, r.u64()?);
-        if ceil != ceiling
-            || !is_aligned(floor)
-            || floor < crate::layout::USER_MIN
-            || floor > ceil
-            || brk_start != floor
-            || brk < brk_start
-            || brk > ceil
-        {
+        let (brk_start, brk) = (r.u64()?, r.u64()?);
+        let (floor, mmap_top, ceiling) = (USER_MIN, layout.heap_limit(), layout.stack_top);
+        if !is_aligned(brk_start) || brk_start < floor || brk_start > mmap_top || brk < brk_start || brk > mmap_top {
             return Err(bad());
         }
-        let n = r.count(16)?;
+        let n = r.count(17)?;
+        if n > MAX_MAPPINGS {
+            return Err(bad());
+        }
         let mut maps = BTreeMap::new();
         let mut last = floor;
         for _ in 0..n {
-            let (s, e) = (r.u64()?, r.u64()?);
-            if !is_aligned(s) || !is_aligned(e) || s < last || e <= s || e > ceil {
+            let (s, e, prot) = (r.u64()?, r.u64()?, r.u8()?);
+            if !is_aligned(s) || !is_aligned(e) || s < last || e <= s || e > ceiling || prot & !7 != 0 {
                 return Err(bad());
             }
-            maps.insert(s, e);
+            maps.insert(s, Vma { end: e, prot });
             last = e;
         }
-        Ok(Mappings { floor, ceiling: ceil, brk_start, brk, maps })
+        Ok(Mappings { floor, mmap_top, ceiling, brk_start, brk, maps, changed: Vec::new() })
     }
 
-    /// Bytes of address space still unallocated (for sysinfo's freeram).
+    /// Bytes of the heap area (between the brk start and the stack guard) not mapped, for
+    /// sysinfo's freeram.
     pub fn free_bytes(&self) -> u64 {
-        let mapped = self.maps.iter().fold(0u64, |sum, (s, e)| sum.saturating_add(e.saturating_sub(*s)));
-        let heap = page_up(self.brk).unwrap_or(self.brk).saturating_sub(self.brk_start);
-        self.ceiling.saturating_sub(self.floor).saturating_sub(mapped.saturating_add(heap))
+        let mapped = self
+            .maps
+            .range(self.brk_start..self.mmap_top)
+            .fold(0u64, |sum, (s, v)| sum.saturating_add(v.end.min(self.mmap_top).saturating_sub(*s)));
+        self.mmap_top.saturating_sub(self.brk_start).saturating_sub(mapped)
     }
 
     fn overlaps(&self, start: u64, end: u64) -> bool {
-        if start < page_up(self.brk).unwrap_or(u64::MAX) && end > self.brk_start {
-            return true;
-        }
-        self.maps.range(..end).next_back().is_some_and(|(_, &e)| e > start)
+        self.maps.range(..end).next_back().is_some_and(|(_, v)| v.end > start)
     }
 
-    fn insert(&mut self, start: u64, end: u64) {
-        self.maps.insert(start, end);
+    /// Record that `[start, end)` now has protection `prot` (None: unmapped).
+    fn record(&mut self, start: u64, end: u64, prot: Option<u8>) {
+        if start < end {
+            self.changed.push(Region { start, end, perm: prot.map_or(Perm::NONE, Perm::from_prot) });
+        }
+    }
+
+    /// Map `[start, end)` (which must be free) with `prot`, merging with equal neighbours.
+    fn insert(&mut self, start: u64, end: u64, prot: u8) {
+        self.record(start, end, Some(prot));
+        let (mut start, mut end) = (start, end);
+        if let Some((&s, v)) = self.maps.range(..start).next_back() {
+            if v.end == start && v.prot == prot {
+                self.maps.remove(&s);
+                start = s;
+            }
+        }
+        if let Some(v) = self.maps.get(&end).copied() {
+            if v.prot == prot {
+                self.maps.remove(&end);
+                end = v.end;
+            }
+        }
+        self.maps.insert(start, Vma { end, prot });
     }
 
     /// ENOMEM unless `more` mappings fit under [`MAX_MAPPINGS`].
@@ -128,35 +195,37 @@ impl Mappings {
 
     /// The mappings that overlap `[start, end)`: the one that starts before `start` and reaches
     /// into it, then those starting inside (a lookup and a walk over the hits only).
-    fn overlapping(&self, start: u64, end: u64) -> Vec<(u64, u64)> {
-        let before = self.maps.range(..start).next_back().filter(|(_, &e)| e > start);
-        before.into_iter().chain(self.maps.range(start..end)).map(|(&s, &e)| (s, e)).collect()
+    fn overlapping(&self, start: u64, end: u64) -> Vec<(u64, Vma)> {
+        let before = self.maps.range(..start).next_back().filter(|(_, v)| v.end > start);
+        before.into_iter().chain(self.maps.range(start..end)).map(|(&s, &v)| (s, v)).collect()
     }
 
     /// Remove `[start, end)` from the mapping set, splitting mappings as needed.
     /// Returns the sub-ranges that were actually mapped (to be discarded).
     fn remove(&mut self, start: u64, end: u64) -> Vec<(u64, u64)> {
         let mut removed = Vec::new();
-        for (s, e) in self.overlapping(start, end) {
+        for (s, v) in self.overlapping(start, end) {
             self.maps.remove(&s);
             if s < start {
-                self.maps.insert(s, start);
+                self.maps.insert(s, Vma { end: start, prot: v.prot });
             }
-            if e > end {
-                self.maps.insert(end, e);
+            if v.end > end {
+                self.maps.insert(end, v);
             }
-            removed.push((s.max(start), e.min(end)));
+            let (a, b) = (s.max(start), v.end.min(end));
+            self.record(a, b, None);
+            removed.push((a, b));
         }
         removed
     }
 
-    /// Highest free gap of `len` bytes between the brk and the ceiling.
+    /// Highest free gap of `len` bytes between the brk and the stack guard.
     fn find_free(&self, len: u64) -> Option<u64> {
         let low = page_up(self.brk).unwrap_or(u64::MAX);
-        let mut top = self.ceiling;
-        for (&s, &e) in self.maps.iter().rev() {
-            // A gap [e, top) that holds len bytes, above the brk.
-            if let Some(start) = top.checked_sub(len).filter(|&start| start >= e && start >= low) {
+        let mut top = self.mmap_top;
+        for (&s, v) in self.maps.range(..self.mmap_top).rev() {
+            // A gap [end, top) that holds len bytes, above the brk.
+            if let Some(start) = top.checked_sub(len).filter(|&start| start >= v.end && start >= low) {
                 return Some(start);
             }
             top = top.min(s);
@@ -173,15 +242,23 @@ impl Mappings {
             return self.brk;
         }
         let Some(new_end) = page_up(requested) else { return self.brk };
-        let old_end = page_up(self.brk).unwrap();
-        if new_end > self.ceiling {
+        let Some(old_end) = page_up(self.brk) else { return self.brk };
+        if new_end > self.mmap_top {
             return self.brk;
         }
-        if new_end > old_end && self.maps.range(..new_end).next_back().is_some_and(|(_, &e)| e > old_end) {
-            return self.brk; // would run into a mapping
+        if new_end > old_end {
+            if self.overlaps(old_end, new_end) || self.room_for(1).is_err() {
+                return self.brk; // would run into a mapping
+            }
+            self.insert(old_end, new_end, PROT_RW);
         }
         if new_end < old_end {
-            mem.discard(new_end, old_end);
+            if self.room_for(1).is_err() {
+                return self.brk;
+            }
+            for (s, e) in self.remove(new_end, old_end) {
+                mem.discard(s, e);
+            }
         }
         self.brk = requested;
         requested
@@ -198,6 +275,7 @@ impl Mappings {
         if prot & !(PROT_READ | PROT_WRITE | PROT_EXEC | PROT_GROWSDOWN | PROT_GROWSUP) != 0 {
             return Err(errno::EINVAL);
         }
+        let rights = (prot & 7) as u8;
         let len = page_up(len).ok_or(errno::ENOMEM)?;
         let fixed = flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0;
         if fixed {
@@ -216,25 +294,20 @@ impl Mappings {
             for (s, e) in self.remove(addr, end) {
                 mem.discard(s, e);
             }
-            // Memory inside the brk area that is mapped over must read as zero too.
-            let brk_end = page_up(self.brk).unwrap_or(self.ceiling);
-            if addr < brk_end && end > self.brk_start {
-                mem.discard(addr.max(self.brk_start), end.min(brk_end));
-            }
-            self.insert(addr, end);
+            self.insert(addr, end, rights);
             return Ok(addr);
         }
         self.room_for(1)?;
         if addr != 0 && is_aligned(addr) {
             if let Some(end) = addr.checked_add(len) {
                 if self.in_area(addr, end) && !self.overlaps(addr, end) {
-                    self.insert(addr, end);
+                    self.insert(addr, end, rights);
                     return Ok(addr);
                 }
             }
         }
         let start = self.find_free(len).ok_or(errno::ENOMEM)?;
-        self.insert(start, start.checked_add(len).ok_or(errno::ENOMEM)?);
+        self.insert(start, start.checked_add(len).ok_or(errno::ENOMEM)?, rights);
         Ok(start)
     }
 
@@ -274,11 +347,11 @@ impl Mappings {
             return Err(errno::EINVAL);
         }
         let old_end = old.checked_add(old_len).ok_or(errno::EFAULT)?;
-        // The old range must be exactly inside one mapping.
-        match self.maps.range(..=old).next_back() {
-            Some((_, &e)) if e >= old_end => {}
+        // The old range must be exactly inside one mapping; the result keeps its protection.
+        let prot = match self.maps.range(..=old).next_back() {
+            Some((_, v)) if v.end >= old_end => v.prot,
             _ => return Err(errno::EFAULT),
-        }
+        };
         if flags & MREMAP_FIXED != 0 {
             if flags & MREMAP_MAYMOVE == 0 || !is_aligned(new_addr) {
                 return Err(errno::EINVAL);
@@ -290,7 +363,7 @@ impl Mappings {
             for (s, e) in self.remove(new_addr, new_end) {
                 mem.discard(s, e);
             }
-            return self.move_mapping(mem, deadline, old, old_len, new_addr, new_len);
+            return self.move_mapping(mem, deadline, old, old_len, new_addr, new_len, prot);
         }
         if new_len <= old_len {
             // new_len <= old_len, and old + old_len did not overflow.
@@ -300,19 +373,28 @@ impl Mappings {
             return Ok(old);
         }
         let grow_end = old.checked_add(new_len).ok_or(errno::ENOMEM)?;
-        if self.in_area(old_end, grow_end) && !self.overlaps(old_end, grow_end) {
-            self.insert(old_end, grow_end);
-            self.merge_around(old_end);
+        if grow_end <= self.mmap_top && self.in_area(old_end, grow_end) && !self.overlaps(old_end, grow_end) {
+            self.insert(old_end, grow_end, prot);
             return Ok(old);
         }
         if flags & MREMAP_MAYMOVE == 0 {
             return Err(errno::ENOMEM);
         }
         let target = self.find_free(new_len).ok_or(errno::ENOMEM)?;
-        self.move_mapping(mem, deadline, old, old_len, target, new_len)
+        self.move_mapping(mem, deadline, old, old_len, target, new_len, prot)
     }
 
-    fn move_mapping(&mut self, mem: &GuestMemory, deadline: &Deadline, old: u64, old_len: u64, to: u64, new_len: u64) -> Result<u64, i32> {
+    #[allow(clippy::too_many_arguments)]
+    fn move_mapping(
+        &mut self,
+        mem: &GuestMemory,
+        deadline: &Deadline,
+        old: u64,
+        old_len: u64,
+        to: u64,
+        new_len: u64,
+        prot: u8,
+    ) -> Result<u64, i32> {
         // Bounded steps, so a move of gigabytes cannot outrun the timeout or an interrupt.
         const STEP: u64 = 64 << 20;
         let total = old_len.min(new_len);
@@ -330,28 +412,45 @@ impl Mappings {
         for (s, e) in self.remove(old, old_end) {
             mem.discard(s, e);
         }
-        self.insert(to, to_end);
+        self.insert(to, to_end, prot);
         Ok(to)
     }
 
-    /// Join the mapping that starts at `at` with the one that ends there, if any (a mapping
-    /// grown in place stays one entry; only the neighbours are touched, not the whole table).
-    fn merge_around(&mut self, at: u64) {
-        let Some(end) = self.maps.get(&at).copied() else { return };
-        if let Some((&s, &e)) = self.maps.range(..at).next_back() {
-            if e == at {
-                self.maps.remove(&at);
-                self.maps.insert(s, end);
-            }
-        }
-    }
-
-    pub fn mprotect(&self, addr: u64, len: u64, prot: u64) -> Result<u64, i32> {
+    /// mprotect. As on Linux, a range with a hole fails with ENOMEM after the mappings before
+    /// the hole got the new protection.
+    pub fn mprotect(&mut self, addr: u64, len: u64, prot: u64) -> Result<u64, i32> {
         if !is_aligned(addr) || prot & !(PROT_READ | PROT_WRITE | PROT_EXEC | PROT_GROWSDOWN | PROT_GROWSUP) != 0 {
             return Err(errno::EINVAL);
         }
-        addr.checked_add(len).ok_or(errno::ENOMEM)?;
-        // Page rights are fixed at creation (see the module comment).
+        let end = page_up(len).and_then(|l| addr.checked_add(l)).ok_or(errno::ENOMEM)?;
+        if addr == end {
+            return Ok(0);
+        }
+        let pieces = self.overlapping(addr, end);
+        let mut covered = addr;
+        let mut same = true;
+        let rights = (prot & 7) as u8;
+        for (s, v) in &pieces {
+            if *s > covered {
+                break;
+            }
+            covered = v.end.min(end);
+            same &= v.prot == rights;
+        }
+        if covered == addr {
+            return Err(errno::ENOMEM);
+        }
+        self.room_for(2)?;
+        if !same {
+            // One change: the pages are never unmapped in between.
+            let mark = self.changed.len();
+            self.remove(addr, covered);
+            self.changed.truncate(mark);
+            self.insert(addr, covered, rights);
+        }
+        if covered < end {
+            return Err(errno::ENOMEM);
+        }
         Ok(0)
     }
 
@@ -362,9 +461,11 @@ impl Mappings {
         let end = page_up(len).and_then(|l| addr.checked_add(l)).ok_or(errno::EINVAL)?;
         if matches!(advice, MADV_DONTNEED | MADV_FREE | MADV_REMOVE) {
             // Anonymous private memory reads as zero after MADV_DONTNEED; discard only what is
-            // mapped (never the ELF image or the stack).
-            for (s, e) in self.overlapping(addr, end) {
-                mem.discard(s.max(addr), e.min(end));
+            // mapped in the heap area (never the ELF image or the stack, which would read
+            // their file or keep their data on Linux).
+            let (lo, hi) = (addr.max(self.brk_start), end.min(self.mmap_top));
+            for (s, v) in if lo < hi { self.overlapping(lo, hi) } else { Vec::new() } {
+                mem.discard(s.max(lo), v.end.min(hi));
             }
         }
         Ok(0)
@@ -379,14 +480,21 @@ mod tests {
         Deadline::after(None, crate::interrupt::InterruptHandle::default())
     }
 
+    fn heap(layout: &Layout) -> Mappings {
+        let text = Region { start: 0x40_0000, end: 0x40_1000, perm: Perm::USER_RX };
+        Mappings::new(layout, &[text], 0x40_1000)
+    }
+
     #[test]
     fn mmap_munmap_and_brk_share_the_area() {
+        let layout = Layout::new(16 << 20);
         let mem = GuestMemory::new(16 << 20).unwrap();
-        let mut m = Mappings::new(0x40_0000, 0x80_0000);
+        let mut m = heap(&layout);
+        let top = layout.heap_limit();
         let a = m.mmap(&mem, 0, 0x1000, 3, MAP_PRIVATE | MAP_ANONYMOUS).unwrap();
-        assert_eq!(a, 0x7f_f000, "top-down");
+        assert_eq!(a, top - 0x1000, "top-down");
         let b = m.mmap(&mem, 0, 0x2000, 3, MAP_PRIVATE | MAP_ANONYMOUS).unwrap();
-        assert_eq!(b, 0x7f_d000);
+        assert_eq!(b, top - 0x3000);
         mem.write(a, &[7; 16]).unwrap();
         m.munmap(&mem, a, 0x1000).unwrap();
         let again = m.mmap(&mem, 0, 0x1000, 3, MAP_PRIVATE | MAP_ANONYMOUS).unwrap();
@@ -395,17 +503,18 @@ mod tests {
         mem.read(again, &mut buf).unwrap();
         assert_eq!(buf, [0; 16], "reused memory reads as zero");
         assert_eq!(m.brk(&mem, 0x40_5000), 0x40_5000);
-        assert_eq!(m.brk(&mem, 0x7f_e000), 0x40_5000, "brk cannot grow into a mapping");
+        assert_eq!(m.brk(&mem, top - 0x2000), 0x40_5000, "brk cannot grow into a mapping");
         assert_eq!(m.mmap(&mem, 0, 0x100_0000, 3, MAP_PRIVATE | MAP_ANONYMOUS), Err(errno::ENOMEM));
         assert_eq!(m.mmap(&mem, 0x100, 0x1000, 3, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED), Err(errno::EINVAL));
     }
 
     #[test]
     fn mremap_grows_in_place_or_moves() {
+        let layout = Layout::new(16 << 20);
         let mem = GuestMemory::new(16 << 20).unwrap();
-        let mut m = Mappings::new(0x40_0000, 0x80_0000);
+        let mut m = heap(&layout);
         let a = m.mmap(&mem, 0, 0x1000, 3, MAP_PRIVATE | MAP_ANONYMOUS).unwrap();
-        let _b = m.mmap(&mem, 0, 0x1000, 3, MAP_PRIVATE | MAP_ANONYMOUS).unwrap();
+        let _b = m.mmap(&mem, 0, 0x1000, 1, MAP_PRIVATE | MAP_ANONYMOUS).unwrap();
         mem.write(a, b"data").unwrap();
         assert_eq!(m.mremap(&mem, &deadline(), a, 0x1000, 0x3000, 0, 0), Err(errno::ENOMEM));
         let moved = m.mremap(&mem, &deadline(), a, 0x1000, 0x3000, MREMAP_MAYMOVE, 0).unwrap();
@@ -413,6 +522,47 @@ mod tests {
         let mut buf = [0u8; 4];
         mem.read(moved, &mut buf).unwrap();
         assert_eq!(&buf, b"data");
+        assert!(m.is_mapped(moved + 0x2000) && !m.is_mapped(a));
+    }
+
+    #[test]
+    fn rights_changes_are_recorded_in_order() {
+        let layout = Layout::new(16 << 20);
+        let mem = GuestMemory::new(16 << 20).unwrap();
+        let mut m = heap(&layout);
+        let a = m.mmap(&mem, 0, 0x3000, 3, MAP_PRIVATE | MAP_ANONYMOUS).unwrap();
+        m.take_changes();
+        // A guard page: mprotect(PROT_NONE) of the first page splits the mapping.
+        assert_eq!(m.mprotect(a, 0x1000, 0), Ok(0));
+        let changes = m.take_changes();
+        assert_eq!(changes.last(), Some(&Region { start: a, end: a + 0x1000, perm: Perm::NONE }));
+        assert!(m.is_mapped(a), "a PROT_NONE page is still mapped (SEGV_ACCERR)");
+        assert_eq!(m.regions().iter().filter(|r| r.start >= a && r.end <= a + 0x3000).count(), 2);
+        // Back to RW: the two pieces merge again.
+        assert_eq!(m.mprotect(a, 0x1000, 3), Ok(0));
+        assert_eq!(m.regions().iter().filter(|r| r.start >= a && r.end <= a + 0x3000).count(), 1);
+        assert_eq!(m.take_changes().last().map(|r| r.perm), Some(Perm::USER_RW));
+        // Unchanged protection records nothing; a gap in the range is ENOMEM.
+        assert_eq!(m.mprotect(a, 0x3000, 3), Ok(0));
+        assert!(m.take_changes().is_empty());
+        // A hole: the pages before it change (as on Linux), then ENOMEM.
+        assert_eq!(m.mprotect(a, 0x4000, 1), Err(errno::ENOMEM));
+        assert_eq!(m.take_changes(), vec![Region { start: a, end: a + 0x3000, perm: Perm::user(false, false) }]);
+        assert_eq!(m.mprotect(a + 0x3000, 0x1000, 1), Err(errno::ENOMEM));
+        assert!(m.take_changes().is_empty());
+        m.mprotect(a, 0x3000, 3).unwrap();
+        m.take_changes();
+        // The program text can be made writable (as a JIT or a relocating loader does).
+        assert_eq!(m.mprotect(0x40_0000, 0x1000, 7), Ok(0));
+        assert_eq!(m.take_changes(), vec![Region { start: 0x40_0000, end: 0x40_1000, perm: Perm::user(true, true) }]);
+        // munmap records the pages as gone; brk growth and shrinking too.
+        m.munmap(&mem, a, 0x3000).unwrap();
+        assert_eq!(m.take_changes(), vec![Region { start: a, end: a + 0x3000, perm: Perm::NONE }]);
+        assert!(!m.is_mapped(a));
+        m.brk(&mem, 0x40_3000);
+        assert_eq!(m.take_changes(), vec![Region { start: 0x40_1000, end: 0x40_3000, perm: Perm::USER_RW }]);
+        m.brk(&mem, 0x40_2000);
+        assert_eq!(m.take_changes(), vec![Region { start: 0x40_2000, end: 0x40_3000, perm: Perm::NONE }]);
     }
 }
 

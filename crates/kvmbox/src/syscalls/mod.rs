@@ -286,6 +286,17 @@ impl Linux {
         Ok(child)
     }
 
+    /// The rights changes the last syscalls made (mmap, munmap, mprotect, brk, mremap), for
+    /// the machine to put into the page tables before the guest runs again.
+    pub fn take_rights_changes(&mut self) -> Vec<crate::layout::Region> {
+        self.mm.take_changes()
+    }
+
+    /// True if a mapping holds `addr` (see [`mm::Mappings::is_mapped`]).
+    pub fn is_mapped(&self, addr: u64) -> bool {
+        self.mm.is_mapped(addr)
+    }
+
     /// Run syscall `nr` with arguments `a`.
     pub fn handle(&mut self, env: &SyscallEnv, host: &mut dyn Host, nr: u64, a: [u64; 6]) -> Result<Flow> {
         let flow = self.dispatch(env, host, nr, &a);

@@ -111,9 +111,9 @@ impl LinuxState {
         }
     }
 
-    pub(crate) fn decode(r: &mut crate::snapfile::Reader, heap_limit: u64) -> Result<LinuxState> {
+    pub(crate) fn decode(r: &mut crate::snapfile::Reader, layout: &crate::layout::Layout) -> Result<LinuxState> {
         let bad = |what: &str| Error::InvalidArgument(format!("invalid snapshot file: {what}"));
-        let mm = Mappings::decode(r, heap_limit)?;
+        let mm = Mappings::decode(r, layout)?;
         let n = r.count(9)?;
         if n > files::MAX_FDS {
             return Err(bad("too many descriptors"));

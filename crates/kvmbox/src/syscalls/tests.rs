@@ -29,11 +29,12 @@ impl Fixture {
     fn new(stdin: &[u8]) -> Fixture {
         let layout = Layout::new(8 << 20);
         let code = Region { start: PIE_BASE, end: PIE_BASE + 4096, perm: Perm::USER_RX };
-        let space = AddressSpace::new(layout.regions(&[code]));
+        let mm = Mappings::new(&layout, &[code], code.end);
+        let space = AddressSpace::new(layout.regions(&mm.regions()));
         let mem = GuestMemory::new(layout.memory).expect("guest memory");
         let policy = Arc::new(FilePolicy::new(&[], std::path::Path::new("/")).expect("policy"));
         let linux = Linux::new(ProcessConfig {
-            mm: Mappings::new(code.end, layout.heap_limit()),
+            mm,
             policy,
             stdin: Input::Bytes { data: stdin.to_vec(), pos: 0 },
             stdout: Output::capture(1 << 20),
@@ -54,7 +55,12 @@ impl Fixture {
         let mut a = [0u64; 6];
         a[..args.len()].copy_from_slice(args);
         let env = SyscallEnv { mem: &self.mem, space: &self.space, deadline: &self.deadline, cpu: self.cpu };
-        self.linux.handle(&env, &mut crate::host::NoHost, nr, a).expect("no host-side error")
+        let flow = self.linux.handle(&env, &mut crate::host::NoHost, nr, a).expect("no host-side error");
+        // As the machine does: new rights count from the next syscall on.
+        for c in self.linux.take_rights_changes() {
+            self.space.set(c.start, c.end, c.perm);
+        }
+        flow
     }
 
     /// The value the guest sees in rax, as a signed number (-errno on failure).
