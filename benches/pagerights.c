@@ -1,5 +1,6 @@
 // Page-right changes, timed by the program itself (CLOCK_MONOTONIC around the loop, so start-up
-// is not counted). Prints "<name> <total ms> <ns per iteration>".
+// is not counted). Prints "<name> <total ms> <ns per iteration>". With "serve" it pauses
+// instead (in kvmbox) and the host calls bench(mode, n), which returns ns per iteration.
 //   roundtrip N   mprotect(PROT_NONE) then mprotect(PROT_READ|PROT_WRITE) of one touched page
 //   jitflip N     a JIT's W^X cycle: mprotect RW, patch the code, mprotect RX, call it
 //   mapunmap N    mmap a page, touch it, munmap it
@@ -10,16 +11,17 @@
 #include <sys/mman.h>
 #include <time.h>
 
+#include "../guest/include/kvmbox.h"
+
 static double now_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return ts.tv_sec * 1e9 + ts.tv_nsec;
 }
 
-int main(int argc, char **argv) {
-  if (argc < 3) return 2;
-  const char *mode = argv[1];
-  long n = atol(argv[2]);
+static const char *const MODES[] = {"roundtrip", "jitflip", "mapunmap"};
+
+static double run(const char *mode, long n) {
   const int page = 4096;
   unsigned char *p = mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   p[0] = 0xC3; // ret
@@ -49,10 +51,23 @@ int main(int argc, char **argv) {
       munmap((void *)m, page);
     }
   } else {
-    return 2;
+    return -1;
   }
+  munmap(p, page);
   double ns = now_ns() - start;
-  if (sum == -1) return 3; // keep the loop
-  printf("%s %.3f %.1f\n", mode, ns / 1e6, ns / n);
+  return sum == -1 ? -1 : ns; // sum keeps the loop
+}
+
+KVMBOX_EXPORT long bench(long mode, long n) {
+  if (mode < 0 || mode > 2 || n <= 0) return -1;
+  return (long)(run(MODES[mode], n) / n);
+}
+
+int main(int argc, char **argv) {
+  if (argc < 3) return 2;
+  if (!strcmp(argv[1], "serve")) return kvmbox_pause() < 0 ? 3 : 0;
+  double ns = run(argv[1], atol(argv[2]));
+  if (ns < 0) return 2;
+  printf("%s %.3f %.1f\n", argv[1], ns / 1e6, ns / atol(argv[2]));
   return 0;
 }

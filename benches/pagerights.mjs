@@ -1,9 +1,9 @@
 #!/usr/bin/env node
 // Page-right changes in kvmbox against the same static binary natively, in one run: an
 // mprotect round trip (rights taken away, then given back), a JIT's W^X flip (RW → patch →
-// RX → call) and mmap + touch + munmap. Each program times its own loop; medians of REPS runs.
-// Also reports how many ring-0 commit-stub runs (Machine.lastStats.pageTableCommits) and VM
-// exits one iteration costs in kvmbox.
+// RX → call) and mmap + touch + munmap. Each side times its own loop (natively the program;
+// in kvmbox a call into the paused program), medians of REPS runs. Also reports how many VM
+// exits and ring-0 commit-stub runs (Machine.lastStats) one iteration costs in kvmbox.
 import { spawnSync } from 'node:child_process';
 
 import { compileGuest, kvmbox, median, requireKvm } from './common.mjs';
@@ -24,27 +24,27 @@ function native(args) {
   if (r.status !== 0) throw new Error(`native ${args}: ${r.status} ${r.stderr}`);
   return parse(r.stdout);
 }
+const vm = Machine.fromFile(bin, { args: [bin, 'serve', '0'], timeout: 120_000 });
+if (vm.run().status !== 'paused') throw new Error('the bench guest did not pause');
 let stats = null;
-function kvm(args) {
-  const vm = Machine.fromFile(bin, { args: [bin, ...args], timeout: 120_000 });
-  const r = vm.run();
+function kvm(mode, n) {
+  const ns = vm.call('bench', mode, n);
   stats = vm.lastStats;
-  vm.close();
-  if (r.status !== 'exited' || r.exitCode !== 0) throw new Error(`kvmbox ${args}: ${r.status} ${r.exitCode} ${r.stderr}`);
-  return parse(r.stdout.toString());
+  if (ns < 0) throw new Error(`kvmbox bench(${mode}, ${n}) failed`);
+  return ns;
 }
 
 console.log(`page-right changes, backend ${pr.backend}, medians of ${REPS} runs (per iteration)\n`);
-console.log('| operation | native | kvmbox | ratio | stub runs / iteration | VM exits / iteration |');
+console.log('| operation | native | kvmbox | ratio | commit-stub runs / iteration | VM exits / iteration |');
 console.log('|---|---|---|---|---|---|');
-for (const [name, label, n] of WORKLOADS) {
+for (const [mode, [name, label, n]] of WORKLOADS.entries()) {
   const args = [name, String(n)];
   native(args);
-  kvm(args); // warm-up
+  kvm(mode, n); // warm-up
   const ns = { native: [], kvmbox: [] };
   for (let i = 0; i < REPS; i++) {
     ns.native.push(native(args));
-    ns.kvmbox.push(kvm(args));
+    ns.kvmbox.push(kvm(mode, n));
   }
   const [a, b] = [median(ns.native), median(ns.kvmbox)];
   const per = (x) => (x / n).toFixed(2);
