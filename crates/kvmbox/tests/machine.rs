@@ -906,3 +906,67 @@ mod threads_and_signals {
         }
     }
 }
+
+mod page_rights {
+    use super::*;
+
+    /// Every check of the `pagerights` guest (guard pages, W^X flips with native call loops,
+    /// RWX, NX, munmap, brk shrink, RELRO) prints the same as natively.
+    #[test]
+    fn mprotect_munmap_and_jit_flips_behave_as_natively() {
+        require_kvm();
+        let exe = guest("pagerights");
+        let native = Command::new(&exe).output().expect("run natively");
+        assert!(native.status.success(), "natively: {native:?}");
+        let native = String::from_utf8_lossy(&native.stdout).into_owned();
+        assert!(native.contains("20 W^X rounds of 1000 calls: 2190000"), "{native}");
+        let mut vm = Machine::from_file(&exe, opts(&["pagerights"])).unwrap();
+        assert_eq!(vm.run().unwrap(), RunOutcome::Exited(0));
+        assert_eq!(String::from_utf8_lossy(&vm.take_stdout()), native);
+    }
+
+    #[test]
+    fn an_unhandled_access_against_the_rights_is_a_page_fault() {
+        require_kvm();
+        for (mode, write, fetch) in [("guard", true, false), ("nx", false, true), ("ro", true, false), ("unmapped", false, false)] {
+            let mut vm = Machine::from_file(guest("pagerights"), opts(&["pagerights", mode])).unwrap();
+            match vm.run() {
+                Err(Error::GuestFault(f)) => {
+                    assert_eq!(f.vector, 14, "{mode}");
+                    let code = f.error_code.unwrap_or(0);
+                    assert_eq!((code & 2 != 0, code & 16 != 0), (write, fetch), "{mode}: error code {code:#x}");
+                }
+                other => panic!("{mode}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn forks_and_resets_restore_page_rights() {
+        require_kvm();
+        let mut vm = Machine::from_file(guest("pagerights"), opts(&["pagerights", "serve"])).unwrap();
+        assert_eq!(vm.run().unwrap(), RunOutcome::Paused);
+        let snap = vm.snapshot().unwrap();
+        let mut fork = Machine::fork(&snap).unwrap();
+        fn c(vm: &mut Machine, name: &str, args: &[u64]) -> i64 {
+            let mut a: Vec<kvmbox::CallArg> = args.iter().map(|&v| kvmbox::CallArg::Int(v)).collect();
+            call(vm, name, &mut a).unwrap() as i64
+        }
+        for round in 0..5u64 {
+            let (p0, p1) = (c(&mut fork, "page_addr", &[0]) as u64, c(&mut fork, "page_addr", &[1]) as u64);
+            assert_eq!(c(&mut fork, "read_at", &[p0]), 'a' as i64, "round {round}");
+            assert_eq!(c(&mut fork, "read_at", &[p1]), -1, "page 1 is PROT_NONE in the snapshot");
+            assert_eq!(c(&mut fork, "jit_call", &[]), 1);
+            assert_eq!(c(&mut fork, "protect", &[1, 3]), 0);
+            assert_eq!(c(&mut fork, "protect", &[0, 0]), 0);
+            assert_eq!(c(&mut fork, "jit_set", &[7 + round]), 0);
+            assert_eq!(c(&mut fork, "read_at", &[p1]), 'b' as i64);
+            assert_eq!(c(&mut fork, "read_at", &[p0]), -1);
+            assert_eq!(c(&mut fork, "jit_call", &[]), 7 + round as i64);
+            let fresh = c(&mut fork, "map_new", &[]) as u64;
+            assert_eq!(c(&mut fork, "write_at", &[fresh, 5]), 0);
+            fork.reset().unwrap();
+            assert_eq!(c(&mut fork, "read_at", &[fresh]), -1, "the new mapping is gone after the reset");
+        }
+    }
+}
