@@ -184,12 +184,12 @@ test('--allow-read lets the files guest read the allowed file only', (t) => {
   const r = cli(['run', '--allow-read', allowed, file, allowed, secret]);
   t.is(r.code, 0, r.stdout + r.stderr);
   t.true(r.stdout.includes('--- content (16 bytes) ---\nallowed via cli\n--- end ---\n'), r.stdout);
-  t.true(r.stdout.includes('second open: failed\nsecond open errno: EACCES\n'), r.stdout);
+  t.true(r.stdout.includes('second open: failed\nsecond open errno: ENOENT\n'), r.stdout);
   t.false(r.stdout.includes('SECRET'));
 
   const denied = cli(['run', file, allowed]);
   t.is(denied.code, 1);
-  t.is(denied.stdout, `open ${allowed} failed: EACCES\n`);
+  t.is(denied.stdout, `open ${allowed} failed: ENOENT\n`);
 });
 
 test('stdout closed early (| head -c 10): the guest dies of SIGPIPE like natively (141), no kvmbox error', (t) => {

@@ -1,12 +1,13 @@
 // File access sandbox: only paths under allowRead can be opened (read-only);
-// everything else fails with EACCES, including tricks (.., symlinks, prefixes).
+// everything else does not exist for the guest (ENOENT), including tricks (.., symlinks,
+// prefixes).
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 
 import test from 'ava';
 
-import { guest, InvalidArgumentError, requireKvm, runKvm, runNative, summarize, tempDir, VARIANTS } from './helpers.mjs';
+import { guest, InvalidArgumentError, Machine, requireKvm, runKvm, runNative, summarize, systemLibraries, tempDir, VARIANTS } from './helpers.mjs';
 
 requireKvm(test);
 
@@ -55,7 +56,7 @@ function runBoth(variant, first, second, allowRead) {
   return { native, kvm };
 }
 
-const DENIED = ['second open: failed', 'second open errno: EACCES'];
+const DENIED = ['second open: failed', 'second open errno: ENOENT'];
 
 for (const v of VARIANTS) {
   test(`${v}: allowed file is readable, same output as native; secret file is denied`, (t) => {
@@ -65,7 +66,7 @@ for (const v of VARIANTS) {
     t.deepEqual(n.second, ['second open: ok'], 'native can open the secret');
     t.true(k.rest.includes(ALLOWED_CONTENT), 'content printed');
     t.deepEqual(k.rest, n.rest, 'stdout apart from the second-open lines');
-    t.deepEqual(k.second, DENIED, 'secret denied with EACCES');
+    t.deepEqual(k.second, DENIED, 'secret denied: it does not exist for the guest (ENOENT)');
     t.deepEqual(kvm.stderr, native.stderr);
     t.is(kvm.exitCode, 0);
     t.is(native.exitCode, 0);
@@ -117,11 +118,11 @@ test('symlink inside the allowed dir pointing inside it is readable', (t) => {
   t.true(r.stdout.includes('nested content'), r.stdout);
 });
 
-test('without allowRead nothing can be opened (EACCES)', (t) => {
+test('without allowRead nothing can be opened (ENOENT)', (t) => {
   const file = guest('files-musl');
   const r = summarize(runKvm(file, { args: [file, allowed] }));
   t.is(r.exitCode, 1);
-  t.is(r.stdout, `open ${allowed} failed: EACCES\n`);
+  t.is(r.stdout, `open ${allowed} failed: ENOENT\n`);
 });
 
 test('the guest binary itself is not readable unless allowed', (t) => {
@@ -140,8 +141,7 @@ const PSEUDO_CASES = [
   ['/proc/self/fd/0 (a magic link)', '/proc/self/fd/0'],
   ['/proc/self/root/etc/hostname (a magic link)', '/proc/self/root/etc/hostname'],
   ['/sys/kernel/mm/transparent_hugepage/enabled', '/sys/kernel/mm/transparent_hugepage/enabled'],
-  ['/dev/zero (a device)', '/dev/zero'],
-  ['/dev/kvm', '/dev/kvm'],
+  ['/dev/kvm (a device)', '/dev/kvm'],
   ['a FIFO (must not block the host)', fifo],
 ];
 for (const [label, target] of PSEUDO_CASES) {
@@ -168,8 +168,21 @@ test('allowRead of a pseudo filesystem or a device is refused up front', (t) => 
   }
 });
 
-test('a device below an allowed directory is denied', (t) => {
+test('a host device below an allowed directory is denied', (t) => {
   const file = guest('files-glibc');
-  const r = summarize(runKvm(file, { args: [file, allowed, '/dev/null'], allowRead: [allowed, '/dev'] }));
+  const r = summarize(runKvm(file, { args: [file, allowed, '/dev/kvm'], allowRead: [allowed, '/dev'] }));
   t.deepEqual(splitSecond(r.stdout).second, DENIED, r.stdout);
+});
+
+test('/dev/null, /dev/zero and /dev/urandom are emulated (no host device is opened)', (t) => {
+  const file = guest('files-glibc');
+  const r = summarize(runKvm(file, { args: [file, allowed, '/dev/null'], allowRead: [allowed] }));
+  t.deepEqual(splitSecond(r.stdout).second, ['second open: ok'], r.stdout);
+  const vm = Machine.fromFile('/usr/bin/head', { args: ['head', '-c', '64', '/dev/zero', '/dev/urandom'], allowRead: systemLibraries() });
+  const out = vm.run().stdout;
+  t.is(out.length, 2 * 64 + '==> /dev/zero <==\n\n==> /dev/urandom <==\n'.length, out.toString('latin1'));
+  t.true(out.includes(Buffer.alloc(64)), 'zeros from /dev/zero');
+  const tee = Machine.fromFile('/usr/bin/tee', { args: ['tee', '/dev/null'], stdin: 'through tee\n', allowRead: systemLibraries() }).run();
+  t.is(tee.stdout.toString(), 'through tee\n', 'writes to /dev/null succeed');
+  t.is(tee.exitCode, 0);
 });

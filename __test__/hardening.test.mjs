@@ -81,7 +81,7 @@ test("Snapshot.load resolves relative allowRead against this process's cwd, not 
     const f = Snapshot.load(file, { allowRead: ['.'] }).fork();
     t.teardown(() => f.close());
     t.is(f.call('read_file', path.join(dir, 'inside.txt')), 6, "'.' is this process's cwd");
-    t.is(f.call('read_file', '/etc/passwd'), -13, 'EACCES: the recorded cwd (/) widens nothing');
+    t.is(f.call('read_file', '/etc/passwd'), -2, 'ENOENT: the recorded cwd (/) widens nothing');
   } finally {
     process.chdir(home);
   }

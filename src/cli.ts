@@ -8,7 +8,7 @@ import * as path from 'node:path'
 import { parseArgs } from 'node:util'
 import { GuestFaultError, KvmboxError, TimeoutError } from './errors'
 import type { RunResult } from './machine'
-import { Machine, probe } from './machine'
+import { Machine, probe, systemLibraries } from './machine'
 
 const HELP = `Usage:
   kvmbox run [options] PROGRAM [ARGS...]   run a static x86-64 Linux program in a KVM sandbox
@@ -23,6 +23,8 @@ Options for run (also as --option=value):
   --memory MIB        guest memory in MiB (default 128)
   --allow-read PATH   let the guest open PATH read-only (a file, or a directory and all below it);
                       may be repeated
+  --allow-system-libs let the guest read what a dynamic executable's loader needs (ld.so,
+                      /etc/ld.so.cache, the library directories)
   --env KEY=VALUE     set a variable in the guest's environment (may be repeated)
   --inherit-env       pass this process's whole environment to the guest
   --trace             print every syscall the guest makes to stderr
@@ -43,6 +45,7 @@ const RUN_OPTIONS = {
   timeout: { type: 'string' },
   memory: { type: 'string' },
   'allow-read': { type: 'string', multiple: true },
+  'allow-system-libs': { type: 'boolean' },
   env: { type: 'string', multiple: true },
   'inherit-env': { type: 'boolean' },
   trace: { type: 'boolean' },
@@ -145,7 +148,7 @@ async function runCommand(argv: string[]): Promise<number> {
       trace: values.trace ?? false,
       hugepages: values.hugepages ?? false,
       seccomp,
-      allowRead: values['allow-read'] ?? [],
+      allowRead: [...(values['allow-system-libs'] ? systemLibraries() : []), ...(values['allow-read'] ?? [])],
       stdin: 'inherit',
       stdout: output,
       stderr: output,

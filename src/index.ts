@@ -36,6 +36,17 @@ export type {
   SignaledResult,
   TraceEvent,
 } from './machine'
-export { GuestMemory, HOSTCALL_FIRST, HOSTCALL_LAST, Machine, measureCallFloor, measureSyscallFloor, probe, Snapshot, setVmPoolSize } from './machine'
+export {
+  GuestMemory,
+  HOSTCALL_FIRST,
+  HOSTCALL_LAST,
+  Machine,
+  measureCallFloor,
+  measureSyscallFloor,
+  probe,
+  Snapshot,
+  setVmPoolSize,
+  systemLibraries,
+} from './machine'
 export type { PoolConstructor, PoolMachine, PoolOptions } from './pool'
 export { Pool, RemoteMachine } from './pool'

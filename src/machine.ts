@@ -1148,6 +1148,17 @@ export class Snapshot {
   }
 }
 
+/**
+ * What a dynamic executable's loader needs to read on this host — `ld.so`, `/etc/ld.so.cache`
+ * and the library directories that exist — for `allowRead`:
+ * `Machine.fromFile('/bin/ls', { allowRead: [...systemLibraries(), dir], args: ['ls', dir] })`.
+ * Paths are checked where they lead, so merged-/usr aliases (`/lib` → `/usr/lib`) need no
+ * entries of their own.
+ */
+export function systemLibraries(): string[] {
+  return native.systemLibraries()
+}
+
 /** Keep about `n` blank VMs created ahead of time (on a background thread) for fast forks. */
 export function setVmPoolSize(n: number): void {
   checkInteger(n, 'the VM pool size', 0, 1024)

@@ -45,6 +45,13 @@ pub fn probe() -> ProbeResult {
 }
 
 /// Keep about `n` blank VMs created ahead of time (on a background thread) for forks.
+/// What a dynamic executable's loader reads on this host (the interpreter, its cache, the
+/// library directories that exist), for `allowRead`.
+#[napi]
+pub fn system_libraries() -> Vec<String> {
+    kvmbox::system_libraries()
+}
+
 #[napi]
 pub fn set_vm_pool_size(n: u32) {
     kvmbox::VmPool::global().keep_ready(n as usize);

@@ -1,5 +1,6 @@
-//! Run a static Linux program in kvmbox: `cargo run --release --example run -- prog [args…]`.
-//! Set KVMBOX_TRACE=1 to print every syscall.
+//! Run a Linux program in kvmbox: `cargo run --release --example run -- prog [args…]`.
+//! Set KVMBOX_TRACE=1 to print every syscall, KVMBOX_ALLOW_READ to a `:`-separated list of host
+//! paths the guest may read (a dynamic program needs the system libraries: `KVMBOX_ALLOW_READ=system`).
 
 use kvmbox::{Input, Machine, MachineOptions, Output, RunOutcome};
 
@@ -16,6 +17,9 @@ fn main() {
         stdout: Output::Inherit(1),
         stderr: Output::Inherit(2),
         trace: std::env::var_os("KVMBOX_TRACE").is_some(),
+        allow_read: std::env::var("KVMBOX_ALLOW_READ")
+            .map(|v| v.split(':').flat_map(|p| if p == "system" { kvmbox::system_libraries() } else { vec![p.to_string()] }).collect())
+            .unwrap_or_default(),
         ..MachineOptions::default()
     };
     // A guest built for host calls pauses once initialized; here it just continues.

@@ -1,5 +1,6 @@
-//! ELF loading with goblin: validation, segment placement (ET_EXEC at its addresses,
-//! ET_DYN static-pie at [`PIE_BASE`]) and the facts the initial stack needs.
+//! ELF loading with goblin: validation, segment placement (ET_EXEC at its addresses, an ET_DYN
+//! program at [`PIE_BASE`], its interpreter — `ld.so`, named by PT_INTERP — below a given
+//! address, as Linux puts it at the top of the mmap area) and the facts the initial stack needs.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -7,7 +8,7 @@ use std::sync::Arc;
 use goblin::elf::{header, program_header, Elf};
 
 use crate::error::{Error, Result};
-use crate::layout::{page_down, page_up, Layout, Perm, Region, PAGE_SIZE, PIE_BASE, USER_MIN};
+use crate::layout::{page_down, page_up, Layout, Perm, Region, HUGE_PAGE_SIZE, PAGE_SIZE, PIE_BASE, USER_MIN};
 use crate::memory::GuestMemory;
 
 /// One PT_LOAD segment, relocated to its final guest address.
@@ -24,8 +25,7 @@ struct Segment {
 pub struct Program {
     bytes: Vec<u8>,
     segments: Vec<Segment>,
-    /// Load bias added to every address in the file (0 for ET_EXEC).
-    #[allow(dead_code)]
+    /// Load bias added to every address in the file (0 for ET_EXEC); AT_BASE for an interpreter.
     pub base: u64,
     pub entry: u64,
     pub phdr_addr: u64,
@@ -36,15 +36,43 @@ pub struct Program {
     /// Function and object symbols from the ELF symbol table, relocated (shared, so callers
     /// can keep them after the machine is gone).
     pub symbols: Arc<HashMap<String, u64>>,
+    /// The interpreter a dynamic executable names (PT_INTERP), e.g. `/lib64/ld-linux-x86-64.so.2`.
+    pub interp: Option<String>,
 }
+
+/// Where an ET_DYN file goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// The program: at [`PIE_BASE`] when it starts at 0 (ET_EXEC always at its addresses).
+    Program,
+    /// An interpreter: ending below this address, 2 MiB-aligned.
+    Below(u64),
+}
+
+/// The longest PT_INTERP path accepted (Linux: PATH_MAX).
+const MAX_INTERP: usize = 4096;
 
 fn elf_err(msg: impl Into<String>) -> Error {
     Error::Elf(msg.into())
 }
 
 impl Program {
-    /// Parse and validate `bytes` as a static x86-64 executable.
+    /// Parse and validate `bytes` as an x86-64 executable (static, or dynamic with PT_INTERP).
     pub fn parse(bytes: Vec<u8>) -> Result<Program> {
+        Self::parse_placed(bytes, Placement::Program)
+    }
+
+    /// Parse and validate `bytes` as a program interpreter (ld.so: ET_DYN, no PT_INTERP of its
+    /// own), placed to end below `top`.
+    pub fn parse_interpreter(bytes: Vec<u8>, top: u64) -> Result<Program> {
+        let p = Self::parse_placed(bytes, Placement::Below(top))?;
+        if p.interp.is_some() {
+            return Err(elf_err("the program interpreter names an interpreter itself"));
+        }
+        Ok(p)
+    }
+
+    fn parse_placed(bytes: Vec<u8>, placement: Placement) -> Result<Program> {
         if bytes.len() < 4 || &bytes[..4] != b"\x7fELF" {
             return Err(elf_err("not an ELF file (bad magic)"));
         }
@@ -79,19 +107,38 @@ impl Program {
             Ok(elf) => Ok(Self::collect(&elf)),
             Err(full_err) => Self::collect_program_headers(&bytes, &hdr).map_err(|_| full_err),
         });
-        let (segments_raw, symbols_raw, has_interp, has_needed) = match parsed {
+        let (segments_raw, symbols_raw, interp_range, has_needed) = match parsed {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => return Err(elf_err(format!("malformed program headers: {e}"))),
             Err(_) => return Err(elf_err("malformed ELF (parser failure)")),
         };
-        if has_interp || has_needed {
-            return Err(elf_err("dynamic executables are not supported yet (link with -static or -static-pie)"));
+        let interp = match interp_range {
+            None => None,
+            Some((off, size)) => Some(Self::interp_path(&bytes, off, size)?),
+        };
+        if has_needed && interp.is_none() {
+            return Err(elf_err("the executable needs shared libraries but names no interpreter (PT_INTERP)"));
         }
         if segments_raw.is_empty() {
             return Err(elf_err("no loadable (PT_LOAD) segments"));
         }
-        let min_vaddr = segments_raw.iter().map(|p| p.p_vaddr).min().unwrap_or(0);
-        let base = if hdr.e_type == header::ET_DYN && page_down(min_vaddr) < PIE_BASE { PIE_BASE - page_down(min_vaddr) } else { 0 };
+        let min_vaddr = page_down(segments_raw.iter().map(|p| p.p_vaddr).min().unwrap_or(0));
+        let max_end = segments_raw.iter().filter_map(|p| p.p_vaddr.checked_add(p.p_memsz)).max().unwrap_or(0);
+        let base = match placement {
+            _ if hdr.e_type != header::ET_DYN => 0,
+            Placement::Program if min_vaddr < PIE_BASE => PIE_BASE - min_vaddr,
+            Placement::Program => 0,
+            Placement::Below(top) => {
+                let span = page_up(max_end).unwrap_or(u64::MAX).saturating_sub(min_vaddr);
+                let at = top.checked_sub(span).map(|a| a & !(HUGE_PAGE_SIZE - 1)).filter(|&a| a >= PIE_BASE);
+                let at =
+                    at.ok_or_else(|| elf_err(format!("the interpreter ({span:#x} bytes) does not fit in guest memory; raise `memory`")))?;
+                at.wrapping_sub(min_vaddr)
+            }
+        };
+        if hdr.e_type != header::ET_DYN && matches!(placement, Placement::Below(_)) {
+            return Err(elf_err("the program interpreter is not position-independent (ET_DYN)"));
+        }
 
         let mut segments = Vec::new();
         for (i, ph) in segments_raw.iter().enumerate() {
@@ -152,13 +199,26 @@ impl Program {
             phent: hdr.e_phentsize as u64,
             image_end,
             symbols,
+            interp,
         })
     }
 
+    /// The PT_INTERP path: a NUL-terminated absolute path inside the file.
+    fn interp_path(bytes: &[u8], off: u64, size: u64) -> Result<String> {
+        let bad = || elf_err("malformed PT_INTERP");
+        let end = off.checked_add(size).filter(|&e| e <= bytes.len() as u64).ok_or_else(bad)?;
+        let raw = &bytes[off as usize..end as usize];
+        let raw = raw.split(|&b| b == 0).next().unwrap_or(&[]);
+        if raw.is_empty() || raw.len() > MAX_INTERP || raw[0] != b'/' {
+            return Err(bad());
+        }
+        String::from_utf8(raw.to_vec()).map_err(|_| bad())
+    }
+
     #[allow(clippy::type_complexity)]
-    fn collect(elf: &Elf) -> (Vec<program_header::ProgramHeader>, Vec<(String, u64)>, bool, bool) {
+    fn collect(elf: &Elf) -> (Vec<program_header::ProgramHeader>, Vec<(String, u64)>, Option<(u64, u64)>, bool) {
         let loads = elf.program_headers.iter().filter(|p| p.p_type == program_header::PT_LOAD && p.p_memsz > 0).cloned().collect();
-        let has_interp = elf.program_headers.iter().any(|p| p.p_type == program_header::PT_INTERP);
+        let has_interp = elf.program_headers.iter().find(|p| p.p_type == program_header::PT_INTERP).map(|p| (p.p_offset, p.p_filesz));
         let has_needed = !elf.libraries.is_empty();
         let symbols = elf
             .syms
@@ -174,11 +234,11 @@ impl Program {
     fn collect_program_headers(
         bytes: &[u8],
         hdr: &header::Header,
-    ) -> goblin::error::Result<(Vec<program_header::ProgramHeader>, Vec<(String, u64)>, bool, bool)> {
+    ) -> goblin::error::Result<(Vec<program_header::ProgramHeader>, Vec<(String, u64)>, Option<(u64, u64)>, bool)> {
         let ctx = goblin::container::Ctx::new(goblin::container::Container::Big, goblin::container::Endian::Little);
         let phdrs = program_header::ProgramHeader::parse(bytes, hdr.e_phoff as usize, hdr.e_phnum as usize, ctx)?;
         let loads = phdrs.iter().filter(|p| p.p_type == program_header::PT_LOAD && p.p_memsz > 0).cloned().collect();
-        let has_interp = phdrs.iter().any(|p| p.p_type == program_header::PT_INTERP);
+        let has_interp = phdrs.iter().find(|p| p.p_type == program_header::PT_INTERP).map(|p| (p.p_offset, p.p_filesz));
         Ok((loads, Vec::new(), has_interp, false))
     }
 

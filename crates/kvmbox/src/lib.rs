@@ -51,5 +51,5 @@ pub use machine::{
 };
 pub use memory::{Efault, HugePages, MemoryView, WeakMemoryView};
 pub use snapshot::{LoadOptions, Snapshot};
-pub use syscalls::files::{Input, Output};
+pub use syscalls::files::{system_libraries, Input, Output};
 pub use vcpu::VmPool;

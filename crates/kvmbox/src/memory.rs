@@ -730,6 +730,7 @@ unsafe impl Pod for libc::timeval {}
 unsafe impl Pod for libc::iovec {}
 unsafe impl Pod for libc::stat {}
 unsafe impl Pod for libc::statx {}
+unsafe impl Pod for libc::statfs {}
 unsafe impl Pod for libc::utsname {}
 unsafe impl Pod for libc::sysinfo {}
 unsafe impl Pod for libc::pollfd {}

@@ -33,6 +33,8 @@ pub struct AuxFacts {
     pub hwcap: u64,
     pub hwcap2: u64,
     pub execfn: String,
+    /// Where a dynamic program's interpreter was loaded (AT_BASE); 0 for a static program.
+    pub interp_base: u64,
 }
 
 /// Build the stack below `stack_top`; returns the initial rsp (pointing at argc).
@@ -80,7 +82,7 @@ pub fn build(
         (AT_PHENT, program.phent),
         (AT_PHNUM, program.phnum),
         (AT_PAGESZ, 4096),
-        (AT_BASE, 0),
+        (AT_BASE, facts.interp_base),
         (AT_FLAGS, 0),
         (AT_ENTRY, program.entry),
         (AT_UID, facts.uid as u64),

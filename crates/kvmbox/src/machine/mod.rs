@@ -274,7 +274,8 @@ impl Machine {
         Self::from_bytes(bytes, opts)
     }
 
-    /// Load a static executable from memory.
+    /// Load an executable from memory. A dynamic one's interpreter (`ld.so`) is read through
+    /// `allow_read`, like every file the guest opens.
     pub fn from_bytes(bytes: Vec<u8>, mut opts: MachineOptions) -> Result<Machine> {
         // Fail fast and clearly without KVM, before any parsing work.
         kvm::kvm()?;
@@ -282,12 +283,24 @@ impl Machine {
         let memory = layout::round_memory(opts.memory).map_err(Error::InvalidArgument)?;
         let program = Program::parse(bytes)?;
         let layout = Layout::new(memory);
-        let segments = program.regions(&layout)?;
+        let host_cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+        let policy = Arc::new(FilePolicy::new(&opts.allow_read, &host_cwd)?);
+        let interp = match &program.interp {
+            Some(path) => Some(Program::parse_interpreter(read_interpreter(&policy, path)?, layout.heap_limit())?),
+            None => None,
+        };
+        let mut segments = program.regions(&layout)?;
+        if let Some(interp) = &interp {
+            let theirs = interp.regions(&layout)?;
+            if segments.iter().any(|a| theirs.iter().any(|b| a.start < b.end && b.start < a.end)) {
+                return Err(Error::Elf("the program and its interpreter overlap; raise `memory`".into()));
+            }
+            segments.extend(theirs);
+            segments.sort_by_key(|r| r.start);
+        }
         let mm = Mappings::new(&layout, &segments, program.image_end);
         let space = AddressSpace::new(layout.regions(&mm.regions()));
 
-        let host_cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-        let policy = Arc::new(FilePolicy::new(&opts.allow_read, &host_cwd)?);
         let exe_path = opts.exe_path.take().unwrap_or_else(|| "/guest".into());
         if !exe_path.starts_with('/') {
             return Err(Error::InvalidArgument(format!("exe_path must be absolute, got {exe_path:?}")));
@@ -301,6 +314,9 @@ impl Machine {
         arch::write_system_pages(&mem, &layout)?;
         let cr3 = paging::build(&mem, &layout, space.regions())?;
         program.load(&mem)?;
+        if let Some(interp) = &interp {
+            interp.load(&mem)?;
+        }
         let cpuid = kvm::supported_cpuid()?;
         let facts = stack::AuxFacts {
             // SAFETY: getuid/getgid cannot fail.
@@ -309,10 +325,13 @@ impl Machine {
             hwcap: arch::hwcap_from_cpuid(cpuid),
             hwcap2: if arch::has_fsgsbase(cpuid) { 1 << 1 } else { 0 }, // HWCAP2_FSGSBASE: CR4.FSGSBASE is set
             execfn: opts.args[0].clone(),
+            interp_base: interp.as_ref().map_or(0, |i| i.base),
         };
         let stack_limit = layout.stack_bottom + layout.stack_size() / 2;
         let rsp = stack::build(&mem, layout.stack_top, stack_limit, &program, &opts.args, &opts.env, &facts)?;
-        let vm = vcpu::create(&mem, &layout, cr3, program.entry, rsp)?;
+        // A dynamic program starts in its interpreter, which finds it through the auxv.
+        let entry = interp.as_ref().map_or(program.entry, |i| i.entry);
+        let vm = vcpu::create(&mem, &layout, cr3, entry, rsp)?;
 
         let linux = Linux::new(ProcessConfig {
             mm,
@@ -446,4 +465,30 @@ fn outcome(status: ExitStatus) -> RunOutcome {
         ExitStatus::Code(c) => RunOutcome::Exited(c),
         ExitStatus::Signal(s) => RunOutcome::Signaled(s),
     }
+}
+
+/// The largest interpreter kvmbox reads (glibc's ld.so is about 200 KiB).
+const MAX_INTERPRETER: u64 = 64 << 20;
+
+/// Read the interpreter a dynamic executable names, as the guest would open it: through the
+/// file policy (so it must be allowed, e.g. with `system_libraries()`), symlinks followed.
+fn read_interpreter(policy: &FilePolicy, path: &str) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let denied = |why: String| {
+        Error::Elf(format!(
+            "this dynamic executable needs its interpreter {path}, which {why} (allow it with allowRead, e.g. systemLibraries())"
+        ))
+    };
+    let (fd, is_dir) = policy
+        .open(Path::new(path), libc::O_RDONLY)
+        .map_err(|e| denied(format!("cannot be opened ({})", crate::syscalls::errno_name(e))))?;
+    if is_dir {
+        return Err(denied("is a directory".into()));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::from(fd).take(MAX_INTERPRETER + 1).read_to_end(&mut bytes).map_err(|e| denied(format!("cannot be read ({e})")))?;
+    if bytes.len() as u64 > MAX_INTERPRETER {
+        return Err(denied("is too large".into()));
+    }
+    Ok(bytes)
 }

@@ -1,6 +1,10 @@
-//! File descriptors: the guest's stdio (captured, inherited or streamed to a callback) and
-//! read-only host files from an allowlist. Paths the allowlist does not cover are denied with
-//! EACCES (as a Landlock-sandboxed process sees), writes to allowed files with EROFS.
+//! File descriptors: the guest's stdio (captured, inherited or streamed to a callback),
+//! read-only host files from an allowlist, and emulated /dev/null, /dev/zero and /dev/urandom.
+//! The guest sees only what the allowlist covers — checked where a path leads once symlinks
+//! are followed (merged /usr) — as regular files and directories: anything else (not covered,
+//! a link out, a device, a FIFO, a kernel pseudo file) does not exist for it (ENOENT), so
+//! programs probing search paths go on as natively and learn nothing about other host files.
+//! Every write is EROFS.
 //!
 //! Files are opened with openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS) below an O_PATH
 //! handle of each allowed directory, so neither `..` nor a symlink can lead out of it. The
@@ -11,7 +15,7 @@
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
@@ -134,6 +138,59 @@ pub enum FdKind {
     },
     /// A pipe end, eventfd or epoll instance inside the machine.
     Local(super::ipc::Desc),
+    /// /dev/null, /dev/zero or /dev/urandom, emulated.
+    Device(Device),
+}
+
+/// The character devices a guest may open, emulated in the machine (no host device is
+/// opened): programs expect them (perl reads a `-e` script's "file" from /dev/null).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    /// Reads end at once; writes vanish.
+    Null,
+    /// Reads give zeros; writes vanish.
+    Zero,
+    /// Reads give host random bytes (/dev/urandom, /dev/random); writes vanish.
+    Random,
+}
+
+impl Device {
+    /// The device at guest path `path`, if it is one.
+    pub fn at(path: &Path) -> Option<Device> {
+        match path.as_os_str().as_bytes() {
+            b"/dev/null" => Some(Device::Null),
+            b"/dev/zero" => Some(Device::Zero),
+            b"/dev/urandom" | b"/dev/random" => Some(Device::Random),
+            _ => None,
+        }
+    }
+
+    /// The device's number in snapshots.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    pub fn from_code(code: u8) -> Option<Device> {
+        [Device::Null, Device::Zero, Device::Random].into_iter().find(|d| d.code() == code)
+    }
+
+    /// What stat shows: a character device, rw for everyone, Linux's major/minor numbers.
+    pub fn stat(self) -> libc::stat {
+        // SAFETY: stat is plain old data.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        st.st_mode = libc::S_IFCHR | 0o666;
+        st.st_nlink = 1;
+        st.st_blksize = 4096;
+        st.st_dev = 6;
+        let minor = match self {
+            Device::Null => 3,
+            Device::Zero => 5,
+            Device::Random => 9,
+        };
+        st.st_rdev = libc::makedev(1, minor);
+        st.st_ino = u64::from(minor);
+        st
+    }
 }
 
 /// A descriptor as recorded in a snapshot.
@@ -142,6 +199,7 @@ pub enum FdSpec {
     Stdin,
     Stdout,
     Stderr,
+    Device(Device),
     /// `handle` is a descriptor of the very file (its own open file description), so forks
     /// and resets reopen the same file even if its path was since replaced or removed; a
     /// snapshot loaded from a file has none and reopens by path through the allowlist.
@@ -242,6 +300,22 @@ struct OpenHow {
     resolve: u64,
 }
 
+/// What a dynamic executable's loader reads on this host, for `allow_read`: the interpreter,
+/// its cache and the library directories (those of them that exist). Merged-/usr aliases need
+/// no entries of their own: paths are checked where they lead.
+pub fn system_libraries() -> Vec<String> {
+    const CANDIDATES: &[&str] = &[
+        "/lib64/ld-linux-x86-64.so.2",
+        "/etc/ld.so.cache",
+        "/lib/x86_64-linux-gnu",
+        "/usr/lib/x86_64-linux-gnu",
+        "/lib64",
+        "/usr/lib64",
+        "/usr/local/lib",
+    ];
+    CANDIDATES.iter().filter(|p| Path::new(p).exists()).map(|p| p.to_string()).collect()
+}
+
 /// Lexically normalise an absolute path (`.` and `..` removed, `..` at `/` stays at `/`).
 pub fn normalize(path: &Path) -> PathBuf {
     let mut out = PathBuf::from("/");
@@ -296,6 +370,94 @@ impl FilePolicy {
         Ok(FilePolicy { allowed })
     }
 
+    /// Follow the symlinks in the normalised absolute `path` as the kernel does (also in the
+    /// last component with `follow_last`; at most 40, else ELOOP), reading them on the host, so
+    /// that allowRead is checked against where the path really leads — `/lib/x86_64-linux-gnu`
+    /// is `/usr/lib/x86_64-linux-gnu` on a merged-/usr system. Links on kernel pseudo
+    /// filesystems (`/proc/self/exe` and the like) are never followed: ENOENT. A component that
+    /// does not exist ends the resolution (the open then fails with ENOENT where allowed).
+    pub fn resolve(path: &Path, follow_last: bool) -> std::result::Result<PathBuf, i32> {
+        const MAX_LINKS: u32 = 40;
+        let mut pending: Vec<std::ffi::OsString> = Vec::new();
+        let push_rev = |pending: &mut Vec<std::ffi::OsString>, p: &Path| {
+            for c in p.components().rev() {
+                match c {
+                    Component::Normal(n) => pending.push(n.to_os_string()),
+                    Component::ParentDir => pending.push("..".into()),
+                    _ => {}
+                }
+            }
+        };
+        push_rev(&mut pending, path);
+        let mut out = PathBuf::from("/");
+        let mut links = 0u32;
+        let mut exists = true;
+        while let Some(c) = pending.pop() {
+            if c == ".." {
+                out.pop();
+                continue;
+            }
+            let candidate = out.join(&c);
+            if !exists || (pending.is_empty() && !follow_last) {
+                out = candidate;
+                continue;
+            }
+            let Ok(name) = CString::new(candidate.as_os_str().as_bytes()) else { return Err(errno::EINVAL) };
+            // SAFETY: O_PATH | O_NOFOLLOW open of a C string: no side effects, owned below.
+            let fd = unsafe { libc::open(name.as_ptr(), libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC) };
+            if fd < 0 {
+                exists = false;
+                out = candidate;
+                continue;
+            }
+            // SAFETY: fresh fd.
+            let handle = unsafe { OwnedFd::from_raw_fd(fd) };
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            // SAFETY: fstat of our O_PATH handle into a local struct.
+            if unsafe { libc::fstat(handle.as_raw_fd(), &mut st) } != 0 || st.st_mode & libc::S_IFMT != libc::S_IFLNK {
+                out = candidate;
+                continue;
+            }
+            if pseudo_filesystem(handle.as_raw_fd())?.is_some() {
+                return Err(errno::ENOENT);
+            }
+            links = links.saturating_add(1);
+            if links > MAX_LINKS {
+                return Err(errno::ELOOP);
+            }
+            let mut buf = vec![0u8; libc::PATH_MAX as usize];
+            // SAFETY: readlinkat of the link itself (empty path on an O_PATH handle) into `buf`.
+            let n = unsafe { libc::readlinkat(handle.as_raw_fd(), c"".as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                return Err(errno::ENOENT);
+            }
+            buf.truncate(n as usize);
+            let target = PathBuf::from(std::ffi::OsString::from_vec(buf));
+            if target.is_absolute() {
+                out = PathBuf::from("/");
+            }
+            push_rev(&mut pending, &target);
+        }
+        Ok(out)
+    }
+
+    /// The target of the symlink at `path`, if the directory holding the link is allowed;
+    /// EINVAL when it is not a link, as readlink gives.
+    pub fn readlink(&self, path: &Path) -> std::result::Result<Vec<u8>, i32> {
+        let link = Self::resolve(path, false)?;
+        let (Some(parent), Some(name)) = (link.parent(), link.file_name()) else { return Err(errno::EINVAL) };
+        let (dir, _) = self.lookup(parent, libc::O_RDONLY | libc::O_DIRECTORY)?;
+        let name = CString::new(name.as_bytes()).map_err(|_| errno::EINVAL)?;
+        let mut buf = vec![0u8; libc::PATH_MAX as usize];
+        // SAFETY: readlinkat relative to our O_PATH handle of the allowed directory, into `buf`.
+        let n = unsafe { libc::readlinkat(dir.as_raw_fd(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(errno::EINVAL));
+        }
+        buf.truncate(n as usize);
+        Ok(buf)
+    }
+
     fn covers(&self, path: &Path) -> bool {
         self.allowed.iter().any(|a| if a.dir.is_some() { path.starts_with(&a.path) } else { path == a.path })
     }
@@ -313,11 +475,18 @@ impl FilePolicy {
     /// needed, as with stat natively), and whether it is a directory.
     pub fn lookup(&self, path: &Path, guest_flags: i32) -> std::result::Result<(OwnedFd, bool), i32> {
         let wants_write = guest_flags & O_ACCMODE != libc::O_RDONLY || guest_flags & (libc::O_CREAT | libc::O_TRUNC) != 0;
-        if !self.covers(path) {
-            return Err(errno::EACCES);
-        }
+        // Where the path leads is what must be allowed; the open below then refuses any link
+        // swapped in meanwhile that would lead elsewhere (RESOLVE_BENEATH).
         if wants_write {
-            return Err(errno::EROFS);
+            return Err(errno::EROFS); // the whole guest filesystem is read-only
+        }
+        let resolved = Self::resolve(path, guest_flags & libc::O_NOFOLLOW == 0)?;
+        let path = resolved.as_path();
+        if !self.covers(path) {
+            // The guest sees only the allowed paths: nothing else exists for it, so a program
+            // probing search paths (ld.so, perl's @INC, python's sys.path) goes on as natively
+            // when a directory is missing, and learns nothing about the host's files.
+            return Err(errno::ENOENT);
         }
         let pass = guest_flags & (libc::O_DIRECTORY | libc::O_NOFOLLOW);
         let flags = libc::O_PATH | libc::O_CLOEXEC | pass;
@@ -350,7 +519,7 @@ impl FilePolicy {
             if fd < 0 {
                 let e = std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EACCES);
                 // Escapes (EXDEV from RESOLVE_BENEATH, magic links) are plain denials.
-                last = if e == libc::EXDEV || e == libc::ELOOP && pass & libc::O_NOFOLLOW == 0 { errno::EACCES } else { e };
+                last = if e == libc::EXDEV || e == libc::ELOOP && pass & libc::O_NOFOLLOW == 0 { errno::ENOENT } else { e };
                 continue;
             }
             // SAFETY: fresh fd from open/openat2.
@@ -362,11 +531,15 @@ impl FilePolicy {
             }
             let kind = st.st_mode & libc::S_IFMT;
             if kind == libc::S_IFLNK {
-                // O_PATH | O_NOFOLLOW opened the link itself; a real open fails like this.
+                // O_PATH | O_NOFOLLOW opened the link itself: what lstat wants; a real open
+                // fails like this.
+                if guest_flags & libc::O_PATH != 0 {
+                    return Ok((handle, false));
+                }
                 return Err(errno::ELOOP);
             }
             if kind != libc::S_IFREG && kind != libc::S_IFDIR || pseudo_filesystem(handle.as_raw_fd())?.is_some() {
-                return Err(errno::EACCES);
+                return Err(errno::ENOENT);
             }
             return Ok((handle, kind == libc::S_IFDIR));
         }
@@ -429,6 +602,7 @@ impl FdTable {
                 FdKind::File { host: dup, path: path.clone(), is_dir: *is_dir }
             }
             FdKind::Local(d) => FdKind::Local(Arc::clone(d)),
+            FdKind::Device(d) => FdKind::Device(*d),
         })
     }
 
@@ -478,6 +652,7 @@ impl FdTable {
                     FdKind::Stdin => FdSpec::Stdin,
                     FdKind::Stdout => FdSpec::Stdout,
                     FdKind::Stderr => FdSpec::Stderr,
+                    FdKind::Device(d) => FdSpec::Device(*d),
                     FdKind::File { host, path, is_dir } => {
                         // SAFETY: lseek on our own fd, only to read its position.
                         let offset = unsafe { libc::lseek(host.as_raw_fd(), 0, libc::SEEK_CUR) }.max(0) as u64;
@@ -526,6 +701,7 @@ impl FdTable {
                 FdSpec::Stdin => FdKind::Stdin,
                 FdSpec::Stdout => FdKind::Stdout,
                 FdSpec::Stderr => FdKind::Stderr,
+                FdSpec::Device(d) => FdKind::Device(*d),
                 FdSpec::File { path, is_dir, offset, handle } => {
                     let flags = if *is_dir { libc::O_RDONLY | libc::O_DIRECTORY } else { libc::O_RDONLY };
                     let reopened = match handle {

@@ -5,7 +5,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use super::files::{self, FdKind};
-use super::{errno, host_result, Linux, SyscallEnv, AT_EMPTY_PATH, AT_FDCWD, PATH_MAX};
+use super::{errno, host_result, Linux, SyscallEnv, AT_EMPTY_PATH, AT_FDCWD, AT_SYMLINK_NOFOLLOW, PATH_MAX};
 
 impl Linux {
     /// The normalised absolute guest path for (dirfd, path).
@@ -27,6 +27,9 @@ impl Linux {
 
     pub(super) fn open(&mut self, env: &SyscallEnv, dirfd: u64, path: u64, flags: u64) -> std::result::Result<u64, i32> {
         let p = self.resolve(env, dirfd, path)?;
+        if let Some(dev) = files::Device::at(&p) {
+            return self.fds.insert(FdKind::Device(dev), 0);
+        }
         let (host, is_dir) = self.policy.open(&p, flags as i32)?;
         self.fds.insert(FdKind::File { host, path: p, is_dir }, 0)
     }
@@ -38,6 +41,9 @@ impl Linux {
     }
 
     pub(super) fn stat_fd(&self, fd: u64) -> std::result::Result<libc::stat, i32> {
+        if let Some(FdKind::Device(d)) = self.fds.get(fd) {
+            return Ok(d.stat());
+        }
         match self.host_fd_of(fd, true)? {
             None => Ok(files::pipe_stat(self.uid, self.gid)),
             Some(h) => {
@@ -64,11 +70,21 @@ impl Linux {
             return self.fstat(env, dirfd, buf);
         }
         let p = self.resolve(env, dirfd, path)?;
-        self.stat_path_resolved(env, &p, buf)
+        self.stat_path_resolved_with(env, &p, buf, flags & AT_SYMLINK_NOFOLLOW != 0)
     }
 
     pub(super) fn stat_path_resolved(&self, env: &SyscallEnv, p: &Path, buf: u64) -> std::result::Result<u64, i32> {
-        let (host, _) = self.policy.lookup(p, libc::O_RDONLY)?;
+        self.stat_path_resolved_with(env, p, buf, false)
+    }
+
+    /// stat of an allowed path; with `nofollow` (lstat, AT_SYMLINK_NOFOLLOW) a symlink itself.
+    fn stat_path_resolved_with(&self, env: &SyscallEnv, p: &Path, buf: u64, nofollow: bool) -> std::result::Result<u64, i32> {
+        if let Some(dev) = files::Device::at(p) {
+            env.user().write_pod(buf, &dev.stat())?;
+            return Ok(0);
+        }
+        let flags = if nofollow { libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_PATH } else { libc::O_RDONLY };
+        let (host, _) = self.policy.lookup(p, flags)?;
         // SAFETY: fstat into a local struct.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         if unsafe { libc::fstat(host.as_raw_fd(), &mut st) } != 0 {
@@ -88,7 +104,8 @@ impl Linux {
             }
         } else {
             let p = if empty { self.cwd.clone() } else { self.resolve(env, dirfd, path)? };
-            owned = self.policy.lookup(&p, libc::O_RDONLY)?.0;
+            let nofollow = if flags & AT_SYMLINK_NOFOLLOW != 0 { libc::O_NOFOLLOW | libc::O_PATH } else { 0 };
+            owned = self.policy.lookup(&p, libc::O_RDONLY | nofollow)?.0;
             owned.as_raw_fd()
         };
         // SAFETY: statx with AT_EMPTY_PATH on our own fd into a local struct.
@@ -119,6 +136,9 @@ impl Linux {
 
     pub(super) fn access(&mut self, env: &SyscallEnv, dirfd: u64, path: u64, mode: u64) -> std::result::Result<u64, i32> {
         let p = self.resolve(env, dirfd, path)?;
+        if files::Device::at(&p).is_some() {
+            return if mode & 1 != 0 { Err(errno::EACCES) } else { Ok(0) };
+        }
         // R_OK needs the file to be readable (as natively); F_OK only that it is there.
         if mode & 4 != 0 {
             self.policy.open(&p, libc::O_RDONLY)?;
@@ -157,9 +177,57 @@ impl Linux {
             env.user().write(buf, &target[..n])?;
             return Ok(n as u64);
         }
-        // Allowed paths are opened through their canonical form: never symlinks.
-        self.policy.lookup(&p, libc::O_RDONLY)?;
-        Err(errno::EINVAL)
+        let target = self.policy.readlink(&p)?;
+        let n = target.len().min(size as usize);
+        env.user().write(buf, &target[..n])?;
+        Ok(n as u64)
+    }
+
+    /// getxattr/lgetxattr and listxattr/llistxattr of a path: kvmbox shows no extended
+    /// attributes (no ACLs, no security labels), so an allowed path has none (ENODATA, an
+    /// empty list) and any other fails as its lookup does.
+    pub(super) fn xattr_path(&mut self, env: &SyscallEnv, path: u64, list: bool, nofollow: bool) -> std::result::Result<u64, i32> {
+        let p = self.resolve(env, AT_FDCWD as u64, path)?;
+        let flags = if nofollow { libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_PATH } else { libc::O_RDONLY };
+        self.policy.lookup(&p, flags)?;
+        if list {
+            Ok(0)
+        } else {
+            Err(errno::ENODATA)
+        }
+    }
+
+    /// fgetxattr/flistxattr: as `xattr_path`, for an open descriptor.
+    pub(super) fn xattr_fd(&mut self, fd: u64, list: bool) -> std::result::Result<u64, i32> {
+        self.fds.get(fd).ok_or(errno::EBADF)?;
+        if list {
+            Ok(0)
+        } else {
+            Err(errno::ENODATA)
+        }
+    }
+
+    /// statfs of an allowed path, fstatfs of an open file: the host filesystem's figures.
+    pub(super) fn statfs(&mut self, env: &SyscallEnv, path: Option<u64>, fd: u64, buf: u64) -> std::result::Result<u64, i32> {
+        let owned;
+        let host = match path {
+            Some(path) => {
+                let p = self.resolve(env, AT_FDCWD as u64, path)?;
+                owned = self.policy.lookup(&p, libc::O_RDONLY)?.0;
+                owned.as_raw_fd()
+            }
+            None => match self.host_fd_of(fd, true)? {
+                Some(h) => h,
+                None => return Err(errno::ENOSYS), // pipes and the like: no filesystem to show
+            },
+        };
+        // SAFETY: fstatfs of our own descriptor into a local struct.
+        let mut sfs: libc::statfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::fstatfs(host, &mut sfs) } != 0 {
+            return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(errno::EIO));
+        }
+        env.user().write_pod(buf, &sfs)?;
+        Ok(0)
     }
 
     pub(super) fn getcwd(&self, env: &SyscallEnv, buf: u64, size: u64) -> std::result::Result<u64, i32> {

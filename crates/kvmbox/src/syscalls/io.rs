@@ -2,7 +2,7 @@
 
 use std::os::fd::{AsRawFd, RawFd};
 
-use super::files::{self, FdKind, Input};
+use super::files::{self, Device, FdKind, Input};
 use super::{err, errno, host_result, ret, Flow, Linux, SyscallEnv, MAX_RW_COUNT};
 use crate::error::Result;
 use crate::host::{Host, Stream};
@@ -26,6 +26,10 @@ impl Linux {
         const CHUNK: usize = 1 << 20;
         let (out, stream) = match self.fds.get(fd) {
             None | Some(FdKind::Stdin) | Some(FdKind::File { .. }) => return Ok(Flow::Return(err(errno::EBADF))),
+            Some(FdKind::Device(_)) => {
+                let total = parts.iter().fold(0u64, |sum, p| sum.saturating_add(p.len() as u64));
+                return Ok(Flow::Return(total));
+            }
             Some(FdKind::Stdout) => (&mut self.stdout, Stream::Stdout),
             Some(FdKind::Stderr) => (&mut self.stderr, Stream::Stderr),
             Some(FdKind::Local(d)) => {
@@ -137,6 +141,22 @@ impl Linux {
         Ok(match self.fds.get(fd) {
             None | Some(FdKind::Local(_)) => err(errno::EBADF),
             Some(FdKind::Stdout) | Some(FdKind::Stderr) => err(errno::EBADF),
+            Some(FdKind::Device(Device::Null)) => 0,
+            Some(FdKind::Device(dev)) => {
+                // Bounded like a host read step; a short read of a device is allowed.
+                let n = len.min(16 << 20) as usize;
+                if *dev == Device::Zero {
+                    // SAFETY: ptr covers `len` checked, writable guest bytes; n ≤ len.
+                    unsafe { std::ptr::write_bytes(ptr, 0, n) };
+                    n as u64
+                } else {
+                    // SAFETY: the same range, as a slice for the host's random source.
+                    match super::host_random(unsafe { std::slice::from_raw_parts_mut(ptr, n) }) {
+                        Ok(got) => got as u64,
+                        Err(e) => err(e),
+                    }
+                }
+            }
             Some(FdKind::Stdin) if offset.is_some() => err(errno::ESPIPE),
             Some(FdKind::Stdin) => match &mut self.stdin {
                 Input::Empty => 0,
@@ -221,6 +241,7 @@ impl Linux {
 
     pub(super) fn pwrite(&self, fd: u64) -> std::result::Result<u64, i32> {
         match self.fds.get(fd) {
+            Some(FdKind::Device(_)) => Ok(0),
             None | Some(FdKind::Stdin) | Some(FdKind::File { .. }) => Err(errno::EBADF),
             Some(_) => Err(errno::ESPIPE),
         }
@@ -229,6 +250,7 @@ impl Linux {
     pub(super) fn lseek(&self, fd: u64, off: u64, whence: u64) -> std::result::Result<u64, i32> {
         match self.fds.get(fd) {
             None => Err(errno::EBADF),
+            Some(FdKind::Device(_)) => Ok(0),
             Some(FdKind::File { host, .. }) => {
                 // SAFETY: lseek on our own host fd.
                 let r = unsafe { libc::lseek(host.as_raw_fd(), off as i64, whence as i32) };
@@ -277,6 +299,7 @@ impl Linux {
             }
             libc::F_GETFL => Ok(match kind {
                 FdKind::Stdin | FdKind::File { .. } => libc::O_RDONLY as u64,
+                FdKind::Device(_) => libc::O_RDWR as u64,
                 FdKind::Local(d) => {
                     let d = super::ipc::lock(d);
                     let mode = match d.local {
@@ -300,7 +323,7 @@ impl Linux {
             FdKind::Stdout => self.stdout.host_fd(),
             FdKind::Stderr => self.stderr.host_fd(),
             FdKind::File { host, .. } => with_files.then(|| host.as_raw_fd()),
-            FdKind::Local(_) => None,
+            FdKind::Local(_) | FdKind::Device(_) => None,
         })
     }
 

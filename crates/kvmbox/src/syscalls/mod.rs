@@ -36,8 +36,8 @@ pub use threads::{CpuUpdate, Next, SavedCpu, Thread, UserCpu};
 /// errno values (x86-64 Linux numbering, the same as the host's).
 pub mod errno {
     pub use libc::{
-        EACCES, EAGAIN, EBADF, EBUSY, EEXIST, EFAULT, EINTR, EINVAL, EIO, EISDIR, ELOOP, EMFILE, ENAMETOOLONG, ENOENT, ENOMEM, ENOSPC,
-        ENOSYS, ENOTDIR, ENOTTY, EOVERFLOW, EPERM, EPIPE, ERANGE, EROFS, ESPIPE, ESRCH, ETIMEDOUT,
+        EACCES, EAGAIN, EBADF, EBUSY, EEXIST, EFAULT, EINTR, EINVAL, EIO, EISDIR, ELOOP, EMFILE, ENAMETOOLONG, ENODATA, ENOENT, ENOMEM,
+        ENOSPC, ENOSYS, ENOTDIR, ENOTTY, EOVERFLOW, EPERM, EPIPE, ERANGE, EROFS, ESPIPE, ESRCH, ETIMEDOUT,
     };
 }
 
@@ -168,6 +168,7 @@ pub struct Linux {
 const PATH_MAX: usize = 4096;
 const AT_FDCWD: i32 = -100;
 const AT_EMPTY_PATH: u64 = 0x1000;
+const AT_SYMLINK_NOFOLLOW: u64 = 0x100;
 
 /// Where a machine's emulated process starts: its memory map, files and output, and limits.
 pub struct ProcessConfig {

@@ -42,6 +42,10 @@ impl LinuxState {
                 FdSpec::Stdin => w.u8(0),
                 FdSpec::Stdout => w.u8(1),
                 FdSpec::Stderr => w.u8(2),
+                FdSpec::Device(d) => {
+                    w.u8(5);
+                    w.u8(d.code());
+                }
                 FdSpec::File { path, is_dir, offset, .. } => {
                     w.u8(3);
                     w.bytes(path.as_os_str().as_encoded_bytes());
@@ -128,6 +132,7 @@ impl LinuxState {
                 0 => FdSpec::Stdin,
                 1 => FdSpec::Stdout,
                 2 => FdSpec::Stderr,
+                5 => FdSpec::Device(files::Device::from_code(r.u8()?).ok_or_else(|| bad("unknown device"))?),
                 3 => {
                     let path = PathBuf::from(std::ffi::OsStr::from_bytes(r.bytes()?));
                     if !path.is_absolute() {

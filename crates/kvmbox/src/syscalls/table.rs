@@ -55,6 +55,7 @@ macro_rules! sys {
 }
 
 const CWD: u64 = AT_FDCWD as u64;
+const AT_SYMLINK_NOFOLLOW: u64 = super::AT_SYMLINK_NOFOLLOW;
 
 /// Every syscall kvmbox emulates, by number. Numbers not here are ENOSYS.
 pub const TABLE: &[Syscall] = &[
@@ -64,7 +65,7 @@ pub const TABLE: &[Syscall] = &[
     sys!(3 "close" [Fd] |l, _, _, a| errno(l.close_fd(a[0]))),
     sys!(4 "stat" [Path, Ptr] |l, e, _, a| errno(l.stat_path(e, CWD, a[0], a[1], 0))),
     sys!(5 "fstat" [Fd, Ptr] |l, e, _, a| errno(l.fstat(e, a[0], a[1]))),
-    sys!(6 "lstat" [Path, Ptr] |l, e, _, a| errno(l.stat_path(e, CWD, a[0], a[1], 0))),
+    sys!(6 "lstat" [Path, Ptr] |l, e, _, a| errno(l.stat_path(e, CWD, a[0], a[1], AT_SYMLINK_NOFOLLOW))),
     sys!(7 "poll" [Ptr, Len, Int] |l, e, _, a| flow(l.poll(e, a[0], a[1], ipc::deadline_in_ms(a[2])))),
     sys!(8 "lseek" [Fd, Int, Int] |l, _, _, a| errno(l.lseek(a[0], a[1], a[2]))),
     sys!(9 "mmap" [Ptr, Len, Int, Int, Fd, Int] |l, e, _, a| value(l.mmap(e, *a))),
@@ -120,8 +121,16 @@ pub const TABLE: &[Syscall] = &[
     sys!(128 "rt_sigtimedwait" [Ptr, Ptr, Ptr, Len] |l, e, _, a| flow(l.rt_sigtimedwait(e, a[0], a[1], a[2], a[3]))),
     sys!(130 "rt_sigsuspend" [Ptr, Len] |l, e, _, a| flow(l.rt_sigsuspend(e, a[0], a[1]))),
     sys!(131 "sigaltstack" [Ptr, Ptr] |l, e, _, a| errno(l.sigaltstack(e, a[0], a[1]))),
+    sys!(137 "statfs" [Path, Ptr] |l, e, _, a| errno(l.statfs(e, Some(a[0]), 0, a[1]))),
+    sys!(138 "fstatfs" [Fd, Ptr] |l, e, _, a| errno(l.statfs(e, None, a[0], a[1]))),
     sys!(158 "arch_prctl" [Int, Ptr] |l, e, _, a| errno(l.arch_prctl(e, a[0], a[1]))),
     sys!(186 "gettid" [] |l, _, _, _| Ok(Flow::Return(l.tid()))),
+    sys!(191 "getxattr" [Path, Path, Ptr, Len] |l, e, _, a| errno(l.xattr_path(e, a[0], false, false))),
+    sys!(192 "lgetxattr" [Path, Path, Ptr, Len] |l, e, _, a| errno(l.xattr_path(e, a[0], false, true))),
+    sys!(193 "fgetxattr" [Fd, Path, Ptr, Len] |l, _, _, a| errno(l.xattr_fd(a[0], false))),
+    sys!(194 "listxattr" [Path, Ptr, Len] |l, e, _, a| errno(l.xattr_path(e, a[0], true, false))),
+    sys!(195 "llistxattr" [Path, Ptr, Len] |l, e, _, a| errno(l.xattr_path(e, a[0], true, true))),
+    sys!(196 "flistxattr" [Fd, Ptr, Len] |l, _, _, a| errno(l.xattr_fd(a[0], true))),
     sys!(200 "tkill" [Int, Int] |l, _, _, a| l.thread_kill(None, a[0], a[1])),
     sys!(201 "time" [Ptr] |l, e, _, a| errno(l.time(e, a[0]))),
     sys!(202 "futex" [Ptr, Int, Int, Ptr, Ptr, Int] |l, e, _, a| Ok(l.futex(e, a))),
