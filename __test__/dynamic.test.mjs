@@ -11,7 +11,7 @@ import path from 'node:path';
 
 import test from 'ava';
 
-import { ElfError, GUEST_DIR, Machine, requireKvm, runKvm, runNative, summarize, systemLibraries, tempDir } from './helpers.mjs';
+import { ElfError, GUEST_DIR, Machine, requireKvm, runKvm, runNative, Snapshot, summarize, systemLibraries, tempDir } from './helpers.mjs';
 
 requireKvm(test);
 
@@ -115,13 +115,18 @@ test('without its interpreter allowed a dynamic program is an ElfError that name
 });
 
 test('a paused dynamic program serves calls, snapshots, forks and resets', (t) => {
-  // The program calls into libc (malloc, snprintf, strlen) and into a shared library of its own.
+  // The program calls into libc (malloc, snprintf, strlen) and into a shared library of its
+  // own; the host calls into both, and into a library the guest dlopen()s later.
   const lib = path.join(tmp, 'libsquare.so');
   fs.writeFileSync(path.join(tmp, 'square.c'), 'long lib_square(long x) { return x * x; }\n');
   gcc(['-O2', '-shared', '-fPIC', '-o', lib, 'square.c']);
+  const plugin = path.join(tmp, 'libcube.so');
+  fs.writeFileSync(path.join(tmp, 'cube.c'), 'long lib_cube(long x) { return x * x * x; }\n');
+  gcc(['-O2', '-shared', '-fPIC', '-o', plugin, 'cube.c']);
   fs.writeFileSync(
     path.join(tmp, 'dynserve.c'),
-    `#include <stdio.h>
+    `#include <dlfcn.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "${path.join(GUEST_DIR, '..', '..', 'guest', 'include', 'kvmbox.h')}"
@@ -130,6 +135,7 @@ static char *greeting;
 static long counter;
 KVMBOX_EXPORT long square_plus(long x) { return lib_square(x) + ++counter; }
 KVMBOX_EXPORT long greet(char *out, long len) { return snprintf(out, (size_t)len, "%s #%ld", greeting, ++counter); }
+KVMBOX_EXPORT long load_plugin(const char *path) { return dlopen(path, RTLD_NOW) ? 0 : -1; }
 int main(void) {
   greeting = strdup("hello from a dynamic guest");
   if (kvmbox_pause() < 0) return 3;
@@ -139,20 +145,38 @@ int main(void) {
   );
   const exe = path.join(tmp, 'dynserve');
   gcc(['-O2', '-o', exe, 'dynserve.c', `-L${tmp}`, '-lsquare', `-Wl,-rpath,${tmp}`]);
-  const vm = Machine.fromFile(exe, { allowRead: [...systemLibraries(), lib] });
+  const vm = Machine.fromFile(exe, { allowRead: [...systemLibraries(), lib, plugin] });
   t.teardown(() => vm.close());
   t.is(vm.run().status, 'paused');
   t.is(vm.call('square_plus', 7), 50);
+  // Symbols of the loaded shared objects, the program's own first.
+  t.is(vm.call('lib_square', 12), 144, 'a function of the program’s own library');
+  t.is(vm.call('labs', -5), 5, 'a libc function');
+  t.is(typeof vm.symbol('atoi'), 'bigint');
+  t.is(vm.symbol('strlen'), undefined, 'an IFUNC (its value is the resolver, not the function) is not offered');
+  t.is(vm.symbol('lib_cube'), undefined, 'not loaded yet');
+  t.is(vm.call('load_plugin', plugin), 0, 'dlopen at run time');
+  t.is(vm.call('lib_cube', 3), 27, 'found after dlopen');
   const snap = vm.snapshot();
   t.teardown(() => snap.close());
   const fork = snap.fork();
   t.teardown(() => fork.close());
   for (let i = 0; i < 3; i++) {
+    t.is(fork.call('lib_cube', 2), 8, 'the dlopened library is in the snapshot');
     t.is(fork.call('square_plus', 9), 83, `round ${i}: counter back at the snapshot's`);
     const buf = Buffer.alloc(64);
     const n = fork.call('greet', buf, buf.length);
     t.is(buf.subarray(0, n).toString(), 'hello from a dynamic guest #3');
     fork.reset();
   }
+  // Through a snapshot file too.
+  const file = path.join(tmp, 'dynamic.snap');
+  snap.save(file);
+  const loaded = Snapshot.load(file, { allowRead: [...systemLibraries(), lib, plugin] });
+  t.teardown(() => loaded.close());
+  const again = loaded.fork();
+  t.teardown(() => again.close());
+  t.is(again.call('square_plus', 9), 83);
+  t.is(again.call('lib_cube', 4), 64);
   t.is(vm.call('square_plus', 2), 6, 'the snapshot taker goes on by itself');
 });

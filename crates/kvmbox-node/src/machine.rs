@@ -355,10 +355,16 @@ impl NativeMachine {
         Ok(())
     }
 
-    /// Address of an ELF symbol, if the program has it.
+    /// Address of an ELF symbol: the program's own (kept even after the guest finished), else
+    /// one of the shared objects a dynamic program has loaded (while the machine is idle).
     #[napi]
     pub fn symbol(&self, name: String) -> Option<BigInt> {
-        self.symbols.get(&name).copied().map(BigInt::from)
+        if let Some(&a) = self.symbols.get(&name) {
+            return Some(BigInt::from(a));
+        }
+        let slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+        let Slot::Idle(machine) = &*slot else { return None };
+        no_panic(|| Ok::<_, Error<String>>(machine.symbol(&name))).ok().flatten().map(BigInt::from)
     }
 
     /// A view of guest memory (usable while the guest is stopped and not finished).

@@ -220,13 +220,7 @@ impl Program {
         let loads = elf.program_headers.iter().filter(|p| p.p_type == program_header::PT_LOAD && p.p_memsz > 0).cloned().collect();
         let has_interp = elf.program_headers.iter().find(|p| p.p_type == program_header::PT_INTERP).map(|p| (p.p_offset, p.p_filesz));
         let has_needed = !elf.libraries.is_empty();
-        let symbols = elf
-            .syms
-            .iter()
-            .filter(|s| (s.is_function() || s.st_type() == goblin::elf::sym::STT_OBJECT) && s.st_value != 0)
-            .filter_map(|s| elf.strtab.get_at(s.st_name).map(|n| (n.to_string(), s.st_value)))
-            .collect();
-        (loads, symbols, has_interp, has_needed)
+        (loads, defined_symbols(elf), has_interp, has_needed)
     }
 
     /// Fallback when the full parse fails: program headers only, no symbols.
@@ -288,4 +282,22 @@ impl Program {
         }
         Ok(())
     }
+}
+
+/// The functions and objects `elf` defines, from its symbol table and then its dynamic symbol
+/// table (a stripped shared object has only the latter), unrelocated.
+fn defined_symbols(elf: &Elf) -> Vec<(String, u64)> {
+    use goblin::elf::sym::{Sym, STT_OBJECT};
+    let wanted = |s: &Sym| (s.is_function() || s.st_type() == STT_OBJECT) && s.st_value != 0 && s.st_shndx != 0;
+    let mut seen = std::collections::HashSet::new();
+    let from_symtab = elf.syms.iter().filter(wanted).filter_map(|s| elf.strtab.get_at(s.st_name).map(|n| (n, s.st_value)));
+    let from_dynsym = elf.dynsyms.iter().filter(wanted).filter_map(|s| elf.dynstrtab.get_at(s.st_name).map(|n| (n, s.st_value)));
+    from_symtab.chain(from_dynsym).filter(|(n, _)| seen.insert(*n)).map(|(n, v)| (n.to_string(), v)).collect()
+}
+
+/// The symbols a shared object file defines (unrelocated: add its load bias), or none if it
+/// is not a parseable ELF file. Never panics, whatever the bytes.
+pub fn shared_object_symbols(bytes: &[u8]) -> HashMap<String, u64> {
+    std::panic::catch_unwind(|| Elf::parse(bytes).map(|elf| defined_symbols(&elf).into_iter().collect()).unwrap_or_default())
+        .unwrap_or_default()
 }

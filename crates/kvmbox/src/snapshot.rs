@@ -67,6 +67,8 @@ pub(crate) struct SnapshotData {
     pub space: Arc<AddressSpace>,
     pub cr3: u64,
     pub symbols: Arc<HashMap<String, u64>>,
+    /// A dynamic program's `_r_debug` (where its loaded shared objects are listed).
+    pub r_debug: Option<u64>,
     pub cpu: CpuState,
     pub linux: LinuxState,
     /// A process to derive forks' emulation state from (file policy, paths, output kinds).
@@ -152,6 +154,7 @@ impl Snapshot {
             w.str(name);
             w.u64(*addr);
         }
+        w.u64(d.r_debug.unwrap_or(0));
         w.pod(&d.cpu.regs);
         w.pod(&d.cpu.sregs.fs.base);
         w.pod(&d.cpu.sregs.gs.base);
@@ -190,6 +193,8 @@ impl Snapshot {
             let name = r.str()?;
             symbols.insert(name, r.u64()?);
         }
+        // Only ever read through checked guest-memory accesses: any value is harmless.
+        let r_debug = Some(r.u64()?).filter(|&a| a != 0);
         let mut regs: kvm_bindings::kvm_regs = r.pod()?;
         regs.rflags = crate::arch::sysret_rflags(regs.rflags & !0x100);
         let (fs_base, gs_base): (u64, u64) = (r.pod()?, r.pod()?);
@@ -246,6 +251,7 @@ impl Snapshot {
                 space: Arc::new(space),
                 cr3,
                 symbols: Arc::new(symbols),
+                r_debug,
                 cpu,
                 linux: linux_state,
                 proto,

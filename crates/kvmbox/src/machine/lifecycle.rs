@@ -28,6 +28,7 @@ impl Machine {
                 space: Arc::new(read_space(&self.space).clone()),
                 cr3: self.cr3,
                 symbols: Arc::clone(&self.symbols),
+                r_debug: self.r_debug,
                 cpu,
                 linux,
                 proto,
@@ -73,6 +74,8 @@ impl Machine {
             reseed_pending: false,
             call_thread: 0,
             last_spurious: (0, 0),
+            r_debug: d.r_debug,
+            library_symbols: Default::default(),
         };
         machine.reseed_pending = true;
         Ok(machine)
@@ -179,6 +182,8 @@ impl Machine {
         *crate::memory::write_space(&self.space) = (*d.space).clone();
         self.cr3 = d.cr3;
         self.symbols = Arc::clone(&d.symbols);
+        self.r_debug = d.r_debug;
+        self.library_symbols = Default::default();
         self.timeout = d.timeout;
         self.seccomp = d.seccomp;
         self.state = State::Paused { resume: d.cpu.regs };

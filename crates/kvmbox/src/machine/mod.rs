@@ -35,6 +35,7 @@ use crate::vcpu::{self, Vm, VmPool};
 
 mod call;
 mod cpu;
+mod libraries;
 mod lifecycle;
 mod pagetables;
 mod run;
@@ -191,6 +192,10 @@ pub struct Machine {
     /// The last spurious #PF's address and how many came there in a row (see
     /// `spurious_page_fault`).
     last_spurious: (u64, u32),
+    /// A dynamic program's `_r_debug` (in its interpreter), where the loaded shared objects are
+    /// listed (see `libraries`).
+    r_debug: Option<u64>,
+    library_symbols: libraries::LibrarySymbols,
 }
 
 /// How `reset` restores guest memory. Measured on PVM (docs/performance.md, "Reset strategies"): copying the dirty
@@ -370,15 +375,18 @@ impl Machine {
             reseed_pending: false,
             call_thread: 0,
             last_spurious: (0, 0),
+            r_debug: interp.as_ref().and_then(|i| i.symbols.get("_r_debug").copied()),
+            library_symbols: Default::default(),
         })
     }
 
-    /// Address of a symbol from the program's ELF symbol table.
+    /// Address of a symbol: from the program's own symbol tables, else (a dynamic program) from
+    /// the shared objects it has loaded, in load order.
     pub fn symbol(&self, name: &str) -> Option<u64> {
-        self.symbols.get(name).copied()
+        self.symbols.get(name).copied().or_else(|| self.library_symbol(name))
     }
 
-    /// The program's symbol table (name → address), shareable beyond the machine's life.
+    /// The program's own symbol table (name → address), shareable beyond the machine's life.
     pub fn symbols(&self) -> Arc<HashMap<String, u64>> {
         Arc::clone(&self.symbols)
     }
