@@ -1,6 +1,7 @@
 //! Run a Linux program in kvmbox: `cargo run --release --example run -- prog [args…]`.
 //! Set KVMBOX_TRACE=1 to print every syscall, KVMBOX_ALLOW_READ to a `:`-separated list of host
-//! paths the guest may read (a dynamic program needs the system libraries: `KVMBOX_ALLOW_READ=system`).
+//! paths the guest may read (a dynamic program needs the system libraries: `KVMBOX_ALLOW_READ=system`),
+//! KVMBOX_MEMORY_MIB to the guest memory in MiB.
 
 use kvmbox::{Input, Machine, MachineOptions, Output, RunOutcome};
 
@@ -17,6 +18,7 @@ fn main() {
         stdout: Output::Inherit(1),
         stderr: Output::Inherit(2),
         trace: std::env::var_os("KVMBOX_TRACE").is_some(),
+        memory: std::env::var("KVMBOX_MEMORY_MIB").ok().and_then(|m| m.parse::<u64>().ok()).map_or(kvmbox::DEFAULT_MEMORY, |m| m << 20),
         allow_read: std::env::var("KVMBOX_ALLOW_READ")
             .map(|v| v.split(':').flat_map(|p| if p == "system" { kvmbox::system_libraries() } else { vec![p.to_string()] }).collect())
             .unwrap_or_default(),

@@ -8,8 +8,9 @@
 //! host writes (syscall emulation, embedder writes), because the KVM dirty log only sees the
 //! guest's own writes and a reset must restore both.
 
+use std::collections::BTreeMap;
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -53,6 +54,9 @@ pub struct GuestMemory {
     private: AtomicBool,
     /// One bit per page the host wrote since the last reset (private memory only).
     host_dirty: Vec<AtomicU64>,
+    /// Ranges (start → end, page-aligned) backed by a private mapping of a host file instead
+    /// (see [`GuestMemory::map_file`]).
+    overlays: std::sync::Mutex<BTreeMap<u64, u64>>,
 }
 
 /// Which huge pages back a machine's memory.
@@ -152,6 +156,7 @@ impl GuestMemory {
             size,
             private: AtomicBool::new(false),
             host_dirty: dirty_bitmap(size),
+            overlays: std::sync::Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -182,6 +187,7 @@ impl GuestMemory {
                 size,
                 private: AtomicBool::new(true),
                 host_dirty: dirty_bitmap(size),
+                overlays: std::sync::Mutex::new(BTreeMap::new()),
             },
             kind,
         ))
@@ -236,6 +242,7 @@ impl GuestMemory {
             size,
             private: AtomicBool::new(true),
             host_dirty: dirty_bitmap(size),
+            overlays: std::sync::Mutex::new(BTreeMap::new()),
         };
         mem.map_image(memfd, extents)?;
         Ok(mem)
@@ -272,7 +279,16 @@ impl GuestMemory {
     /// first writes its contents — the snapshot it maps plus its private pages — to a new one.
     /// Returns the memfd and its data extents (see [`data_extents`]).
     pub fn freeze(&self) -> Result<(File, Vec<(u64, u64)>)> {
-        let file = if self.is_private() { self.materialize()? } else { self.backing_file()? };
+        let file = if self.is_private() {
+            self.materialize()?
+        } else {
+            // File-backed ranges are not in the memfd: their current contents go there first.
+            let file = self.backing_file()?;
+            for (start, end) in self.overlay_list() {
+                write_to(&file, self.host_base(), start, end)?;
+            }
+            file
+        };
         let extents = data_extents(&file, self.size);
         self.remap_private(&file, &extents)?;
         Ok((file, extents))
@@ -283,14 +299,7 @@ impl GuestMemory {
     fn materialize(&self) -> Result<File> {
         let file = new_memfd(self.size)?;
         let base = self.host_base();
-        let write_range = |start: u64, end: u64| -> Result<()> {
-            // SAFETY: [start, end) lies inside our mapping; pwrite only reads from it.
-            let n = unsafe { libc::pwrite(file.as_raw_fd(), base.add(start as usize).cast(), (end - start) as usize, start as i64) };
-            if n != (end - start) as isize {
-                return Err(Error::OutOfMemory(format!("writing the snapshot image: {}", std::io::Error::last_os_error())));
-            }
-            Ok(())
-        };
+        let write_range = |start: u64, end: u64| write_to(&file, base, start, end);
         // Anonymous memory (hugepages) has no image; a fork's image holds the snapshot's data.
         if let Ok(image) = self.backing_file() {
             for (start, end) in data_extents(&image, self.size) {
@@ -299,6 +308,10 @@ impl GuestMemory {
         }
         for page in self.private_page_list() {
             write_range(page * PAGE_SIZE, (page + 1) * PAGE_SIZE)?;
+        }
+        // File-backed ranges: their pages the guest never wrote are the file's, not private.
+        for (start, end) in self.overlay_list() {
+            write_range(start, end)?;
         }
         Ok(file)
     }
@@ -323,7 +336,133 @@ impl GuestMemory {
         self.map_image(memfd, extents)?;
         self.private.store(true, Ordering::SeqCst);
         self.clear_host_dirty();
+        self.overlays.lock().unwrap_or_else(|e| e.into_inner()).clear();
         Ok(())
+    }
+
+    /// Back `[gpa, gpa+len)` (page-aligned) with a private mapping of host file `fd` from
+    /// `offset` (page-aligned), as far as the file reaches (`file_size`): the guest reads the
+    /// file's pages from the host's page cache — shared with every other machine and process
+    /// that maps the file — and its writes go to private copies. Returns the bytes so mapped
+    /// (0 if the host refused; the caller then copies). The range counts as written by the host
+    /// (a reset puts the snapshot's contents back).
+    pub fn map_file(&self, gpa: u64, len: u64, fd: RawFd, offset: u64, file_size: u64) -> u64 {
+        let len = len.min(page_up(file_size.saturating_sub(offset)).unwrap_or(0));
+        let Some(end) = gpa.checked_add(len).filter(|&e| e <= self.size) else { return 0 };
+        if len == 0 || !gpa.is_multiple_of(PAGE_SIZE) || !offset.is_multiple_of(PAGE_SIZE) || i64::try_from(offset).is_err() {
+            return 0;
+        }
+        self.unmap_overlays(gpa, end);
+        // SAFETY: replaces whole pages of our own mapping, in place, with a private mapping of an
+        // open file; KVM's MMU notifier drops the guest's stale translations of the old pages.
+        let addr = unsafe {
+            libc::mmap(
+                self.host_base().add(gpa as usize).cast(),
+                len as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_FIXED | libc::MAP_NORESERVE,
+                fd,
+                offset as i64,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            // MAP_FIXED failed: the old mapping may be gone; put the normal backing back.
+            self.restore_backing(gpa, end);
+            return 0;
+        }
+        dont_fork(addr.cast(), len);
+        self.mark_dirty(gpa, len);
+        self.overlays.lock().unwrap_or_else(|e| e.into_inner()).insert(gpa, end);
+        len
+    }
+
+    /// The file-backed ranges, sorted.
+    fn overlay_list(&self) -> Vec<(u64, u64)> {
+        self.overlays.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(&s, &e)| (s, e)).collect()
+    }
+
+    /// Put the memory's own backing back under the whole pages of `[start, end)` that a file
+    /// backs (cutting file-backed ranges where the range ends inside them).
+    fn unmap_overlays(&self, start: u64, end: u64) {
+        let (start, end) = (page_up(start).unwrap_or(end), page_down(end));
+        if start >= end {
+            return;
+        }
+        let hits: Vec<(u64, u64)> = {
+            let mut overlays = self.overlays.lock().unwrap_or_else(|e| e.into_inner());
+            let hits: Vec<(u64, u64)> = overlays.range(..end).filter(|(_, &e)| e > start).map(|(&s, &e)| (s, e)).collect();
+            for &(s, e) in &hits {
+                overlays.remove(&s);
+                if s < start {
+                    overlays.insert(s, start);
+                }
+                if e > end {
+                    overlays.insert(end, e);
+                }
+            }
+            hits
+        };
+        for (s, e) in hits {
+            self.restore_backing(s.max(start), e.min(end));
+        }
+    }
+
+    /// Drop every file-backed range (a reset: the snapshot's contents are copied back into
+    /// the memory's own backing).
+    pub fn unmap_all_overlays(&self) {
+        self.unmap_overlays(0, self.size);
+    }
+
+    /// Map the memory's own backing over `[start, end)` again: the memfd (shared memory), or
+    /// anonymous memory with the snapshot image's data over it (private memory).
+    fn restore_backing(&self, start: u64, end: u64) {
+        let at = |gpa: u64| {
+            // SAFETY: an address inside our own mapping.
+            unsafe { self.host_base().add(gpa as usize) }
+        };
+        // SAFETY (both mmaps): same-place replacement of whole pages of our own mapping.
+        if !self.is_private() {
+            unsafe {
+                libc::mmap(
+                    at(start).cast(),
+                    (end - start) as usize,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED | libc::MAP_FIXED | libc::MAP_NORESERVE,
+                    self.memfd(),
+                    start as i64,
+                )
+            };
+        } else {
+            unsafe {
+                libc::mmap(
+                    at(start).cast(),
+                    (end - start) as usize,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED | libc::MAP_NORESERVE,
+                    -1,
+                    0,
+                )
+            };
+            let image = self.image.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((file, extents)) = &*image {
+                for &(s, e) in extents {
+                    let (s, e) = (s.max(start), e.min(end));
+                    if s < e {
+                        unsafe {
+                            libc::mmap(
+                                at(s).cast(),
+                                (e - s) as usize,
+                                libc::PROT_READ | libc::PROT_WRITE,
+                                libc::MAP_PRIVATE | libc::MAP_FIXED | libc::MAP_NORESERVE,
+                                file.as_raw_fd(),
+                                s as i64,
+                            )
+                        };
+                    }
+                }
+            }
+        }
+        dont_fork(at(start), end - start);
     }
 
     /// A new descriptor of the memfd behind this memory (its own, or the image it maps).
@@ -348,6 +487,9 @@ impl GuestMemory {
         let first = self.host_base() as u64 / PAGE_SIZE;
         let pages = self.size / PAGE_SIZE;
         let private = self.is_private();
+        // A file-backed range's pages the guest never wrote are the host page cache's (shared).
+        let overlays = self.overlay_list();
+        let in_overlay = |page: u64| overlays.iter().any(|&(s, e)| s <= page * PAGE_SIZE && page * PAGE_SIZE < e);
         let mut buf = vec![0u8; 8 * 4096];
         let mut done = 0;
         while done < pages {
@@ -359,8 +501,12 @@ impl GuestMemory {
                 let e = u64::from_le_bytes(e.try_into().unwrap());
                 let present = e & (1 << 63) != 0;
                 let file_or_shared = e & (1 << 61) != 0;
-                if present && (!private || !file_or_shared) {
-                    list.push(done + i as u64);
+                let page = done + i as u64;
+                // Private memory: copies (anonymous); shared: every page of the memfd, but not a
+                // file-backed range's pages the guest never wrote.
+                let counted = if private { !file_or_shared } else { !file_or_shared || !in_overlay(page) };
+                if present && counted {
+                    list.push(page);
                 }
             }
             done += n;
@@ -516,6 +662,25 @@ impl GuestMemory {
         Some(fill(slice.ptr_guard_mut().as_ptr(), len).min(len))
     }
 
+    /// MADV_DONTNEED: a file-backed range reads the file again (its private copies are
+    /// dropped, as on Linux); anything else reads as zero (see [`GuestMemory::discard`]).
+    pub fn dont_need(&self, start: u64, end: u64) {
+        let end = end.min(self.size);
+        let mut at = start;
+        for (s, e) in self.overlay_list() {
+            let (s, e) = (s.max(start), e.min(end));
+            if s >= e {
+                continue;
+            }
+            self.discard(at, s);
+            self.mark_dirty(s, e - s);
+            // SAFETY: whole pages of our own private file mapping; they read the file again.
+            unsafe { libc::madvise(self.host_base().add(s as usize).cast(), (e - s) as usize, libc::MADV_DONTNEED) };
+            at = at.max(e);
+        }
+        self.discard(at, end);
+    }
+
     /// Make `[start, end)` read as zero and, where possible, give its memory back to the host
     /// (munmap, MADV_DONTNEED, brk shrink). Partial pages at either end are zero-filled.
     pub fn discard(&self, start: u64, end: u64) {
@@ -523,6 +688,7 @@ impl GuestMemory {
         if start >= end {
             return;
         }
+        self.unmap_overlays(start, end);
         let full_start = page_up(start).unwrap_or(end).min(end);
         let full_end = page_down(end).max(full_start);
         self.zero_fill(start, full_start);
@@ -738,6 +904,16 @@ unsafe impl Pod for [u64; 4] {}
 unsafe impl Pod for [u64; 3] {}
 unsafe impl Pod for [i64; 4] {}
 unsafe impl Pod for [u32; 6] {}
+
+/// Write `[start, end)` of the mapping at `base` to the same offsets of `file`.
+fn write_to(file: &File, base: *mut u8, start: u64, end: u64) -> Result<()> {
+    // SAFETY: [start, end) lies inside the mapping at `base`; pwrite only reads from it.
+    let n = unsafe { libc::pwrite(file.as_raw_fd(), base.add(start as usize).cast(), (end - start) as usize, start as i64) };
+    if n != (end - start) as isize {
+        return Err(Error::OutOfMemory(format!("writing the snapshot image: {}", std::io::Error::last_os_error())));
+    }
+    Ok(())
+}
 
 /// Keep guest memory out of child processes: a `fork()` of the embedding process (Node's
 /// `spawnSync` forks) would otherwise write-protect every private guest page for

@@ -129,6 +129,9 @@ impl Machine {
         }
         // Page rights first, through the commit path (the stub needs the vCPU's tables intact).
         self.restore_page_tables(&mut dirty, d.image.bytes(), &d.image.data_pages)?;
+        // Files mapped since the snapshot: the memory's own backing goes back under them (their
+        // pages are in the host-dirty set, so the snapshot's contents are restored below).
+        self.mem.unmap_all_overlays();
         *crate::memory::write_space(&self.space) = (*d.space).clone();
         let restored = match strategy {
             ResetStrategy::CopyDirty => self.mem.restore_pages(&dirty, d.image.bytes(), &d.image.data_pages),

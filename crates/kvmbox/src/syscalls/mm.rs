@@ -460,12 +460,11 @@ impl Mappings {
         }
         let end = page_up(len).and_then(|l| addr.checked_add(l)).ok_or(errno::EINVAL)?;
         if matches!(advice, MADV_DONTNEED | MADV_FREE | MADV_REMOVE) {
-            // Anonymous private memory reads as zero after MADV_DONTNEED; discard only what is
-            // mapped in the heap area (never the ELF image or the stack, which would read
-            // their file or keep their data on Linux).
+            // Anonymous private memory reads as zero after MADV_DONTNEED, a file mapping the file
+            // again; only what is mapped in the heap area (never the ELF image or the stack).
             let (lo, hi) = (addr.max(self.brk_start), end.min(self.mmap_top));
             for (s, v) in if lo < hi { self.overlapping(lo, hi) } else { Vec::new() } {
-                mem.discard(s.max(lo), v.end.min(hi));
+                mem.dont_need(s.max(lo), v.end.min(hi));
             }
         }
         Ok(0)
@@ -575,8 +574,10 @@ mod calls {
     use crate::error::Result;
 
     impl Linux {
-        /// mmap. A private file mapping is emulated by copying the file's bytes in, in bounded
-        /// steps that stop at the run's deadline.
+        /// mmap. A file mapping is private: guest memory there is backed by a private host
+        /// mapping of the file (its unchanged pages are the host page cache's, shared with every
+        /// other machine mapping it; see `GuestMemory::map_file`), or where the host cannot map
+        /// it, a copy of the file's bytes, made in bounded steps that stop at the run's deadline.
         pub(in crate::syscalls) fn mmap(&mut self, env: &SyscallEnv, a: [u64; 6]) -> Result<u64> {
             let (addr, len, prot, flags, fd, off) = (a[0], a[1], a[2], a[3], a[4] as i32, a[5]);
             const MAP_ANONYMOUS: u64 = 0x20;
@@ -603,11 +604,15 @@ mod calls {
                 Ok(start) => start,
                 Err(e) => return Ok(err(e)),
             };
-            // The file's bytes go in through the recorded path (so a reset restores what was there),
-            // 16 MiB at a time with the deadline checked in between; the rest of the mapping past
-            // the end of the file reads as zero.
+            // SAFETY: fstat of the guest's open host file into a local struct.
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            let size = if unsafe { libc::fstat(host, &mut st) } == 0 { st.st_size.max(0) as u64 } else { 0 };
+            let whole = crate::layout::page_up(len).unwrap_or(len);
+            let mut done = env.mem.map_file(start, whole, host, off, size);
+            // Else the file's bytes go in through the recorded path (so a reset restores what was
+            // there), 16 MiB at a time with the deadline checked in between; the rest of the
+            // mapping past the end of the file reads as zero.
             const STEP: u64 = 16 << 20;
-            let mut done = 0u64;
             while done < len {
                 if done > 0 {
                     env.deadline.check()?;
