@@ -42,6 +42,16 @@ test('a dynamic C program (PIE and not) runs as natively, args, env and exit sta
   }
 });
 
+test('page rights in a dynamic program: RELRO, guard pages, W^X flips, as natively', (t) => {
+  // The pagerights guest built dynamic: ld.so applies RELRO with mprotect, libc's own pages
+  // have their rights, and every check prints what happened.
+  const out = path.join(tmp, 'pagerights-dyn');
+  gcc(['-O2', '-o', out, path.join(GUEST_DIR, 'pagerights.c')]);
+  const native = sameAsNative(t, out);
+  t.true(native.stdout.includes('write .data.rel.ro                           fault ACCERR'), native.stdout);
+  t.true(native.stdout.includes('20 W^X rounds of 1000 calls: 2190000'), native.stdout);
+});
+
 test('/bin/ls -l and /bin/cat on allowed paths, symlinks included', (t) => {
   const dir = path.join(tmp, 'listing');
   fs.mkdirSync(dir, { recursive: true });
