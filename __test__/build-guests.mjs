@@ -89,6 +89,7 @@ const VARIANTS = {
  */
 const SOURCE_OPTIONS = {
   'threads.c': { flags: ['-pthread'] },
+  'sockets.c': { flags: ['-pthread'] },
   'signals.c': { flags: ['-pthread'] },
   'threadpool.c': { flags: ['-pthread'] },
   'threads_cpp.cpp': { flags: ['-pthread'] },

@@ -105,7 +105,9 @@ for (const [label, target] of DENIED_CASES) {
     const file = guest('files-glibc');
     const allowRead = label.includes('allowed file name prefix') ? [allowed] : [pub];
     const r = summarize(runKvm(file, { args: [file, allowed, target()], allowRead }));
-    t.deepEqual(splitSecond(r.stdout).second, DENIED, r.stdout);
+    // A directory on the way to an allowed path exists (stat works) but cannot be read.
+    const expected = label.startsWith('/ ') ? ['second open: failed', 'second open errno: EACCES'] : DENIED;
+    t.deepEqual(splitSecond(r.stdout).second, expected, r.stdout);
     t.false(r.stdout.includes('SECRET'));
     t.is(r.exitCode, 0);
   });

@@ -902,6 +902,8 @@ unsafe impl Pod for libc::sysinfo {}
 unsafe impl Pod for libc::pollfd {}
 unsafe impl Pod for [u64; 4] {}
 unsafe impl Pod for [u64; 3] {}
+unsafe impl Pod for [u64; 2] {}
+unsafe impl Pod for [u64; 7] {}
 unsafe impl Pod for [i64; 4] {}
 unsafe impl Pod for [u32; 6] {}
 

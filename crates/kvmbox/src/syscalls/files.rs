@@ -221,10 +221,38 @@ pub enum FdSpec {
 /// An in-machine object as a snapshot records it.
 #[derive(Debug, Clone)]
 pub enum LocalSpec {
-    PipeRead { pipe: u64, data: Vec<u8> },
-    PipeWrite { pipe: u64, data: Vec<u8> },
-    EventFd { value: u64, semaphore: bool },
-    Epoll { interest: Vec<super::ipc::Interest> },
+    PipeRead {
+        pipe: u64,
+        data: Vec<u8>,
+    },
+    PipeWrite {
+        pipe: u64,
+        data: Vec<u8>,
+    },
+    EventFd {
+        value: u64,
+        semaphore: bool,
+    },
+    Epoll {
+        interest: Vec<super::ipc::Interest>,
+    },
+    /// A socket end: the direction it reads and the one it writes (each recorded once, like a
+    /// pipe), with the message lengths of datagram sockets.
+    Socket {
+        rx: PipeSpec,
+        tx: PipeSpec,
+        kind: i32,
+        shut_rd: bool,
+        shut_wr: bool,
+    },
+}
+
+/// One direction of a socket pair as recorded: which (numbered) buffer, its bytes, its messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipeSpec {
+    pub pipe: u64,
+    pub data: Vec<u8>,
+    pub msgs: Vec<u64>,
 }
 
 /// A new, independent open file description of the file behind `fd`.
@@ -465,8 +493,8 @@ impl FilePolicy {
     /// Open a normalised absolute guest path read-only; errno on denial or failure. Returns the
     /// descriptor and whether it is a directory.
     pub fn open(&self, path: &Path, guest_flags: i32) -> std::result::Result<(OwnedFd, bool), i32> {
-        let (handle, is_dir) = self.lookup(path, guest_flags)?;
-        // The very inode checked by `lookup`, now opened for reading.
+        let (handle, is_dir) = self.find(path, guest_flags, false)?;
+        // The very inode checked by `find`, now opened for reading.
         Ok((reopen(handle.as_raw_fd(), is_dir)?, is_dir))
     }
 
@@ -474,6 +502,18 @@ impl FilePolicy {
     /// allowed regular file or directory at `path` (enough for stat, and no read permission
     /// needed, as with stat natively), and whether it is a directory.
     pub fn lookup(&self, path: &Path, guest_flags: i32) -> std::result::Result<(OwnedFd, bool), i32> {
+        self.find(path, guest_flags, true)
+    }
+
+    /// True if `path` is a directory on the way to an allowed path (`/tmp` for `/tmp/x.json`).
+    fn leads_to_allowed(&self, path: &Path) -> bool {
+        self.allowed.iter().any(|a| a.path != path && a.path.starts_with(path))
+    }
+
+    /// `lookup`, and with `ancestors` also the directories on the way to allowed paths: they
+    /// exist for stat (realpath walks them: node, python), but are never opened for reading
+    /// (EACCES: their other entries stay hidden).
+    fn find(&self, path: &Path, guest_flags: i32, ancestors: bool) -> std::result::Result<(OwnedFd, bool), i32> {
         let wants_write = guest_flags & O_ACCMODE != libc::O_RDONLY || guest_flags & (libc::O_CREAT | libc::O_TRUNC) != 0;
         // Where the path leads is what must be allowed; the open below then refuses any link
         // swapped in meanwhile that would lead elsewhere (RESOLVE_BENEATH).
@@ -483,6 +523,19 @@ impl FilePolicy {
         let resolved = Self::resolve(path, guest_flags & libc::O_NOFOLLOW == 0)?;
         let path = resolved.as_path();
         if !self.covers(path) {
+            if self.leads_to_allowed(path) {
+                if !ancestors {
+                    return Err(errno::EACCES);
+                }
+                let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| errno::EINVAL)?;
+                // SAFETY: O_PATH open of a C string (no side effects); owned below.
+                let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC) };
+                if fd < 0 {
+                    return Err(errno::ENOENT);
+                }
+                // SAFETY: fresh fd.
+                return Ok((unsafe { OwnedFd::from_raw_fd(fd) }, true));
+            }
             // The guest sees only the allowed paths: nothing else exists for it, so a program
             // probing search paths (ld.so, perl's @INC, python's sys.path) goes on as natively
             // when a directory is missing, and learns nothing about the host's files.
@@ -646,6 +699,19 @@ impl FdTable {
                             }
                             super::ipc::Local::EventFd { value, semaphore } => LocalSpec::EventFd { value: *value, semaphore: *semaphore },
                             super::ipc::Local::Epoll { interest } => LocalSpec::Epoll { interest: interest.clone() },
+                            super::ipc::Local::Socket(s) => {
+                                let mut spec_of = |p: &Arc<std::sync::Mutex<super::ipc::PipeBuffer>>| {
+                                    let (pipe, data) = bytes_of(p);
+                                    let msgs = if data.is_empty() {
+                                        Vec::new()
+                                    } else {
+                                        super::ipc::lock(p).msgs.iter().map(|&m| m as u64).collect()
+                                    };
+                                    PipeSpec { pipe, data, msgs }
+                                };
+                                let (rx, tx) = (spec_of(&s.rx), spec_of(&s.tx));
+                                LocalSpec::Socket { rx, tx, kind: s.kind, shut_rd: s.shut_rd, shut_wr: s.shut_wr }
+                            }
                         };
                         FdSpec::Local { desc, nonblock: g.nonblock, object }
                     }
@@ -678,10 +744,11 @@ impl FdTable {
                         table.install_at(*slot, FdKind::Local(Arc::clone(d)));
                         continue;
                     }
-                    let mut pipe = |id: u64, data: &[u8]| {
+                    let mut pipe = |id: u64, data: &[u8], msgs: &[u64]| {
                         Arc::clone(pipes.entry(id).or_insert_with(|| {
                             Arc::new(std::sync::Mutex::new(PipeBuffer {
                                 data: data.iter().copied().collect(),
+                                msgs: msgs.iter().map(|&m| m as usize).collect(),
                                 readers: 0,
                                 writers: 0,
                                 gen: 0,
@@ -689,8 +756,15 @@ impl FdTable {
                         }))
                     };
                     let local = match object {
-                        LocalSpec::PipeRead { pipe: id, data } => Local::PipeRead(pipe(*id, data)),
-                        LocalSpec::PipeWrite { pipe: id, data } => Local::PipeWrite(pipe(*id, data)),
+                        LocalSpec::PipeRead { pipe: id, data } => Local::PipeRead(pipe(*id, data, &[])),
+                        LocalSpec::PipeWrite { pipe: id, data } => Local::PipeWrite(pipe(*id, data, &[])),
+                        LocalSpec::Socket { rx, tx, kind, shut_rd, shut_wr } => Local::Socket(super::ipc::SocketEnd {
+                            rx: pipe(rx.pipe, &rx.data, &rx.msgs),
+                            tx: pipe(tx.pipe, &tx.data, &tx.msgs),
+                            kind: *kind,
+                            shut_rd: *shut_rd,
+                            shut_wr: *shut_wr,
+                        }),
                         LocalSpec::EventFd { value, semaphore } => Local::EventFd { value: *value, semaphore: *semaphore },
                         LocalSpec::Epoll { interest } => Local::Epoll { interest: interest.clone() },
                     };

@@ -41,8 +41,14 @@ impl Linux {
     }
 
     pub(super) fn stat_fd(&self, fd: u64) -> std::result::Result<libc::stat, i32> {
-        if let Some(FdKind::Device(d)) = self.fds.get(fd) {
-            return Ok(d.stat());
+        match self.fds.get(fd) {
+            Some(FdKind::Device(d)) => return Ok(d.stat()),
+            Some(FdKind::Local(d)) if matches!(super::ipc::lock(d).local, super::ipc::Local::Socket(_)) => {
+                let mut st = files::pipe_stat(self.uid, self.gid);
+                st.st_mode = libc::S_IFSOCK | 0o777;
+                return Ok(st);
+            }
+            _ => {}
         }
         match self.host_fd_of(fd, true)? {
             None => Ok(files::pipe_stat(self.uid, self.gid)),

@@ -328,6 +328,38 @@ impl Linux {
     }
 
     pub(super) fn ioctl(&mut self, env: &SyscallEnv, fd: u64, req: u64, arg: u64) -> std::result::Result<u64, i32> {
+        const FIONREAD: u64 = 0x541B;
+        const FIONBIO: u64 = 0x5421;
+        const FIONCLEX: u64 = 0x5450;
+        const FIOCLEX: u64 = 0x5451;
+        match req {
+            // Close-on-exec: there is no exec.
+            FIOCLEX | FIONCLEX => return self.fds.get(fd).map(|_| 0).ok_or(errno::EBADF),
+            FIONBIO => {
+                let on = u32::from_le_bytes(env.user().read_vec(arg, 4)?.try_into().unwrap_or_default()) != 0;
+                return match self.fds.get(fd).ok_or(errno::EBADF)? {
+                    FdKind::Local(d) => {
+                        super::ipc::lock(d).nonblock = on;
+                        Ok(0)
+                    }
+                    _ => Ok(0),
+                };
+            }
+            FIONREAD => {
+                let n = match self.fds.get(fd).ok_or(errno::EBADF)? {
+                    FdKind::Local(d) => super::ipc::bytes_readable(&super::ipc::lock(d)).ok_or(errno::ENOTTY)?,
+                    FdKind::Stdin => match &self.stdin {
+                        Input::Bytes { data, pos } => data.len().saturating_sub(*pos),
+                        Input::Empty => 0,
+                        Input::Inherit => return Err(errno::ENOTTY),
+                    },
+                    _ => return Err(errno::ENOTTY),
+                };
+                env.user().write(arg, &(n.min(i32::MAX as usize) as i32).to_le_bytes())?;
+                return Ok(0);
+            }
+            _ => {}
+        }
         // Terminal queries only reach inherited stdio, never files.
         let host = self.host_fd_of(fd, false)?;
         let size = match req {

@@ -1,5 +1,5 @@
-//! Objects that live inside the machine: pipes, eventfds and epoll instances, with poll and
-//! epoll readiness over every descriptor. A thread that has to wait for one (an empty pipe, an
+//! Objects that live inside the machine: pipes, socket pairs, eventfds and epoll instances,
+//! with poll and epoll readiness over every descriptor. A thread that has to wait for one (an empty pipe, an
 //! epoll_wait) blocks in [`RunState::IoWait`]; any change to any of these objects wakes such
 //! threads, which then run their syscall again (it finds what changed, or blocks again with the
 //! deadline it had).
@@ -38,10 +38,12 @@ const EPOLL_EVENTS: u32 = 0x3fff | (1 << 28) | (1 << 29) | EPOLLONESHOT | EPOLLE
 /// Kept in a registration's events (a bit no user flag uses): a one-shot registration fired.
 const DISARMED: u32 = 1 << 26;
 
-/// The bytes in a pipe and how many open ends it has.
+/// The bytes in a pipe (or one direction of a socket pair) and how many open ends it has.
 #[derive(Debug, Default)]
 pub struct PipeBuffer {
     pub data: VecDeque<u8>,
+    /// Datagram and seqpacket sockets: the length of each message in `data`, oldest first.
+    pub msgs: VecDeque<usize>,
     pub readers: usize,
     pub writers: usize,
     /// Bumped by every change (bytes in or out, an end opened or closed): what edge-triggered
@@ -64,8 +66,35 @@ pub struct Interest {
 pub enum Local {
     PipeRead(Arc<Mutex<PipeBuffer>>),
     PipeWrite(Arc<Mutex<PipeBuffer>>),
-    EventFd { value: u64, semaphore: bool },
-    Epoll { interest: Vec<Interest> },
+    EventFd {
+        value: u64,
+        semaphore: bool,
+    },
+    Epoll {
+        interest: Vec<Interest>,
+    },
+    /// One end of a socketpair: it reads `rx`, the other end's `tx`, and writes `tx`.
+    Socket(SocketEnd),
+}
+
+/// One end of an AF_UNIX socket pair.
+#[derive(Debug)]
+pub struct SocketEnd {
+    pub rx: Arc<Mutex<PipeBuffer>>,
+    pub tx: Arc<Mutex<PipeBuffer>>,
+    /// SOCK_STREAM, SOCK_DGRAM or SOCK_SEQPACKET (the last two keep message boundaries).
+    pub kind: i32,
+    /// shutdown(SHUT_RD): reads see the end of the stream.
+    pub shut_rd: bool,
+    /// shutdown(SHUT_WR): the peer sees the end of the stream, writes fail with EPIPE.
+    pub shut_wr: bool,
+}
+
+impl SocketEnd {
+    /// Message boundaries are kept (datagram, seqpacket).
+    pub fn messages(&self) -> bool {
+        self.kind != libc::SOCK_STREAM
+    }
 }
 
 /// An open file description of an in-machine object (shared by dup'ed descriptors).
@@ -101,19 +130,122 @@ impl Drop for Description {
 /// A pipe end was opened (or closed): count it in its pipe, which changes (readers see EOF,
 /// writers EPIPE, when the other side's count reaches 0).
 fn count_pipe_end(local: &Local, opened: bool) {
-    let step = |n: usize| if opened { n.saturating_add(1) } else { n.saturating_sub(1) };
-    let (pipe, reader) = match local {
-        Local::PipeRead(p) => (p, true),
-        Local::PipeWrite(p) => (p, false),
-        _ => return,
+    let count = |pipe: &Arc<Mutex<PipeBuffer>>, reader: bool| {
+        let step = |n: usize| if opened { n.saturating_add(1) } else { n.saturating_sub(1) };
+        let mut p = lock(pipe);
+        if reader {
+            p.readers = step(p.readers);
+        } else {
+            p.writers = step(p.writers);
+        }
+        p.gen = p.gen.wrapping_add(1);
     };
-    let mut p = lock(pipe);
-    if reader {
-        p.readers = step(p.readers);
-    } else {
-        p.writers = step(p.writers);
+    match local {
+        Local::PipeRead(p) => count(p, true),
+        Local::PipeWrite(p) => count(p, false),
+        // A shut-down direction was counted out already (see `shut_down`).
+        Local::Socket(s) => {
+            if !s.shut_rd {
+                count(&s.rx, true);
+            }
+            if !s.shut_wr {
+                count(&s.tx, false);
+            }
+        }
+        _ => {}
     }
+}
+
+/// shutdown(2) of a socket end: the directions given stop, and the peer sees it (EOF, EPIPE).
+pub fn shut_down(end: &mut SocketEnd, rd: bool, wr: bool) {
+    let out = |pipe: &Arc<Mutex<PipeBuffer>>, reader: bool| {
+        let mut p = lock(pipe);
+        if reader {
+            p.readers = p.readers.saturating_sub(1);
+        } else {
+            p.writers = p.writers.saturating_sub(1);
+        }
+        p.gen = p.gen.wrapping_add(1);
+    };
+    if rd && !end.shut_rd {
+        end.shut_rd = true;
+        out(&end.rx, true);
+    }
+    if wr && !end.shut_wr {
+        end.shut_wr = true;
+        out(&end.tx, false);
+    }
+}
+
+/// Move up to `len` bytes (one message, when `messages`) from `p` to the checked guest range at
+/// `ptr`: the bytes moved (a longer message is cut, the rest dropped), 0 at the end of the
+/// stream, EAGAIN when there is nothing yet. With `peek` nothing is taken.
+fn take_bytes(p: &mut PipeBuffer, ptr: *mut u8, len: usize, messages: bool, peek: bool) -> std::result::Result<usize, i32> {
+    if p.data.is_empty() && p.msgs.is_empty() {
+        return if p.writers == 0 { Ok(0) } else { Err(errno::EAGAIN) };
+    }
+    // (Bytes without a recorded length in a message socket count as one message.)
+    let available = if messages { p.msgs.front().copied().unwrap_or(p.data.len()) } else { p.data.len() };
+    let n = len.min(available);
+    let (a, b) = p.data.as_slices();
+    let from_a = n.min(a.len());
+    // SAFETY: ptr covers `len` checked, writable guest bytes; n ≤ len, and n ≤ data.len().
+    unsafe {
+        std::ptr::copy_nonoverlapping(a.as_ptr(), ptr, from_a);
+        std::ptr::copy_nonoverlapping(b.as_ptr(), ptr.add(from_a), n.saturating_sub(from_a));
+    }
+    if !peek {
+        p.data.drain(..available.min(p.data.len()));
+        if messages {
+            p.msgs.pop_front();
+        }
+        p.gen = p.gen.wrapping_add(1);
+    }
+    Ok(n)
+}
+
+/// Append `data` to `p` (one message, when `messages`: all of it or nothing): the bytes taken,
+/// EAGAIN when there is no room, EPIPE when nobody reads any more.
+fn put_bytes(p: &mut PipeBuffer, data: &[u8], messages: bool) -> std::result::Result<usize, i32> {
+    let room = PIPE_CAPACITY.saturating_sub(p.data.len());
+    if p.readers == 0 {
+        return Err(errno::EPIPE);
+    }
+    if messages {
+        if data.len() > PIPE_CAPACITY {
+            return Err(libc::EMSGSIZE);
+        }
+        if room < data.len() {
+            return Err(errno::EAGAIN);
+        }
+        p.data.extend(data);
+        p.msgs.push_back(data.len());
+        p.gen = p.gen.wrapping_add(1);
+        return Ok(data.len());
+    }
+    if data.is_empty() {
+        return Ok(0);
+    }
+    if room == 0 || (data.len() <= PIPE_BUF && room < data.len()) {
+        return Err(errno::EAGAIN);
+    }
+    let n = data.len().min(room);
+    p.data.extend(&data[..n]);
     p.gen = p.gen.wrapping_add(1);
+    Ok(n)
+}
+
+/// FIONREAD: the bytes a read would get now (the next message's, for datagram sockets); None
+/// for objects it does not apply to.
+pub fn bytes_readable(d: &Description) -> Option<usize> {
+    match &d.local {
+        Local::PipeRead(p) => Some(lock(p).data.len()),
+        Local::Socket(s) => {
+            let rx = lock(&s.rx);
+            Some(if s.messages() { rx.msgs.front().copied().unwrap_or(0) } else { rx.data.len() })
+        }
+        _ => None,
+    }
 }
 
 /// A number that changes whenever what a description refers to changes (readiness may have):
@@ -121,6 +253,7 @@ fn count_pipe_end(local: &Local, opened: bool) {
 fn state_of(d: &Description) -> u64 {
     match &d.local {
         Local::PipeRead(p) | Local::PipeWrite(p) => lock(p).gen,
+        Local::Socket(s) => lock(&s.rx).gen.wrapping_add(lock(&s.tx).gen).wrapping_add(d.gen),
         Local::EventFd { .. } | Local::Epoll { .. } => d.gen,
     }
 }
@@ -195,32 +328,24 @@ impl Linux {
 
     /// read(2) on an in-machine object into the checked guest range `[ptr, ptr+len)`.
     pub(super) fn read_local(&mut self, desc: &Desc, ptr: *mut u8, len: usize) -> Flow {
+        self.receive_local(desc, ptr, len, 0)
+    }
+
+    /// read/recv on an in-machine object: `flags` are recv's (MSG_DONTWAIT, MSG_PEEK; only
+    /// sockets take them).
+    pub(super) fn receive_local(&mut self, desc: &Desc, ptr: *mut u8, len: usize, flags: u64) -> Flow {
+        const MSG_PEEK: u64 = 0x2;
+        const MSG_DONTWAIT: u64 = 0x40;
         let mut guard = lock(desc);
         let d = &mut *guard;
-        let nonblock = d.nonblock;
+        let nonblock = d.nonblock || flags & MSG_DONTWAIT != 0;
         let result: std::result::Result<usize, i32> = match &mut d.local {
             Local::PipeRead(_) if len == 0 => Ok(0),
-            Local::PipeRead(p) => {
-                let mut p = lock(p);
-                if p.data.is_empty() {
-                    if p.writers == 0 {
-                        Ok(0)
-                    } else {
-                        Err(errno::EAGAIN)
-                    }
-                } else {
-                    let n = len.min(p.data.len());
-                    let (a, b) = p.data.as_slices();
-                    let from_a = n.min(a.len());
-                    // SAFETY: ptr covers `len` checked, writable guest bytes; n ≤ len.
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(a.as_ptr(), ptr, from_a);
-                        std::ptr::copy_nonoverlapping(b.as_ptr(), ptr.add(from_a), n.saturating_sub(from_a));
-                    }
-                    p.data.drain(..n);
-                    p.gen = p.gen.wrapping_add(1);
-                    Ok(n)
-                }
+            Local::PipeRead(p) => take_bytes(&mut lock(p), ptr, len, false, false),
+            Local::Socket(s) if s.shut_rd => Ok(0),
+            Local::Socket(s) => {
+                let messages = s.messages();
+                take_bytes(&mut lock(&s.rx), ptr, len, messages, flags & MSG_PEEK != 0)
             }
             Local::EventFd { value, semaphore } => {
                 if len < 8 {
@@ -254,25 +379,23 @@ impl Linux {
 
     /// write(2) of `data` to an in-machine object.
     pub(super) fn write_local(&mut self, desc: &Desc, data: &[u8]) -> Flow {
+        self.send_local(desc, data, 0)
+    }
+
+    /// write/send to an in-machine object: `flags` are send's (MSG_DONTWAIT, MSG_NOSIGNAL; only
+    /// sockets take them).
+    pub(super) fn send_local(&mut self, desc: &Desc, data: &[u8], flags: u64) -> Flow {
+        const MSG_DONTWAIT: u64 = 0x40;
+        const MSG_NOSIGNAL: u64 = 0x4000;
         let mut guard = lock(desc);
         let d = &mut *guard;
-        let nonblock = d.nonblock;
+        let nonblock = d.nonblock || flags & MSG_DONTWAIT != 0;
         let result: std::result::Result<usize, i32> = match &mut d.local {
-            Local::PipeWrite(p) => {
-                let mut p = lock(p);
-                let room = PIPE_CAPACITY.saturating_sub(p.data.len());
-                if p.readers == 0 {
-                    Err(errno::EPIPE)
-                } else if data.is_empty() {
-                    Ok(0)
-                } else if room == 0 || (data.len() <= PIPE_BUF && room < data.len()) {
-                    Err(errno::EAGAIN)
-                } else {
-                    let n = data.len().min(room);
-                    p.data.extend(&data[..n]);
-                    p.gen = p.gen.wrapping_add(1);
-                    Ok(n)
-                }
+            Local::PipeWrite(p) => put_bytes(&mut lock(p), data, false),
+            Local::Socket(s) if s.shut_wr => Err(errno::EPIPE),
+            Local::Socket(s) => {
+                let messages = s.messages();
+                put_bytes(&mut lock(&s.tx), data, messages)
             }
             Local::EventFd { value, .. } => {
                 let add = data.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
@@ -295,6 +418,7 @@ impl Linux {
                 self.io_changed();
                 Flow::Return(n as u64)
             }
+            Err(errno::EPIPE) if flags & MSG_NOSIGNAL != 0 => Flow::Return(err(errno::EPIPE)),
             Err(errno::EPIPE) => {
                 let info = super::signals::SigInfo::from_process(libc::SIGPIPE as u64, super::signals::SI_USER, self.pid(), self.uid);
                 let me = self.current();
@@ -350,6 +474,17 @@ impl Linux {
                         }
                     }
                     Local::EventFd { value, .. } => (if *value > 0 { POLLIN } else { 0 }) | if *value < u64::MAX - 1 { POLLOUT } else { 0 },
+                    Local::Socket(s) => {
+                        let (rx, tx) = (lock(&s.rx), lock(&s.tx));
+                        let eof = rx.writers == 0 || s.shut_rd;
+                        let readable = !rx.data.is_empty() || !rx.msgs.is_empty() || eof;
+                        let writable = tx.readers > 0 && !s.shut_wr && PIPE_CAPACITY.saturating_sub(tx.data.len()) >= PIPE_BUF;
+                        let hup = eof && (tx.readers == 0 || s.shut_wr);
+                        (if readable { POLLIN } else { 0 })
+                            | (if writable { POLLOUT } else { 0 })
+                            | (if eof { EPOLLRDHUP } else { 0 })
+                            | (if hup { POLLHUP } else { 0 })
+                    }
                     Local::Epoll { .. } if !look_into_epoll => 0,
                     Local::Epoll { interest } => {
                         // Readable when a watched descriptor is ready.
@@ -390,6 +525,66 @@ impl Linux {
             return Ok(Flow::Return(ready));
         }
         if n == 0 {
+            return Ok(self.sleep(until, 0)); // nothing to wait for but time (or a signal)
+        }
+        Ok(self.wait_io(until, RestartWhen::NoHandler))
+    }
+
+    /// select/pselect6 over `n` descriptors: the three `fd_set`s (any may be 0) are read, and
+    /// on return overwritten with the ready ones; blocks like poll. Exceptional conditions
+    /// (out-of-band data) never occur here.
+    pub(super) fn select(
+        &mut self,
+        env: &SyscallEnv,
+        n: u64,
+        sets: [u64; 3],
+        timeout: Option<Option<Instant>>,
+    ) -> std::result::Result<Flow, i32> {
+        if n > super::files::MAX_FDS as u64 {
+            return Err(errno::EINVAL);
+        }
+        let bytes = n.div_ceil(64).saturating_mul(8) as usize;
+        let read_set = |at: u64| -> std::result::Result<Vec<u8>, i32> {
+            if at == 0 {
+                Ok(vec![0; bytes])
+            } else {
+                Ok(env.user().read_vec(at, bytes as u64)?)
+            }
+        };
+        let wanted = [read_set(sets[0])?, read_set(sets[1])?, read_set(sets[2])?];
+        let until = self.wait_deadline_or(|| timeout.unwrap_or(None));
+        let mut out = [vec![0u8; bytes], vec![0u8; bytes], vec![0u8; bytes]];
+        let mut ready = 0u64;
+        let mut any = false;
+        for fd in 0..n {
+            let (byte, bit) = ((fd / 8) as usize, 1u8 << (fd % 8));
+            let asked = [0, 1, 2].map(|k| wanted[k][byte] & bit != 0);
+            if !asked.iter().any(|&a| a) {
+                continue;
+            }
+            any = true;
+            let (events, _) = self.readiness(fd);
+            if events == POLLNVAL {
+                return Err(errno::EBADF);
+            }
+            // As Linux: readable also at end of file or on error, writable also on error.
+            let hits = [events & (POLLIN | POLLHUP | POLLERR) != 0, events & (POLLOUT | POLLERR) != 0, false];
+            for k in 0..3 {
+                if asked[k] && hits[k] {
+                    out[k][byte] |= bit;
+                    ready = ready.saturating_add(1);
+                }
+            }
+        }
+        if ready > 0 || until.is_some_and(|u| u <= Instant::now()) {
+            for k in 0..3 {
+                if sets[k] != 0 {
+                    env.user().write(sets[k], &out[k])?;
+                }
+            }
+            return Ok(Flow::Return(ready));
+        }
+        if !any {
             return Ok(self.sleep(until, 0)); // nothing to wait for but time (or a signal)
         }
         Ok(self.wait_io(until, RestartWhen::NoHandler))

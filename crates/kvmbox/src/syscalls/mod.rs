@@ -15,6 +15,7 @@ mod io;
 pub mod ipc;
 pub mod mm;
 pub mod signals;
+mod sockets;
 mod state;
 pub mod table;
 pub mod threads;

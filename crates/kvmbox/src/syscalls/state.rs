@@ -67,6 +67,19 @@ impl LinuxState {
                             w.u64(*value);
                             w.u8(*semaphore as u8);
                         }
+                        LocalSpec::Socket { rx, tx, kind, shut_rd, shut_wr } => {
+                            w.u8(4);
+                            for p in [rx, tx] {
+                                w.u64(p.pipe);
+                                w.bytes(&p.data);
+                                w.u64(p.msgs.len() as u64);
+                                for &m in &p.msgs {
+                                    w.u64(m);
+                                }
+                            }
+                            w.u8(*kind as u8);
+                            w.u8(*shut_rd as u8 | (*shut_wr as u8) << 1);
+                        }
                         LocalSpec::Epoll { interest } => {
                             w.u8(3);
                             w.u64(interest.len() as u64);
@@ -169,6 +182,30 @@ impl LinuxState {
                                 interest.push(Interest { fd, events, data, reported: (reported != u64::MAX).then_some(reported) });
                             }
                             LocalSpec::Epoll { interest }
+                        }
+                        4 => {
+                            let mut one = || -> Result<files::PipeSpec> {
+                                let pipe = r.u64()?;
+                                let data = r.bytes()?.to_vec();
+                                let n = r.count(8)?;
+                                let mut msgs = Vec::with_capacity(n);
+                                for _ in 0..n {
+                                    msgs.push(r.u64()?);
+                                }
+                                // Within a pipe's capacity, and messages that add up to the bytes.
+                                let total = msgs.iter().try_fold(0u64, |s, &m| s.checked_add(m));
+                                if data.len() > PIPE_CAPACITY || (!msgs.is_empty() && total != Some(data.len() as u64)) {
+                                    return Err(bad("socket contents"));
+                                }
+                                Ok(files::PipeSpec { pipe, data, msgs })
+                            };
+                            let (rx, tx) = (one()?, one()?);
+                            let kind = i32::from(r.u8()?);
+                            if ![libc::SOCK_STREAM, libc::SOCK_DGRAM, libc::SOCK_SEQPACKET].contains(&kind) {
+                                return Err(bad("socket type"));
+                            }
+                            let shut = r.u8()?;
+                            LocalSpec::Socket { rx, tx, kind, shut_rd: shut & 1 != 0, shut_wr: shut & 2 != 0 }
                         }
                         _ => return Err(bad("unknown in-machine object")),
                     };

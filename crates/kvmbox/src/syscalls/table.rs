@@ -82,6 +82,7 @@ pub const TABLE: &[Syscall] = &[
     sys!(20 "writev" [Fd, Ptr, Len] |l, e, h, a| l.writev(e, h, a[0], a[1], a[2])),
     sys!(21 "access" [Path, Int] |l, e, _, a| errno(l.access(e, CWD, a[0], a[1]))),
     sys!(22 "pipe" [Ptr] |l, e, _, a| errno(l.pipe2(e, a[0], 0))),
+    sys!(23 "select" [Int, Ptr, Ptr, Ptr, Ptr] |l, e, _, a| flow(timeval_deadline(e, a[4]).and_then(|t| l.select(e, a[0], [a[1], a[2], a[3]], t)))),
     sys!(24 "sched_yield" [] |_, _, _, _| Ok(Flow::Yield)),
     sys!(25 "mremap" [Ptr, Len, Len, Int, Ptr] |l, e, _, a| match l.mm.mremap(e.mem, e.deadline, a[0], a[1], a[2], a[3], a[4]) {
         // The move stopped at the deadline: the run ends with that (see Mappings::mremap).
@@ -97,8 +98,16 @@ pub const TABLE: &[Syscall] = &[
     sys!(37 "alarm" [Int] |l, _, _, a| Ok(Flow::Return(l.alarm(a[0] & 0xffff_ffff)))),
     sys!(38 "setitimer" [Int, Ptr, Ptr] |l, e, _, a| errno(l.setitimer(e, a[0], a[1], a[2]))),
     sys!(39 "getpid" [] |l, _, _, _| Ok(Flow::Return(l.pid()))),
-    sys!(51 "getsockname" [Fd, Ptr, Ptr] |l, _, _, a| errno(l.fds.get(a[0]).map_or(Err(errno::EBADF), |_| Err(libc::ENOTSOCK)))),
-    sys!(52 "getpeername" [Fd, Ptr, Ptr] |l, _, _, a| errno(l.fds.get(a[0]).map_or(Err(errno::EBADF), |_| Err(libc::ENOTSOCK)))),
+    sys!(44 "sendto" [Fd, Ptr, Len, Int, Ptr, Len] |l, e, _, a| flow(l.sendto(e, a[0], a[1], a[2], a[3], a[4]))),
+    sys!(45 "recvfrom" [Fd, Ptr, Len, Int, Ptr, Ptr] |l, e, _, a| flow(l.recvfrom(e, a[0], a[1], a[2], a[3], (a[4], a[5])))),
+    sys!(46 "sendmsg" [Fd, Ptr, Int] |l, e, _, a| flow(l.sendmsg(e, a[0], a[1], a[2]))),
+    sys!(47 "recvmsg" [Fd, Ptr, Int] |l, e, _, a| flow(l.recvmsg(e, a[0], a[1], a[2]))),
+    sys!(48 "shutdown" [Fd, Int] |l, _, _, a| errno(l.shutdown(a[0], a[1]))),
+    sys!(51 "getsockname" [Fd, Ptr, Ptr] |l, e, _, a| errno(l.socket_name(e, a[0], a[1], a[2]))),
+    sys!(52 "getpeername" [Fd, Ptr, Ptr] |l, e, _, a| errno(l.socket_name(e, a[0], a[1], a[2]))),
+    sys!(53 "socketpair" [Int, Int, Int, Ptr] |l, e, _, a| errno(l.socketpair(e, a[0], a[1], a[2], a[3]))),
+    sys!(54 "setsockopt" [Fd, Int, Int, Ptr, Len] |l, _, _, a| errno(l.setsockopt(a[0], a[1], a[2]))),
+    sys!(55 "getsockopt" [Fd, Int, Int, Ptr, Ptr] |l, e, _, a| errno(l.getsockopt(e, a[0], a[1], a[2], a[3], a[4]))),
     sys!(56 "clone" [Int, Ptr, Ptr, Ptr, Ptr] |l, e, _, a| errno(l.clone(e, a))),
     sys!(60 "exit" [Int] |l, e, _, a| Ok(l.exit_thread(e, a[0]))),
     sys!(62 "kill" [Int, Int] |l, _, _, a| l.kill(a[0] as i64, a[1])),
@@ -154,6 +163,13 @@ pub const TABLE: &[Syscall] = &[
     sys!(262 "newfstatat" [Fd, Path, Ptr, Int] |l, e, _, a| errno(l.stat_path(e, a[0], a[1], a[2], a[3]))),
     sys!(267 "readlinkat" [Fd, Path, Ptr, Len] |l, e, _, a| errno(l.readlink(e, a[0], a[1], a[2], a[3]))),
     sys!(269 "faccessat" [Fd, Path, Int] |l, e, _, a| errno(l.access(e, a[0], a[1], a[2]))),
+    sys!(270 "pselect6" [Int, Ptr, Ptr, Ptr, Ptr, Ptr] |l, e, _, a| {
+        // The sixth argument points to { const sigset_t *set; size_t size; } (or is NULL).
+        let mask = if a[5] == 0 { Ok([0u64; 2]) } else { e.user().read_pod::<[u64; 2]>(a[5]).map(|w| [w[0], w[1]]).map_err(|_| errno::EFAULT) };
+        flow(mask.and_then(|[set, size]| {
+            timespec_deadline(e, a[4]).and_then(|t| l.with_wait_mask(e, set, size, |l| l.select(e, a[0], [a[1], a[2], a[3]], t)))
+        }))
+    }),
     sys!(271 "ppoll" [Ptr, Len, Ptr, Ptr, Len] |l, e, _, a| {
         flow(timespec_deadline(e, a[2]).and_then(|t| l.with_wait_mask(e, a[3], a[4], |l| l.poll(e, a[0], a[1], t))))
     }),
@@ -175,6 +191,19 @@ pub const TABLE: &[Syscall] = &[
         flow(timespec_deadline(e, a[3]).and_then(|t| l.with_wait_mask(e, a[4], a[5], |l| l.epoll_wait(e, a[0], a[1], a[2], t))))
     }),
 ];
+
+/// A timeout given as a `struct timeval *` (NULL: none) as a deadline.
+fn timeval_deadline(env: &SyscallEnv, tv: u64) -> std::result::Result<Option<Option<std::time::Instant>>, i32> {
+    if tv == 0 {
+        return Ok(Some(None));
+    }
+    let t: libc::timeval = env.user().read_pod(tv)?;
+    if t.tv_sec < 0 || !(0..1_000_000).contains(&t.tv_usec) {
+        return Err(errno::EINVAL);
+    }
+    let wait = std::time::Duration::new(t.tv_sec.unsigned_abs(), (t.tv_usec as u32).saturating_mul(1000));
+    Ok(Some(std::time::Instant::now().checked_add(wait)))
+}
 
 /// A timeout given as a `struct timespec *` (NULL: none) as a deadline.
 fn timespec_deadline(env: &SyscallEnv, ts: u64) -> std::result::Result<Option<Option<std::time::Instant>>, i32> {

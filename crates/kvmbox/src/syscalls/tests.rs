@@ -776,3 +776,36 @@ fn ppoll_waits_with_its_own_mask_and_puts_the_callers_back() {
     let signals::Delivery::Continue(entry) = f.deliver() else { panic!("the handler runs") };
     assert_eq!(f.mem.read_u64(entry.rdx + 296).unwrap(), usr1, "uc_sigmask: the caller's mask");
 }
+
+#[test]
+fn socket_pairs_keep_messages_and_directions_through_a_snapshot_file() {
+    let mut f = Fixture::new(b"");
+    let (sv, buf) = (f.scratch(), f.scratch() + 64);
+    // A datagram pair with two messages queued one way and one the other.
+    assert_eq!(f.ret(53, &[libc::AF_UNIX as u64, libc::SOCK_DGRAM as u64, 0, sv]), 0);
+    let both = f.mem.read_u64(sv).unwrap();
+    let (a, b) = (both & 0xffff_ffff, both >> 32);
+    f.mem.write(buf, b"firstsecond!").unwrap();
+    assert_eq!(f.ret(44, &[a, buf, 5, 0, 0, 0]), 5);
+    assert_eq!(f.ret(44, &[a, buf + 5, 7, 0, 0, 0]), 7);
+    assert_eq!(f.ret(1, &[b, buf, 3]), 3);
+    assert_eq!(f.ret(48, &[b, 1]), 0, "b shuts its writing side");
+    // Through the snapshot file encoding and back into a fresh process.
+    let mut w = crate::snapfile::Writer::default();
+    f.linux.capture().encode(&mut w);
+    let state = LinuxState::decode(&mut crate::snapfile::Reader::new(&w.buf), &f.layout).expect("decodes");
+    f.linux.restore(&state).expect("restores");
+    let out = f.scratch() + 512;
+    assert_eq!(f.ret(45, &[b, out, 64, 0, 0, 0]), 5, "one message at a time");
+    let mut got = [0u8; 5];
+    f.mem.read(out, &mut got).unwrap();
+    assert_eq!(&got, b"first");
+    assert_eq!(f.ret(45, &[b, out, 3, 0, 0, 0]), 3, "a short buffer cuts the message");
+    assert_eq!(f.ret(45, &[b, out, 64, 0x40, 0, 0]), neg(errno::EAGAIN));
+    assert_eq!(f.ret(45, &[a, out, 64, 0, 0, 0]), 3);
+    assert_eq!(f.ret(45, &[a, out, 64, 0, 0, 0]), 0, "b's shutdown survived: end of stream");
+    assert_eq!(f.ret(44, &[b, buf, 1, 0x4000, 0, 0]), neg(errno::EPIPE));
+    // Not a socket, and families without pairs.
+    assert_eq!(f.ret(44, &[0, buf, 1, 0, 0, 0]), neg(libc::ENOTSOCK));
+    assert_eq!(f.ret(53, &[libc::AF_INET as u64, 1, 0, sv]), neg(libc::EOPNOTSUPP));
+}

@@ -1,0 +1,79 @@
+// In-machine sockets and event loops: AF_UNIX socket pairs (stream, datagram, seqpacket) with
+// select/pselect/poll/epoll, differential against native; and the event loops that need them —
+// Python's asyncio (its self-pipe is a socket pair) and node's libuv — identical to native.
+
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+
+import test from 'ava';
+
+import { guest, requireKvm, runKvm, runNative, summarize, systemLibraries, tempDir, VARIANTS } from './helpers.mjs';
+
+requireKvm(test);
+
+for (const variant of VARIANTS) {
+  test(`sockets-${variant}: socket pairs, select and friends as natively`, (t) => {
+    const file = guest(`sockets-${variant}`);
+    const native = summarize(runNative(file));
+    t.is(native.exitCode, 0, native.stderr);
+    t.true(native.stdout.includes('recv blocking until a thread sends       4'), native.stdout);
+    t.deepEqual(summarize(runKvm(file)), native);
+  });
+}
+
+const dir = tempDir('kvmbox-loops-');
+
+test('python3 asyncio: gather of sleeping coroutines, as natively', (t) => {
+  const python = '/usr/bin/python3';
+  const stdlib = spawnSync(python, ['-c', 'import sysconfig; print(sysconfig.get_path("stdlib"))'], { encoding: 'utf8' }).stdout.trim();
+  const script = path.join(dir, 'aio.py');
+  fs.writeFileSync(
+    script,
+    [
+      'import asyncio',
+      'async def work(i):',
+      '    await asyncio.sleep(0.005 * i)',
+      '    return i * i',
+      'async def main():',
+      '    print(await asyncio.gather(*(work(i) for i in range(6))))',
+      '    q = asyncio.Queue()',
+      '    async def produce():',
+      '        for i in range(3):',
+      '            await q.put(i)',
+      '            await asyncio.sleep(0)',
+      '    asyncio.create_task(produce())',
+      '    print([await q.get() for _ in range(3)])',
+      'asyncio.run(main())',
+    ].join('\n'),
+  );
+  const opts = { args: [python, script], env: { LANG: 'C' } };
+  const native = summarize(runNative(python, opts));
+  t.is(native.stdout, '[0, 1, 4, 9, 16, 25]\n[0, 1, 2]\n');
+  const kvm = summarize(runKvm(python, { ...opts, allowRead: [...systemLibraries(), stdlib, script], memory: 512 * 1024 * 1024 }));
+  t.deepEqual(kvm, native);
+});
+
+test('node -e with a timer, and a node script transforming an allowed JSON file, as natively', (t) => {
+  const node = '/usr/bin/node';
+  t.true(fs.existsSync(node), 'the distribution node');
+  const data = path.join(dir, 'data.json');
+  fs.writeFileSync(data, JSON.stringify({ items: [3, 1, 2], name: 'kvmbox' }));
+  const script = path.join(dir, 'transform.js');
+  fs.writeFileSync(
+    script,
+    `const fs = require('fs');
+const d = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));
+d.items.sort((a, b) => a - b);
+d.total = d.items.reduce((a, b) => a + b, 0);
+setTimeout(() => console.log(JSON.stringify(d)), 5);
+`,
+  );
+  // V8 reserves large address ranges; guest memory is also the address space (see README).
+  const opts = { allowRead: [...systemLibraries(), script, data], memory: 4 * 1024 ** 3, timeout: 60_000 };
+  const timer = summarize(runNative(node, { args: [node, '-e', 'setTimeout(() => console.log(1 + 1), 10)'] }));
+  t.deepEqual(summarize(runKvm(node, { args: [node, '-e', 'setTimeout(() => console.log(1 + 1), 10)'], ...opts })), timer);
+  const native = summarize(runNative(node, { args: [node, script, data] }));
+  t.is(native.stdout, '{"items":[1,2,3],"name":"kvmbox","total":6}\n');
+  t.deepEqual(summarize(runKvm(node, { args: [node, script, data], ...opts })), native);
+});
