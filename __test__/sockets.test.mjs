@@ -1,5 +1,6 @@
 // In-machine sockets and event loops: AF_UNIX socket pairs (stream, datagram, seqpacket) with
-// select/pselect/poll/epoll, differential against native; and the event loops that need them —
+// select/pselect/poll/epoll, timerfd and signalfd in one epoll loop, differential against
+// native; and the event loops that need them —
 // Python's asyncio (its self-pipe is a socket pair) and node's libuv — identical to native.
 
 import { spawnSync } from 'node:child_process';
@@ -18,6 +19,16 @@ for (const variant of VARIANTS) {
     const native = summarize(runNative(file));
     t.is(native.exitCode, 0, native.stderr);
     t.true(native.stdout.includes('recv blocking until a thread sends       4'), native.stdout);
+    t.deepEqual(summarize(runKvm(file)), native);
+  });
+}
+
+for (const variant of VARIANTS) {
+  test(`notify-${variant}: one epoll over an eventfd, a timerfd, a socket pair and a signalfd, as natively`, (t) => {
+    const file = guest(`notify-${variant}`);
+    const native = summarize(runNative(file));
+    t.is(native.exitCode, 0, native.stderr);
+    t.true(native.stdout.includes('all sources seen 1, at least 3 timer ticks 1'), native.stdout);
     t.deepEqual(summarize(runKvm(file)), native);
   });
 }

@@ -245,6 +245,17 @@ pub enum LocalSpec {
         shut_rd: bool,
         shut_wr: bool,
     },
+    /// A timerfd: time left until it expires (u64::MAX: disarmed), its period, expirations
+    /// not read yet.
+    TimerFd {
+        clock: i32,
+        left_ns: u64,
+        interval_ns: u64,
+        expirations: u64,
+    },
+    SignalFd {
+        mask: u64,
+    },
 }
 
 /// One direction of a socket pair as recorded: which (numbered) buffer, its bytes, its messages.
@@ -622,6 +633,14 @@ impl FdTable {
         self.fds.get(usize::try_from(fd).ok()?)?.as_ref()
     }
 
+    /// The in-machine objects among the descriptors (each description once per descriptor).
+    pub fn iter_locals(&self) -> impl Iterator<Item = super::ipc::Desc> + '_ {
+        self.fds.iter().filter_map(|k| match k {
+            Some(FdKind::Local(d)) => Some(Arc::clone(d)),
+            _ => None,
+        })
+    }
+
     /// Install at the lowest free number ≥ `min`.
     pub fn insert(&mut self, kind: FdKind, min: usize) -> std::result::Result<u64, i32> {
         let slot = (min..MAX_FDS).find(|&i| self.fds.get(i).is_none_or(|f| f.is_none())).ok_or(errno::EMFILE)?;
@@ -699,6 +718,15 @@ impl FdTable {
                             }
                             super::ipc::Local::EventFd { value, semaphore } => LocalSpec::EventFd { value: *value, semaphore: *semaphore },
                             super::ipc::Local::Epoll { interest } => LocalSpec::Epoll { interest: interest.clone() },
+                            super::ipc::Local::TimerFd(t) => LocalSpec::TimerFd {
+                                clock: t.clock,
+                                left_ns: t.next.map_or(u64::MAX, |n| {
+                                    u64::try_from(n.saturating_duration_since(std::time::Instant::now()).as_nanos()).unwrap_or(u64::MAX - 1)
+                                }),
+                                interval_ns: u64::try_from(t.interval.as_nanos()).unwrap_or(u64::MAX),
+                                expirations: t.expirations,
+                            },
+                            super::ipc::Local::SignalFd { mask } => LocalSpec::SignalFd { mask: *mask },
                             super::ipc::Local::Socket(s) => {
                                 let mut spec_of = |p: &Arc<std::sync::Mutex<super::ipc::PipeBuffer>>| {
                                     let (pipe, data) = bytes_of(p);
@@ -758,6 +786,15 @@ impl FdTable {
                     let local = match object {
                         LocalSpec::PipeRead { pipe: id, data } => Local::PipeRead(pipe(*id, data, &[])),
                         LocalSpec::PipeWrite { pipe: id, data } => Local::PipeWrite(pipe(*id, data, &[])),
+                        LocalSpec::TimerFd { clock, left_ns, interval_ns, expirations } => Local::TimerFd(super::notifiers::TimerFd {
+                            clock: *clock,
+                            next: (*left_ns != u64::MAX)
+                                .then(|| std::time::Instant::now().checked_add(std::time::Duration::from_nanos(*left_ns)))
+                                .flatten(),
+                            interval: std::time::Duration::from_nanos(*interval_ns),
+                            expirations: *expirations,
+                        }),
+                        LocalSpec::SignalFd { mask } => Local::SignalFd { mask: *mask },
                         LocalSpec::Socket { rx, tx, kind, shut_rd, shut_wr } => Local::Socket(super::ipc::SocketEnd {
                             rx: pipe(rx.pipe, &rx.data, &rx.msgs),
                             tx: pipe(tx.pipe, &tx.data, &tx.msgs),

@@ -131,6 +131,9 @@ impl Linux {
                 return Ok(Flow::Return(err(errno::ESPIPE)));
             }
             let d = std::sync::Arc::clone(d);
+            if let Some(r) = self.read_notifier(&d, env, buf, len) {
+                return Ok(r.unwrap_or_else(|e| Flow::Return(err(e))));
+            }
             return Ok(self.read_local(&d, ptr, len as usize));
         }
         self.read_host(env, fd, ptr, len, offset).map(Flow::Return)

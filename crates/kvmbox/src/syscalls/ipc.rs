@@ -75,6 +75,11 @@ pub enum Local {
     },
     /// One end of a socketpair: it reads `rx`, the other end's `tx`, and writes `tx`.
     Socket(SocketEnd),
+    TimerFd(super::notifiers::TimerFd),
+    /// Readable while a signal in `mask` is pending for the reading thread.
+    SignalFd {
+        mask: u64,
+    },
 }
 
 /// One end of an AF_UNIX socket pair.
@@ -254,7 +259,7 @@ fn state_of(d: &Description) -> u64 {
     match &d.local {
         Local::PipeRead(p) | Local::PipeWrite(p) => lock(p).gen,
         Local::Socket(s) => lock(&s.rx).gen.wrapping_add(lock(&s.tx).gen).wrapping_add(d.gen),
-        Local::EventFd { .. } | Local::Epoll { .. } => d.gen,
+        Local::EventFd { .. } | Local::Epoll { .. } | Local::TimerFd(_) | Local::SignalFd { .. } => d.gen,
     }
 }
 
@@ -270,7 +275,7 @@ impl Linux {
     }
 
     /// Block the calling thread until an in-machine object changes (or `until`, with result 0).
-    fn wait_io(&mut self, until: Option<Instant>, on_signal: RestartWhen) -> Flow {
+    pub(super) fn wait_io(&mut self, until: Option<Instant>, on_signal: RestartWhen) -> Flow {
         let t = self.thread_mut();
         t.wait_deadline = Some(until);
         t.state = RunState::IoWait { until, on_signal };
@@ -362,7 +367,7 @@ impl Linux {
                 }
             }
             Local::PipeWrite(_) => Err(errno::EBADF),
-            Local::Epoll { .. } => Err(errno::EINVAL),
+            Local::Epoll { .. } | Local::TimerFd(_) | Local::SignalFd { .. } => Err(errno::EINVAL),
         };
         drop(guard);
         match result {
@@ -410,7 +415,7 @@ impl Linux {
                 }
             }
             Local::PipeRead(_) => Err(errno::EBADF),
-            Local::Epoll { .. } => Err(errno::EINVAL),
+            Local::Epoll { .. } | Local::TimerFd(_) | Local::SignalFd { .. } => Err(errno::EINVAL),
         };
         drop(guard);
         match result {
@@ -474,6 +479,20 @@ impl Linux {
                         }
                     }
                     Local::EventFd { value, .. } => (if *value > 0 { POLLIN } else { 0 }) | if *value < u64::MAX - 1 { POLLOUT } else { 0 },
+                    Local::TimerFd(t) => {
+                        if t.expirations > 0 {
+                            POLLIN
+                        } else {
+                            0
+                        }
+                    }
+                    Local::SignalFd { mask } => {
+                        if self.signal_pending_in(*mask) {
+                            POLLIN
+                        } else {
+                            0
+                        }
+                    }
                     Local::Socket(s) => {
                         let (rx, tx) = (lock(&s.rx), lock(&s.tx));
                         let eof = rx.writers == 0 || s.shut_rd;

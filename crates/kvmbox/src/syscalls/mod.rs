@@ -14,6 +14,7 @@ mod ident;
 mod io;
 pub mod ipc;
 pub mod mm;
+mod notifiers;
 pub mod signals;
 mod sockets;
 mod state;
@@ -161,6 +162,8 @@ pub struct Linux {
     shared_pending: Vec<signals::SigInfo>,
     /// ITIMER_REAL and POSIX timers.
     timers: Vec<signals::Timer>,
+    /// A timerfd or signalfd was made: the timers and signal sends look at the descriptors.
+    has_notifiers: bool,
     /// Bytes of the XSAVE area a signal frame holds, and the features in it (XCR0).
     xsave_size: usize,
     xfeatures: u64,
@@ -213,6 +216,7 @@ impl Linux {
             futex_seq: 0,
             shared_pending: Vec::new(),
             timers: Vec::new(),
+            has_notifiers: false,
             xsave_size: c.xsave_size.clamp(512 + 64, 4096),
             xfeatures: c.xfeatures,
         }
@@ -250,6 +254,8 @@ impl Linux {
     /// Output destinations stay as configured, with nothing captured.
     pub fn restore(&mut self, state: &LinuxState) -> Result<()> {
         self.fds = FdTable::rebuild(&state.fds, &self.policy)?;
+        self.has_notifiers =
+            self.fds.iter_locals().any(|d| matches!(ipc::lock(&d).local, ipc::Local::TimerFd(_) | ipc::Local::SignalFd { .. }));
         self.mm = state.mm.clone();
         self.stdin = state.stdin.clone();
         self.sigactions = state.sigactions;

@@ -45,7 +45,7 @@ const MINSIGSTKSZ: u64 = 2048;
 // si_code values.
 pub const SI_USER: i32 = 0;
 pub const SI_KERNEL: i32 = 0x80;
-const SI_TIMER: i32 = -2;
+pub(super) const SI_TIMER: i32 = -2;
 const SI_TKILL: i32 = -6;
 
 /// Most signals queued at once in a process (Linux's RLIMIT_SIGPENDING is larger, but each
@@ -323,6 +323,7 @@ impl Linux {
             Target::Process => &mut self.shared_pending,
         };
         queue.push(info);
+        self.signal_for_signalfds();
         // Wake a waiting thread that can take it: the target, or for the process the first
         // thread that does not block it.
         let candidates: Vec<usize> = match target {
@@ -393,7 +394,12 @@ impl Linux {
         pick(&self.thread().pending).map(|i| (true, i)).or_else(|| pick(&self.shared_pending).map(|i| (false, i)))
     }
 
-    fn dequeue(&mut self, mask: u64) -> Option<SigInfo> {
+    /// Whether a signal in `set` is pending for the current thread (or the process).
+    pub(super) fn deliverable_in(&self, set: u64) -> bool {
+        self.deliverable(!set).is_some()
+    }
+
+    pub(super) fn dequeue(&mut self, mask: u64) -> Option<SigInfo> {
         let (own, i) = self.deliverable(mask)?;
         Some(if own { self.thread_mut().pending.remove(i) } else { self.shared_pending.remove(i) })
     }
@@ -757,6 +763,7 @@ impl Linux {
     /// Raise the signals of timers due by `now` and reload periodic ones (missed periods count
     /// as overruns).
     pub fn fire_timers(&mut self, now: Instant) {
+        self.fire_timerfds(now);
         let mut due = Vec::new();
         for t in &mut self.timers {
             let Some(next) = t.next.filter(|n| *n <= now) else { continue };
@@ -788,7 +795,7 @@ impl Linux {
 
     /// When the next timer is due.
     pub fn next_timer(&self) -> Option<Instant> {
-        self.timers.iter().filter(|t| t.signo != 0).filter_map(|t| t.next).min()
+        self.timers.iter().filter(|t| t.signo != 0).filter_map(|t| t.next).chain(self.next_timerfd()).min()
     }
 
     fn timer_index(&self, id: i64) -> Option<usize> {

@@ -67,6 +67,17 @@ impl LinuxState {
                             w.u64(*value);
                             w.u8(*semaphore as u8);
                         }
+                        LocalSpec::TimerFd { clock, left_ns, interval_ns, expirations } => {
+                            w.u8(5);
+                            w.u8(*clock as u8);
+                            w.u64(*left_ns);
+                            w.u64(*interval_ns);
+                            w.u64(*expirations);
+                        }
+                        LocalSpec::SignalFd { mask } => {
+                            w.u8(6);
+                            w.u64(*mask);
+                        }
                         LocalSpec::Socket { rx, tx, kind, shut_rd, shut_wr } => {
                             w.u8(4);
                             for p in [rx, tx] {
@@ -207,6 +218,14 @@ impl LinuxState {
                             let shut = r.u8()?;
                             LocalSpec::Socket { rx, tx, kind, shut_rd: shut & 1 != 0, shut_wr: shut & 2 != 0 }
                         }
+                        5 => {
+                            let clock = i32::from(r.u8()?);
+                            if ![libc::CLOCK_REALTIME, libc::CLOCK_MONOTONIC, libc::CLOCK_BOOTTIME].contains(&clock) {
+                                return Err(bad("timerfd clock"));
+                            }
+                            LocalSpec::TimerFd { clock, left_ns: r.u64()?, interval_ns: r.u64()?, expirations: r.u64()? }
+                        }
+                        6 => LocalSpec::SignalFd { mask: r.u64()? & !super::signals::UNBLOCKABLE },
                         _ => return Err(bad("unknown in-machine object")),
                     };
                     FdSpec::Local { desc, nonblock, object }

@@ -177,7 +177,12 @@ pub const TABLE: &[Syscall] = &[
     sys!(281 "epoll_pwait" [Fd, Ptr, Int, Int, Ptr, Len] |l, e, _, a| {
         flow(l.with_wait_mask(e, a[4], a[5], |l| l.epoll_wait(e, a[0], a[1], a[2], ipc::deadline_in_ms(a[3]))))
     }),
+    sys!(282 "signalfd" [Fd, Ptr, Len] |l, e, _, a| errno(l.signalfd4(e, a[0], a[1], a[2], 0))),
+    sys!(283 "timerfd_create" [Int, Int] |l, _, _, a| errno(l.timerfd_create(a[0], a[1]))),
     sys!(284 "eventfd" [Int] |l, _, _, a| errno(l.eventfd2(a[0], 0))),
+    sys!(286 "timerfd_settime" [Fd, Int, Ptr, Ptr] |l, e, _, a| errno(l.timerfd_settime(e, a[0], a[1], a[2], a[3]))),
+    sys!(287 "timerfd_gettime" [Fd, Ptr] |l, e, _, a| errno(l.timerfd_gettime(e, a[0], a[1]))),
+    sys!(289 "signalfd4" [Fd, Ptr, Len, Int] |l, e, _, a| errno(l.signalfd4(e, a[0], a[1], a[2], a[3]))),
     sys!(290 "eventfd2" [Int, Int] |l, _, _, a| errno(l.eventfd2(a[0], a[1]))),
     sys!(291 "epoll_create1" [Int] |l, _, _, a| errno(l.epoll_create1(a[0]))),
     sys!(292 "dup3" [Fd, Fd, Int] |l, _, _, a| errno(l.dup2(a[0], a[1]))),

@@ -809,3 +809,37 @@ fn socket_pairs_keep_messages_and_directions_through_a_snapshot_file() {
     assert_eq!(f.ret(44, &[0, buf, 1, 0, 0, 0]), neg(libc::ENOTSOCK));
     assert_eq!(f.ret(53, &[libc::AF_INET as u64, 1, 0, sv]), neg(libc::EOPNOTSUPP));
 }
+
+#[test]
+fn timerfds_and_signalfds_survive_a_snapshot_file() {
+    let mut f = Fixture::new(b"");
+    let (spec, mask, out) = (f.scratch(), f.scratch() + 64, f.scratch() + 512);
+    let tfd = f.ret(283, &[libc::CLOCK_MONOTONIC as u64, libc::O_NONBLOCK as u64]) as u64;
+    // Periodic every second, first in 1 s; and a signalfd for SIGUSR1, which is pending.
+    f.mem.write(spec, &[1i64, 0, 1, 0].iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+    assert_eq!(f.ret(286, &[tfd, 0, spec, 0]), 0);
+    f.mem.write_u64(mask, 1 << (libc::SIGUSR1 - 1)).unwrap();
+    let sfd = f.ret(289, &[u64::MAX, mask, 8, libc::O_NONBLOCK as u64]) as u64;
+    f.linux.thread_mut().sigmask = 1 << (libc::SIGUSR1 - 1);
+    f.linux.send(signals::Target::Process, signals::SigInfo::from_process(libc::SIGUSR1 as u64, 0, 1, 0));
+    let mut w = crate::snapfile::Writer::default();
+    f.linux.capture().encode(&mut w);
+    let state = LinuxState::decode(&mut crate::snapfile::Reader::new(&w.buf), &f.layout).expect("decodes");
+    f.linux.restore(&state).expect("restores");
+    // The timer is still armed about a second ahead, with its period; nothing expired yet.
+    assert_eq!(f.ret(287, &[tfd, out]), 0);
+    let mut cur = [0u8; 32];
+    f.mem.read(out, &mut cur).unwrap();
+    let word = |i: usize| i64::from_le_bytes(cur[i * 8..i * 8 + 8].try_into().unwrap());
+    assert_eq!((word(0), word(1)), (1, 0), "interval");
+    assert!(word(2) <= 1 && (word(2) > 0 || word(3) > 0), "time left ≤ 1 s");
+    assert_eq!(f.ret(0, &[tfd, out, 8]), neg(errno::EAGAIN));
+    let due = f.linux.next_timer().expect("the timerfd is due");
+    f.linux.fire_timers(due + Duration::from_millis(2500));
+    assert_eq!(f.ret(0, &[tfd, out, 8]), 8);
+    assert_eq!(f.mem.read_u64(out).unwrap(), 3, "expirations: the first and two periods");
+    // The signalfd keeps its mask and reads the pending signal.
+    assert_eq!(f.ret(0, &[sfd, out, 128]), 128);
+    assert_eq!(f.mem.read_u64(out).unwrap() as u32, libc::SIGUSR1 as u32);
+    assert_eq!(f.ret(0, &[sfd, out, 128]), neg(errno::EAGAIN));
+}
