@@ -9,7 +9,7 @@ import path from 'node:path';
 
 import test from 'ava';
 
-import { guest, requireKvm, runKvm, runNative, summarize, systemLibraries, tempDir, VARIANTS } from './helpers.mjs';
+import { GUEST_DIR, guest, requireKvm, runKvm, runNative, summarize, systemLibraries, tempDir, VARIANTS } from './helpers.mjs';
 
 requireKvm(test);
 
@@ -87,4 +87,23 @@ setTimeout(() => console.log(JSON.stringify(d)), 5);
   const native = summarize(runNative(node, { args: [node, script, data] }));
   t.is(native.stdout, '{"items":[1,2,3],"name":"kvmbox","total":6}\n');
   t.deepEqual(summarize(runKvm(node, { args: [node, script, data], ...opts })), native);
+});
+
+test('examples/fetch: networking through a host call, on the embedder’s terms', async (t) => {
+  const { spawnSync: spawn } = await import('node:child_process');
+  const http = await import('node:http');
+  const exe = path.join(dir, 'fetch');
+  const built = spawn('gcc', ['-O2', '-static', '-o', exe, path.join(GUEST_DIR, '..', '..', 'examples', 'fetch.c')], { encoding: 'utf8' });
+  t.is(built.status, 0, built.stderr);
+  const { fetchThroughHost } = await import('../examples/fetch.mjs');
+  const server = http.createServer((req, res) => res.end(`hello from ${req.url} over the host\n`));
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => server.close());
+  const origin = `http://127.0.0.1:${server.address().port}`;
+  const ok = await fetchThroughHost(exe, `${origin}/page`, origin);
+  t.is(ok.exitCode, 0, ok.stderr.toString());
+  t.is(ok.stdout.toString(), '31 bytes, 6 words: hello from /page over the host\n\n');
+  const denied = await fetchThroughHost(exe, 'http://example.invalid/', origin);
+  t.is(denied.exitCode, 1);
+  t.is(denied.stderr.toString(), 'fetch http://example.invalid/: error 13\n');
 });
