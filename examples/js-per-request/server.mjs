@@ -15,7 +15,7 @@ const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, '..', '..');
 const HC_REQUEST = 0x10200;
 const HC_RESPOND = 0x10201;
-const NODE = '/usr/bin/node';
+const NODE = process.execPath; // the node running this: a dynamic executable like any other
 
 /** Compile the addon the guest's node loads (Node-API headers from node-api-headers). */
 export function buildAddon() {
