@@ -657,12 +657,13 @@ mod hostile_syscalls {
     }
 
     #[test]
-    fn a_large_file_mapping_and_a_large_move_stop_at_the_deadline() {
+    fn a_large_file_mapping_copies_nothing_and_a_large_move_stops_at_the_deadline() {
         let (dir, file) = sparse(96 << 20);
         let mut vm = paused_with(256 << 20, vec![dir]);
         let fd = open(&mut vm, &file);
+        // The file is mapped, not read: 96 MiB fit well inside the 2 ms deadline.
         let r = vm.emulate_syscall(MMAP, [0, 96 << 20, 1, 2, fd, 0]);
-        assert!(matches!(r, Err(Error::Timeout(_))), "a 96 MiB file mapping in steps past a 2 ms deadline: {r:?}");
+        assert!(matches!(r, Ok(Some(a)) if a & 0xfff == 0), "a 96 MiB file mapping: {r:?}");
         let mut vm = paused_with(512 << 20, vec![]);
         let a = anon(&mut vm, 160 << 20);
         anon(&mut vm, 4096); // just below it: no room to grow in place
