@@ -21,6 +21,9 @@ use vm_memory::{Bytes, VolatileMemory, VolatileSlice};
 use crate::error::{Error, Result};
 use crate::layout::{page_down, page_up, AddressSpace, PAGE_SIZE};
 
+/// Most file-backed ranges one machine's memory has (see [`GuestMemory::map_file`]).
+const MAX_FILE_MAPPINGS: usize = 1024;
+
 /// A snapshot image a private mapping is made of: its memfd and the ranges of it holding data.
 type ImageBacking = (File, Vec<(u64, u64)>);
 
@@ -347,6 +350,11 @@ impl GuestMemory {
     /// (0 if the host refused; the caller then copies). The range counts as written by the host
     /// (a reset puts the snapshot's contents back).
     pub fn map_file(&self, gpa: u64, len: u64, fd: RawFd, offset: u64, file_size: u64) -> u64 {
+        // Each one is a host mapping of its own (and splits the guest memory's): beyond this
+        // many the file is copied, so a guest cannot use up the host process's map count.
+        if self.overlays.lock().unwrap_or_else(|e| e.into_inner()).len() >= MAX_FILE_MAPPINGS {
+            return 0;
+        }
         let len = len.min(page_up(file_size.saturating_sub(offset)).unwrap_or(0));
         let Some(end) = gpa.checked_add(len).filter(|&e| e <= self.size) else { return 0 };
         if len == 0 || !gpa.is_multiple_of(PAGE_SIZE) || !offset.is_multiple_of(PAGE_SIZE) || i64::try_from(offset).is_err() {
@@ -390,7 +398,9 @@ impl GuestMemory {
         }
         let hits: Vec<(u64, u64)> = {
             let mut overlays = self.overlays.lock().unwrap_or_else(|e| e.into_inner());
-            let hits: Vec<(u64, u64)> = overlays.range(..end).filter(|(_, &e)| e > start).map(|(&s, &e)| (s, e)).collect();
+            // The one that starts before `start` and reaches into it, then those inside.
+            let before = overlays.range(..start).next_back().filter(|(_, &e)| e > start).map(|(&s, &e)| (s, e));
+            let hits: Vec<(u64, u64)> = before.into_iter().chain(overlays.range(start..end).map(|(&s, &e)| (s, e))).collect();
             for &(s, e) in &hits {
                 overlays.remove(&s);
                 if s < start {
@@ -488,8 +498,16 @@ impl GuestMemory {
         let pages = self.size / PAGE_SIZE;
         let private = self.is_private();
         // A file-backed range's pages the guest never wrote are the host page cache's (shared).
+        // Pages are visited in order, so one cursor walks the sorted ranges along.
         let overlays = self.overlay_list();
-        let in_overlay = |page: u64| overlays.iter().any(|&(s, e)| s <= page * PAGE_SIZE && page * PAGE_SIZE < e);
+        let mut cursor = 0usize;
+        let mut in_overlay = |page: u64| {
+            let at = page * PAGE_SIZE;
+            while cursor < overlays.len() && overlays[cursor].1 <= at {
+                cursor += 1;
+            }
+            overlays.get(cursor).is_some_and(|&(s, _)| s <= at)
+        };
         let mut buf = vec![0u8; 8 * 4096];
         let mut done = 0;
         while done < pages {
@@ -527,6 +545,14 @@ impl GuestMemory {
         let last = (start + len - 1).min(self.size - 1) / PAGE_SIZE;
         for page in first..=last {
             self.host_dirty[(page / 64) as usize].fetch_or(1 << (page % 64), Ordering::Relaxed);
+        }
+    }
+
+    /// Record every page set in `bitmap` as written by the host (a reset that could not finish
+    /// keeps what it still has to restore).
+    pub fn record_dirty(&self, bitmap: &[u64]) {
+        for (h, &w) in self.host_dirty.iter().zip(bitmap) {
+            h.fetch_or(w, Ordering::Relaxed);
         }
     }
 
@@ -666,8 +692,16 @@ impl GuestMemory {
     /// dropped, as on Linux); anything else reads as zero (see [`GuestMemory::discard`]).
     pub fn dont_need(&self, start: u64, end: u64) {
         let end = end.min(self.size);
+        if start >= end {
+            return;
+        }
         let mut at = start;
-        for (s, e) in self.overlay_list() {
+        let inside: Vec<(u64, u64)> = {
+            let overlays = self.overlays.lock().unwrap_or_else(|e| e.into_inner());
+            let before = overlays.range(..start).next_back().filter(|(_, &e)| e > start).map(|(&s, &e)| (s, e));
+            before.into_iter().chain(overlays.range(start..end).map(|(&s, &e)| (s, e))).collect()
+        };
+        for (s, e) in inside {
             let (s, e) = (s.max(start), e.min(end));
             if s >= e {
                 continue;

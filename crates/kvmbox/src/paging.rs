@@ -121,9 +121,12 @@ impl Tables {
         self.pt + chunk * PAGE_SIZE
     }
 
-    /// Write the tables for `regions` (which cover the layout's memory) into fresh, zeroed
-    /// memory. Returns CR3.
+    /// Write the tables for `regions` (which cover the layout's memory). Returns CR3. The whole
+    /// table area is cleared first: a snapshot file's image brings its own bytes there, and
+    /// no entry may come from the file (a directory entry beyond the memory could otherwise map
+    /// the system area for the guest).
     pub fn build(&self, mem: &GuestMemory, regions: &[Region]) -> Result<u64> {
+        mem.discard(self.pml4, self.end);
         let n_pdpt = (self.pd - self.pdpt) / PAGE_SIZE;
         let n_pd = (self.pt - self.pd) / PAGE_SIZE;
         let mut upper = vec![0u64; ((self.pd - self.pml4) / 8) as usize];
@@ -266,6 +269,23 @@ mod tests {
         let pt = walk(&mem, cr3, layout.sys.page_tables);
         assert!(pt & USER == 0 && pt & WRITABLE != 0, "page tables: supervisor read-write, for the commit stub");
         assert_eq!(walk(&mem, cr3, layout.guard_bottom), 0, "stack guard unmapped");
+    }
+
+    #[test]
+    fn build_ignores_whatever_the_table_area_held() {
+        // A snapshot file brings its own bytes: 64 MiB leave 480 directory entries of the last
+        // directory page beyond the memory, which must not come from the file.
+        let memory = 64 << 20;
+        let layout = Layout::new(memory);
+        let tables = Tables::new(&layout);
+        let mem = GuestMemory::new(memory).unwrap();
+        mem.write(tables.pml4, &vec![0xff; (tables.end - tables.pml4) as usize]).unwrap();
+        let cr3 = tables.build(&mem, &layout.regions(&[layout.stack_region()])).unwrap();
+        for chunk in memory / HUGE_PAGE_SIZE..ENTRIES {
+            assert_eq!(mem.read_u64(tables.pde(chunk)).unwrap(), 0, "directory entry {chunk}");
+        }
+        assert_eq!(walk(&mem, cr3, 0x40_0000), 0, "nothing mapped where the file said so");
+        assert_eq!(walk(&mem, cr3, memory + 0x1000), 0);
     }
 
     #[test]

@@ -12,7 +12,10 @@ use crate::memory::{read_space, UserMemory};
 /// At most this many objects are walked (a guest could make the chain a cycle).
 const MAX_OBJECTS: usize = 4096;
 /// Largest library file whose symbols are read.
-const MAX_LIBRARY: u64 = 512 << 20;
+const MAX_LIBRARY: u64 = 256 << 20;
+/// Most library files whose symbols one machine reads (until its next reset): the guest names
+/// the paths, so the host work and memory for lookups stay bounded.
+const MAX_LIBRARIES: usize = 256;
 
 /// `struct r_debug`: `int r_version` (padded to 8), then `struct link_map *r_map`.
 const R_MAP: u64 = 8;
@@ -56,6 +59,9 @@ impl Machine {
         let mut cache = self.library_symbols.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(s) = cache.get(path) {
             return Arc::clone(s);
+        }
+        if cache.len() >= MAX_LIBRARIES {
+            return Arc::default();
         }
         let mut bytes = Vec::new();
         if let Ok((fd, false)) = self.linux.policy.open(path, libc::O_RDONLY) {

@@ -128,7 +128,12 @@ impl Machine {
             self.system_state_lost = false;
         }
         // Page rights first, through the commit path (the stub needs the vCPU's tables intact).
-        self.restore_page_tables(&mut dirty, d.image.bytes(), &d.image.data_pages)?;
+        // Should that fail, the pages stay recorded for the next attempt.
+        let pending = dirty.clone();
+        if let Err(e) = self.restore_page_tables(&mut dirty, d.image.bytes(), &d.image.data_pages) {
+            self.mem.record_dirty(&pending);
+            return Err(e);
+        }
         // Files mapped since the snapshot: the memory's own backing goes back under them (their
         // pages are in the host-dirty set, so the snapshot's contents are restored below).
         self.mem.unmap_all_overlays();
@@ -156,6 +161,8 @@ impl Machine {
         self.state = State::Paused { resume: d.cpu.regs };
         self.stats = RunStats { pages_restored: restored as u64, ..RunStats::default() };
         self.reseed_pending = true;
+        // The guest may have loaded (or named) other libraries since: look them up afresh.
+        self.library_symbols = Default::default();
         Ok(restored)
     }
 

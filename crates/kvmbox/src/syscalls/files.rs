@@ -415,7 +415,10 @@ impl FilePolicy {
     /// is `/usr/lib/x86_64-linux-gnu` on a merged-/usr system. Links on kernel pseudo
     /// filesystems (`/proc/self/exe` and the like) are never followed: ENOENT. A component that
     /// does not exist ends the resolution (the open then fails with ENOENT where allowed).
-    pub fn resolve(path: &Path, follow_last: bool) -> std::result::Result<PathBuf, i32> {
+    /// Only components that can matter are looked at on the host — top-level entries (`/lib`),
+    /// allowed paths and the directories on the way to them — so a guest path never makes the
+    /// host touch anything else (a hung network mount, an automounter).
+    pub fn resolve(&self, path: &Path, follow_last: bool) -> std::result::Result<PathBuf, i32> {
         const MAX_LINKS: u32 = 40;
         let mut pending: Vec<std::ffi::OsString> = Vec::new();
         let push_rev = |pending: &mut Vec<std::ffi::OsString>, p: &Path| {
@@ -437,7 +440,9 @@ impl FilePolicy {
                 continue;
             }
             let candidate = out.join(&c);
-            if !exists || (pending.is_empty() && !follow_last) {
+            let relevant = candidate.parent() == Some(Path::new("/")) || self.covers(&candidate) || self.leads_to_allowed(&candidate);
+            if !exists || (pending.is_empty() && !follow_last) || !relevant {
+                exists &= relevant;
                 out = candidate;
                 continue;
             }
@@ -480,10 +485,18 @@ impl FilePolicy {
         Ok(out)
     }
 
-    /// The target of the symlink at `path`, if the directory holding the link is allowed;
-    /// EINVAL when it is not a link, as readlink gives.
+    /// The target of the symlink at `path`, if the link is allowed or leads into what is
+    /// (`/lib` → `usr/lib` on a merged-/usr system); EINVAL when it is not a link, as readlink
+    /// gives; ENOENT for anything else (no host symlink outside the guest's view shows).
     pub fn readlink(&self, path: &Path) -> std::result::Result<Vec<u8>, i32> {
-        let link = Self::resolve(path, false)?;
+        let link = self.resolve(path, false)?;
+        let target = self.resolve(path, true)?;
+        if Device::at(&link).is_some() {
+            return Err(errno::EINVAL);
+        }
+        if !self.covers(&link) && !self.covers(&target) && !self.leads_to_allowed(&target) {
+            return Err(errno::ENOENT);
+        }
         let (Some(parent), Some(name)) = (link.parent(), link.file_name()) else { return Err(errno::EINVAL) };
         let (dir, _) = self.lookup(parent, libc::O_RDONLY | libc::O_DIRECTORY)?;
         let name = CString::new(name.as_bytes()).map_err(|_| errno::EINVAL)?;
@@ -516,9 +529,10 @@ impl FilePolicy {
         self.find(path, guest_flags, true)
     }
 
-    /// True if `path` is a directory on the way to an allowed path (`/tmp` for `/tmp/x.json`).
+    /// True if `path` is a directory on the way to an allowed path (`/tmp` for `/tmp/x.json`),
+    /// or `/dev`, where the emulated devices live.
     fn leads_to_allowed(&self, path: &Path) -> bool {
-        self.allowed.iter().any(|a| a.path != path && a.path.starts_with(path))
+        path == Path::new("/dev") || self.allowed.iter().any(|a| a.path != path && a.path.starts_with(path))
     }
 
     /// `lookup`, and with `ancestors` also the directories on the way to allowed paths: they
@@ -531,7 +545,7 @@ impl FilePolicy {
         if wants_write {
             return Err(errno::EROFS); // the whole guest filesystem is read-only
         }
-        let resolved = Self::resolve(path, guest_flags & libc::O_NOFOLLOW == 0)?;
+        let resolved = self.resolve(path, guest_flags & libc::O_NOFOLLOW == 0)?;
         let path = resolved.as_path();
         if !self.covers(path) {
             if self.leads_to_allowed(path) {
@@ -765,6 +779,24 @@ impl FdTable {
         let mut table = FdTable { fds: Vec::new() };
         let mut descs: std::collections::HashMap<u64, super::ipc::Desc> = std::collections::HashMap::new();
         let mut pipes: std::collections::HashMap<u64, Arc<std::sync::Mutex<PipeBuffer>>> = std::collections::HashMap::new();
+        // Each buffer has at most one reading and one writing description, of one kind (pipe,
+        // stream socket, message socket), and a socket end reads and writes different buffers:
+        // a file that shares a buffer otherwise is refused (the same lock twice, or message
+        // lengths that do not match the bytes).
+        let mut roles: std::collections::HashMap<u64, (u8, u8, u8)> = std::collections::HashMap::new();
+        let bad = |what: &str| Error::InvalidArgument(format!("invalid snapshot file: {what}"));
+        let mut claim = |id: u64, reader: bool, kind: u8| -> Result<()> {
+            let r = roles.entry(id).or_insert((0, 0, kind));
+            if r.2 != kind {
+                return Err(bad("a buffer shared by different kinds of descriptors"));
+            }
+            let n = if reader { &mut r.0 } else { &mut r.1 };
+            *n = n.saturating_add(1);
+            if *n > 1 {
+                return Err(bad("a buffer with two readers or two writers"));
+            }
+            Ok(())
+        };
         for (slot, spec) in specs {
             let kind = match spec {
                 FdSpec::Local { desc, nonblock, object } => {
@@ -783,6 +815,19 @@ impl FdTable {
                             }))
                         }))
                     };
+                    match object {
+                        LocalSpec::PipeRead { pipe: id, .. } => claim(*id, true, 0)?,
+                        LocalSpec::PipeWrite { pipe: id, .. } => claim(*id, false, 0)?,
+                        LocalSpec::Socket { rx, tx, kind, .. } => {
+                            if rx.pipe == tx.pipe {
+                                return Err(bad("a socket reading and writing the same buffer"));
+                            }
+                            let k = if *kind == libc::SOCK_STREAM { 1 } else { 2 };
+                            claim(rx.pipe, true, k)?;
+                            claim(tx.pipe, false, k)?;
+                        }
+                        _ => {}
+                    }
                     let local = match object {
                         LocalSpec::PipeRead { pipe: id, data } => Local::PipeRead(pipe(*id, data, &[])),
                         LocalSpec::PipeWrite { pipe: id, data } => Local::PipeWrite(pipe(*id, data, &[])),

@@ -190,7 +190,7 @@ fn take_bytes(p: &mut PipeBuffer, ptr: *mut u8, len: usize, messages: bool, peek
         return if p.writers == 0 { Ok(0) } else { Err(errno::EAGAIN) };
     }
     // (Bytes without a recorded length in a message socket count as one message.)
-    let available = if messages { p.msgs.front().copied().unwrap_or(p.data.len()) } else { p.data.len() };
+    let available = if messages { p.msgs.front().copied().unwrap_or(p.data.len()) } else { p.data.len() }.min(p.data.len());
     let n = len.min(available);
     let (a, b) = p.data.as_slices();
     let from_a = n.min(a.len());
@@ -559,9 +559,11 @@ impl Linux {
         sets: [u64; 3],
         timeout: Option<Option<Instant>>,
     ) -> std::result::Result<Flow, i32> {
-        if n > super::files::MAX_FDS as u64 {
+        if (n as i32) < 0 {
             return Err(errno::EINVAL);
         }
+        // As Linux: descriptors beyond the table cannot be open, so the sets end there.
+        let n = n.min(super::files::MAX_FDS as u64);
         let bytes = n.div_ceil(64).saturating_mul(8) as usize;
         let read_set = |at: u64| -> std::result::Result<Vec<u8>, i32> {
             if at == 0 {

@@ -212,9 +212,12 @@ impl Mappings {
             if v.end > end {
                 self.maps.insert(end, v);
             }
-            let (a, b) = (s.max(start), v.end.min(end));
+            removed.push((s.max(start), v.end.min(end)));
+        }
+        // One change for the whole range (its gaps were unmapped already): the page tables
+        // take one rights change per syscall, not one per mapping it covered.
+        if let (Some(&(a, _)), Some(&(_, b))) = (removed.first(), removed.last()) {
             self.record(a, b, None);
-            removed.push((a, b));
         }
         removed
     }

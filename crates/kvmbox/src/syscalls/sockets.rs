@@ -80,6 +80,11 @@ impl Linux {
         if dest != 0 {
             return Err(libc::EISCONN);
         }
+        // A datagram goes whole or not at all (EMSGSIZE beyond a buffer); a stream takes a part.
+        let messages = matches!(&lock(&d).local, Local::Socket(s) if s.messages());
+        if messages && len > PIPE_CAPACITY as u64 {
+            return Err(libc::EMSGSIZE);
+        }
         let data = env.user().read_vec(buf, len.min(PIPE_CAPACITY as u64))?;
         Ok(self.send_local(&d, &data, flags))
     }
@@ -99,8 +104,9 @@ impl Linux {
         let len = len.min(super::MAX_RW_COUNT);
         let ptr = env.user().host_range(buf, len, true)?;
         let flow = self.receive_local(&d, ptr, len as usize, flags);
+        // The peer of a socket pair has no address: a length of 0, as Linux reports.
         if src != 0 && srclen != 0 && matches!(flow, Flow::Return(_)) {
-            self.unnamed_address(env, src, srclen)?;
+            env.user().write(srclen, &0u32.to_le_bytes())?;
         }
         Ok(flow)
     }
@@ -136,7 +142,12 @@ impl Linux {
             return Err(errno::EINVAL); // ancillary data (descriptor passing) is not supported
         }
         let mut data = Vec::new();
-        for (base, len) in self.message_iovecs(env, msg, false)? {
+        let iov = self.message_iovecs(env, msg, false)?;
+        let messages = matches!(&lock(&d).local, Local::Socket(s) if s.messages());
+        if messages && iov.iter().map(|&(_, l)| l).sum::<u64>() >= PIPE_CAPACITY as u64 {
+            return Err(libc::EMSGSIZE);
+        }
+        for (base, len) in iov {
             data.extend(env.user().read_vec(base, len)?);
         }
         Ok(self.send_local(&d, &data, flags))

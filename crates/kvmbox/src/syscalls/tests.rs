@@ -843,3 +843,37 @@ fn timerfds_and_signalfds_survive_a_snapshot_file() {
     assert_eq!(f.mem.read_u64(out).unwrap() as u32, libc::SIGUSR1 as u32);
     assert_eq!(f.ret(0, &[sfd, out, 128]), neg(errno::EAGAIN));
 }
+
+#[test]
+fn a_snapshot_cannot_make_buffers_shared_in_ways_no_syscall_could() {
+    use super::files::{FdSpec, FdTable, LocalSpec, PipeSpec};
+    let policy = FilePolicy::new(&[], std::path::Path::new("/")).expect("policy");
+    let end = |pipe: u64, data: &[u8], msgs: Vec<u64>| PipeSpec { pipe, data: data.to_vec(), msgs };
+    let socket = |desc: u64, rx: PipeSpec, tx: PipeSpec, kind: i32| FdSpec::Local {
+        desc,
+        nonblock: false,
+        object: LocalSpec::Socket { rx, tx, kind, shut_rd: false, shut_wr: false },
+    };
+    // A socket reading and writing one buffer (its two locks would be one lock, taken twice).
+    let same = vec![(3, socket(0, end(7, b"", vec![]), end(7, b"", vec![]), libc::SOCK_STREAM))];
+    assert!(FdTable::rebuild(&same, &policy).is_err());
+    // A datagram buffer also read as a pipe (message lengths would no longer match the bytes).
+    let mixed = vec![
+        (3, socket(0, end(7, b"abc", vec![3]), end(8, b"", vec![]), libc::SOCK_DGRAM)),
+        (4, FdSpec::Local { desc: 1, nonblock: false, object: LocalSpec::PipeRead { pipe: 7, data: vec![] } }),
+    ];
+    assert!(FdTable::rebuild(&mixed, &policy).is_err());
+    // Two readers of one pipe.
+    let two = vec![
+        (3, FdSpec::Local { desc: 0, nonblock: false, object: LocalSpec::PipeRead { pipe: 1, data: vec![] } }),
+        (4, FdSpec::Local { desc: 1, nonblock: false, object: LocalSpec::PipeRead { pipe: 1, data: vec![] } }),
+    ];
+    assert!(FdTable::rebuild(&two, &policy).is_err());
+    // What a socketpair really makes is fine, and a dup'ed descriptor shares its description.
+    let pair = vec![
+        (3, socket(0, end(1, b"", vec![]), end(2, b"hi", vec![2]), libc::SOCK_DGRAM)),
+        (4, socket(1, end(2, b"", vec![]), end(1, b"", vec![]), libc::SOCK_DGRAM)),
+        (5, socket(0, end(1, b"", vec![]), end(2, b"", vec![]), libc::SOCK_DGRAM)),
+    ];
+    assert!(FdTable::rebuild(&pair, &policy).is_ok());
+}
