@@ -13,8 +13,10 @@ use crate::memory::{read_space, UserMemory};
 const MAX_OBJECTS: usize = 4096;
 /// Largest library file whose symbols are read.
 const MAX_LIBRARY: u64 = 256 << 20;
-/// Most library files whose symbols one machine reads (until its next reset): the guest names
-/// the paths, so the host work and memory for lookups stay bounded.
+/// Most library files whose symbols one machine reads: the guest names the paths, so the host
+/// work and memory for lookups stay bounded. The cache outlives resets (every request after a
+/// reset looks up `kvmbox_reseed`, and reading the libraries again each time would cost
+/// milliseconds); a path is read once per machine.
 const MAX_LIBRARIES: usize = 256;
 
 /// `struct r_debug`: `int r_version` (padded to 8), then `struct link_map *r_map`.

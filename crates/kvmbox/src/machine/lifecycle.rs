@@ -161,8 +161,6 @@ impl Machine {
         self.state = State::Paused { resume: d.cpu.regs };
         self.stats = RunStats { pages_restored: restored as u64, ..RunStats::default() };
         self.reseed_pending = true;
-        // The guest may have loaded (or named) other libraries since: look them up afresh.
-        self.library_symbols = Default::default();
         Ok(restored)
     }
 
