@@ -251,22 +251,35 @@ impl GuestMemory {
         Ok(mem)
     }
 
+    /// Replace `[start, end)` of this memory's host mapping, in place, with a new mapping:
+    /// `share` (MAP_SHARED or MAP_PRIVATE) of `fd` from `offset`, or anonymous memory when
+    /// `fd` is -1. The one place guest memory is remapped; KVM's MMU notifier drops the
+    /// guest's translations of the old pages. False if the host refused.
+    fn map_over(&self, start: u64, end: u64, share: i32, fd: RawFd, offset: u64) -> bool {
+        let end = end.min(self.size);
+        if start >= end || i64::try_from(offset).is_err() {
+            return false;
+        }
+        let anonymous = if fd < 0 { libc::MAP_ANONYMOUS } else { 0 };
+        // SAFETY: whole pages inside our own mapping (start < end ≤ size) are replaced in
+        // place; nothing else refers to them but the guest, which is stopped.
+        let addr = unsafe {
+            libc::mmap(
+                self.host_base().add(start as usize).cast(),
+                (end - start) as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                share | anonymous | libc::MAP_FIXED | libc::MAP_NORESERVE,
+                fd,
+                offset as i64,
+            )
+        };
+        addr != libc::MAP_FAILED
+    }
+
     /// Map the data extents of `memfd` privately over this (anonymous) mapping.
     fn map_image(&self, memfd: &File, extents: &[(u64, u64)]) -> Result<()> {
         for &(start, end) in extents {
-            // SAFETY: replaces part of our own mapping, in place, with a private mapping of
-            // the same range of the image; KVM's MMU notifier drops stale mappings.
-            let addr = unsafe {
-                libc::mmap(
-                    self.host_base().add(start as usize).cast(),
-                    (end - start) as usize,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_NORESERVE | libc::MAP_FIXED,
-                    memfd.as_raw_fd(),
-                    start as i64,
-                )
-            };
-            if addr == libc::MAP_FAILED {
+            if !self.map_over(start, end, libc::MAP_PRIVATE, memfd.as_raw_fd(), start) {
                 return Err(Error::OutOfMemory(format!("mapping the snapshot image: {}", std::io::Error::last_os_error())));
             }
         }
@@ -322,18 +335,8 @@ impl GuestMemory {
     /// Map `memfd` (a snapshot image of the same size, data in `extents`) privately in place
     /// of this memory.
     pub fn remap_private(&self, memfd: &File, extents: &[(u64, u64)]) -> Result<()> {
-        // SAFETY: same address and length as our mapping: fresh anonymous zero pages first.
-        let addr = unsafe {
-            libc::mmap(
-                self.host_base().cast(),
-                self.size as usize,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
-                -1,
-                0,
-            )
-        };
-        if addr == libc::MAP_FAILED {
+        // Fresh anonymous zero pages first, then the image's data over them.
+        if !self.map_over(0, self.size, libc::MAP_PRIVATE, -1, 0) {
             return Err(Error::OutOfMemory(format!("remapping guest memory: {}", std::io::Error::last_os_error())));
         }
         self.map_image(memfd, extents)?;
@@ -361,24 +364,13 @@ impl GuestMemory {
             return 0;
         }
         self.unmap_overlays(gpa, end);
-        // SAFETY: replaces whole pages of our own mapping, in place, with a private mapping of an
-        // open file; KVM's MMU notifier drops the guest's stale translations of the old pages.
-        let addr = unsafe {
-            libc::mmap(
-                self.host_base().add(gpa as usize).cast(),
-                len as usize,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_FIXED | libc::MAP_NORESERVE,
-                fd,
-                offset as i64,
-            )
-        };
-        if addr == libc::MAP_FAILED {
+        if !self.map_over(gpa, end, libc::MAP_PRIVATE, fd, offset) {
             // MAP_FIXED failed: the old mapping may be gone; put the normal backing back.
             self.restore_backing(gpa, end);
             return 0;
         }
-        dont_fork(addr.cast(), len);
+        // SAFETY: an address inside our own mapping.
+        dont_fork(unsafe { self.host_base().add(gpa as usize) }, len);
         self.mark_dirty(gpa, len);
         self.overlays.lock().unwrap_or_else(|e| e.into_inner()).insert(gpa, end);
         len
@@ -426,53 +418,22 @@ impl GuestMemory {
     /// Map the memory's own backing over `[start, end)` again: the memfd (shared memory), or
     /// anonymous memory with the snapshot image's data over it (private memory).
     fn restore_backing(&self, start: u64, end: u64) {
-        let at = |gpa: u64| {
-            // SAFETY: an address inside our own mapping.
-            unsafe { self.host_base().add(gpa as usize) }
-        };
-        // SAFETY (both mmaps): same-place replacement of whole pages of our own mapping.
         if !self.is_private() {
-            unsafe {
-                libc::mmap(
-                    at(start).cast(),
-                    (end - start) as usize,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_SHARED | libc::MAP_FIXED | libc::MAP_NORESERVE,
-                    self.memfd(),
-                    start as i64,
-                )
-            };
+            self.map_over(start, end, libc::MAP_SHARED, self.memfd(), start);
         } else {
-            unsafe {
-                libc::mmap(
-                    at(start).cast(),
-                    (end - start) as usize,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED | libc::MAP_NORESERVE,
-                    -1,
-                    0,
-                )
-            };
+            self.map_over(start, end, libc::MAP_PRIVATE, -1, 0);
             let image = self.image.lock().unwrap_or_else(|e| e.into_inner());
             if let Some((file, extents)) = &*image {
                 for &(s, e) in extents {
                     let (s, e) = (s.max(start), e.min(end));
                     if s < e {
-                        unsafe {
-                            libc::mmap(
-                                at(s).cast(),
-                                (e - s) as usize,
-                                libc::PROT_READ | libc::PROT_WRITE,
-                                libc::MAP_PRIVATE | libc::MAP_FIXED | libc::MAP_NORESERVE,
-                                file.as_raw_fd(),
-                                s as i64,
-                            )
-                        };
+                        self.map_over(s, e, libc::MAP_PRIVATE, file.as_raw_fd(), s);
                     }
                 }
             }
         }
-        dont_fork(at(start), end - start);
+        // SAFETY: an address inside our own mapping.
+        dont_fork(unsafe { self.host_base().add(start as usize) }, end - start);
     }
 
     /// A new descriptor of the memfd behind this memory (its own, or the image it maps).
