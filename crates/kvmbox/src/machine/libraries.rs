@@ -4,8 +4,6 @@
 //! order, and forks, resets and snapshot files need nothing of their own. Each library's
 //! symbols are read once from its file, through the file policy like any guest open.
 
-use std::io::Read;
-
 use super::*;
 use crate::memory::{read_space, UserMemory};
 
@@ -65,10 +63,7 @@ impl Machine {
         if cache.len() >= MAX_LIBRARIES {
             return Arc::default();
         }
-        let mut bytes = Vec::new();
-        if let Ok((fd, false)) = self.linux.policy.open(path, libc::O_RDONLY) {
-            let _ = std::fs::File::from(fd).take(MAX_LIBRARY).read_to_end(&mut bytes);
-        }
+        let bytes = self.linux.policy.read_file(path, MAX_LIBRARY).unwrap_or_default();
         let symbols = Arc::new(crate::elf::shared_object_symbols(&bytes));
         cache.insert(path.to_path_buf(), Arc::clone(&symbols));
         symbols

@@ -481,22 +481,10 @@ const MAX_INTERPRETER: u64 = 64 << 20;
 /// Read the interpreter a dynamic executable names, as the guest would open it: through the
 /// file policy (so it must be allowed, e.g. with `system_libraries()`), symlinks followed.
 fn read_interpreter(policy: &FilePolicy, path: &str) -> Result<Vec<u8>> {
-    use std::io::Read;
-    let denied = |why: String| {
+    policy.read_file(Path::new(path), MAX_INTERPRETER).map_err(|e| {
         Error::Elf(format!(
-            "this dynamic executable needs its interpreter {path}, which {why} (allow it with allowRead, e.g. systemLibraries())"
+            "this dynamic executable needs its interpreter {path}, which cannot be read ({}) (allow it with allowRead, e.g. systemLibraries())",
+            crate::syscalls::errno_name(e)
         ))
-    };
-    let (fd, is_dir) = policy
-        .open(Path::new(path), libc::O_RDONLY)
-        .map_err(|e| denied(format!("cannot be opened ({})", crate::syscalls::errno_name(e))))?;
-    if is_dir {
-        return Err(denied("is a directory".into()));
-    }
-    let mut bytes = Vec::new();
-    std::fs::File::from(fd).take(MAX_INTERPRETER + 1).read_to_end(&mut bytes).map_err(|e| denied(format!("cannot be read ({e})")))?;
-    if bytes.len() as u64 > MAX_INTERPRETER {
-        return Err(denied("is too large".into()));
-    }
-    Ok(bytes)
+    })
 }

@@ -522,6 +522,23 @@ impl FilePolicy {
         Ok((reopen(handle.as_raw_fd(), is_dir)?, is_dir))
     }
 
+    /// The contents of the regular file at `path`, opened as the guest would open it: errno
+    /// on denial or failure, EISDIR for a directory, EFBIG beyond `max` bytes (never more is
+    /// read into host memory).
+    pub fn read_file(&self, path: &Path, max: u64) -> std::result::Result<Vec<u8>, i32> {
+        use std::io::Read;
+        let (fd, is_dir) = self.open(path, libc::O_RDONLY)?;
+        if is_dir {
+            return Err(libc::EISDIR);
+        }
+        let mut bytes = Vec::new();
+        std::fs::File::from(fd).take(max.saturating_add(1)).read_to_end(&mut bytes).map_err(|e| e.raw_os_error().unwrap_or(errno::EIO))?;
+        if bytes.len() as u64 > max {
+            return Err(libc::EFBIG);
+        }
+        Ok(bytes)
+    }
+
     /// What `open` checks, without opening the file for reading: an O_PATH descriptor of the
     /// allowed regular file or directory at `path` (enough for stat, and no read permission
     /// needed, as with stat natively), and whether it is a directory.

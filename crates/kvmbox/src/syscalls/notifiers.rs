@@ -33,16 +33,9 @@ impl TimerFd {
     /// Count the expirations due by `now` and reload a periodic timer; true if any.
     pub fn expire(&mut self, now: Instant) -> bool {
         let Some(next) = self.next.filter(|n| *n <= now) else { return false };
-        let periods = if self.interval.is_zero() {
-            self.next = None;
-            1
-        } else {
-            let missed = now.saturating_duration_since(next).as_nanos().checked_div(self.interval.as_nanos()).unwrap_or(0);
-            let k = u64::try_from(missed).unwrap_or(u64::MAX).saturating_add(1);
-            self.next = next.checked_add(self.interval.saturating_mul(u32::try_from(k).unwrap_or(u32::MAX)));
-            k
-        };
-        self.expirations = self.expirations.saturating_add(periods);
+        let (missed, reloaded) = super::signals::reload(next, self.interval, now);
+        self.next = reloaded;
+        self.expirations = self.expirations.saturating_add(missed).saturating_add(1);
         true
     }
 }

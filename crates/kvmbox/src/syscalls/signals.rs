@@ -767,14 +767,9 @@ impl Linux {
         let mut due = Vec::new();
         for t in &mut self.timers {
             let Some(next) = t.next.filter(|n| *n <= now) else { continue };
-            t.next = if t.interval.is_zero() {
-                None
-            } else {
-                let periods = now.saturating_duration_since(next).as_nanos().checked_div(t.interval.as_nanos()).unwrap_or(0);
-                t.overrun = t.overrun.saturating_add(u64::try_from(periods).unwrap_or(u64::MAX));
-                let skip = t.interval.saturating_mul(u32::try_from(periods.saturating_add(1)).unwrap_or(u32::MAX));
-                next.checked_add(skip)
-            };
+            let (missed, reloaded) = reload(next, t.interval, now);
+            t.overrun = t.overrun.saturating_add(missed);
+            t.next = reloaded;
             if t.signo != 0 {
                 due.push(t.clone());
             }
@@ -1002,4 +997,17 @@ fn itimerspec((value, interval): (Duration, Duration)) -> [i64; 4] {
     let (a, b) = ts(interval);
     let (c, d) = ts(value);
     [a, b, c, d]
+}
+
+/// A timer due at `next` (≤ `now`) with period `interval` (zero: one-shot): how many further
+/// periods passed unseen by `now`, and when it is due again (None: a one-shot is done). Missed
+/// periods are counted arithmetically, never looped over.
+pub(super) fn reload(next: Instant, interval: Duration, now: Instant) -> (u64, Option<Instant>) {
+    if interval.is_zero() {
+        return (0, None);
+    }
+    let missed = now.saturating_duration_since(next).as_nanos().checked_div(interval.as_nanos()).unwrap_or(0);
+    let missed = u64::try_from(missed).unwrap_or(u64::MAX);
+    let skip = interval.saturating_mul(u32::try_from(missed.saturating_add(1)).unwrap_or(u32::MAX));
+    (missed, next.checked_add(skip))
 }

@@ -81,7 +81,7 @@ impl Linux {
             return Err(libc::EISCONN);
         }
         // A datagram goes whole or not at all (EMSGSIZE beyond a buffer); a stream takes a part.
-        let messages = matches!(&lock(&d).local, Local::Socket(s) if s.messages());
+        let messages = keeps_messages(&d);
         if messages && len > PIPE_CAPACITY as u64 {
             return Err(libc::EMSGSIZE);
         }
@@ -143,7 +143,7 @@ impl Linux {
         }
         let mut data = Vec::new();
         let iov = self.message_iovecs(env, msg, false)?;
-        let messages = matches!(&lock(&d).local, Local::Socket(s) if s.messages());
+        let messages = keeps_messages(&d);
         if messages && iov.iter().map(|&(_, l)| l).sum::<u64>() >= PIPE_CAPACITY as u64 {
             return Err(libc::EMSGSIZE);
         }
@@ -255,4 +255,9 @@ impl Linux {
         env.user().write(len_at, &2u32.to_le_bytes())?;
         Ok(())
     }
+}
+
+/// True for a datagram or seqpacket socket end (a message goes whole or not at all).
+fn keeps_messages(d: &Desc) -> bool {
+    matches!(&lock(d).local, Local::Socket(s) if s.messages())
 }
