@@ -25,6 +25,10 @@ Options for run (also as --option=value):
                       may be repeated
   --allow-system-libs let the guest read what a dynamic executable's loader needs (ld.so,
                       /etc/ld.so.cache, the library directories)
+  --mount GUEST=SRC   a writable in-memory directory at GUEST: SRC 'memory' for an empty one, or a
+                      host directory shown there read-only underneath (writes stay in memory);
+                      may be repeated. /tmp is one by default. Nothing is written to the host.
+  --fs-limit MIB      most MiB the in-memory files may hold (default 64)
   --env KEY=VALUE     set a variable in the guest's environment (may be repeated)
   --inherit-env       pass this process's whole environment to the guest
   --trace             print every syscall the guest makes to stderr
@@ -46,6 +50,8 @@ const RUN_OPTIONS = {
   memory: { type: 'string' },
   'allow-read': { type: 'string', multiple: true },
   'allow-system-libs': { type: 'boolean' },
+  mount: { type: 'string', multiple: true },
+  'fs-limit': { type: 'string' },
   env: { type: 'string', multiple: true },
   'inherit-env': { type: 'boolean' },
   trace: { type: 'boolean' },
@@ -124,6 +130,14 @@ async function runCommand(argv: string[]): Promise<number> {
   }
   const timeout = number('timeout', values.timeout, (n) => Number.isFinite(n) && n > 0, 'a positive number of milliseconds')
   const mib = number('memory', values.memory, (n) => Number.isSafeInteger(n) && n > 0, 'a positive whole number of MiB')
+  const fsMib = number('fs-limit', values['fs-limit'], (n) => Number.isSafeInteger(n) && n >= 0, 'a whole number of MiB')
+  const mounts: Record<string, { memory: true } | { host: string }> = {}
+  for (const m of values.mount ?? []) {
+    const eq = m.indexOf('=')
+    if (eq <= 0 || eq === m.length - 1) fail('--mount needs GUEST=memory or GUEST=HOSTDIR')
+    const src = m.slice(eq + 1)
+    mounts[m.slice(0, eq)] = src === 'memory' ? { memory: true } : { host: src }
+  }
   const gdbPort = number('gdb', values.gdb, (n) => Number.isInteger(n) && n >= 0 && n <= 65535, 'a TCP port number')
   const env: Record<string, string> = {}
   for (const kv of values.env ?? []) {
@@ -149,6 +163,8 @@ async function runCommand(argv: string[]): Promise<number> {
       hugepages: values.hugepages ?? false,
       seccomp,
       allowRead: [...(values['allow-system-libs'] ? systemLibraries() : []), ...(values['allow-read'] ?? [])],
+      mounts,
+      fsLimit: fsMib === undefined ? undefined : fsMib * 1024 * 1024,
       stdin: 'inherit',
       stdout: output,
       stderr: output,

@@ -29,6 +29,19 @@ export interface MachineOptions {
   /** Host files or directories (with everything below them) the guest may open read-only. */
   allowRead?: string[]
   /**
+   * Writable in-memory directories, by guest path: `{ memory: true }` is an empty one,
+   * `{ host: './data' }` shows a host directory there, read-only underneath (what the guest
+   * writes stays in memory). `/tmp` is always one (over what `allowRead` shows of /tmp) unless
+   * named here. Nothing is ever written to the host; forks, resets and snapshots include the
+   * files. Example: `{ '/work': { memory: true }, '/data': { host: './data' } }`.
+   */
+  mounts?: Record<string, MountOption>
+  /**
+   * Most bytes the in-memory files may hold (contents, plus 256 bytes per file or directory
+   * and the names); past it writes fail with ENOSPC. Default 64 MiB.
+   */
+  fsLimit?: number
+  /**
    * Trace every syscall the guest makes (host calls included): `true` prints them to this
    * process's stderr; a function gets each one as `{ nr, name, args, result }` instead (on the
    * JS thread; a throw is ignored). Forks and loaded snapshots keep it.
@@ -52,6 +65,9 @@ export interface MachineOptions {
    */
   seccomp?: boolean
 }
+
+/** What a guest directory in {@link MachineOptions.mounts} holds. */
+export type MountOption = { memory: true } | { host: string }
 
 interface RunResultBase {
   /** Captured stdout ('pipe' mode; empty otherwise). */
@@ -292,7 +308,7 @@ export function probe(): ProbeResult {
 }
 
 /** Options of {@link Snapshot.load}. */
-export type LoadOptions = Pick<MachineOptions, 'allowRead' | 'stdout' | 'stderr' | 'timeout' | 'trace' | 'outputLimit' | 'seccomp'> & {
+export type LoadOptions = Pick<MachineOptions, 'allowRead' | 'mounts' | 'fsLimit' | 'stdout' | 'stderr' | 'timeout' | 'trace' | 'outputLimit' | 'seccomp'> & {
   /** Host-call handlers for every fork, by syscall number (they are not part of the file). */
   handlers?: Record<number, HostCallHandler>
 }
@@ -333,6 +349,8 @@ const MACHINE_OPTIONS = [
   'stdout',
   'stderr',
   'allowRead',
+  'mounts',
+  'fsLimit',
   'trace',
   'exePath',
   'outputLimit',
@@ -342,8 +360,28 @@ const MACHINE_OPTIONS = [
 const RUN_OPTIONS = ['timeout', 'signal'] as const
 const CALL_OPTIONS = ['timeout', 'signal'] as const
 /** @internal */
-export const LOAD_OPTIONS = ['allowRead', 'stdout', 'stderr', 'timeout', 'trace', 'outputLimit', 'seccomp'] as const
+export const LOAD_OPTIONS = ['allowRead', 'mounts', 'fsLimit', 'stdout', 'stderr', 'timeout', 'trace', 'outputLimit', 'seccomp'] as const
 const LOAD_KEYS = [...LOAD_OPTIONS, 'handlers'] as const
+
+/** The `mounts` option as the binding takes it, checked. */
+function mountList(mounts: unknown): N.NativeMount[] {
+  if (mounts === undefined) return []
+  if (typeof mounts !== 'object' || mounts === null || Array.isArray(mounts))
+    throw new InvalidArgumentError(`mounts must be an object of guest path → { memory: true } or { host: path }, got ${show(mounts)}`)
+  return Object.entries(mounts).map(([path, m]) => {
+    checkPath(path, `mounts key ${JSON.stringify(path)}`)
+    if (typeof m !== 'object' || m === null) throw new InvalidArgumentError(`mounts[${JSON.stringify(path)}] must be { memory: true } or { host: path }`)
+    const keys = Object.keys(m)
+    if (keys.length === 1 && keys[0] === 'memory' && (m as { memory: unknown }).memory === true) return { path }
+    if (keys.length === 1 && keys[0] === 'host') {
+      const host = (m as { host: unknown }).host
+      if (typeof host !== 'string' || host === '' || host.includes('\0'))
+        throw new InvalidArgumentError(`mounts[${JSON.stringify(path)}].host must be a host directory path`)
+      return { path, host }
+    }
+    throw new InvalidArgumentError(`mounts[${JSON.stringify(path)}] must be { memory: true } or { host: path }, got ${show(m)}`)
+  })
+}
 
 function toNativeOptions(opts: MachineOptions, defaultArgv0: string, allowed: readonly string[] = MACHINE_OPTIONS): N.NativeOptions {
   checkKeys(opts, allowed, 'machine')
@@ -374,6 +412,10 @@ function toNativeOptions(opts: MachineOptions, defaultArgv0: string, allowed: re
   if (opts.memory !== undefined && (!Number.isSafeInteger(opts.memory) || opts.memory <= 0)) {
     throw new InvalidArgumentError(`memory must be a positive integer number of bytes, got ${show(opts.memory)}`)
   }
+  if (opts.fsLimit !== undefined && (!Number.isSafeInteger(opts.fsLimit) || opts.fsLimit < 0)) {
+    throw new InvalidArgumentError(`fsLimit must be a non-negative integer number of bytes, got ${show(opts.fsLimit)}`)
+  }
+  const mounts = mountList(opts.mounts)
   if (opts.outputLimit !== undefined && (!Number.isSafeInteger(opts.outputLimit) || opts.outputLimit < 0)) {
     throw new InvalidArgumentError(`outputLimit must be a non-negative integer number of bytes, got ${show(opts.outputLimit)}`)
   }
@@ -397,6 +439,8 @@ function toNativeOptions(opts: MachineOptions, defaultArgv0: string, allowed: re
     stdout: mode(opts.stdout),
     stderr: mode(opts.stderr),
     allowRead: opts.allowRead ?? [],
+    mounts,
+    fsLimit: opts.fsLimit,
     trace: opts.trace !== undefined && opts.trace !== false,
     exePath: opts.exePath,
     outputLimit: opts.outputLimit,

@@ -19,11 +19,21 @@ pub struct NativeOptions {
     pub stdout: String,
     pub stderr: String,
     pub allow_read: Vec<String>,
+    pub mounts: Vec<NativeMount>,
+    pub fs_limit: Option<f64>,
     pub trace: Option<bool>,
     pub exe_path: Option<String>,
     pub output_limit: Option<f64>,
     pub hugepages: Option<bool>,
     pub seccomp: Option<bool>,
+}
+
+/// One in-memory mount: at guest `path`, over the host directory `host` (read-only
+/// underneath), or empty when `host` is not given.
+#[napi(object)]
+pub struct NativeMount {
+    pub path: String,
+    pub host: Option<String>,
 }
 
 /// The stable code of every error kvmbox throws — the one list the SDK's error classes are keyed
@@ -209,6 +219,12 @@ pub(crate) fn core_options(o: NativeOptions) -> std::result::Result<MachineOptio
         stdout: output_mode(&o.stdout, 1, limit)?,
         stderr: output_mode(&o.stderr, 2, limit)?,
         allow_read: o.allow_read,
+        mounts: o
+            .mounts
+            .into_iter()
+            .map(|m| (m.path, m.host.map_or(kvmbox::MountSpec::Memory, |h| kvmbox::MountSpec::Host(h.into()))))
+            .collect(),
+        fs_limit: o.fs_limit.map(|l| byte_count("fsLimit", l)).transpose()?.unwrap_or(kvmbox::DEFAULT_FS_LIMIT),
         trace: o.trace.unwrap_or(false),
         exe_path: o.exe_path,
         cwd: None,

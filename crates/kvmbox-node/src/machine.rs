@@ -32,6 +32,8 @@ fn load_options(options: NativeOptions) -> std::result::Result<kvmbox::LoadOptio
     let o = core_options(options)?;
     Ok(kvmbox::LoadOptions {
         allow_read: o.allow_read,
+        mounts: o.mounts,
+        fs_limit: o.fs_limit,
         stdout: o.stdout,
         stderr: o.stderr,
         timeout: o.timeout,

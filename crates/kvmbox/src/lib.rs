@@ -52,4 +52,5 @@ pub use machine::{
 pub use memory::{Efault, HugePages, MemoryView, WeakMemoryView};
 pub use snapshot::{LoadOptions, Snapshot};
 pub use syscalls::files::{system_libraries, Input, Output};
+pub use syscalls::memfs::{MountSpec, DEFAULT_LIMIT as DEFAULT_FS_LIMIT};
 pub use vcpu::VmPool;

@@ -23,6 +23,7 @@ use crate::memory::GuestMemory;
 use crate::paging;
 use crate::snapfile::{self, Reader, Writer};
 use crate::syscalls::files::{FilePolicy, Input, Output};
+use crate::syscalls::memfs::MountSpec;
 use crate::syscalls::{Linux, LinuxState, ProcessConfig};
 use crate::vcpu::CpuState;
 
@@ -30,6 +31,11 @@ use crate::vcpu::CpuState;
 pub struct LoadOptions {
     /// Host files and directories the guest may open read-only.
     pub allow_read: Vec<String>,
+    /// The in-memory mounts, as the snapshot was made with (see `MachineOptions::mounts`): the
+    /// same guest paths and kinds, with this loader's host directories.
+    pub mounts: Vec<(String, MountSpec)>,
+    /// Most bytes the in-memory files may take; a snapshot with more fails to load.
+    pub fs_limit: u64,
     /// Where forks' stdout goes.
     pub stdout: Output,
     /// Where forks' stderr goes.
@@ -46,6 +52,8 @@ impl Default for LoadOptions {
     fn default() -> Self {
         LoadOptions {
             allow_read: Vec::new(),
+            mounts: Vec::new(),
+            fs_limit: crate::syscalls::memfs::DEFAULT_LIMIT,
             stdout: Output::capture(crate::DEFAULT_OUTPUT_LIMIT),
             stderr: Output::capture(crate::DEFAULT_OUTPUT_LIMIT),
             timeout: None,
@@ -199,7 +207,12 @@ impl Snapshot {
         regs.rflags = crate::arch::sysret_rflags(regs.rflags & !0x100);
         let (fs_base, gs_base): (u64, u64) = (r.pod()?, r.pod()?);
         let xsave = kvm_bindings::kvm_xsave { region: r.pod()?, ..Default::default() };
-        let linux_state = LinuxState::decode(&mut r, &layout)?;
+        // The loader's mounts (host directories resolved as it wrote them) are what the file's
+        // in-memory files must fit.
+        let loader_cwd =
+            std::env::current_dir().map_err(|e| Error::InvalidArgument(format!("no working directory to resolve mounts against: {e}")))?;
+        let fs = crate::syscalls::memfs::build(&opts.mounts, opts.fs_limit, &loader_cwd)?;
+        let linux_state = LinuxState::decode(&mut r, &layout, &fs)?;
         let exe_path = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(r.bytes()?));
         let cwd = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(r.bytes()?));
         if !exe_path.is_absolute() || !cwd.is_absolute() || !r.remaining().is_empty() {
@@ -235,6 +248,7 @@ impl Snapshot {
             stderr: opts.stderr,
             exe_path,
             cwd,
+            fs,
             memory,
             stack_size: layout.stack_size(),
             trace: opts.trace,

@@ -28,6 +28,7 @@ use crate::paging;
 use crate::snapshot::{Image, Snapshot, SnapshotData};
 use crate::stack;
 use crate::syscalls::files::{FilePolicy, Input, Output};
+use crate::syscalls::memfs::{self, MountSpec};
 use crate::syscalls::mm::Mappings;
 use crate::syscalls::{ExitStatus, Flow, Linux, ProcessConfig, SyscallEnv, UserCpu};
 use crate::timer;
@@ -67,6 +68,12 @@ pub struct MachineOptions {
     pub stderr: Output,
     /// Host files and directories the guest may open read-only.
     pub allow_read: Vec<String>,
+    /// In-memory mounts (guest path → what is there); `/tmp` is always one (over what
+    /// allowRead shows of /tmp) unless named here. See [`crate::syscalls::memfs`].
+    pub mounts: Vec<(String, MountSpec)>,
+    /// Most bytes the in-memory files may take (file contents, plus 256 per file and the
+    /// names): ENOSPC beyond.
+    pub fs_limit: u64,
     /// Print every syscall to the host's stderr.
     pub trace: bool,
     /// Absolute path the guest sees as its executable (readlink /proc/self/exe).
@@ -94,6 +101,8 @@ impl Default for MachineOptions {
             stdout: Output::capture(DEFAULT_OUTPUT_LIMIT),
             stderr: Output::capture(DEFAULT_OUTPUT_LIMIT),
             allow_read: Vec::new(),
+            mounts: Vec::new(),
+            fs_limit: crate::syscalls::memfs::DEFAULT_LIMIT,
             trace: false,
             exe_path: None,
             cwd: None,
@@ -313,6 +322,7 @@ impl Machine {
         if opts.args.is_empty() {
             opts.args.push(exe_path.clone());
         }
+        let fs = memfs::build(&opts.mounts, opts.fs_limit, &host_cwd)?;
         let cwd = opts.cwd.take().map(PathBuf::from).unwrap_or(host_cwd);
 
         let (mem, huge) = if opts.hugepages { GuestMemory::new_huge(memory)? } else { (GuestMemory::new(memory)?, HugePages::None) };
@@ -346,6 +356,7 @@ impl Machine {
             stderr: opts.stderr,
             exe_path: PathBuf::from(exe_path),
             cwd,
+            fs,
             memory,
             stack_size: layout.stack_size(),
             trace: opts.trace,

@@ -140,6 +140,8 @@ pub enum FdKind {
     Local(super::ipc::Desc),
     /// /dev/null, /dev/zero or /dev/urandom, emulated.
     Device(Device),
+    /// A file or directory of the in-memory filesystem.
+    Mem(super::memfs::MemDesc),
 }
 
 /// The character devices a guest may open, emulated in the machine (no host device is
@@ -209,6 +211,20 @@ pub enum FdSpec {
         offset: u64,
         handle: Option<Arc<OwnedFd>>,
     },
+    /// An in-memory file or directory: `desc` identifies its open file description (descriptors
+    /// with the same number share one).
+    Mem {
+        desc: u64,
+        ino: u64,
+        offset: u64,
+        read: bool,
+        write: bool,
+        append: bool,
+        /// The lower file it reads while its bytes are the lower layer's: the very file (as
+        /// for `File`), so a host that replaces it meanwhile does not change what forks read;
+        /// a snapshot loaded from a file reopens it.
+        lower: Option<Arc<OwnedFd>>,
+    },
     /// An in-machine object: `desc` identifies its open file description (descriptors with the
     /// same number share one), `pipe` its pipe (both ends share the bytes).
     Local {
@@ -277,6 +293,61 @@ fn reopen(fd: RawFd, is_dir: bool) -> std::result::Result<OwnedFd, i32> {
     }
     // SAFETY: fresh descriptor.
     Ok(unsafe { OwnedFd::from_raw_fd(n) })
+}
+
+/// openat2 of `rel` (empty: the directory itself) beneath `dirfd`: neither `..` nor a symlink
+/// leads out, no magic link is followed. The raw result (a descriptor or -1 with errno set).
+fn openat2_beneath(dirfd: RawFd, rel: &Path, flags: i32) -> std::result::Result<i32, i32> {
+    let rel = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
+    let c = CString::new(rel.as_os_str().as_bytes()).map_err(|_| errno::EINVAL)?;
+    let how = OpenHow { flags: flags as u64, mode: 0, resolve: RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS };
+    // SAFETY: openat2 with a valid dirfd, C string and open_how of the size passed.
+    Ok(unsafe { libc::syscall(libc::SYS_openat2, dirfd, c.as_ptr(), &how as *const OpenHow, std::mem::size_of::<OpenHow>()) as i32 })
+}
+
+/// Open `rel` beneath the host directory `dirfd` (a mounted host directory) with `flags`
+/// (O_CLOEXEC added): only a regular file or directory that is not on a kernel pseudo
+/// filesystem; an escape is ENOENT.
+pub(super) fn open_beneath(dirfd: RawFd, rel: &Path, flags: i32) -> std::result::Result<OwnedFd, i32> {
+    let path_flags = libc::O_PATH | libc::O_CLOEXEC | (flags & (libc::O_DIRECTORY | libc::O_NOFOLLOW));
+    let fd = openat2_beneath(dirfd, rel, path_flags)?;
+    if fd < 0 {
+        let e = std::io::Error::last_os_error().raw_os_error().unwrap_or(errno::ENOENT);
+        return Err(if e == libc::EXDEV { errno::ENOENT } else { e });
+    }
+    // SAFETY: fresh fd from openat2.
+    let handle = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat of our O_PATH handle into a local struct.
+    if unsafe { libc::fstat(handle.as_raw_fd(), &mut st) } != 0 {
+        return Err(errno::EIO);
+    }
+    let kind = st.st_mode & libc::S_IFMT;
+    if kind != libc::S_IFREG && kind != libc::S_IFDIR || pseudo_filesystem(handle.as_raw_fd())?.is_some() {
+        return Err(errno::ENOENT);
+    }
+    if flags & libc::O_PATH != 0 {
+        return Ok(handle);
+    }
+    // The very inode checked, now opened for reading.
+    reopen(handle.as_raw_fd(), kind == libc::S_IFDIR)
+}
+
+/// An O_PATH handle of the host directory `path` (absolute) to mount, refusing kernel pseudo
+/// filesystems as allowRead does.
+pub(super) fn host_dir_handle(path: &Path) -> std::result::Result<OwnedFd, String> {
+    let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| "a NUL in the path".to_string())?;
+    // SAFETY: O_PATH open of a C string (no side effects); owned below.
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error().to_string());
+    }
+    // SAFETY: fresh fd.
+    let handle = unsafe { OwnedFd::from_raw_fd(fd) };
+    if let Ok(Some(fs)) = pseudo_filesystem(handle.as_raw_fd()) {
+        return Err(format!("it is on {fs}, which guests may never read"));
+    }
+    Ok(handle)
 }
 
 /// Kernel pseudo filesystems whose files expose the host (its memory, environment, devices,
@@ -546,6 +617,11 @@ impl FilePolicy {
         self.find(path, guest_flags, true)
     }
 
+    /// True if the guest may see `path` at all: it is allowed, or on the way to something that is.
+    pub fn shows(&self, path: &Path) -> bool {
+        self.covers(path) || self.leads_to_allowed(path)
+    }
+
     /// True if `path` is a directory on the way to an allowed path (`/tmp` for `/tmp/x.json`),
     /// or `/dev`, where the emulated devices live.
     fn leads_to_allowed(&self, path: &Path) -> bool {
@@ -589,20 +665,8 @@ impl FilePolicy {
         for a in &self.allowed {
             let fd = match &a.dir {
                 Some(dirfd) if path.starts_with(&a.path) => {
-                    let rel = path.strip_prefix(&a.path).unwrap();
-                    let rel = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
-                    let c = CString::new(rel.as_os_str().as_bytes()).map_err(|_| errno::EINVAL)?;
-                    let how = OpenHow { flags: flags as u64, mode: 0, resolve: RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS };
-                    // SAFETY: openat2 with a valid dirfd, C string and open_how of the size passed.
-                    unsafe {
-                        libc::syscall(
-                            libc::SYS_openat2,
-                            dirfd.as_raw_fd(),
-                            c.as_ptr(),
-                            &how as *const OpenHow,
-                            std::mem::size_of::<OpenHow>(),
-                        ) as i32
-                    }
+                    let rel = path.strip_prefix(&a.path).unwrap_or(Path::new("."));
+                    openat2_beneath(dirfd.as_raw_fd(), rel, flags)?
                 }
                 None if path == a.path => {
                     let c = CString::new(a.path.as_os_str().as_bytes()).map_err(|_| errno::EINVAL)?;
@@ -672,6 +736,19 @@ impl FdTable {
         })
     }
 
+    /// The in-memory open files among the descriptors.
+    pub fn iter_mem(&self) -> impl Iterator<Item = super::memfs::MemDesc> + '_ {
+        self.fds.iter().filter_map(|k| match k {
+            Some(FdKind::Mem(d)) => Some(Arc::clone(d)),
+            _ => None,
+        })
+    }
+
+    /// True if a descriptor holds in-memory inode `ino` open.
+    pub fn mem_holds(&self, ino: u64) -> bool {
+        self.fds.iter().any(|k| matches!(k, Some(FdKind::Mem(d)) if super::ipc::lock(d).ino == ino))
+    }
+
     /// Install at the lowest free number ≥ `min`.
     pub fn insert(&mut self, kind: FdKind, min: usize) -> std::result::Result<u64, i32> {
         let slot = (min..MAX_FDS).find(|&i| self.fds.get(i).is_none_or(|f| f.is_none())).ok_or(errno::EMFILE)?;
@@ -706,6 +783,7 @@ impl FdTable {
             }
             FdKind::Local(d) => FdKind::Local(Arc::clone(d)),
             FdKind::Device(d) => FdKind::Device(*d),
+            FdKind::Mem(d) => FdKind::Mem(Arc::clone(d)),
         })
     }
 
@@ -778,6 +856,19 @@ impl FdTable {
                     FdKind::Stdout => FdSpec::Stdout,
                     FdKind::Stderr => FdSpec::Stderr,
                     FdKind::Device(d) => FdSpec::Device(*d),
+                    FdKind::Mem(d) => {
+                        let desc = id(&mut descs, Arc::as_ptr(d).cast());
+                        let o = super::ipc::lock(d);
+                        FdSpec::Mem {
+                            desc,
+                            ino: o.ino,
+                            offset: o.offset,
+                            read: o.read,
+                            write: o.write,
+                            append: o.append,
+                            lower: o.lower.clone(),
+                        }
+                    }
                     FdKind::File { host, path, is_dir } => {
                         // SAFETY: lseek on our own fd, only to read its position.
                         let offset = unsafe { libc::lseek(host.as_raw_fd(), 0, libc::SEEK_CUR) }.max(0) as u64;
@@ -790,11 +881,13 @@ impl FdTable {
             .collect()
     }
 
-    /// Rebuild a table from [`FdTable::describe`], reopening files through `policy`.
-    pub fn rebuild(specs: &[(usize, FdSpec)], policy: &FilePolicy) -> Result<FdTable> {
+    /// Rebuild a table from [`FdTable::describe`], reopening files through `policy`; in-memory
+    /// files are those of `fs` (the tree captured with the table).
+    pub fn rebuild(specs: &[(usize, FdSpec)], policy: &FilePolicy, fs: &super::memfs::MemFs) -> Result<FdTable> {
         use super::ipc::{Description, Local, PipeBuffer};
         let mut table = FdTable { fds: Vec::new() };
         let mut descs: std::collections::HashMap<u64, super::ipc::Desc> = std::collections::HashMap::new();
+        let mut mem_descs: std::collections::HashMap<u64, super::memfs::MemDesc> = std::collections::HashMap::new();
         let mut pipes: std::collections::HashMap<u64, Arc<std::sync::Mutex<PipeBuffer>>> = std::collections::HashMap::new();
         // Each buffer has at most one reading and one writing description, of one kind (pipe,
         // stream socket, message socket), and a socket end reads and writes different buffers:
@@ -875,6 +968,37 @@ impl FdTable {
                 FdSpec::Stdout => FdKind::Stdout,
                 FdSpec::Stderr => FdKind::Stderr,
                 FdSpec::Device(d) => FdKind::Device(*d),
+                FdSpec::Mem { desc, ino, offset, read, write, append, lower } => {
+                    if let Some(d) = mem_descs.get(desc) {
+                        FdKind::Mem(Arc::clone(d))
+                    } else {
+                        if fs.inode(*ino).is_none() {
+                            return Err(bad("a descriptor of an in-memory file that is not there"));
+                        }
+                        // Still the lower file's bytes: the very file open at the snapshot.
+                        let still_lower = matches!(fs.inode(*ino).map(|n| &n.data), Some(super::memfs::Data::Lower { .. }));
+                        let lower = match lower {
+                            Some(h) if still_lower => Some(Arc::clone(h)),
+                            _ if !*read => None,
+                            _ => fs
+                                .open_lower(policy, *ino)
+                                .map_err(|e| Error::InvalidState(format!("cannot reopen an in-memory file's lower file (errno {e})")))?
+                                .map(Arc::new),
+                        };
+                        let open = super::memfs::MemOpen {
+                            ino: *ino,
+                            offset: *offset,
+                            read: *read,
+                            write: *write,
+                            append: *append,
+                            lower,
+                            cursor: None,
+                        };
+                        let d = Arc::new(std::sync::Mutex::new(open));
+                        mem_descs.insert(*desc, Arc::clone(&d));
+                        FdKind::Mem(d)
+                    }
+                }
                 FdSpec::File { path, is_dir, offset, handle } => {
                     let flags = if *is_dir { libc::O_RDONLY | libc::O_DIRECTORY } else { libc::O_RDONLY };
                     let reopened = match handle {

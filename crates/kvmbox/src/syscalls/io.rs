@@ -3,6 +3,7 @@
 use std::os::fd::{AsRawFd, RawFd};
 
 use super::files::{self, Device, FdKind, Input};
+use super::memfs::MemDesc;
 use super::{err, errno, host_result, ret, Flow, Linux, SyscallEnv, MAX_RW_COUNT};
 use crate::error::Result;
 use crate::host::{Host, Stream};
@@ -29,6 +30,10 @@ impl Linux {
             Some(FdKind::Device(_)) => {
                 let total = parts.iter().fold(0u64, |sum, p| sum.saturating_add(p.len() as u64));
                 return Ok(Flow::Return(total));
+            }
+            Some(FdKind::Mem(d)) => {
+                let d = std::sync::Arc::clone(d);
+                return Ok(Flow::Return(ret(self.write_mem(&d, parts, None))));
             }
             Some(FdKind::Stdout) => (&mut self.stdout, Stream::Stdout),
             Some(FdKind::Stderr) => (&mut self.stderr, Stream::Stderr),
@@ -126,6 +131,10 @@ impl Linux {
         let Ok(ptr) = env.user().host_range(buf, len, true) else {
             return Ok(Flow::Return(if self.fds.get(fd).is_none() { err(errno::EBADF) } else { err(errno::EFAULT) }));
         };
+        if let Some(FdKind::Mem(d)) = self.fds.get(fd) {
+            let d = std::sync::Arc::clone(d);
+            return Ok(Flow::Return(ret(self.read_mem(&d, ptr, len, offset))));
+        }
         if let Some(FdKind::Local(d)) = self.fds.get(fd) {
             if offset.is_some() {
                 return Ok(Flow::Return(err(errno::ESPIPE)));
@@ -139,10 +148,82 @@ impl Linux {
         self.read_host(env, fd, ptr, len, offset).map(Flow::Return)
     }
 
+    /// read/pread of an in-memory file into the checked guest range `[ptr, ptr+len)`: from
+    /// its bytes, or while they are the lower layer's, from the lower file (at most 16 MiB at
+    /// once, a short read as a regular file may give).
+    fn read_mem(&mut self, d: &MemDesc, ptr: *mut u8, len: u64, offset: Option<u64>) -> std::result::Result<u64, i32> {
+        let mut o = super::ipc::lock(d);
+        if !o.read {
+            return Err(errno::EBADF);
+        }
+        if self.fs.inode(o.ino).is_none_or(super::memfs::Inode::is_dir) {
+            return Err(errno::EISDIR);
+        }
+        let at = offset.unwrap_or(o.offset);
+        if (at as i64) < 0 {
+            return Err(errno::EINVAL);
+        }
+        let len = len.min(16 << 20) as usize;
+        // SAFETY: the caller checked `[ptr, ptr+len)` is writable guest memory; nothing else
+        // touches it while the vCPU (on this thread) is stopped in this exit.
+        let buf = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
+        let n = match self.fs.read_at(o.ino, at, buf) {
+            Ok(n) => n,
+            Err(()) => {
+                let lower = o.lower.as_ref().ok_or(errno::EIO)?;
+                // SAFETY: pread from our own host descriptor into the same checked range.
+                let n = unsafe { libc::pread(lower.as_raw_fd(), ptr.cast(), len, at as i64) };
+                host_result(n as i64)? as usize
+            }
+        };
+        if offset.is_none() {
+            o.offset = at.saturating_add(n as u64);
+        }
+        Ok(n as u64)
+    }
+
+    /// write/pwrite of `parts` to an in-memory file (a lower file is copied up first); with
+    /// O_APPEND a write goes to the end.
+    pub(super) fn write_mem(&mut self, d: &MemDesc, parts: &[&[u8]], offset: Option<u64>) -> std::result::Result<u64, i32> {
+        let (ino, cur, append) = {
+            let o = super::ipc::lock(d);
+            if !o.write {
+                return Err(errno::EBADF);
+            }
+            (o.ino, o.offset, o.append)
+        };
+        if self.fs.inode(ino).is_some_and(|n| matches!(n.data, super::memfs::Data::Lower { .. })) {
+            self.fs.copy_up(&self.policy, ino)?;
+            self.drop_lower(ino);
+        }
+        let size = self.fs.inode(ino).map_or(0, super::memfs::Inode::size);
+        let mut at = match offset {
+            Some(off) if (off as i64) < 0 => return Err(errno::EINVAL),
+            Some(off) => off,
+            None if append => size,
+            None => cur,
+        };
+        let mut total = 0u64;
+        for p in parts.iter().filter(|p| !p.is_empty()) {
+            match self.fs.write(ino, at, p) {
+                Ok(n) => {
+                    at = at.saturating_add(n as u64);
+                    total = total.saturating_add(n as u64);
+                }
+                Err(_) if total > 0 => break,
+                Err(e) => return Err(e),
+            }
+        }
+        if offset.is_none() {
+            super::ipc::lock(d).offset = at;
+        }
+        Ok(total)
+    }
+
     /// read from stdin or a host file into the checked guest range `[ptr, ptr+len)`.
     fn read_host(&mut self, env: &SyscallEnv, fd: u64, ptr: *mut u8, len: u64, offset: Option<u64>) -> Result<u64> {
         Ok(match self.fds.get(fd) {
-            None | Some(FdKind::Local(_)) => err(errno::EBADF),
+            None | Some(FdKind::Local(_)) | Some(FdKind::Mem(_)) => err(errno::EBADF),
             Some(FdKind::Stdout) | Some(FdKind::Stderr) => err(errno::EBADF),
             Some(FdKind::Device(Device::Null)) => 0,
             Some(FdKind::Device(dev)) => {
@@ -242,7 +323,16 @@ impl Linux {
         Ok(Flow::Return(total))
     }
 
-    pub(super) fn pwrite(&self, fd: u64) -> std::result::Result<u64, i32> {
+    pub(super) fn pwrite(&mut self, env: &SyscallEnv, fd: u64, buf: u64, len: u64, offset: u64) -> std::result::Result<u64, i32> {
+        if let Some(FdKind::Mem(d)) = self.fds.get(fd) {
+            let d = std::sync::Arc::clone(d);
+            let len = len.min(MAX_RW_COUNT);
+            let ptr = env.user().host_range(buf, len, false)?;
+            // SAFETY: the range is checked and inside the guest mapping; nothing else writes it
+            // while the vCPU (on this thread) is stopped in this exit.
+            let data = unsafe { std::slice::from_raw_parts(ptr as *const u8, len as usize) };
+            return self.write_mem(&d, &[data], Some(offset));
+        }
         match self.fds.get(fd) {
             Some(FdKind::Device(_)) => Ok(0),
             None | Some(FdKind::Stdin) | Some(FdKind::File { .. }) => Err(errno::EBADF),
@@ -254,6 +344,25 @@ impl Linux {
         match self.fds.get(fd) {
             None => Err(errno::EBADF),
             Some(FdKind::Device(_)) => Ok(0),
+            Some(FdKind::Mem(d)) => {
+                let mut o = super::ipc::lock(d);
+                let size = self.fs.inode(o.ino).map_or(0, super::memfs::Inode::size) as i64;
+                let (off, cur) = (off as i64, o.offset as i64);
+                let new = match whence as i32 {
+                    libc::SEEK_SET => Some(off),
+                    libc::SEEK_CUR => cur.checked_add(off),
+                    libc::SEEK_END => size.checked_add(off),
+                    libc::SEEK_DATA if off >= size => return Err(libc::ENXIO),
+                    libc::SEEK_DATA => Some(off),
+                    libc::SEEK_HOLE if off >= size => return Err(libc::ENXIO),
+                    libc::SEEK_HOLE => Some(size),
+                    _ => return Err(errno::EINVAL),
+                };
+                let new = new.filter(|&n| n >= 0).ok_or(errno::EINVAL)?;
+                o.offset = new as u64;
+                o.cursor = None; // a directory listing goes on from entry `new` (rewinddir: 0)
+                Ok(new as u64)
+            }
             Some(FdKind::File { host, .. }) => {
                 // SAFETY: lseek on our own host fd.
                 let r = unsafe { libc::lseek(host.as_raw_fd(), off as i64, whence as i32) };
@@ -266,9 +375,13 @@ impl Linux {
     /// close: in-machine objects may change readiness (a pipe's last writer gone: EOF).
     pub(super) fn close_fd(&mut self, fd: u64) -> std::result::Result<u64, i32> {
         let local = matches!(self.fds.get(fd), Some(FdKind::Local(_)));
+        let mem = matches!(self.fds.get(fd), Some(FdKind::Mem(_)));
         let r = self.fds.close(fd);
         if local {
             self.io_changed();
+        }
+        if mem {
+            self.release_orphans();
         }
         r
     }
@@ -286,9 +399,18 @@ impl Linux {
         Ok(new)
     }
 
-    pub(super) fn fcntl(&mut self, fd: u64, cmd: u64, arg: u64) -> std::result::Result<u64, i32> {
+    pub(super) fn fcntl(&mut self, env: &SyscallEnv, fd: u64, cmd: u64, arg: u64) -> std::result::Result<u64, i32> {
         let kind = self.fds.get(fd).ok_or(errno::EBADF)?;
         match cmd as i32 {
+            c @ (libc::F_GETLK | libc::F_SETLK | libc::F_SETLKW | libc::F_OFD_GETLK | libc::F_OFD_SETLK | libc::F_OFD_SETLKW) => {
+                self.record_lock(env, fd, c, arg)
+            }
+            libc::F_SETFL if matches!(kind, FdKind::Mem(_)) => {
+                if let FdKind::Mem(d) = kind {
+                    super::ipc::lock(d).append = arg & libc::O_APPEND as u64 != 0;
+                }
+                Ok(0)
+            }
             libc::F_DUPFD | libc::F_DUPFD_CLOEXEC => {
                 let k = self.fds.duplicate(fd)?;
                 self.fds.insert(k, arg as usize)
@@ -303,6 +425,15 @@ impl Linux {
             libc::F_GETFL => Ok(match kind {
                 FdKind::Stdin | FdKind::File { .. } => libc::O_RDONLY as u64,
                 FdKind::Device(_) => libc::O_RDWR as u64,
+                FdKind::Mem(d) => {
+                    let o = super::ipc::lock(d);
+                    let acc = match (o.read, o.write) {
+                        (true, true) => libc::O_RDWR,
+                        (false, true) => libc::O_WRONLY,
+                        _ => libc::O_RDONLY,
+                    };
+                    (acc | if o.append { libc::O_APPEND } else { 0 }) as u64
+                }
                 FdKind::Local(d) => {
                     let d = super::ipc::lock(d);
                     let mode = match d.local {
@@ -326,7 +457,7 @@ impl Linux {
             FdKind::Stdout => self.stdout.host_fd(),
             FdKind::Stderr => self.stderr.host_fd(),
             FdKind::File { host, .. } => with_files.then(|| host.as_raw_fd()),
-            FdKind::Local(_) | FdKind::Device(_) => None,
+            FdKind::Local(_) | FdKind::Device(_) | FdKind::Mem(_) => None,
         })
     }
 

@@ -460,7 +460,7 @@ impl Linux {
                 0,
             ),
             FdKind::Stdout | FdKind::Stderr => (POLLOUT, 0),
-            FdKind::File { .. } | FdKind::Device(_) => (POLLIN | POLLOUT, 0),
+            FdKind::File { .. } | FdKind::Device(_) | FdKind::Mem(_) => (POLLIN | POLLOUT, 0),
             FdKind::Local(desc) => {
                 let d = lock(desc);
                 let events = match &d.local {
@@ -627,7 +627,7 @@ impl Linux {
         let ep = self.epoll_of(epfd)?;
         match self.fds.get(fd).ok_or(errno::EBADF)? {
             // Regular files and directories are always ready: Linux refuses them.
-            FdKind::File { .. } | FdKind::Device(_) => return Err(errno::EPERM),
+            FdKind::File { .. } | FdKind::Device(_) | FdKind::Mem(_) => return Err(errno::EPERM),
             FdKind::Local(d) if Arc::ptr_eq(d, &ep) => return Err(errno::EINVAL),
             _ => {}
         }

@@ -587,8 +587,30 @@ mod calls {
             if flags & MAP_ANONYMOUS != 0 {
                 return Ok(ret(self.mm.mmap(env.mem, addr, len, prot, flags)));
             }
+            let mut memory_file = None;
             let host = match self.fds.get(fd as u64) {
                 Some(FdKind::File { host, is_dir: false, .. }) => host.as_raw_fd(),
+                Some(FdKind::Mem(d)) => {
+                    let o = super::super::ipc::lock(d);
+                    if self.fs.inode(o.ino).is_none_or(super::super::memfs::Inode::is_dir) {
+                        return Ok(err(libc::ENODEV));
+                    }
+                    if !o.read {
+                        return Ok(err(errno::EACCES));
+                    }
+                    // A shared writable mapping would need the file's bytes and guest memory to be
+                    // one: not supported (a private or read-only one is a copy).
+                    if flags & 0x3 == 0x1 && prot & 2 != 0 {
+                        return Ok(err(libc::ENODEV));
+                    }
+                    match &o.lower {
+                        Some(lower) => lower.as_raw_fd(),
+                        None => {
+                            memory_file = Some(o.ino);
+                            -1
+                        }
+                    }
+                }
                 Some(_) => return Ok(err(errno::EACCES)),
                 None => return Ok(err(errno::EBADF)),
             };
@@ -600,13 +622,32 @@ mod calls {
             let Some(file_off) = i64::try_from(off).ok().filter(|o| o.checked_add(i64::try_from(len).unwrap_or(i64::MAX)).is_some()) else {
                 return Ok(err(errno::EOVERFLOW));
             };
-            if flags & 0x3 != 0x2 && prot & 2 != 0 {
+            if flags & 0x3 != 0x2 && prot & 2 != 0 && memory_file.is_none() {
                 return Ok(err(errno::EACCES)); // shared writable mapping of a read-only file
             }
             let start = match self.mm.mmap(env.mem, addr, len, prot, flags) {
                 Ok(start) => start,
                 Err(e) => return Ok(err(e)),
             };
+            if let Some(ino) = memory_file {
+                // An in-memory file's bytes are copied in through the recorded path (a reset
+                // restores what was there), in bounded steps; past its end the mapping is zero.
+                const STEP: usize = 16 << 20;
+                let mut chunk = vec![0u8; STEP.min(len as usize)];
+                let mut done = 0u64;
+                while done < len {
+                    if done > 0 {
+                        env.deadline.check()?;
+                    }
+                    let want = len.saturating_sub(done).min(STEP as u64) as usize;
+                    let got = self.fs.read_at(ino, off.saturating_add(done), &mut chunk[..want]).unwrap_or(0);
+                    if got == 0 || env.mem.write(start.saturating_add(done), &chunk[..got]).is_err() {
+                        break;
+                    }
+                    done = done.saturating_add(got as u64);
+                }
+                return Ok(start);
+            }
             // SAFETY: fstat of the guest's open host file into a local struct.
             let mut st: libc::stat = unsafe { std::mem::zeroed() };
             let size = if unsafe { libc::fstat(host, &mut st) } == 0 { st.st_size.max(0) as u64 } else { 0 };

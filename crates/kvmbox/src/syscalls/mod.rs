@@ -10,9 +10,11 @@
 
 pub mod files;
 mod fs;
+mod fs_write;
 mod ident;
 mod io;
 pub mod ipc;
+pub mod memfs;
 pub mod mm;
 mod notifiers;
 pub mod signals;
@@ -145,6 +147,10 @@ pub struct Linux {
     /// Absolute path reported by readlink("/proc/self/exe").
     pub exe_path: PathBuf,
     pub cwd: PathBuf,
+    /// The writable in-memory filesystem (`/tmp` and the configured mounts).
+    pub fs: memfs::MemFs,
+    /// The file mode creation mask.
+    pub umask: u32,
     pub uid: u32,
     pub gid: u32,
     pub trace: bool,
@@ -183,6 +189,7 @@ pub struct ProcessConfig {
     pub stderr: Output,
     pub exe_path: PathBuf,
     pub cwd: PathBuf,
+    pub fs: memfs::MemFs,
     pub memory: u64,
     pub stack_size: u64,
     pub trace: bool,
@@ -204,6 +211,8 @@ impl Linux {
             stderr: c.stderr,
             exe_path: c.exe_path,
             cwd: c.cwd,
+            fs: c.fs,
+            umask: 0o022,
             uid,
             gid,
             trace: c.trace,
@@ -246,6 +255,9 @@ impl Linux {
             futex_seq: self.futex_seq,
             shared_pending: self.shared_pending.clone(),
             timers: self.timers.clone(),
+            fs: self.fs.clone(),
+            cwd: self.cwd.clone(),
+            umask: self.umask,
             captured_at: std::time::Instant::now(),
         }
     }
@@ -253,7 +265,10 @@ impl Linux {
     /// Return to `state` (captured from this process or from the one a snapshot came from).
     /// Output destinations stay as configured, with nothing captured.
     pub fn restore(&mut self, state: &LinuxState) -> Result<()> {
-        self.fds = FdTable::rebuild(&state.fds, &self.policy)?;
+        self.fs = state.fs.clone();
+        self.cwd = state.cwd.clone();
+        self.umask = state.umask;
+        self.fds = FdTable::rebuild(&state.fds, &self.policy, &self.fs)?;
         self.has_notifiers =
             self.fds.iter_locals().any(|d| matches!(ipc::lock(&d).local, ipc::Local::TimerFd(_) | ipc::Local::SignalFd { .. }));
         self.mm = state.mm.clone();
@@ -283,6 +298,7 @@ impl Linux {
             stderr: self.stderr.fresh_like(),
             exe_path: self.exe_path.clone(),
             cwd: self.cwd.clone(),
+            fs: state.fs.clone(),
             memory: self.memory,
             stack_size: self.stack_size,
             trace: self.trace,

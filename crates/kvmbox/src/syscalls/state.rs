@@ -24,6 +24,10 @@ pub struct LinuxState {
     pub(super) futex_seq: u64,
     pub(super) shared_pending: Vec<SigInfo>,
     pub(super) timers: Vec<Timer>,
+    /// The in-memory files, the working directory and the umask.
+    pub(super) fs: super::memfs::MemFs,
+    pub(super) cwd: std::path::PathBuf,
+    pub(super) umask: u32,
     /// When the state was captured: timeouts are kept as time left from then.
     pub(super) captured_at: Instant,
 }
@@ -45,6 +49,13 @@ impl LinuxState {
                 FdSpec::Device(d) => {
                     w.u8(5);
                     w.u8(d.code());
+                }
+                FdSpec::Mem { desc, ino, offset, read, write, append, .. } => {
+                    w.u8(6);
+                    w.u64(*desc);
+                    w.u64(*ino);
+                    w.u64(*offset);
+                    w.u8(*read as u8 | (*write as u8) << 1 | (*append as u8) << 2);
                 }
                 FdSpec::File { path, is_dir, offset, .. } => {
                     w.u8(3);
@@ -137,9 +148,12 @@ impl LinuxState {
             w.u64(u64::try_from(t.interval.as_nanos()).unwrap_or(u64::MAX));
             w.u64(t.overrun);
         }
+        self.fs.encode(w);
+        w.bytes(self.cwd.as_os_str().as_encoded_bytes());
+        w.u64(u64::from(self.umask));
     }
 
-    pub(crate) fn decode(r: &mut crate::snapfile::Reader, layout: &crate::layout::Layout) -> Result<LinuxState> {
+    pub(crate) fn decode(r: &mut crate::snapfile::Reader, layout: &crate::layout::Layout, fs: &super::memfs::MemFs) -> Result<LinuxState> {
         let bad = |what: &str| Error::InvalidArgument(format!("invalid snapshot file: {what}"));
         let mm = Mappings::decode(r, layout)?;
         let n = r.count(9)?;
@@ -157,6 +171,10 @@ impl LinuxState {
                 1 => FdSpec::Stdout,
                 2 => FdSpec::Stderr,
                 5 => FdSpec::Device(files::Device::from_code(r.u8()?).ok_or_else(|| bad("unknown device"))?),
+                6 => {
+                    let (desc, ino, offset, bits) = (r.u64()?, r.u64()?, r.u64()?, r.u8()?);
+                    FdSpec::Mem { desc, ino, offset, read: bits & 1 != 0, write: bits & 2 != 0, append: bits & 4 != 0, lower: None }
+                }
                 3 => {
                     let path = PathBuf::from(std::ffi::OsStr::from_bytes(r.bytes()?));
                     if !path.is_absolute() {
@@ -297,7 +315,30 @@ impl LinuxState {
             let next = time_until(left, captured_at);
             timers.push(Timer { id, clock: clock as i32, signo, thread, value, next, interval: Duration::from_nanos(interval), overrun });
         }
-        Ok(LinuxState { mm, fds, stdin, sigactions, threads, current, next_tid, futex_seq, shared_pending, timers, captured_at })
+        let fs = super::memfs::MemFs::decode(r, fs)?;
+        let cwd = PathBuf::from(std::ffi::OsStr::from_bytes(r.bytes()?));
+        let umask = r.u64()?;
+        if !cwd.is_absolute() || umask > 0o777 {
+            return Err(bad("working directory or umask"));
+        }
+        let cwd = files::normalize(&cwd);
+        let umask = umask as u32;
+        Ok(LinuxState {
+            mm,
+            fds,
+            stdin,
+            sigactions,
+            threads,
+            current,
+            next_tid,
+            futex_seq,
+            shared_pending,
+            timers,
+            fs,
+            cwd,
+            umask,
+            captured_at,
+        })
     }
 }
 

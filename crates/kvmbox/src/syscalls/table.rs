@@ -1,7 +1,7 @@
 //! The one syscall table: number → name, argument kinds and handler. Dispatch, the syscall
 //! trace and the fuzzer all read it, so a syscall is added in one place.
 
-use super::{err, errno, ipc, ret, Flow, Linux, SyscallEnv, AT_FDCWD};
+use super::{err, errno, fs_write, ipc, ret, Flow, Linux, SyscallEnv, AT_FDCWD};
 use crate::error::Result;
 use crate::host::Host;
 
@@ -56,12 +56,13 @@ macro_rules! sys {
 
 const CWD: u64 = AT_FDCWD as u64;
 const AT_SYMLINK_NOFOLLOW: u64 = super::AT_SYMLINK_NOFOLLOW;
+const AT_REMOVEDIR: u64 = 0x200;
 
 /// Every syscall kvmbox emulates, by number. Numbers not here are ENOSYS.
 pub const TABLE: &[Syscall] = &[
     sys!(0 "read" [Fd, Ptr, Len] |l, e, _, a| l.read(e, a[0], a[1], a[2], None)),
     sys!(1 "write" [Fd, Ptr, Len] |l, e, h, a| l.write(e, h, a[0], a[1], a[2])),
-    sys!(2 "open" [Path, Int, Int] |l, e, _, a| errno(l.open(e, CWD, a[0], a[1]))),
+    sys!(2 "open" [Path, Int, Int] |l, e, _, a| errno(l.open(e, CWD, a[0], a[1], a[2]))),
     sys!(3 "close" [Fd] |l, _, _, a| errno(l.close_fd(a[0]))),
     sys!(4 "stat" [Path, Ptr] |l, e, _, a| errno(l.stat_path(e, CWD, a[0], a[1], 0))),
     sys!(5 "fstat" [Fd, Ptr] |l, e, _, a| errno(l.fstat(e, a[0], a[1]))),
@@ -77,7 +78,7 @@ pub const TABLE: &[Syscall] = &[
     sys!(15 "rt_sigreturn" [] |l, e, _, _| Ok(l.rt_sigreturn(e))),
     sys!(16 "ioctl" [Fd, Int, Ptr] |l, e, _, a| errno(l.ioctl(e, a[0], a[1], a[2]))),
     sys!(17 "pread64" [Fd, Ptr, Len, Int] |l, e, _, a| l.read(e, a[0], a[1], a[2], Some(a[3]))),
-    sys!(18 "pwrite64" [Fd, Ptr, Len, Int] |l, _, _, a| errno(l.pwrite(a[0]))),
+    sys!(18 "pwrite64" [Fd, Ptr, Len, Int] |l, e, _, a| errno(l.pwrite(e, a[0], a[1], a[2], a[3]))),
     sys!(19 "readv" [Fd, Ptr, Len] |l, e, _, a| l.readv(e, a[0], a[1], a[2])),
     sys!(20 "writev" [Fd, Ptr, Len] |l, e, h, a| l.writev(e, h, a[0], a[1], a[2])),
     sys!(21 "access" [Path, Int] |l, e, _, a| errno(l.access(e, CWD, a[0], a[1]))),
@@ -112,9 +113,29 @@ pub const TABLE: &[Syscall] = &[
     sys!(60 "exit" [Int] |l, e, _, a| Ok(l.exit_thread(e, a[0]))),
     sys!(62 "kill" [Int, Int] |l, _, _, a| l.kill(a[0] as i64, a[1])),
     sys!(63 "uname" [Ptr] |l, e, _, a| errno(l.uname(e, a[0]))),
-    sys!(72 "fcntl" [Fd, Int, Int] |l, _, _, a| errno(l.fcntl(a[0], a[1], a[2]))),
+    sys!(72 "fcntl" [Fd, Int, Int] |l, e, _, a| errno(l.fcntl(e, a[0], a[1], a[2]))),
+    sys!(73 "flock" [Fd, Int] |l, _, _, a| errno(l.flock(a[0], a[1]))),
+    sys!(74 "fsync" [Fd] |l, _, _, a| errno(l.fsync(a[0]))),
+    sys!(75 "fdatasync" [Fd] |l, _, _, a| errno(l.fsync(a[0]))),
+    sys!(76 "truncate" [Path, Len] |l, e, _, a| errno(l.truncate(e, 0, Some(a[0]), a[1]))),
+    sys!(77 "ftruncate" [Fd, Len] |l, e, _, a| errno(l.truncate(e, a[0], None, a[1]))),
     sys!(79 "getcwd" [Ptr, Len] |l, e, _, a| errno(l.getcwd(e, a[0], a[1]))),
+    sys!(80 "chdir" [Path] |l, e, _, a| errno(l.chdir(e, Some(a[0]), 0))),
+    sys!(81 "fchdir" [Fd] |l, e, _, a| errno(l.chdir(e, None, a[0]))),
+    sys!(82 "rename" [Path, Path] |l, e, _, a| errno(l.rename(e, CWD, a[0], CWD, a[1], 0))),
+    sys!(83 "mkdir" [Path, Int] |l, e, _, a| errno(l.mkdir(e, CWD, a[0], a[1]))),
+    sys!(84 "rmdir" [Path] |l, e, _, a| errno(l.unlink(e, CWD, a[0], AT_REMOVEDIR))),
+    sys!(85 "creat" [Path, Int] |l, e, _, a| errno(l.open(e, CWD, a[0], (libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC) as u64, a[1]))),
+    sys!(86 "link" [Path, Path] |l, e, _, a| errno(l.link(e, CWD, a[0], CWD, a[1], 0))),
+    sys!(87 "unlink" [Path] |l, e, _, a| errno(l.unlink(e, CWD, a[0], 0))),
+    sys!(88 "symlink" [Path, Path] |l, e, _, a| errno(l.symlink(e, a[0], CWD, a[1]))),
     sys!(89 "readlink" [Path, Ptr, Len] |l, e, _, a| errno(l.readlink(e, CWD, a[0], a[1], a[2]))),
+    sys!(90 "chmod" [Path, Int] |l, e, _, a| errno(l.chmod(e, CWD, Some(a[0]), a[1], 0))),
+    sys!(91 "fchmod" [Fd, Int] |l, e, _, a| errno(l.chmod(e, a[0], None, a[1], 0))),
+    sys!(92 "chown" [Path, Int, Int] |l, e, _, a| errno(l.chown(e, CWD, Some(a[0]), a[1], a[2], 0))),
+    sys!(93 "fchown" [Fd, Int, Int] |l, e, _, a| errno(l.chown(e, a[0], None, a[1], a[2], 0))),
+    sys!(94 "lchown" [Path, Int, Int] |l, e, _, a| errno(l.chown(e, CWD, Some(a[0]), a[1], a[2], AT_SYMLINK_NOFOLLOW))),
+    sys!(95 "umask" [Int] |l, _, _, a| Ok(Flow::Return(l.set_umask(a[0])))),
     sys!(96 "gettimeofday" [Ptr, Ptr] |l, e, _, a| errno(l.gettimeofday(e, a[0]))),
     sys!(97 "getrlimit" [Int, Ptr] |l, e, _, a| errno(l.prlimit(e, 0, a[0], 0, a[1]))),
     sys!(98 "getrusage" [Int, Ptr] |_, e, _, a| errno(e.user().write(a[1], &[0u8; 144]).map(|_| 0).map_err(i32::from))),
@@ -130,9 +151,11 @@ pub const TABLE: &[Syscall] = &[
     sys!(128 "rt_sigtimedwait" [Ptr, Ptr, Ptr, Len] |l, e, _, a| flow(l.rt_sigtimedwait(e, a[0], a[1], a[2], a[3]))),
     sys!(130 "rt_sigsuspend" [Ptr, Len] |l, e, _, a| flow(l.rt_sigsuspend(e, a[0], a[1]))),
     sys!(131 "sigaltstack" [Ptr, Ptr] |l, e, _, a| errno(l.sigaltstack(e, a[0], a[1]))),
+    sys!(132 "utime" [Path, Ptr] |l, e, _, a| errno(fs_write::read_utimbuf(e, a[1]).and_then(|t| l.utimens(e, CWD, a[0], t, 0)))),
     sys!(137 "statfs" [Path, Ptr] |l, e, _, a| errno(l.statfs(e, Some(a[0]), 0, a[1]))),
     sys!(138 "fstatfs" [Fd, Ptr] |l, e, _, a| errno(l.statfs(e, None, a[0], a[1]))),
     sys!(158 "arch_prctl" [Int, Ptr] |l, e, _, a| errno(l.arch_prctl(e, a[0], a[1]))),
+    sys!(162 "sync" [] |_, _, _, _| Ok(Flow::Return(0))),
     sys!(186 "gettid" [] |l, _, _, _| Ok(Flow::Return(l.tid()))),
     sys!(191 "getxattr" [Path, Path, Ptr, Len] |l, e, _, a| errno(l.xattr_path(e, a[0], false, false))),
     sys!(192 "lgetxattr" [Path, Path, Ptr, Len] |l, e, _, a| errno(l.xattr_path(e, a[0], false, true))),
@@ -147,6 +170,7 @@ pub const TABLE: &[Syscall] = &[
     sys!(213 "epoll_create" [Int] |l, _, _, a| errno(if a[0] as i32 <= 0 { Err(errno::EINVAL) } else { l.epoll_create1(0) })),
     sys!(217 "getdents64" [Fd, Ptr, Len] |l, e, _, a| errno(l.getdents64(e, a[0], a[1], a[2]))),
     sys!(218 "set_tid_address" [Ptr] |l, _, _, a| Ok(Flow::Return(l.set_tid_address(a[0])))),
+    sys!(221 "fadvise64" [Fd, Int, Len, Int] |l, _, _, a| errno(l.fds.get(a[0]).map(|_| 0).ok_or(errno::EBADF))),
     sys!(222 "timer_create" [Int, Ptr, Ptr] |l, e, _, a| errno(l.timer_create(e, a[0], a[1], a[2]))),
     sys!(223 "timer_settime" [Int, Int, Ptr, Ptr] |l, e, _, a| errno(l.timer_settime(e, a[0], a[1], a[2], a[3]))),
     sys!(224 "timer_gettime" [Int, Ptr] |l, e, _, a| errno(l.timer_gettime(e, a[0], a[1]))),
@@ -159,9 +183,18 @@ pub const TABLE: &[Syscall] = &[
     sys!(232 "epoll_wait" [Fd, Ptr, Int, Int] |l, e, _, a| flow(l.epoll_wait(e, a[0], a[1], a[2], ipc::deadline_in_ms(a[3])))),
     sys!(233 "epoll_ctl" [Fd, Int, Fd, Ptr] |l, e, _, a| errno(l.epoll_ctl(e, a[0], a[1], a[2], a[3]))),
     sys!(234 "tgkill" [Int, Int, Int] |l, _, _, a| l.thread_kill(Some(a[0]), a[1], a[2])),
-    sys!(257 "openat" [Fd, Path, Int, Int] |l, e, _, a| errno(l.open(e, a[0], a[1], a[2]))),
+    sys!(235 "utimes" [Path, Ptr] |l, e, _, a| errno(fs_write::read_timevals(e, a[1]).and_then(|t| l.utimens(e, CWD, a[0], t, 0)))),
+    sys!(257 "openat" [Fd, Path, Int, Int] |l, e, _, a| errno(l.open(e, a[0], a[1], a[2], a[3]))),
+    sys!(258 "mkdirat" [Fd, Path, Int] |l, e, _, a| errno(l.mkdir(e, a[0], a[1], a[2]))),
+    sys!(260 "fchownat" [Fd, Path, Int, Int, Int] |l, e, _, a| errno(l.chown(e, a[0], Some(a[1]), a[2], a[3], a[4]))),
+    sys!(261 "futimesat" [Fd, Path, Ptr] |l, e, _, a| errno(fs_write::read_timevals(e, a[2]).and_then(|t| l.utimens(e, a[0], a[1], t, 0)))),
     sys!(262 "newfstatat" [Fd, Path, Ptr, Int] |l, e, _, a| errno(l.stat_path(e, a[0], a[1], a[2], a[3]))),
+    sys!(263 "unlinkat" [Fd, Path, Int] |l, e, _, a| errno(l.unlink(e, a[0], a[1], a[2]))),
+    sys!(264 "renameat" [Fd, Path, Fd, Path] |l, e, _, a| errno(l.rename(e, a[0], a[1], a[2], a[3], 0))),
+    sys!(265 "linkat" [Fd, Path, Fd, Path, Int] |l, e, _, a| errno(l.link(e, a[0], a[1], a[2], a[3], a[4]))),
+    sys!(266 "symlinkat" [Path, Fd, Path] |l, e, _, a| errno(l.symlink(e, a[0], a[1], a[2]))),
     sys!(267 "readlinkat" [Fd, Path, Ptr, Len] |l, e, _, a| errno(l.readlink(e, a[0], a[1], a[2], a[3]))),
+    sys!(268 "fchmodat" [Fd, Path, Int] |l, e, _, a| errno(l.chmod(e, a[0], Some(a[1]), a[2], 0))),
     sys!(269 "faccessat" [Fd, Path, Int] |l, e, _, a| errno(l.access(e, a[0], a[1], a[2]))),
     sys!(270 "pselect6" [Int, Ptr, Ptr, Ptr, Ptr, Ptr] |l, e, _, a| {
         // The sixth argument points to { const sigset_t *set; size_t size; } (or is NULL).
@@ -174,12 +207,15 @@ pub const TABLE: &[Syscall] = &[
         flow(timespec_deadline(e, a[2]).and_then(|t| l.with_wait_mask(e, a[3], a[4], |l| l.poll(e, a[0], a[1], t))))
     }),
     sys!(273 "set_robust_list" [Ptr, Len] |l, _, _, a| errno(l.set_robust_list(a[0], a[1]))),
+    sys!(277 "sync_file_range" [Fd, Int, Int, Int] |l, _, _, a| errno(l.fds.get(a[0]).map(|_| 0).ok_or(errno::EBADF))),
+    sys!(280 "utimensat" [Fd, Path, Ptr, Int] |l, e, _, a| errno(fs_write::read_timespecs(e, a[2]).and_then(|t| l.utimens(e, a[0], a[1], t, a[3])))),
     sys!(281 "epoll_pwait" [Fd, Ptr, Int, Int, Ptr, Len] |l, e, _, a| {
         flow(l.with_wait_mask(e, a[4], a[5], |l| l.epoll_wait(e, a[0], a[1], a[2], ipc::deadline_in_ms(a[3]))))
     }),
     sys!(282 "signalfd" [Fd, Ptr, Len] |l, e, _, a| errno(l.signalfd4(e, a[0], a[1], a[2], 0))),
     sys!(283 "timerfd_create" [Int, Int] |l, _, _, a| errno(l.timerfd_create(a[0], a[1]))),
     sys!(284 "eventfd" [Int] |l, _, _, a| errno(l.eventfd2(a[0], 0))),
+    sys!(285 "fallocate" [Fd, Int, Int, Len] |l, _, _, a| errno(l.fallocate(a[0], a[1], a[2], a[3]))),
     sys!(286 "timerfd_settime" [Fd, Int, Ptr, Ptr] |l, e, _, a| errno(l.timerfd_settime(e, a[0], a[1], a[2], a[3]))),
     sys!(287 "timerfd_gettime" [Fd, Ptr] |l, e, _, a| errno(l.timerfd_gettime(e, a[0], a[1]))),
     sys!(289 "signalfd4" [Fd, Ptr, Len, Int] |l, e, _, a| errno(l.signalfd4(e, a[0], a[1], a[2], a[3]))),
@@ -188,10 +224,13 @@ pub const TABLE: &[Syscall] = &[
     sys!(292 "dup3" [Fd, Fd, Int] |l, _, _, a| errno(l.dup2(a[0], a[1]))),
     sys!(293 "pipe2" [Ptr, Int] |l, e, _, a| errno(l.pipe2(e, a[0], a[1]))),
     sys!(302 "prlimit64" [Int, Int, Ptr, Ptr] |l, e, _, a| errno(l.prlimit(e, a[0], a[1], a[2], a[3]))),
+    sys!(306 "syncfs" [Fd] |l, _, _, a| errno(l.fds.get(a[0]).map(|_| 0).ok_or(errno::EBADF))),
+    sys!(316 "renameat2" [Fd, Path, Fd, Path, Int] |l, e, _, a| errno(l.rename(e, a[0], a[1], a[2], a[3], a[4]))),
     sys!(318 "getrandom" [Ptr, Len, Int] |l, e, _, a| errno(l.getrandom(e, a[0], a[1], a[2]))),
     sys!(332 "statx" [Fd, Path, Int, Int, Ptr] |l, e, _, a| errno(l.statx(e, a[0], a[1], a[2], a[4]))),
     sys!(435 "clone3" [Ptr, Len] |l, e, _, a| errno(l.clone3(e, a[0], a[1]))),
     sys!(439 "faccessat2" [Fd, Path, Int, Int] |l, e, _, a| errno(l.access(e, a[0], a[1], a[2]))),
+    sys!(452 "fchmodat2" [Fd, Path, Int, Int] |l, e, _, a| errno(l.chmod(e, a[0], Some(a[1]), a[2], a[3]))),
     sys!(441 "epoll_pwait2" [Fd, Ptr, Int, Ptr, Ptr, Len] |l, e, _, a| {
         flow(timespec_deadline(e, a[3]).and_then(|t| l.with_wait_mask(e, a[4], a[5], |l| l.epoll_wait(e, a[0], a[1], a[2], t))))
     }),

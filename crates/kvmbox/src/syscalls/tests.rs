@@ -41,6 +41,7 @@ impl Fixture {
             stderr: Output::capture(1 << 20),
             exe_path: "/guest".into(),
             cwd: "/".into(),
+            fs: super::memfs::build(&[], 1 << 20, std::path::Path::new("/")).expect("in-memory files"),
             memory: layout.memory,
             stack_size: layout.stack_size(),
             trace: false,
@@ -793,7 +794,7 @@ fn socket_pairs_keep_messages_and_directions_through_a_snapshot_file() {
     // Through the snapshot file encoding and back into a fresh process.
     let mut w = crate::snapfile::Writer::default();
     f.linux.capture().encode(&mut w);
-    let state = LinuxState::decode(&mut crate::snapfile::Reader::new(&w.buf), &f.layout).expect("decodes");
+    let state = LinuxState::decode(&mut crate::snapfile::Reader::new(&w.buf), &f.layout, &f.linux.fs).expect("decodes");
     f.linux.restore(&state).expect("restores");
     let out = f.scratch() + 512;
     assert_eq!(f.ret(45, &[b, out, 64, 0, 0, 0]), 5, "one message at a time");
@@ -824,7 +825,7 @@ fn timerfds_and_signalfds_survive_a_snapshot_file() {
     f.linux.send(signals::Target::Process, signals::SigInfo::from_process(libc::SIGUSR1 as u64, 0, 1, 0));
     let mut w = crate::snapfile::Writer::default();
     f.linux.capture().encode(&mut w);
-    let state = LinuxState::decode(&mut crate::snapfile::Reader::new(&w.buf), &f.layout).expect("decodes");
+    let state = LinuxState::decode(&mut crate::snapfile::Reader::new(&w.buf), &f.layout, &f.linux.fs).expect("decodes");
     f.linux.restore(&state).expect("restores");
     // The timer is still armed about a second ahead, with its period; nothing expired yet.
     assert_eq!(f.ret(287, &[tfd, out]), 0);
@@ -848,6 +849,7 @@ fn timerfds_and_signalfds_survive_a_snapshot_file() {
 fn a_snapshot_cannot_make_buffers_shared_in_ways_no_syscall_could() {
     use super::files::{FdSpec, FdTable, LocalSpec, PipeSpec};
     let policy = FilePolicy::new(&[], std::path::Path::new("/")).expect("policy");
+    let fs = super::memfs::build(&[], 1 << 20, std::path::Path::new("/")).expect("in-memory files");
     let end = |pipe: u64, data: &[u8], msgs: Vec<u64>| PipeSpec { pipe, data: data.to_vec(), msgs };
     let socket = |desc: u64, rx: PipeSpec, tx: PipeSpec, kind: i32| FdSpec::Local {
         desc,
@@ -856,24 +858,89 @@ fn a_snapshot_cannot_make_buffers_shared_in_ways_no_syscall_could() {
     };
     // A socket reading and writing one buffer (its two locks would be one lock, taken twice).
     let same = vec![(3, socket(0, end(7, b"", vec![]), end(7, b"", vec![]), libc::SOCK_STREAM))];
-    assert!(FdTable::rebuild(&same, &policy).is_err());
+    assert!(FdTable::rebuild(&same, &policy, &fs).is_err());
     // A datagram buffer also read as a pipe (message lengths would no longer match the bytes).
     let mixed = vec![
         (3, socket(0, end(7, b"abc", vec![3]), end(8, b"", vec![]), libc::SOCK_DGRAM)),
         (4, FdSpec::Local { desc: 1, nonblock: false, object: LocalSpec::PipeRead { pipe: 7, data: vec![] } }),
     ];
-    assert!(FdTable::rebuild(&mixed, &policy).is_err());
+    assert!(FdTable::rebuild(&mixed, &policy, &fs).is_err());
     // Two readers of one pipe.
     let two = vec![
         (3, FdSpec::Local { desc: 0, nonblock: false, object: LocalSpec::PipeRead { pipe: 1, data: vec![] } }),
         (4, FdSpec::Local { desc: 1, nonblock: false, object: LocalSpec::PipeRead { pipe: 1, data: vec![] } }),
     ];
-    assert!(FdTable::rebuild(&two, &policy).is_err());
+    assert!(FdTable::rebuild(&two, &policy, &fs).is_err());
     // What a socketpair really makes is fine, and a dup'ed descriptor shares its description.
     let pair = vec![
         (3, socket(0, end(1, b"", vec![]), end(2, b"hi", vec![2]), libc::SOCK_DGRAM)),
         (4, socket(1, end(2, b"", vec![]), end(1, b"", vec![]), libc::SOCK_DGRAM)),
         (5, socket(0, end(1, b"", vec![]), end(2, b"", vec![]), libc::SOCK_DGRAM)),
     ];
-    assert!(FdTable::rebuild(&pair, &policy).is_ok());
+    assert!(FdTable::rebuild(&pair, &policy, &fs).is_ok());
+}
+
+#[test]
+fn in_memory_files_through_the_syscalls_and_a_snapshot_file() {
+    let mut f = Fixture::new(b"");
+    let at = f.scratch();
+    let buf = at + 1024;
+    let put = |f: &mut Fixture, addr: u64, s: &str| {
+        let mut b = s.as_bytes().to_vec();
+        b.push(0);
+        f.mem.write(addr, &b).unwrap();
+        addr
+    };
+    let cwd = AT_FDCWD as u64;
+    let dir = put(&mut f, at, "/tmp/d");
+    assert_eq!(f.ret(83, &[dir, 0o755]), 0, "mkdir");
+    assert_eq!(f.ret(83, &[dir, 0o755]), -libc::EEXIST as i64);
+    let file = put(&mut f, at + 64, "/tmp/d/f");
+    let fd = f.ret(257, &[cwd, file, (libc::O_CREAT | libc::O_RDWR) as u64, 0o600]);
+    assert!(fd >= 3);
+    f.mem.write(buf, b"hello").unwrap();
+    assert_eq!(f.ret(1, &[fd as u64, buf, 5]), 5);
+    assert_eq!(f.ret(18, &[fd as u64, buf, 2, 10]), 2, "pwrite past the end");
+    assert_eq!(f.ret(8, &[fd as u64, 0, libc::SEEK_END as u64]), 12);
+    assert_eq!(f.ret(8, &[fd as u64, 1, libc::SEEK_SET as u64]), 1);
+    // Through the snapshot file encoding: the tree and the open description with its offset.
+    let mut w = crate::snapfile::Writer::default();
+    f.linux.capture().encode(&mut w);
+    let state = LinuxState::decode(&mut crate::snapfile::Reader::new(&w.buf), &f.layout, &f.linux.fs).expect("decodes");
+    let renamed = put(&mut f, at + 128, "/tmp/g");
+    assert_eq!(f.ret(82, &[file, renamed]), 0, "rename");
+    assert_eq!(f.ret(87, &[renamed]), 0, "unlink");
+    f.linux.restore(&state).expect("restores");
+    let out = buf + 64;
+    assert_eq!(f.ret(0, &[fd as u64, out, 64]), 11, "read from offset 1 to the end");
+    let mut got = [0u8; 11];
+    f.mem.read(out, &mut got).unwrap();
+    assert_eq!(&got, b"ello\0\0\0\0\0he");
+    assert_eq!(f.ret(84, &[dir]), -libc::ENOTEMPTY as i64, "the file is back");
+    assert_eq!(f.ret(87, &[file]), 0);
+    assert_eq!(f.ret(84, &[dir]), 0, "rmdir");
+    // The host view stays read-only.
+    let etc = put(&mut f, at + 192, "/kvmbox-x");
+    assert_eq!(f.ret(83, &[etc, 0o755]), -libc::EROFS as i64);
+    assert_eq!(f.ret(257, &[cwd, etc, (libc::O_CREAT | libc::O_WRONLY) as u64, 0o600]), -libc::EROFS as i64);
+}
+
+#[test]
+fn a_snapshot_file_cannot_widen_the_in_memory_files() {
+    let mut f = Fixture::new(b"");
+    let mut w = crate::snapfile::Writer::default();
+    f.linux.capture().encode(&mut w);
+    // A loader with other mounts refuses the file.
+    let other = super::memfs::build(&[("/work".into(), super::memfs::MountSpec::Memory)], 1 << 20, std::path::Path::new("/")).unwrap();
+    assert!(LinuxState::decode(&mut crate::snapfile::Reader::new(&w.buf), &f.layout, &other).is_err());
+    // A file bigger than the loader's limit is refused.
+    let at = f.scratch();
+    f.mem.write(at, b"/tmp/big\0").unwrap();
+    let fd = f.ret(2, &[at, (libc::O_CREAT | libc::O_WRONLY) as u64, 0o600]);
+    assert_eq!(f.ret(77, &[fd as u64, 900 << 10]), 0, "ftruncate within the limit");
+    let mut w = crate::snapfile::Writer::default();
+    f.linux.capture().encode(&mut w);
+    let small = super::memfs::build(&[], 512 << 10, std::path::Path::new("/")).unwrap();
+    assert!(LinuxState::decode(&mut crate::snapfile::Reader::new(&w.buf), &f.layout, &small).is_err());
+    assert!(LinuxState::decode(&mut crate::snapfile::Reader::new(&w.buf), &f.layout, &f.linux.fs).is_ok());
 }
