@@ -232,3 +232,63 @@ print(os.path.exists(d))
   const kvm = summarize(runKvm(python, { ...opts, allowRead: [...systemLibraries(), stdlib, script], memory: 512 * 1024 * 1024 }));
   t.deepEqual(kvm, native);
 });
+
+test('a writable host mount (opt-in) changes the host directory, and only below it', (t) => {
+  const out = path.join(dir, 'out');
+  fs.mkdirSync(out, { recursive: true });
+  fs.writeFileSync(path.join(out, 'old.txt'), 'old');
+  fs.symlinkSync('/etc', path.join(out, 'etc-link'));
+  fs.symlinkSync('..', path.join(out, 'up'));
+  spawnSync('mkfifo', [path.join(out, 'fifo')]);
+  const lines = commands(
+    [
+      'put',
+      '/out/new.txt',
+      'fresh',
+      'append',
+      '/out/old.txt',
+      '+more',
+      'mkdir',
+      '/out/sub',
+      'put',
+      '/out/sub/deep',
+      'x',
+      'rm',
+      '/out/old.txt',
+      'put',
+      '/out/etc-link/kvmbox-escape',
+      'x',
+      'put',
+      '/out/up/kvmbox-escape',
+      'x',
+      'cat',
+      '/out/fifo',
+      'ls',
+      '/out',
+    ],
+    { mounts: { '/out': { host: out, writable: true } } },
+  );
+  t.deepEqual(lines, [
+    'put /out/new.txt: 5',
+    'put /out/old.txt: 5',
+    'mkdir                        0',
+    'put /out/sub/deep: 1',
+    'rm                           0',
+    'put /out/etc-link/kvmbox-escape: ENOENT',
+    'put /out/up/kvmbox-escape: ENOENT',
+    'cat /out/fifo: ENOENT',
+    'ls /out: ..:d .:d etc-link:l fifo:? new.txt:f sub:d up:l',
+  ]);
+  t.is(fs.readFileSync(path.join(out, 'new.txt'), 'utf8'), 'fresh');
+  t.is(fs.readFileSync(path.join(out, 'sub', 'deep'), 'utf8'), 'x');
+  t.false(fs.existsSync(path.join(out, 'old.txt')));
+  t.false(fs.existsSync('/etc/kvmbox-escape'));
+  t.false(fs.existsSync(path.join(dir, 'kvmbox-escape')));
+  // Not together with the seccomp filter, which refuses host writes.
+  const file = guest('fswrite-glibc');
+  t.throws(() => Machine.fromFile(file, { seccomp: true, mounts: { '/out': { host: out, writable: true } } }), { instanceOf: InvalidArgumentError });
+  // The CLI's --mount-writable.
+  const r = spawnSync(process.execPath, [CLI, 'run', '--mount-writable', `/o=${out}`, file, 'put', '/o/cli.txt', 'via cli'], { encoding: 'utf8' });
+  t.is(r.status, 0, r.stderr);
+  t.is(fs.readFileSync(path.join(out, 'cli.txt'), 'utf8'), 'via cli');
+});

@@ -28,6 +28,9 @@ Options for run (also as --option=value):
   --mount GUEST=SRC   a writable in-memory directory at GUEST: SRC 'memory' for an empty one, or a
                       host directory shown there read-only underneath (writes stay in memory);
                       may be repeated. /tmp is one by default. Nothing is written to the host.
+  --mount-writable GUEST=HOSTDIR
+                      let the guest change the host directory HOSTDIR, mounted at GUEST (an explicit
+                      opt-in: writes reach the host; paths stay beneath HOSTDIR); may be repeated
   --fs-limit MIB      most MiB the in-memory files may hold (default 64)
   --env KEY=VALUE     set a variable in the guest's environment (may be repeated)
   --inherit-env       pass this process's whole environment to the guest
@@ -51,6 +54,7 @@ const RUN_OPTIONS = {
   'allow-read': { type: 'string', multiple: true },
   'allow-system-libs': { type: 'boolean' },
   mount: { type: 'string', multiple: true },
+  'mount-writable': { type: 'string', multiple: true },
   'fs-limit': { type: 'string' },
   env: { type: 'string', multiple: true },
   'inherit-env': { type: 'boolean' },
@@ -131,12 +135,17 @@ async function runCommand(argv: string[]): Promise<number> {
   const timeout = number('timeout', values.timeout, (n) => Number.isFinite(n) && n > 0, 'a positive number of milliseconds')
   const mib = number('memory', values.memory, (n) => Number.isSafeInteger(n) && n > 0, 'a positive whole number of MiB')
   const fsMib = number('fs-limit', values['fs-limit'], (n) => Number.isSafeInteger(n) && n >= 0, 'a whole number of MiB')
-  const mounts: Record<string, { memory: true } | { host: string }> = {}
+  const mounts: Record<string, { memory: true } | { host: string; writable?: boolean }> = {}
   for (const m of values.mount ?? []) {
     const eq = m.indexOf('=')
     if (eq <= 0 || eq === m.length - 1) fail('--mount needs GUEST=memory or GUEST=HOSTDIR')
     const src = m.slice(eq + 1)
     mounts[m.slice(0, eq)] = src === 'memory' ? { memory: true } : { host: src }
+  }
+  for (const m of values['mount-writable'] ?? []) {
+    const eq = m.indexOf('=')
+    if (eq <= 0 || eq === m.length - 1) fail('--mount-writable needs GUEST=HOSTDIR')
+    mounts[m.slice(0, eq)] = { host: m.slice(eq + 1), writable: true }
   }
   const gdbPort = number('gdb', values.gdb, (n) => Number.isInteger(n) && n >= 0 && n <= 65535, 'a TCP port number')
   const env: Record<string, string> = {}

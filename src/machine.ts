@@ -29,11 +29,14 @@ export interface MachineOptions {
   /** Host files or directories (with everything below them) the guest may open read-only. */
   allowRead?: string[]
   /**
-   * Writable in-memory directories, by guest path: `{ memory: true }` is an empty one,
+   * Writable directories, by guest path: `{ memory: true }` is an empty in-memory one,
    * `{ host: './data' }` shows a host directory there, read-only underneath (what the guest
-   * writes stays in memory). `/tmp` is always one (over what `allowRead` shows of /tmp) unless
-   * named here. Nothing is ever written to the host; forks, resets and snapshots include the
-   * files. Example: `{ '/work': { memory: true }, '/data': { host: './data' } }`.
+   * writes stays in memory). `/tmp` is always an in-memory one (over what `allowRead` shows of
+   * /tmp) unless named here. In-memory files are never written to the host; forks, resets and
+   * snapshots include them. `{ host: './out', writable: true }` is the one exception, an
+   * explicit opt-in: the guest changes that host directory for real (beneath it only; reset
+   * cannot undo it; not with `seccomp`).
+   * Example: `{ '/work': { memory: true }, '/data': { host: './data' } }`.
    */
   mounts?: Record<string, MountOption>
   /**
@@ -67,7 +70,7 @@ export interface MachineOptions {
 }
 
 /** What a guest directory in {@link MachineOptions.mounts} holds. */
-export type MountOption = { memory: true } | { host: string }
+export type MountOption = { memory: true } | { host: string; writable?: boolean }
 
 interface RunResultBase {
   /** Captured stdout ('pipe' mode; empty otherwise). */
@@ -373,11 +376,12 @@ function mountList(mounts: unknown): N.NativeMount[] {
     if (typeof m !== 'object' || m === null) throw new InvalidArgumentError(`mounts[${JSON.stringify(path)}] must be { memory: true } or { host: path }`)
     const keys = Object.keys(m)
     if (keys.length === 1 && keys[0] === 'memory' && (m as { memory: unknown }).memory === true) return { path }
-    if (keys.length === 1 && keys[0] === 'host') {
-      const host = (m as { host: unknown }).host
+    if (keys.includes('host') && keys.every((k) => k === 'host' || k === 'writable')) {
+      const { host, writable } = m as { host: unknown; writable?: unknown }
       if (typeof host !== 'string' || host === '' || host.includes('\0'))
         throw new InvalidArgumentError(`mounts[${JSON.stringify(path)}].host must be a host directory path`)
-      return { path, host }
+      if (writable !== undefined && typeof writable !== 'boolean') throw new InvalidArgumentError(`mounts[${JSON.stringify(path)}].writable must be a boolean`)
+      return { path, host, writable: writable ?? false }
     }
     throw new InvalidArgumentError(`mounts[${JSON.stringify(path)}] must be { memory: true } or { host: path }, got ${show(m)}`)
   })

@@ -34,6 +34,8 @@ pub struct NativeOptions {
 pub struct NativeMount {
     pub path: String,
     pub host: Option<String>,
+    /// The host directory is changed for real (opt-in).
+    pub writable: Option<bool>,
 }
 
 /// The stable code of every error kvmbox throws — the one list the SDK's error classes are keyed
@@ -222,7 +224,14 @@ pub(crate) fn core_options(o: NativeOptions) -> std::result::Result<MachineOptio
         mounts: o
             .mounts
             .into_iter()
-            .map(|m| (m.path, m.host.map_or(kvmbox::MountSpec::Memory, |h| kvmbox::MountSpec::Host(h.into()))))
+            .map(|m| {
+                let spec = match (m.host, m.writable.unwrap_or(false)) {
+                    (Some(h), true) => kvmbox::MountSpec::HostWritable(h.into()),
+                    (Some(h), false) => kvmbox::MountSpec::Host(h.into()),
+                    (None, _) => kvmbox::MountSpec::Memory,
+                };
+                (m.path, spec)
+            })
             .collect(),
         fs_limit: o.fs_limit.map(|l| byte_count("fsLimit", l)).transpose()?.unwrap_or(kvmbox::DEFAULT_FS_LIMIT),
         trace: o.trace.unwrap_or(false),

@@ -212,6 +212,9 @@ impl Snapshot {
         let loader_cwd =
             std::env::current_dir().map_err(|e| Error::InvalidArgument(format!("no working directory to resolve mounts against: {e}")))?;
         let fs = crate::syscalls::memfs::build(&opts.mounts, opts.fs_limit, &loader_cwd)?;
+        if opts.seccomp && !fs.writable_mounts().is_empty() {
+            return Err(Error::InvalidArgument("a writable host mount needs seccomp off (the filter refuses host writes)".into()));
+        }
         let linux_state = LinuxState::decode(&mut r, &layout, &fs)?;
         let exe_path = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(r.bytes()?));
         let cwd = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(r.bytes()?));

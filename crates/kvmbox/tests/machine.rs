@@ -971,3 +971,35 @@ mod page_rights {
         }
     }
 }
+
+mod files {
+    use super::*;
+
+    #[test]
+    fn a_program_writes_tmp_as_natively_and_nothing_reaches_the_host() {
+        require_kvm();
+        let exe = guest("fswrite");
+        let native = Command::new(&exe).output().expect("runs natively");
+        let mut vm = Machine::from_file(&exe, opts(&["fswrite"])).unwrap();
+        assert_eq!(vm.run().unwrap(), RunOutcome::Exited(0));
+        assert_eq!(String::from_utf8(vm.take_stdout()).unwrap(), String::from_utf8(native.stdout).unwrap());
+    }
+
+    #[test]
+    fn in_memory_files_belong_to_snapshots_forks_and_resets() {
+        require_kvm();
+        let name = format!("/tmp/kvmbox-core-{}", std::process::id());
+        let args = ["fswrite", "put", &name, "one", "pause", "cat", &name, "put", &name, "two", "cat", &name];
+        let mut vm = Machine::from_file(guest("fswrite"), opts(&args)).unwrap();
+        assert_eq!(vm.run().unwrap(), RunOutcome::Paused);
+        let snap = vm.snapshot().unwrap();
+        let mut fork = Machine::fork(&snap).unwrap();
+        let expected = format!("cat {name}: one\nput {name}: 3\ncat {name}: two\n");
+        assert_eq!(fork.run().unwrap(), RunOutcome::Exited(0));
+        assert_eq!(String::from_utf8(fork.take_stdout()).unwrap(), expected);
+        fork.reset().unwrap();
+        assert_eq!(fork.run().unwrap(), RunOutcome::Exited(0));
+        assert_eq!(String::from_utf8(fork.take_stdout()).unwrap(), expected, "reset brought the file back to the snapshot's");
+        assert!(!std::path::Path::new(&name).exists(), "nothing reached the host");
+    }
+}

@@ -323,6 +323,9 @@ impl Machine {
             opts.args.push(exe_path.clone());
         }
         let fs = memfs::build(&opts.mounts, opts.fs_limit, &host_cwd)?;
+        if opts.seccomp && !fs.writable_mounts().is_empty() {
+            return Err(Error::InvalidArgument("a writable host mount needs seccomp off (the filter refuses host writes)".into()));
+        }
         let cwd = opts.cwd.take().map(PathBuf::from).unwrap_or(host_cwd);
 
         let (mem, huge) = if opts.hugepages { GuestMemory::new_huge(memory)? } else { (GuestMemory::new(memory)?, HugePages::None) };

@@ -135,6 +135,9 @@ pub enum FdKind {
         host: OwnedFd,
         path: PathBuf,
         is_dir: bool,
+        /// The access mode and O_APPEND it was opened with: O_RDONLY except in a writable
+        /// host mount.
+        flags: i32,
     },
     /// A pipe end, eventfd or epoll instance inside the machine.
     Local(super::ipc::Desc),
@@ -210,6 +213,8 @@ pub enum FdSpec {
         is_dir: bool,
         offset: u64,
         handle: Option<Arc<OwnedFd>>,
+        /// Access mode and O_APPEND (writable only in a writable host mount).
+        flags: i32,
     },
     /// An in-memory file or directory: `desc` identifies its open file description (descriptors
     /// with the same number share one).
@@ -348,6 +353,15 @@ pub(super) fn host_dir_handle(path: &Path) -> std::result::Result<OwnedFd, Strin
         return Err(format!("it is on {fs}, which guests may never read"));
     }
     Ok(handle)
+}
+
+/// `reopen`, keeping a writable file's access mode (and O_APPEND).
+fn reopen_like(fd: RawFd, is_dir: bool, flags: i32) -> std::result::Result<OwnedFd, i32> {
+    if flags & libc::O_ACCMODE == libc::O_RDONLY {
+        reopen(fd, is_dir)
+    } else {
+        super::hostrw::reopen_writable(fd, flags)
+    }
 }
 
 /// Kernel pseudo filesystems whose files expose the host (its memory, environment, devices,
@@ -777,9 +791,9 @@ impl FdTable {
             FdKind::Stdin => FdKind::Stdin,
             FdKind::Stdout => FdKind::Stdout,
             FdKind::Stderr => FdKind::Stderr,
-            FdKind::File { host, path, is_dir } => {
+            FdKind::File { host, path, is_dir, flags } => {
                 let dup = host.try_clone().map_err(|e| e.raw_os_error().unwrap_or(errno::EMFILE))?;
-                FdKind::File { host: dup, path: path.clone(), is_dir: *is_dir }
+                FdKind::File { host: dup, path: path.clone(), is_dir: *is_dir, flags: *flags }
             }
             FdKind::Local(d) => FdKind::Local(Arc::clone(d)),
             FdKind::Device(d) => FdKind::Device(*d),
@@ -869,11 +883,11 @@ impl FdTable {
                             lower: o.lower.clone(),
                         }
                     }
-                    FdKind::File { host, path, is_dir } => {
+                    FdKind::File { host, path, is_dir, flags } => {
                         // SAFETY: lseek on our own fd, only to read its position.
                         let offset = unsafe { libc::lseek(host.as_raw_fd(), 0, libc::SEEK_CUR) }.max(0) as u64;
-                        let handle = reopen(host.as_raw_fd(), *is_dir).ok().map(Arc::new);
-                        FdSpec::File { path: path.clone(), is_dir: *is_dir, offset, handle }
+                        let handle = reopen_like(host.as_raw_fd(), *is_dir, *flags).ok().map(Arc::new);
+                        FdSpec::File { path: path.clone(), is_dir: *is_dir, offset, handle, flags: *flags }
                     }
                 };
                 Some((i, spec))
@@ -999,17 +1013,24 @@ impl FdTable {
                         FdKind::Mem(d)
                     }
                 }
-                FdSpec::File { path, is_dir, offset, handle } => {
-                    let flags = if *is_dir { libc::O_RDONLY | libc::O_DIRECTORY } else { libc::O_RDONLY };
+                FdSpec::File { path, is_dir, offset, handle, flags } => {
+                    let open_flags = if *is_dir { libc::O_RDONLY | libc::O_DIRECTORY } else { libc::O_RDONLY };
                     let reopened = match handle {
-                        Some(h) => reopen(h.as_raw_fd(), *is_dir).map(|fd| (fd, *is_dir)),
-                        None => policy.open(path, flags),
+                        Some(h) => reopen_like(h.as_raw_fd(), *is_dir, *flags).map(|fd| (fd, *is_dir)),
+                        // A snapshot file: through the loader's writable mounts or allowRead.
+                        None => match fs.writable_of(path) {
+                            Some((w, rel)) => {
+                                w.open(&rel, (*flags & (libc::O_ACCMODE | libc::O_APPEND)) | (open_flags & libc::O_DIRECTORY), 0)
+                            }
+                            None if *flags & libc::O_ACCMODE == libc::O_RDONLY => policy.open(path, open_flags),
+                            None => Err(errno::EROFS),
+                        },
                     };
                     let (host, is_dir) = reopened
                         .map_err(|e| Error::InvalidState(format!("cannot reopen {} (errno {e}) for the snapshot state", path.display())))?;
                     // SAFETY: lseek on the fd just opened.
                     unsafe { libc::lseek(host.as_raw_fd(), *offset as i64, libc::SEEK_SET) };
-                    FdKind::File { host, path: path.clone(), is_dir }
+                    FdKind::File { host, path: path.clone(), is_dir, flags: *flags }
                 }
             };
             table.install_at(*slot, kind);

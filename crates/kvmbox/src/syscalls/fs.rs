@@ -19,6 +19,8 @@ pub(super) enum Place {
     MemAbsent { parent: Ino, name: Vec<u8> },
     /// The read-only host view (allowRead) at this normalised path, or nothing.
     Host(PathBuf),
+    /// A writable host mount, at this path below it (resolved beneath it by the host).
+    HostRw(super::hostrw::WritableMount, PathBuf),
 }
 
 /// What a permission check asks for.
@@ -57,6 +59,9 @@ impl Linux {
         let mut p = path;
         let mut links = 0u32;
         for _ in 0..=memfs::MAX_LINKS {
+            if let Some((w, rel)) = self.fs.writable_of(&p) {
+                return Ok(Place::HostRw(w.clone(), rel));
+            }
             if let Some(m) = self.fs.mount_of(&p) {
                 let rel = p.strip_prefix(&self.fs.mounts()[m].path).unwrap_or(Path::new("")).to_path_buf();
                 match self.fs.resolve(&self.policy, m, &rel, follow_last, &mut links)? {
@@ -69,12 +74,10 @@ impl Linux {
                 }
             }
             // A host symlink may lead into a mount (only those of allowed paths are read).
-            if self.fs.mounts().iter().any(|m| m.path.starts_with("/")) {
-                if let Ok(r) = self.policy.resolve(&p, follow_last) {
-                    if r != p && self.fs.mount_of(&r).is_some() {
-                        p = r;
-                        continue;
-                    }
+            if let Ok(r) = self.policy.resolve(&p, follow_last) {
+                if r != p && (self.fs.mount_of(&r).is_some() || self.fs.writable_of(&r).is_some()) {
+                    p = r;
+                    continue;
                 }
             }
             return Ok(Place::Host(p));
@@ -118,7 +121,7 @@ impl Linux {
         let acc = flags & 3;
         let writes = acc == libc::O_WRONLY || acc == libc::O_RDWR;
         let ino = match place {
-            Place::Host(_) => return Err(errno::EIO),
+            Place::Host(_) | Place::HostRw(..) => return Err(errno::EIO),
             Place::MemAbsent { parent, name } => {
                 if flags & libc::O_CREAT == 0 {
                     return Err(errno::ENOENT);
@@ -197,10 +200,14 @@ impl Linux {
         let flags = flags as i32;
         // O_CREAT|O_EXCL and O_NOFOLLOW do not follow a symlink in the last component.
         let follow = flags & libc::O_NOFOLLOW == 0 && flags & (libc::O_CREAT | libc::O_EXCL) != libc::O_CREAT | libc::O_EXCL;
-        match self.locate(p, follow)? {
+        match self.locate(p.clone(), follow)? {
             Place::Host(p) => {
                 let (host, is_dir) = self.policy.open(&p, flags)?;
-                self.fds.insert(FdKind::File { host, path: p, is_dir }, 0)
+                self.fds.insert(FdKind::File { host, path: p, is_dir, flags: libc::O_RDONLY }, 0)
+            }
+            Place::HostRw(w, rel) => {
+                let (host, is_dir) = w.open(&rel, flags, mode as u32 & !self.umask)?;
+                self.fds.insert(FdKind::File { host, path: p, is_dir, flags: flags & (libc::O_ACCMODE | libc::O_APPEND) }, 0)
             }
             place => self.open_in_memory(place, flags, mode as u32),
         }
@@ -280,6 +287,15 @@ impl Linux {
         }
         let p = match self.locate(p.to_path_buf(), !nofollow)? {
             Place::Mem(ino) => return self.fs.inode(ino).map(|n| (n.stat(ino), true)).ok_or(errno::ENOENT),
+            Place::HostRw(w, rel) => {
+                let fd = w.lookup(&rel, nofollow)?;
+                // SAFETY: fstat of our O_PATH handle into a local struct.
+                let mut st: libc::stat = unsafe { std::mem::zeroed() };
+                if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+                    return Err(errno::EIO);
+                }
+                return Ok((st, true));
+            }
             Place::MemAbsent { .. } => return Err(errno::ENOENT),
             Place::Host(p) => p,
         };
@@ -441,6 +457,12 @@ impl Linux {
         match self.locate(p.clone(), false)? {
             Place::MemAbsent { .. } => return Err(errno::ENOENT),
             Place::Host(_) => {}
+            Place::HostRw(w, rel) => {
+                let target = w.readlink(&rel)?;
+                let n = target.len().min(size as usize);
+                env.user().write(buf, &target[..n])?;
+                return Ok(n as u64);
+            }
             Place::Mem(ino) => {
                 let Some(memfs::Inode { data: Data::Symlink(target), .. }) = self.fs.inode(ino) else { return Err(errno::EINVAL) };
                 let n = target.len().min(size as usize);
@@ -492,6 +514,10 @@ impl Linux {
                 match self.locate(p, true)? {
                     Place::Host(p) => {
                         owned = self.policy.lookup(&p, libc::O_RDONLY)?.0;
+                        owned.as_raw_fd()
+                    }
+                    Place::HostRw(w, rel) => {
+                        owned = w.lookup(&rel, false)?;
                         owned.as_raw_fd()
                     }
                     Place::Mem(_) => {

@@ -2,12 +2,30 @@
 //! truncate, fallocate, fsync, file locks, chdir and umask. Changes happen in the in-memory
 //! filesystem only; the host view is read-only (EROFS), and a change spanning both is EXDEV.
 
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use super::files::FdKind;
 use super::fs::{Place, Want};
+use super::hostrw::WritableMount;
 use super::memfs::{Data, Ino};
-use super::{errno, Linux, SyscallEnv, AT_EMPTY_PATH, AT_FDCWD, AT_SYMLINK_NOFOLLOW, PATH_MAX};
+use super::{errno, host_result, Linux, SyscallEnv, AT_EMPTY_PATH, AT_FDCWD, AT_SYMLINK_NOFOLLOW, PATH_MAX};
+
+/// Where a new directory entry goes.
+enum NewEntry {
+    Mem(Ino, Vec<u8>),
+    Host(WritableMount, std::path::PathBuf),
+}
+
+/// What a metadata change applies to.
+enum Target {
+    Mem(Ino),
+    /// A path in a writable host mount (below it).
+    Host(WritableMount, std::path::PathBuf),
+    /// An open file in a writable host mount.
+    HostFd(std::os::fd::RawFd),
+}
 
 const AT_REMOVEDIR: u64 = 0x200;
 const AT_SYMLINK_FOLLOW: u64 = 0x400;
@@ -29,13 +47,15 @@ impl Linux {
         }
     }
 
-    /// The in-memory directory a new entry at guest path `p` goes in, with its name, after
-    /// checking the directory is writable; `exists` is the errno when something is there.
-    fn new_entry(&mut self, p: &Path, exists: i32) -> std::result::Result<(Ino, Vec<u8>), i32> {
+    /// Where a new entry at guest path `p` goes: an in-memory directory (checked writable)
+    /// and the name, or a writable host mount and the path below it; `exists` is the errno
+    /// when something is there.
+    fn new_entry(&mut self, p: &Path, exists: i32) -> std::result::Result<NewEntry, i32> {
         let (parent, name) = self.locate_parent(p, exists)?;
         let dir = match parent {
             Place::Mem(dir) => dir,
             Place::MemAbsent { .. } => return Err(errno::ENOENT),
+            Place::HostRw(w, rel) => return Ok(NewEntry::Host(w, rel.join(std::ffi::OsStr::from_bytes(&name)))),
             Place::Host(_) => return Err(self.host_change(p, exists)),
         };
         if !self.fs.inode(dir).is_some_and(super::memfs::Inode::is_dir) {
@@ -44,12 +64,15 @@ impl Linux {
         if !self.may(dir, Want::Write) || !self.may(dir, Want::Exec) {
             return Err(errno::EACCES);
         }
-        Ok((dir, name))
+        Ok(NewEntry::Mem(dir, name))
     }
 
     pub(super) fn mkdir(&mut self, env: &SyscallEnv, dirfd: u64, path: u64, mode: u64) -> std::result::Result<u64, i32> {
         let p = self.resolve(env, dirfd, path)?;
-        let (dir, name) = self.new_entry(&p, errno::EEXIST)?;
+        let (dir, name) = match self.new_entry(&p, errno::EEXIST)? {
+            NewEntry::Mem(dir, name) => (dir, name),
+            NewEntry::Host(w, rel) => return w.mkdir(&rel, mode as u32 & !self.umask),
+        };
         let mode = libc::S_IFDIR | (mode as u32 & 0o7777 & !self.umask);
         let data = Data::Dir { entries: Default::default(), parent: dir, unlisted: None };
         self.fs.create(dir, &name, mode, self.uid, self.gid, data)?;
@@ -62,7 +85,10 @@ impl Linux {
             return Err(errno::ENOENT);
         }
         let p = self.resolve(env, dirfd, path)?;
-        let (dir, name) = self.new_entry(&p, errno::EEXIST)?;
+        let (dir, name) = match self.new_entry(&p, errno::EEXIST)? {
+            NewEntry::Mem(dir, name) => (dir, name),
+            NewEntry::Host(w, rel) => return w.symlink(&target, &rel),
+        };
         self.fs.create(dir, &name, libc::S_IFLNK | 0o777, self.uid, self.gid, Data::Symlink(target))?;
         Ok(0)
     }
@@ -82,8 +108,9 @@ impl Linux {
         let dir = match parent {
             Place::Mem(dir) => dir,
             Place::MemAbsent { .. } => return Err(errno::ENOENT),
+            Place::HostRw(w, rel) => return w.unlink(&rel.join(std::ffi::OsStr::from_bytes(&name)), dir_wanted),
             Place::Host(_) => {
-                if self.fs.mount_of(&p).is_some() || self.fs.leads_to_mount(&p) {
+                if self.fs.mount_of(&p).is_some() || self.fs.writable_of(&p).is_some() || self.fs.leads_to_mount(&p) {
                     return Err(errno::EBUSY); // a mount point
                 }
                 return Err(self.host_change(&p, errno::EROFS));
@@ -115,6 +142,10 @@ impl Linux {
         let (to, nname) = self.locate_parent(&np, errno::EBUSY)?;
         let (odir, ndir) = match (from, to) {
             (Place::Mem(a), Place::Mem(b)) => (a, b),
+            (Place::HostRw(a, ra), Place::HostRw(b, rb)) if a.path == b.path => {
+                return a.rename(&ra.join(std::ffi::OsStr::from_bytes(&oname)), &rb.join(std::ffi::OsStr::from_bytes(&nname)), flags);
+            }
+            (Place::HostRw(..), _) | (_, Place::HostRw(..)) => return Err(libc::EXDEV),
             (Place::MemAbsent { .. }, _) | (_, Place::MemAbsent { .. }) => return Err(errno::ENOENT),
             (Place::Host(_), Place::Host(_)) => return Err(self.host_change(&op, errno::EROFS)),
             (Place::Host(_), _) => {
@@ -158,6 +189,13 @@ impl Linux {
         } else {
             let op = self.resolve(env, olddir, old)?;
             match self.locate(op.clone(), flags & AT_SYMLINK_FOLLOW != 0)? {
+                Place::HostRw(w, rel) => {
+                    let np = self.resolve(env, newdir, new)?;
+                    return match self.new_entry(&np, errno::EEXIST)? {
+                        NewEntry::Host(w2, rel2) if w2.path == w.path => w.link(&rel, &rel2),
+                        _ => Err(libc::EXDEV),
+                    };
+                }
                 Place::Mem(ino) => ino,
                 Place::MemAbsent { .. } => return Err(errno::ENOENT),
                 Place::Host(p) => {
@@ -170,18 +208,22 @@ impl Linux {
             return Err(errno::ENOENT);
         }
         let np = self.resolve(env, newdir, new)?;
-        let (dir, name) = self.new_entry(&np, errno::EEXIST)?;
+        let (dir, name) = match self.new_entry(&np, errno::EEXIST)? {
+            NewEntry::Mem(dir, name) => (dir, name),
+            NewEntry::Host(..) => return Err(libc::EXDEV),
+        };
         self.fs.link(ino, dir, &name)?;
         Ok(0)
     }
 
-    /// The in-memory inode a path or descriptor names, for the calls that change metadata:
-    /// EROFS for what lives on the host view, whose files never change.
-    fn inode_for_change(&mut self, env: &SyscallEnv, dirfd: u64, path: Option<u64>, follow: bool) -> std::result::Result<Ino, i32> {
+    /// What a path or descriptor names, for the calls that change metadata: an in-memory
+    /// inode, or a file in a writable host mount; EROFS for the read-only host view.
+    fn target_for_change(&mut self, env: &SyscallEnv, dirfd: u64, path: Option<u64>, follow: bool) -> std::result::Result<Target, i32> {
         let p = match path {
             None => {
                 return match self.fds.get(dirfd).ok_or(errno::EBADF)? {
-                    FdKind::Mem(d) => Ok(super::ipc::lock(d).ino),
+                    FdKind::Mem(d) => Ok(Target::Mem(super::ipc::lock(d).ino)),
+                    FdKind::File { host, path, .. } if self.fs.writable_of(path).is_some() => Ok(Target::HostFd(host.as_raw_fd())),
                     FdKind::File { .. } => Err(errno::EROFS),
                     _ => Err(errno::EPERM),
                 };
@@ -189,8 +231,9 @@ impl Linux {
             Some(path) => self.resolve(env, dirfd, path)?,
         };
         match self.locate(p, follow)? {
-            Place::Mem(ino) => Ok(ino),
+            Place::Mem(ino) => Ok(Target::Mem(ino)),
             Place::MemAbsent { .. } => Err(errno::ENOENT),
+            Place::HostRw(w, rel) => Ok(Target::Host(w, rel)),
             Place::Host(p) => {
                 self.stat_of_path(&p, !follow)?;
                 Err(errno::EROFS)
@@ -208,7 +251,13 @@ impl Linux {
         flags: u64,
     ) -> std::result::Result<u64, i32> {
         let path = self.empty_path_is_fd(env, path, flags)?;
-        let ino = self.inode_for_change(env, dirfd, path, flags & AT_SYMLINK_NOFOLLOW == 0)?;
+        let follow = flags & AT_SYMLINK_NOFOLLOW == 0;
+        let ino = match self.target_for_change(env, dirfd, path, follow)? {
+            Target::Mem(ino) => ino,
+            Target::Host(w, rel) => return w.chmod(&rel, mode as u32, !follow),
+            // SAFETY: fchmod of the guest's own open host file.
+            Target::HostFd(fd) => return host_result(unsafe { libc::fchmod(fd, mode as u32 & 0o7777) }.into()),
+        };
         let (uid, t) = (self.uid, super::memfs::now());
         let n = self.fs.inode_mut(ino).ok_or(errno::ENOENT)?;
         if uid != 0 && uid != n.uid {
@@ -233,7 +282,13 @@ impl Linux {
         flags: u64,
     ) -> std::result::Result<u64, i32> {
         let path = self.empty_path_is_fd(env, path, flags)?;
-        let ino = self.inode_for_change(env, dirfd, path, flags & AT_SYMLINK_NOFOLLOW == 0)?;
+        let follow = flags & AT_SYMLINK_NOFOLLOW == 0;
+        let ino = match self.target_for_change(env, dirfd, path, follow)? {
+            Target::Mem(ino) => ino,
+            Target::Host(w, rel) => return w.chown(&rel, owner as u32, group as u32, !follow),
+            // SAFETY: fchown of the guest's own open host file.
+            Target::HostFd(fd) => return host_result(unsafe { libc::fchown(fd, owner as u32, group as u32) }.into()),
+        };
         let (uid, gid, t) = (self.uid, self.gid, super::memfs::now());
         let n = self.fs.inode_mut(ino).ok_or(errno::ENOENT)?;
         let (owner, group) = (owner as u32, group as u32);
@@ -262,7 +317,17 @@ impl Linux {
         if path.is_none() && dirfd as i32 == AT_FDCWD {
             return Err(errno::EFAULT);
         }
-        let ino = self.inode_for_change(env, dirfd, path, flags & AT_SYMLINK_NOFOLLOW == 0)?;
+        let follow = flags & AT_SYMLINK_NOFOLLOW == 0;
+        let host_times = || {
+            let [a, m] = times.unwrap_or([(0, UTIME_NOW), (0, UTIME_NOW)]);
+            [libc::timespec { tv_sec: a.0, tv_nsec: a.1 }, libc::timespec { tv_sec: m.0, tv_nsec: m.1 }]
+        };
+        let ino = match self.target_for_change(env, dirfd, path, follow)? {
+            Target::Mem(ino) => ino,
+            Target::Host(w, rel) => return w.utimens(&rel, &host_times(), !follow),
+            // SAFETY: futimens of the guest's own open host file with two timespecs.
+            Target::HostFd(fd) => return host_result(unsafe { libc::futimens(fd, host_times().as_ptr()) }.into()),
+        };
         let now = super::memfs::now();
         let (uid, gid) = (self.uid, self.gid);
         let n = self.fs.inode_mut(ino).ok_or(errno::ENOENT)?;
@@ -299,7 +364,11 @@ impl Linux {
         }
         let ino = match path {
             Some(_) => {
-                let ino = self.inode_for_change(env, AT_FDCWD as u64, path, true)?;
+                let ino = match self.target_for_change(env, AT_FDCWD as u64, path, true)? {
+                    Target::Mem(ino) => ino,
+                    Target::Host(w, rel) => return w.truncate(&rel, len as i64),
+                    Target::HostFd(_) => return Err(errno::EINVAL),
+                };
                 if self.fs.inode(ino).is_some_and(super::memfs::Inode::is_dir) {
                     return Err(errno::EISDIR);
                 }
@@ -315,6 +384,10 @@ impl Linux {
                         return Err(errno::EINVAL);
                     }
                     o.ino
+                }
+                FdKind::File { host, flags, .. } if flags & libc::O_ACCMODE != libc::O_RDONLY => {
+                    // SAFETY: ftruncate of the guest's own writable host file.
+                    return host_result(unsafe { libc::ftruncate(host.as_raw_fd(), len as i64) }.into());
                 }
                 _ => return Err(errno::EINVAL),
             },
@@ -342,6 +415,13 @@ impl Linux {
                 let o = super::ipc::lock(d);
                 (o.ino, o.write)
             }
+            FdKind::File { host, flags, .. } if flags & libc::O_ACCMODE != libc::O_RDONLY => {
+                if mode != 0 {
+                    return Err(libc::EOPNOTSUPP);
+                }
+                // SAFETY: fallocate of the guest's own writable host file.
+                return host_result(unsafe { libc::fallocate(host.as_raw_fd(), 0, offset as i64, len as i64) }.into());
+            }
             FdKind::File { .. } | FdKind::Device(_) | FdKind::Stdin | FdKind::Stdout | FdKind::Stderr => return Err(errno::EBADF),
             FdKind::Local(_) => return Err(errno::ESPIPE),
         };
@@ -367,12 +447,16 @@ impl Linux {
     /// sockets, captured stdio), as Linux says.
     pub(super) fn fsync(&self, fd: u64) -> std::result::Result<u64, i32> {
         match self.fds.get(fd).ok_or(errno::EBADF)? {
+            FdKind::File { host, flags, .. } if flags & libc::O_ACCMODE != libc::O_RDONLY => {
+                // SAFETY: fsync of the guest's own writable host file.
+                host_result(unsafe { libc::fsync(host.as_raw_fd()) }.into())
+            }
             FdKind::Mem(_) | FdKind::File { .. } | FdKind::Device(_) => Ok(0),
             _ => match self.host_fd_of(fd, false)? {
                 Some(h) => {
                     // SAFETY: fsync of an inherited host descriptor.
                     let r = unsafe { libc::fsync(h) };
-                    super::host_result(r.into())
+                    host_result(r.into())
                 }
                 None => Err(errno::EINVAL),
             },
@@ -438,6 +522,17 @@ impl Linux {
                         self.fs.path_of(ino).ok_or(errno::ENOENT)?
                     }
                     Place::MemAbsent { .. } => return Err(errno::ENOENT),
+                    Place::HostRw(w, rel) => {
+                        let dir = w.lookup(&rel, false)?;
+                        // SAFETY: fstat of our O_PATH handle into a local struct.
+                        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+                        if unsafe { libc::fstat(std::os::fd::AsRawFd::as_raw_fd(&dir), &mut st) } != 0
+                            || st.st_mode & libc::S_IFMT != libc::S_IFDIR
+                        {
+                            return Err(errno::ENOTDIR);
+                        }
+                        w.path.join(rel)
+                    }
                     Place::Host(p) => {
                         let st = self.stat_of_path(&p, false)?;
                         if st.st_mode & libc::S_IFMT != libc::S_IFDIR {

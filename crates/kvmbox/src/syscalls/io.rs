@@ -26,6 +26,9 @@ impl Linux {
     pub(super) fn write_parts(&mut self, env: &SyscallEnv, host: &mut dyn Host, fd: u64, parts: &[&[u8]]) -> Result<Flow> {
         const CHUNK: usize = 1 << 20;
         let (out, stream) = match self.fds.get(fd) {
+            Some(FdKind::File { host, flags, is_dir: false, .. }) if flags & libc::O_ACCMODE != libc::O_RDONLY => {
+                return self.write_host_file(env, host.as_raw_fd(), parts, None).map(|r| Flow::Return(ret(r)));
+            }
             None | Some(FdKind::Stdin) | Some(FdKind::File { .. }) => return Ok(Flow::Return(err(errno::EBADF))),
             Some(FdKind::Device(_)) => {
                 let total = parts.iter().fold(0u64, |sum, p| sum.saturating_add(p.len() as u64));
@@ -220,6 +223,34 @@ impl Linux {
         Ok(total)
     }
 
+    /// write/pwrite of `parts` to a file in a writable host mount: in bounded steps with the
+    /// deadline checked between them; a short write or an error after some bytes ends it.
+    fn write_host_file(&self, env: &SyscallEnv, fd: RawFd, parts: &[&[u8]], offset: Option<u64>) -> Result<std::result::Result<u64, i32>> {
+        const STEP: usize = 16 << 20;
+        let mut total = 0u64;
+        for chunk in parts.iter().flat_map(|p| p.chunks(STEP)) {
+            if total > 0 {
+                env.deadline.check()?;
+            }
+            // SAFETY: write/pwrite from a valid slice to the guest's own writable host file.
+            let n = unsafe {
+                match offset {
+                    Some(off) => libc::pwrite(fd, chunk.as_ptr().cast(), chunk.len(), (off as i64).saturating_add(total as i64)),
+                    None => libc::write(fd, chunk.as_ptr().cast(), chunk.len()),
+                }
+            };
+            if n < 0 {
+                let e = std::io::Error::last_os_error().raw_os_error().unwrap_or(errno::EIO);
+                return Ok(if total > 0 { Ok(total) } else { Err(e) });
+            }
+            total = total.saturating_add(n.unsigned_abs() as u64);
+            if n.unsigned_abs() < chunk.len() {
+                break;
+            }
+        }
+        Ok(Ok(total))
+    }
+
     /// read from stdin or a host file into the checked guest range `[ptr, ptr+len)`.
     fn read_host(&mut self, env: &SyscallEnv, fd: u64, ptr: *mut u8, len: u64, offset: Option<u64>) -> Result<u64> {
         Ok(match self.fds.get(fd) {
@@ -335,6 +366,17 @@ impl Linux {
         }
         match self.fds.get(fd) {
             Some(FdKind::Device(_)) => Ok(0),
+            Some(FdKind::File { host, flags, is_dir: false, .. }) if flags & libc::O_ACCMODE != libc::O_RDONLY => {
+                if (offset as i64) < 0 {
+                    return Err(errno::EINVAL);
+                }
+                let len = len.min(MAX_RW_COUNT);
+                let ptr = env.user().host_range(buf, len, false)?;
+                // SAFETY: the range is checked and inside the guest mapping; nothing else writes
+                // it while the vCPU (on this thread) is stopped in this exit.
+                let data = unsafe { std::slice::from_raw_parts(ptr as *const u8, len as usize) };
+                self.write_host_file(env, host.as_raw_fd(), &[data], Some(offset)).unwrap_or(Err(errno::EINTR))
+            }
             None | Some(FdKind::Stdin) | Some(FdKind::File { .. }) => Err(errno::EBADF),
             Some(_) => Err(errno::ESPIPE),
         }
@@ -423,7 +465,8 @@ impl Linux {
                 Ok(0)
             }
             libc::F_GETFL => Ok(match kind {
-                FdKind::Stdin | FdKind::File { .. } => libc::O_RDONLY as u64,
+                FdKind::File { flags, .. } => *flags as u64,
+                FdKind::Stdin => libc::O_RDONLY as u64,
                 FdKind::Device(_) => libc::O_RDWR as u64,
                 FdKind::Mem(d) => {
                     let o = super::ipc::lock(d);

@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use super::errno;
 use super::files::FilePolicy;
+use super::hostrw::WritableMount;
 
 pub type Ino = u64;
 
@@ -55,6 +56,8 @@ pub enum MountSpec {
     Memory,
     /// A host directory, read-only underneath an in-memory layer (writes stay in memory).
     Host(PathBuf),
+    /// A host directory the guest changes for real (opt-in; see `syscalls::hostrw`).
+    HostWritable(PathBuf),
 }
 
 /// The machine's in-memory filesystem from the embedder's mounts (guest path → what is
@@ -63,21 +66,26 @@ pub enum MountSpec {
 pub fn build(mounts: &[(String, MountSpec)], limit: u64, host_cwd: &Path) -> crate::error::Result<MemFs> {
     let invalid = |m: &str, why: String| crate::error::Error::InvalidArgument(format!("mount {m:?}: {why}"));
     let mut out: Vec<(PathBuf, Lower)> = Vec::new();
+    let mut writable: Vec<WritableMount> = Vec::new();
     for (guest, spec) in mounts {
         let path = PathBuf::from(guest);
         if !path.is_absolute() || super::files::normalize(&path) != path || path == Path::new("/") {
             return Err(invalid(guest, "the guest path must be absolute, normalised and not /".into()));
         }
-        if out.iter().any(|(p, _)| *p == path) {
+        if out.iter().any(|(p, _)| *p == path) || writable.iter().any(|w| w.path == path) {
             return Err(invalid(guest, "mounted twice".into()));
         }
+        let host_dir = |host: &PathBuf| {
+            let abs = super::files::normalize(&host_cwd.join(host));
+            let canonical = std::fs::canonicalize(&abs).map_err(|e| invalid(guest, format!("{}: {e}", host.display())))?;
+            super::files::host_dir_handle(&canonical).map(Arc::new).map_err(|e| invalid(guest, format!("{}: {e}", host.display())))
+        };
         let lower = match spec {
             MountSpec::Memory => Lower::Empty,
-            MountSpec::Host(host) => {
-                let abs = super::files::normalize(&host_cwd.join(host));
-                let canonical = std::fs::canonicalize(&abs).map_err(|e| invalid(guest, format!("{}: {e}", host.display())))?;
-                let fd = super::files::host_dir_handle(&canonical).map_err(|e| invalid(guest, format!("{}: {e}", host.display())))?;
-                Lower::HostDir(Arc::new(fd))
+            MountSpec::Host(host) => Lower::HostDir(host_dir(host)?),
+            MountSpec::HostWritable(host) => {
+                writable.push(WritableMount { path, dir: host_dir(host)? });
+                continue;
             }
         };
         out.push((path, lower));
@@ -87,7 +95,9 @@ pub fn build(mounts: &[(String, MountSpec)], limit: u64, host_cwd: &Path) -> cra
     }
     // SAFETY: getuid/getgid cannot fail.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-    Ok(MemFs::new(out, limit, uid, gid))
+    let mut fs = MemFs::new(out, limit, uid, gid);
+    fs.writable = writable;
+    Ok(fs)
 }
 
 #[derive(Clone, Debug)]
@@ -236,6 +246,8 @@ pub struct MemFs {
     mounts: Vec<Mount>,
     /// Inodes without a name that a descriptor may still hold (unlinked while open).
     orphans: std::collections::BTreeSet<Ino>,
+    /// Host directories the guest changes for real (not part of the tree).
+    writable: Vec<WritableMount>,
 }
 
 /// An open file description of an in-memory file or directory (dup'ed descriptors share it).
@@ -264,7 +276,15 @@ impl MemFs {
     /// of files and inodes at most. The mount roots belong to `uid`/`gid`; `/tmp` is sticky and
     /// writable by all, as natively.
     pub fn new(mounts: Vec<(PathBuf, Lower)>, limit: u64, uid: u32, gid: u32) -> MemFs {
-        let mut fs = MemFs { inodes: BTreeMap::new(), next_ino: 2, used: 0, limit, mounts: Vec::new(), orphans: Default::default() };
+        let mut fs = MemFs {
+            inodes: BTreeMap::new(),
+            next_ino: 2,
+            used: 0,
+            limit,
+            mounts: Vec::new(),
+            orphans: Default::default(),
+            writable: Vec::new(),
+        };
         let t = now();
         for (path, lower) in mounts {
             let ino = fs.next_ino;
@@ -322,7 +342,22 @@ impl MemFs {
 
     /// True if `path` is a directory on the way to a mount point (`/` for `/tmp`, `/a` for `/a/b`).
     pub fn leads_to_mount(&self, path: &Path) -> bool {
-        self.mounts.iter().any(|m| m.path != path && m.path.starts_with(path))
+        self.mounts.iter().map(|m| &m.path).chain(self.writable.iter().map(|w| &w.path)).any(|m| m != path && m.starts_with(path))
+    }
+
+    /// The writable host mount `path` is in, with the path below it, if that mount is deeper
+    /// than any in-memory one holding `path`.
+    pub fn writable_of(&self, path: &Path) -> Option<(&WritableMount, PathBuf)> {
+        let w = self.writable.iter().filter(|w| path.starts_with(&w.path)).max_by_key(|w| w.path.as_os_str().len())?;
+        let deeper_memory = self.mount_of(path).is_some_and(|m| self.mounts[m].path.as_os_str().len() > w.path.as_os_str().len());
+        if deeper_memory {
+            return None;
+        }
+        Some((w, path.strip_prefix(&w.path).unwrap_or(Path::new("")).to_path_buf()))
+    }
+
+    pub fn writable_mounts(&self) -> &[WritableMount] {
+        &self.writable
     }
 
     fn charge(&mut self, bytes: u64) -> Result<(), i32> {
@@ -837,7 +872,7 @@ impl MemFs {
         }
         // Every directory other than a root hangs below a root (parent chains end at one).
         let orphans = inodes.iter().filter(|(_, n)| n.nlink == 0).map(|(&i, _)| i).collect();
-        let fs = MemFs { inodes, next_ino, used, limit, mounts, orphans };
+        let fs = MemFs { inodes, next_ino, used, limit, mounts, orphans, writable: Vec::new() };
         for (&ino, n) in &fs.inodes {
             if n.is_dir() && n.nlink > 0 && fs.path_of(ino).is_none() {
                 return Err("an in-memory directory outside every mount".into());
@@ -917,6 +952,10 @@ impl MemFs {
             w.u8(lower_code(&m.lower));
             w.u64(m.root);
         }
+        w.u64(self.writable.len() as u64);
+        for m in &self.writable {
+            w.bytes(m.path.as_os_str().as_bytes());
+        }
         w.u64(self.next_ino);
         w.u64(self.inodes.len() as u64);
         for (&ino, n) in &self.inodes {
@@ -987,6 +1026,20 @@ impl MemFs {
             }
             mounts.push(Mount { path, root: r.u64()?, lower: m.lower.clone() });
         }
+        let n = r.count(9)?;
+        if n != template.writable.len() {
+            return Err(crate::error::Error::InvalidArgument(
+                "the snapshot's writable host mounts differ from the loader's: load it with the mounts it was made with".into(),
+            ));
+        }
+        for w in &template.writable {
+            if Path::new(OsStr::from_bytes(r.bytes()?)) != w.path {
+                return Err(crate::error::Error::InvalidArgument(format!(
+                    "the snapshot's writable host mounts differ from the loader's ({}): load it with the mounts it was made with",
+                    w.path.display()
+                )));
+            }
+        }
         let next_ino = r.u64()?;
         let count = r.count(8 * 12 + 1)?;
         if count as u64 > template.limit / INODE_COST {
@@ -1055,7 +1108,9 @@ impl MemFs {
             };
             inodes.insert(ino, Inode { data, mode, uid, gid, nlink, atime: times[0], mtime: times[1], ctime: times[2], mount, host });
         }
-        MemFs::from_parts(inodes, next_ino, template.limit, mounts).map_err(|e| bad(&e))
+        let mut fs = MemFs::from_parts(inodes, next_ino, template.limit, mounts).map_err(|e| bad(&e))?;
+        fs.writable = template.writable.clone();
+        Ok(fs)
     }
 }
 

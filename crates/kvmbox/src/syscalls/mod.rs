@@ -11,6 +11,7 @@
 pub mod files;
 mod fs;
 mod fs_write;
+mod hostrw;
 mod ident;
 mod io;
 pub mod ipc;

@@ -57,11 +57,12 @@ impl LinuxState {
                     w.u64(*offset);
                     w.u8(*read as u8 | (*write as u8) << 1 | (*append as u8) << 2);
                 }
-                FdSpec::File { path, is_dir, offset, .. } => {
+                FdSpec::File { path, is_dir, offset, flags, .. } => {
                     w.u8(3);
                     w.bytes(path.as_os_str().as_encoded_bytes());
                     w.u8(*is_dir as u8);
                     w.u64(*offset);
+                    w.u64(*flags as u64);
                 }
                 FdSpec::Local { desc, nonblock, object } => {
                     w.u8(4);
@@ -180,7 +181,12 @@ impl LinuxState {
                     if !path.is_absolute() {
                         return Err(bad("relative path of an open file"));
                     }
-                    FdSpec::File { path: files::normalize(&path), is_dir: r.u8()? != 0, offset: r.u64()?, handle: None }
+                    let (is_dir, offset, flags) = (r.u8()? != 0, r.u64()?, r.u64()?);
+                    let flags = i32::try_from(flags)
+                        .ok()
+                        .filter(|f| f & !(libc::O_ACCMODE | libc::O_APPEND) == 0)
+                        .ok_or_else(|| bad("file flags"))?;
+                    FdSpec::File { path: files::normalize(&path), is_dir, offset, handle: None, flags }
                 }
                 4 => {
                     let (desc, nonblock) = (r.u64()?, r.u8()? != 0);
