@@ -229,6 +229,7 @@ pub enum FdSpec {
         /// for `File`), so a host that replaces it meanwhile does not change what forks read;
         /// a snapshot loaded from a file reopens it.
         lower: Option<Arc<OwnedFd>>,
+        path_only: bool,
     },
     /// An in-machine object: `desc` identifies its open file description (descriptors with the
     /// same number share one), `pipe` its pipe (both ends share the bytes).
@@ -881,6 +882,7 @@ impl FdTable {
                             write: o.write,
                             append: o.append,
                             lower: o.lower.clone(),
+                            path_only: o.path_only,
                         }
                     }
                     FdKind::File { host, path, is_dir, flags } => {
@@ -982,12 +984,16 @@ impl FdTable {
                 FdSpec::Stdout => FdKind::Stdout,
                 FdSpec::Stderr => FdKind::Stderr,
                 FdSpec::Device(d) => FdKind::Device(*d),
-                FdSpec::Mem { desc, ino, offset, read, write, append, lower } => {
+                FdSpec::Mem { desc, ino, offset, read, write, append, lower, path_only } => {
                     if let Some(d) = mem_descs.get(desc) {
                         FdKind::Mem(Arc::clone(d))
                     } else {
-                        if fs.inode(*ino).is_none() {
+                        let Some(node) = fs.inode(*ino) else {
                             return Err(bad("a descriptor of an in-memory file that is not there"));
+                        };
+                        // What no open could give: writing a directory or symlink, I/O on O_PATH.
+                        if (*write || *append) && node.mode & libc::S_IFMT != libc::S_IFREG || *path_only && (*read || *write) {
+                            return Err(bad("a descriptor opened in a way no open allows"));
                         }
                         // Still the lower file's bytes: the very file open at the snapshot.
                         let still_lower = matches!(fs.inode(*ino).map(|n| &n.data), Some(super::memfs::Data::Lower { .. }));
@@ -1007,6 +1013,7 @@ impl FdTable {
                             append: *append,
                             lower,
                             cursor: None,
+                            path_only: *path_only,
                         };
                         let d = Arc::new(std::sync::Mutex::new(open));
                         mem_descs.insert(*desc, Arc::clone(&d));

@@ -107,12 +107,14 @@ impl Linux {
         }
     }
 
-    /// A new descriptor for in-memory inode `ino`.
+    /// A new descriptor for in-memory inode `ino` (an O_PATH one neither reads nor writes).
     fn open_mem(&mut self, ino: Ino, flags: i32) -> std::result::Result<u64, i32> {
         let acc = flags & 3;
-        let (read, write) = (acc == libc::O_RDONLY || acc == libc::O_RDWR, acc == libc::O_WRONLY || acc == libc::O_RDWR);
+        let path_only = flags & libc::O_PATH != 0;
+        let read = !path_only && (acc == libc::O_RDONLY || acc == libc::O_RDWR);
+        let write = !path_only && (acc == libc::O_WRONLY || acc == libc::O_RDWR);
         let lower = if read { self.fs.open_lower(&self.policy, ino)?.map(Arc::new) } else { None };
-        let open = MemOpen { ino, offset: 0, read, write, append: flags & libc::O_APPEND != 0, lower, cursor: None };
+        let open = MemOpen { ino, offset: 0, read, write, append: flags & libc::O_APPEND != 0, lower, cursor: None, path_only };
         self.fds.insert(FdKind::Mem(Arc::new(std::sync::Mutex::new(open))), 0)
     }
 
@@ -154,14 +156,11 @@ impl Linux {
             return Err(errno::EACCES);
         }
         if flags & libc::O_TRUNC != 0 && writes && node.mode & libc::S_IFMT == libc::S_IFREG {
-            if let Some(n) = self.fs.inode_mut(ino) {
-                if matches!(n.data, Data::Lower { .. }) {
-                    n.data = Data::File(Arc::default()); // nothing to copy up: it is emptied
-                }
-            }
-            self.fs.set_size(ino, 0)?;
+            // A lower file is emptied without being copied up; its readers read the empty copy.
+            self.fs.truncate_to_empty(ino)?;
+            self.drop_lower(ino);
         }
-        self.open_mem(ino, if flags & libc::O_PATH != 0 { libc::O_RDONLY } else { flags })
+        self.open_mem(ino, flags)
     }
     /// The normalised absolute guest path for (dirfd, path).
     pub(super) fn resolve(&self, env: &SyscallEnv, dirfd: u64, path: u64) -> std::result::Result<PathBuf, i32> {
@@ -173,11 +172,21 @@ impl Linux {
         let base = if p.is_absolute() {
             PathBuf::from("/")
         } else if dirfd as i32 == AT_FDCWD {
-            self.cwd.clone()
+            self.cwd_path()?
         } else {
             self.dir_path_of(dirfd)?
         };
         Ok(files::normalize(&base.join(p)))
+    }
+
+    /// The working directory's path: where an in-memory one is now (renames move it along),
+    /// ENOENT once it was removed, as on Linux.
+    pub(super) fn cwd_path(&self) -> std::result::Result<PathBuf, i32> {
+        match self.cwd_ino {
+            Some(ino) if self.fs.inode(ino).is_some_and(|n| n.nlink > 0) => self.fs.path_of(ino).ok_or(errno::ENOENT),
+            Some(_) => Err(errno::ENOENT),
+            None => Ok(self.cwd.clone()),
+        }
     }
 
     /// The guest path of the directory open as `fd` (a base for *at calls, fchdir).
@@ -254,7 +263,7 @@ impl Linux {
     pub(super) fn stat_path(&mut self, env: &SyscallEnv, dirfd: u64, path: u64, buf: u64, flags: u64) -> std::result::Result<u64, i32> {
         if Self::is_empty_path(env, path, flags)? {
             if dirfd as i32 == AT_FDCWD {
-                let cwd = self.cwd.clone();
+                let cwd = self.cwd_path()?;
                 return self.stat_path_resolved(env, &cwd, buf);
             }
             return self.fstat(env, dirfd, buf);
@@ -332,7 +341,7 @@ impl Linux {
                 _ => return self.statx_from_stat(env, dirfd, buf),
             }
         } else {
-            let p = if empty { self.cwd.clone() } else { self.resolve(env, dirfd, path)? };
+            let p = if empty { self.cwd_path()? } else { self.resolve(env, dirfd, path)? };
             let nofollow = flags & AT_SYMLINK_NOFOLLOW != 0;
             let p = match self.locate(p.clone(), !nofollow)? {
                 Place::Host(p) if files::Device::at(&p).is_none() && !self.fs.leads_to_mount(&p) => p,
@@ -413,24 +422,30 @@ impl Linux {
     fn getdents_mem(&mut self, env: &SyscallEnv, d: &memfs::MemDesc, buf: u64, len: u64) -> std::result::Result<u64, i32> {
         let (ino, offset, cursor) = {
             let o = super::ipc::lock(d);
+            if o.path_only {
+                return Err(errno::EBADF);
+            }
             (o.ino, o.offset, o.cursor.clone())
         };
-        let entries = self.fs.entries(&self.policy, ino)?;
-        let start = match &cursor {
-            Some(last) => entries.iter().skip(2).position(|(n, _, _)| n > last).map_or(entries.len(), |i| i.saturating_add(2)),
-            None => usize::try_from(offset).unwrap_or(usize::MAX).min(entries.len()),
-        } as u64;
-        let mut last = cursor;
         let len = len.min(1 << 20);
+        // Each record takes at least 24 bytes: no more entries than that are looked at.
+        let batch = usize::try_from(len / 24).unwrap_or(usize::MAX).saturating_add(1);
+        // Past `.` and `..` a listing goes on after the last name it returned; one placed by
+        // lseek (or restored from a snapshot) skips that many names from the first.
+        let skip = if cursor.is_none() { usize::try_from(offset.saturating_sub(2)).unwrap_or(usize::MAX) } else { 0 };
+        let mut entries = self.fs.entries_after(&self.policy, ino, offset, cursor.as_deref(), batch.saturating_add(skip))?;
+        let dots = entries.len().min(2usize.saturating_sub(usize::try_from(offset).unwrap_or(2)));
+        entries.drain(dots..dots.saturating_add(skip).min(entries.len()));
+        let mut last = cursor;
         let mut out: Vec<u8> = Vec::new();
-        let mut next = start;
-        for (i, (name, child, kind)) in entries.iter().enumerate().skip(usize::try_from(start).unwrap_or(usize::MAX)) {
+        let mut next = offset;
+        for (name, child, kind) in &entries {
             let reclen = (19usize.saturating_add(name.len()).saturating_add(1)).next_multiple_of(8);
             if out.len().saturating_add(reclen) as u64 > len {
                 break;
             }
-            next = (i as u64).saturating_add(1);
-            if i >= 2 {
+            next = next.saturating_add(1); // the first entry here is number `offset`
+            if next > 2 {
                 last = Some(name.clone());
             }
             out.extend_from_slice(&child.to_le_bytes());
@@ -440,7 +455,7 @@ impl Linux {
             out.extend_from_slice(name);
             out.resize(out.len().saturating_add(reclen.saturating_sub(19).saturating_sub(name.len())), 0);
         }
-        if out.is_empty() && (start as usize) < entries.len() {
+        if out.is_empty() && !entries.is_empty() {
             return Err(errno::EINVAL); // the buffer cannot hold the next entry
         }
         env.user().write(buf, &out)?;
@@ -546,7 +561,7 @@ impl Linux {
     }
 
     pub(super) fn getcwd(&self, env: &SyscallEnv, buf: u64, size: u64) -> std::result::Result<u64, i32> {
-        let mut bytes = self.cwd.as_os_str().as_encoded_bytes().to_vec();
+        let mut bytes = self.cwd_path()?.as_os_str().as_encoded_bytes().to_vec();
         bytes.push(0);
         if (size as usize) < bytes.len() {
             return Err(errno::ERANGE);

@@ -51,6 +51,9 @@ impl Linux {
     /// and the name, or a writable host mount and the path below it; `exists` is the errno
     /// when something is there.
     fn new_entry(&mut self, p: &Path, exists: i32) -> std::result::Result<NewEntry, i32> {
+        if self.fs.is_mount_point(p) {
+            return Err(exists);
+        }
         let (parent, name) = self.locate_parent(p, exists)?;
         let dir = match parent {
             Place::Mem(dir) => dir,
@@ -104,6 +107,9 @@ impl Linux {
         if dir_wanted && (raw.ends_with(b"/.") || raw == b".") {
             return Err(errno::EINVAL);
         }
+        if self.fs.is_mount_point(&p) {
+            return Err(if dir_wanted { errno::EBUSY } else { errno::EISDIR });
+        }
         let (parent, name) = self.locate_parent(&p, errno::EBUSY)?;
         let dir = match parent {
             Place::Mem(dir) => dir,
@@ -138,6 +144,9 @@ impl Linux {
         let flags = u32::try_from(flags).map_err(|_| errno::EINVAL)?;
         let op = self.resolve(env, olddir, old)?;
         let np = self.resolve(env, newdir, new)?;
+        if self.fs.is_mount_point(&op) || self.fs.is_mount_point(&np) {
+            return Err(errno::EBUSY);
+        }
         let (from, oname) = self.locate_parent(&op, errno::EBUSY)?;
         let (to, nname) = self.locate_parent(&np, errno::EBUSY)?;
         let (odir, ndir) = match (from, to) {
@@ -222,6 +231,7 @@ impl Linux {
         let p = match path {
             None => {
                 return match self.fds.get(dirfd).ok_or(errno::EBADF)? {
+                    FdKind::Mem(d) if super::ipc::lock(d).path_only => Err(errno::EBADF),
                     FdKind::Mem(d) => Ok(Target::Mem(super::ipc::lock(d).ino)),
                     FdKind::File { host, path, .. } if self.fs.writable_of(path).is_some() => Ok(Target::HostFd(host.as_raw_fd())),
                     FdKind::File { .. } => Err(errno::EROFS),
@@ -329,6 +339,9 @@ impl Linux {
             Target::HostFd(fd) => return host_result(unsafe { libc::futimens(fd, host_times().as_ptr()) }.into()),
         };
         let now = super::memfs::now();
+        if times.is_some_and(|[a, m]| a.1 == UTIME_OMIT && m.1 == UTIME_OMIT) {
+            return Ok(0); // nothing to change, and nothing checked (as on Linux)
+        }
         let (uid, gid) = (self.uid, self.gid);
         let n = self.fs.inode_mut(ino).ok_or(errno::ENOENT)?;
         let owner = uid == 0 || uid == n.uid;
@@ -542,6 +555,11 @@ impl Linux {
                     }
                 }
             }
+        };
+        // An in-memory working directory is held by its inode (it moves with renames).
+        self.cwd_ino = match self.locate(target.clone(), true) {
+            Ok(Place::Mem(ino)) => Some(ino),
+            _ => None,
         };
         self.cwd = target;
         Ok(0)

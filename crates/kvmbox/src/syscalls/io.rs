@@ -166,13 +166,14 @@ impl Linux {
         if (at as i64) < 0 {
             return Err(errno::EINVAL);
         }
-        let len = len.min(16 << 20) as usize;
         // SAFETY: the caller checked `[ptr, ptr+len)` is writable guest memory; nothing else
         // touches it while the vCPU (on this thread) is stopped in this exit.
-        let buf = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
+        let buf = unsafe { std::slice::from_raw_parts_mut(ptr, len as usize) };
+        // In-memory bytes are copied whole (bounded by the file, so by fsLimit), as tmpfs reads.
         let n = match self.fs.read_at(o.ino, at, buf) {
             Ok(n) => n,
             Err(()) => {
+                let len = (len as usize).min(16 << 20);
                 let lower = o.lower.as_ref().ok_or(errno::EIO)?;
                 // SAFETY: pread from our own host descriptor into the same checked range.
                 let n = unsafe { libc::pread(lower.as_raw_fd(), ptr.cast(), len, at as i64) };
@@ -202,6 +203,8 @@ impl Linux {
         let size = self.fs.inode(ino).map_or(0, super::memfs::Inode::size);
         let mut at = match offset {
             Some(off) if (off as i64) < 0 => return Err(errno::EINVAL),
+            // pwrite on an O_APPEND descriptor appends on Linux (see pwrite(2), BUGS).
+            Some(_) if append => size,
             Some(off) => off,
             None if append => size,
             None => cur,

@@ -27,12 +27,20 @@ pub type Ino = u64;
 
 /// What counts against the limit for each inode besides its bytes (its host bookkeeping).
 pub const INODE_COST: u64 = 256;
+/// What counts for each directory entry besides its name (the map node holding it).
+pub const ENTRY_COST: u64 = 64;
+
+/// Bytes a directory entry named `name` counts against the limit.
+fn entry_cost(name: &[u8]) -> u64 {
+    ENTRY_COST.saturating_add(name.len() as u64)
+}
 /// Most entries one lower directory may bring into the tree.
 const MAX_LOWER_ENTRIES: usize = 65_536;
 /// Most symlinks one path lookup follows (as Linux: ELOOP beyond).
 pub const MAX_LINKS: u32 = 40;
-/// st_dev of every in-memory file (an anonymous-device number, as tmpfs has).
-pub const DEV: u64 = 0x2e;
+/// st_dev of every in-memory file: an anonymous-device number (major 0, as tmpfs has) whose
+/// minor no host hands out in practice, so no host file shares a (dev, ino) pair with one.
+pub const DEV: u64 = 0xfff0_00ff; // makedev(0, 0xfffff)
 /// What `statfs` reports as f_type: TMPFS_MAGIC.
 pub const TMPFS_MAGIC: i64 = 0x0102_1994;
 /// The default limit of a machine's in-memory files.
@@ -174,13 +182,9 @@ impl Inode {
         }
     }
 
-    /// Bytes of host memory it holds (what the limit counts).
+    /// Bytes of host memory it holds (what the limit counts), its directory entries apart.
     fn cost(&self) -> u64 {
-        INODE_COST.saturating_add(match &self.data {
-            Data::File(b) => b.len() as u64,
-            Data::Symlink(t) => t.len() as u64,
-            _ => 0,
-        })
+        INODE_COST.saturating_add(data_cost(&self.data))
     }
 
     pub fn stat(&self, ino: Ino) -> libc::stat {
@@ -211,6 +215,16 @@ impl Inode {
         (st.st_mtime, st.st_mtime_nsec) = self.mtime;
         (st.st_ctime, st.st_ctime_nsec) = self.ctime;
         st
+    }
+}
+
+/// Bytes an inode's data holds besides the inode itself.
+fn data_cost(d: &Data) -> u64 {
+    match d {
+        Data::File(b) => b.len() as u64,
+        Data::Symlink(t) => t.len() as u64,
+        Data::Lower { path, .. } => path.as_os_str().len() as u64,
+        Data::Dir { unlisted, .. } => unlisted.as_ref().map_or(0, |p| p.as_os_str().len() as u64),
     }
 }
 
@@ -263,6 +277,8 @@ pub struct MemOpen {
     /// A directory listing's place: the last name it returned, so entries removed or added
     /// meanwhile (readdir-and-unlink loops) neither skip nor repeat what is left.
     pub cursor: Option<Vec<u8>>,
+    /// Opened with O_PATH: only a place (fstat, *at calls), no I/O (EBADF).
+    pub path_only: bool,
 }
 
 pub type MemDesc = Arc<std::sync::Mutex<MemOpen>>;
@@ -311,7 +327,7 @@ impl MemFs {
                     host: None,
                 },
             );
-            fs.used = fs.used.saturating_add(INODE_COST);
+            fs.used = fs.used.saturating_add(fs.inodes.get(&ino).map_or(INODE_COST, Inode::cost));
             fs.mounts.push(Mount { path, root: ino, lower });
         }
         fs
@@ -371,11 +387,17 @@ impl MemFs {
     }
 
     fn alloc(&mut self, inode: Inode) -> Result<Ino, i32> {
+        let next = self.next_ino.checked_add(1).ok_or(errno::ENOSPC)?;
         self.charge(inode.cost())?;
         let ino = self.next_ino;
-        self.next_ino = self.next_ino.checked_add(1).ok_or(errno::ENOSPC)?;
+        self.next_ino = next;
         self.inodes.insert(ino, inode);
         Ok(ino)
+    }
+
+    /// True if `path` is a mount point (of either kind): it cannot be made, removed or renamed.
+    pub fn is_mount_point(&self, path: &Path) -> bool {
+        self.mounts.iter().any(|m| m.path == path) || self.writable.iter().any(|w| w.path == path)
     }
 
     /// Look `rel` (relative to mount `m`'s root) up, following symlinks (the last one too with
@@ -451,16 +473,14 @@ impl MemFs {
         None
     }
 
-    /// Bring a directory's lower entries into the tree (once).
+    /// Bring a directory's lower entries into the tree (once, all or nothing: if they do not
+    /// fit the limit the directory stays unlisted and the lookup fails with ENOMEM).
     fn list_lower(&mut self, policy: &FilePolicy, dir: Ino) -> Result<(), i32> {
         let Some(Inode { data: Data::Dir { unlisted: Some(path), .. }, mount, .. }) = self.inodes.get(&dir) else { return Ok(()) };
         let (path, mount) = (path.clone(), *mount);
         let lower = self.mounts.get(mount).map(|m| m.lower.clone()).unwrap_or(Lower::Empty);
-        let found = list_host_dir(policy, &lower, &path)?;
-        if let Some(Inode { data: Data::Dir { unlisted, .. }, .. }) = self.inodes.get_mut(&dir) {
-            *unlisted = None;
-        }
-        for (name, st, link) in found {
+        let mut found = Vec::new();
+        for (name, st, link) in list_host_dir(policy, &lower, &path)? {
             let kind = st.st_mode & libc::S_IFMT;
             let child = path.join(OsStr::from_bytes(&name));
             let data = match kind {
@@ -481,13 +501,27 @@ impl MemFs {
                 mount,
                 host: Some(HostIds { dev: st.st_dev, ino: st.st_ino, blocks: st.st_blocks, size: st.st_size }),
             };
-            let ino = self.alloc(inode).map_err(|_| errno::ENOMEM)?;
-            if let Some(Inode { data: Data::Dir { entries, .. }, nlink, .. }) = self.inodes.get_mut(&dir) {
-                entries.insert(name, ino);
-                if kind == libc::S_IFDIR {
-                    *nlink = nlink.saturating_add(1);
-                }
-            }
+            found.push((name, inode));
+        }
+        let first = self.next_ino;
+        let end = first.checked_add(found.len() as u64).ok_or(errno::ENOMEM)?;
+        // The directory's own lower path goes; its entries and their inodes come.
+        let cost = found.iter().fold(0u64, |sum, (name, inode)| sum.saturating_add(inode.cost()).saturating_add(entry_cost(name)));
+        self.charge(cost).map_err(|_| errno::ENOMEM)?;
+        self.refund(path.as_os_str().len() as u64);
+        self.next_ino = end;
+        let mut subdirs = 0u32;
+        let mut names = Vec::with_capacity(found.len());
+        for (i, (name, inode)) in found.into_iter().enumerate() {
+            let ino = first.saturating_add(i as u64);
+            subdirs = subdirs.saturating_add(u32::from(inode.is_dir()));
+            self.inodes.insert(ino, inode);
+            names.push((name, ino));
+        }
+        if let Some(Inode { data: Data::Dir { entries, unlisted, .. }, nlink, .. }) = self.inodes.get_mut(&dir) {
+            *unlisted = None;
+            entries.extend(names);
+            *nlink = nlink.saturating_add(subdirs);
         }
         Ok(())
     }
@@ -509,11 +543,11 @@ impl MemFs {
         let is_dir = matches!(data, Data::Dir { .. });
         let t = now();
         let inode = Inode { data, mode, uid, gid, nlink: if is_dir { 2 } else { 1 }, atime: t, mtime: t, ctime: t, mount, host: None };
-        self.charge(name.len() as u64)?;
+        self.charge(entry_cost(name))?;
         let ino = match self.alloc(inode) {
             Ok(ino) => ino,
             Err(e) => {
-                self.refund(name.len() as u64);
+                self.refund(entry_cost(name));
                 return Err(e);
             }
         };
@@ -531,6 +565,9 @@ impl MemFs {
 
     /// A new directory entry `name` in `parent` for the existing non-directory `ino` (link).
     pub fn link(&mut self, ino: Ino, parent: Ino, name: &[u8]) -> Result<(), i32> {
+        if name.len() > 255 {
+            return Err(errno::ENAMETOOLONG);
+        }
         let node = self.inodes.get(&ino).ok_or(errno::ENOENT)?;
         if node.is_dir() {
             return Err(errno::EPERM);
@@ -543,7 +580,7 @@ impl MemFs {
         if entries.contains_key(name) {
             return Err(errno::EEXIST);
         }
-        self.charge(name.len() as u64)?;
+        self.charge(entry_cost(name))?;
         let t = now();
         if let Some(Inode { data: Data::Dir { entries, .. }, mtime, ctime, .. }) = self.inodes.get_mut(&parent) {
             entries.insert(name.to_vec(), ino);
@@ -593,7 +630,7 @@ impl MemFs {
             }
             (p.mtime, p.ctime) = (t, t);
         }
-        self.refund(name.len() as u64);
+        self.refund(entry_cost(name));
         if let Some(n) = self.inodes.get_mut(&ino) {
             n.nlink = if is_dir { 0 } else { n.nlink.saturating_sub(1) };
             n.ctime = t;
@@ -663,6 +700,23 @@ impl MemFs {
             self.set_entry(ndir, nname, src);
             self.reparent(dst, odir);
             self.reparent(src, ndir);
+            // A directory changing parents moves its ".." link with it.
+            let dst_dir = self.inodes.get(&dst).is_some_and(Inode::is_dir);
+            if src_dir != dst_dir && odir != ndir {
+                let (from, to) = if src_dir { (odir, ndir) } else { (ndir, odir) };
+                if let Some(p) = self.inodes.get_mut(&from) {
+                    p.nlink = p.nlink.saturating_sub(1);
+                }
+                if let Some(p) = self.inodes.get_mut(&to) {
+                    p.nlink = p.nlink.saturating_add(1);
+                }
+            }
+            let t = now();
+            for i in [src, dst] {
+                if let Some(n) = self.inodes.get_mut(&i) {
+                    n.ctime = t;
+                }
+            }
             return Ok(None);
         }
         if let Some(d) = dst {
@@ -685,7 +739,7 @@ impl MemFs {
                 _ => {}
             }
         }
-        self.charge(nname.len() as u64)?;
+        self.charge(entry_cost(nname))?;
         if let Some(d) = dst {
             self.unlink_entry(ndir, nname, d);
         }
@@ -700,7 +754,7 @@ impl MemFs {
             }
             (p.mtime, p.ctime) = (t, t);
         }
-        self.refund(oname.len() as u64);
+        self.refund(entry_cost(oname));
         if let Some(p) = self.inodes.get_mut(&ndir) {
             if let Data::Dir { entries, .. } = &mut p.data {
                 entries.insert(nname.to_vec(), src);
@@ -745,19 +799,55 @@ impl MemFs {
         false
     }
 
-    /// The entries of directory `ino` (its lower ones listed first), with `.` and `..`.
-    pub fn entries(&mut self, policy: &FilePolicy, ino: Ino) -> Result<Vec<(Vec<u8>, Ino, u8)>, i32> {
+    /// A directory listing's next entries (its lower ones listed first): with `from` 0 and 1
+    /// `.` and `..`, then at most `max` names after `after` (all, from the first, when None),
+    /// each with the inode number stat shows and its d_type.
+    pub fn entries_after(
+        &mut self,
+        policy: &FilePolicy,
+        ino: Ino,
+        from: u64,
+        after: Option<&[u8]>,
+        max: usize,
+    ) -> Result<Vec<(Vec<u8>, Ino, u8)>, i32> {
         self.list_lower(policy, ino)?;
         let (entries, parent) = match self.inodes.get(&ino).map(|n| &n.data) {
-            Some(Data::Dir { entries, parent, .. }) => (entries.clone(), *parent),
+            Some(Data::Dir { entries, parent, .. }) => (entries, *parent),
             _ => return Err(errno::ENOTDIR),
         };
-        let mut out = vec![(b".".to_vec(), ino, libc::DT_DIR), (b"..".to_vec(), parent, libc::DT_DIR)];
-        for (name, child) in entries {
-            let (ino, t) = self.inodes.get(&child).map_or((child, libc::DT_UNKNOWN), |n| (n.host.map_or(child, |h| h.ino), d_type(n.mode)));
-            out.push((name, ino, t));
+        let shown = |i: Ino| self.inodes.get(&i).and_then(|n| n.host).map_or(i, |h| h.ino);
+        let mut out = Vec::new();
+        if from == 0 {
+            out.push((b".".to_vec(), shown(ino), libc::DT_DIR));
+        }
+        if from <= 1 {
+            out.push((b"..".to_vec(), shown(parent), libc::DT_DIR));
+        }
+        let rest = match after {
+            Some(last) => entries.range::<[u8], _>((std::ops::Bound::Excluded(last), std::ops::Bound::Unbounded)),
+            None => entries.range::<[u8], _>(..),
+        };
+        for (name, &child) in rest.take(max) {
+            let t = self.inodes.get(&child).map_or(libc::DT_UNKNOWN, |n| d_type(n.mode));
+            out.push((name.clone(), shown(child), t));
         }
         Ok(out)
+    }
+
+    /// Replace an inode's data, counting the difference against the limit (ENOSPC when the new
+    /// data does not fit: nothing changes then).
+    fn replace_data(&mut self, ino: Ino, data: Data) -> Result<(), i32> {
+        let old = self.inodes.get(&ino).map(|n| data_cost(&n.data)).ok_or(errno::ENOENT)?;
+        let new = data_cost(&data);
+        if new > old {
+            self.charge(new.saturating_sub(old))?;
+        } else {
+            self.refund(old.saturating_sub(new));
+        }
+        if let Some(n) = self.inodes.get_mut(&ino) {
+            n.data = data;
+        }
+        Ok(())
     }
 
     /// Make a file's bytes its own (copying a lower file up), for writing.
@@ -767,74 +857,103 @@ impl MemFs {
             Data::File(_) => Ok(()),
             Data::Lower { path, size } => {
                 let (path, size) = (path.clone(), *size);
+                // Room for the copy is held while it is read, so a full filesystem never reads.
                 self.charge(size)?;
-                match lower_read(&path, size) {
-                    Ok(bytes) => {
-                        self.refund(size);
-                        self.charge(bytes.len() as u64)?;
-                        if let Some(n) = self.inodes.get_mut(&ino) {
-                            n.data = Data::File(Arc::new(bytes));
-                        }
-                        Ok(())
-                    }
-                    Err(e) => {
-                        self.refund(size);
-                        Err(e)
-                    }
-                }
+                let bytes = lower_read(&path, size);
+                self.refund(size);
+                self.replace_data(ino, Data::File(Arc::new(bytes?)))
             }
             Data::Dir { .. } => Err(errno::EISDIR),
             Data::Symlink(_) => Err(errno::EINVAL),
         }
     }
 
-    /// Write `data` at `offset` into an owned file (see [`MemFs::own_bytes`]); grows it (zeros
-    /// in a gap) within the limit. Returns the bytes written.
-    pub fn write(&mut self, ino: Ino, offset: u64, data: &[u8]) -> Result<usize, i32> {
-        let end = offset.checked_add(data.len() as u64).filter(|&e| e <= i64::MAX as u64).ok_or(libc::EFBIG)?;
-        let old = self.inodes.get(&ino).map_or(0, Inode::size);
-        if end > old {
-            self.charge(end.saturating_sub(old))?;
+    /// Empty a file (O_TRUNC): a lower file becomes an empty in-memory one without being read.
+    pub fn truncate_to_empty(&mut self, ino: Ino) -> Result<(), i32> {
+        match self.inodes.get(&ino).map(|n| &n.data) {
+            Some(Data::Lower { .. }) => self.replace_data(ino, Data::File(Arc::default()))?,
+            Some(Data::File(_)) => self.set_size(ino, 0)?,
+            _ => return Err(errno::EINVAL),
         }
-        let Some(n) = self.inodes.get_mut(&ino) else { return Err(errno::ENOENT) };
-        let Data::File(bytes) = &mut n.data else { return Err(errno::EINVAL) };
-        let bytes = Arc::make_mut(bytes);
+        if let Some(n) = self.inodes.get_mut(&ino) {
+            let t = now();
+            (n.mtime, n.ctime) = (t, t);
+        }
+        Ok(())
+    }
+
+    /// Write `data` at `offset` into an owned file (see [`MemFs::own_bytes`]); grows it (zeros
+    /// in a gap) within the limit: when the whole does not fit, as much as does (a short
+    /// write), ENOSPC when nothing does. Returns the bytes written.
+    pub fn write(&mut self, ino: Ino, offset: u64, data: &[u8]) -> Result<usize, i32> {
+        let old = match self.inodes.get(&ino).map(|n| &n.data) {
+            Some(Data::File(b)) => b.len() as u64,
+            Some(_) => return Err(errno::EINVAL),
+            None => return Err(errno::ENOENT),
+        };
+        let end = offset.checked_add(data.len() as u64).filter(|&e| e <= i64::MAX as u64).ok_or(libc::EFBIG)?;
+        let room = self.limit.saturating_sub(self.used);
+        let end = end.min(old.saturating_add(room).max(old));
+        if end <= offset && !data.is_empty() {
+            return Err(errno::ENOSPC);
+        }
+        let data = &data[..usize::try_from(end.saturating_sub(offset)).unwrap_or(0).min(data.len())];
+        let grow = end.saturating_sub(old);
         let (start, end) = (usize::try_from(offset).map_err(|_| libc::EFBIG)?, usize::try_from(end).map_err(|_| libc::EFBIG)?);
+        self.charge(grow)?;
+        let Some(Inode { data: Data::File(bytes), mtime, ctime, .. }) = self.inodes.get_mut(&ino) else {
+            self.refund(grow);
+            return Err(errno::EINVAL);
+        };
+        let bytes = Arc::make_mut(bytes);
         if end > bytes.len() {
             // Within the limit, yet the host may still refuse: ENOSPC, never an abort.
-            bytes.try_reserve_exact(end.saturating_sub(bytes.len())).map_err(|_| errno::ENOSPC)?;
+            if bytes.try_reserve_exact(end.saturating_sub(bytes.len())).is_err() {
+                self.refund(grow);
+                return Err(errno::ENOSPC);
+            }
             bytes.resize(end, 0);
         }
         bytes[start..end].copy_from_slice(data);
         let t = now();
-        (n.mtime, n.ctime) = (t, t);
+        (*mtime, *ctime) = (t, t);
         Ok(data.len())
     }
 
     /// Set an owned file's size (truncate/ftruncate/fallocate), within the limit.
     pub fn set_size(&mut self, ino: Ino, size: u64) -> Result<(), i32> {
         let size_usize = usize::try_from(size).ok().filter(|_| size <= i64::MAX as u64).ok_or(libc::EFBIG)?;
-        let old = self.inodes.get(&ino).map_or(0, Inode::size);
+        let old = match self.inodes.get(&ino).map(|n| &n.data) {
+            Some(Data::File(b)) => b.len() as u64,
+            Some(_) => return Err(errno::EINVAL),
+            None => return Err(errno::ENOENT),
+        };
         if size > old {
             self.charge(size.saturating_sub(old))?;
-        } else {
-            self.refund(old.saturating_sub(size));
         }
-        let Some(n) = self.inodes.get_mut(&ino) else { return Err(errno::ENOENT) };
-        let Data::File(bytes) = &mut n.data else { return Err(errno::EINVAL) };
+        let Some(Inode { data: Data::File(bytes), mtime, ctime, .. }) = self.inodes.get_mut(&ino) else { return Err(errno::EINVAL) };
         let bytes = Arc::make_mut(bytes);
-        bytes.try_reserve_exact(size_usize.saturating_sub(bytes.len())).map_err(|_| errno::ENOSPC)?;
+        if bytes.try_reserve_exact(size_usize.saturating_sub(bytes.len())).is_err() {
+            self.refund(size.saturating_sub(old));
+            return Err(errno::ENOSPC);
+        }
         bytes.resize(size_usize, 0);
         let t = now();
-        (n.mtime, n.ctime) = (t, t);
+        (*mtime, *ctime) = (t, t);
+        if size < old {
+            self.refund(old.saturating_sub(size));
+        }
         Ok(())
     }
 
-    /// Check a tree decoded from a snapshot file: every entry names an inode, every directory
-    /// has one parent that lists it (so no cycles), roots are the mounts' directories; the
-    /// counted bytes are recomputed, never taken from the file.
-    pub fn from_parts(inodes: BTreeMap<Ino, Inode>, next_ino: Ino, limit: u64, mounts: Vec<Mount>) -> Result<MemFs, String> {
-        let mut named: BTreeMap<Ino, u32> = BTreeMap::new();
+    /// Check a tree decoded from a snapshot file, in time linear in its size: every entry names
+    /// an inode of its mount with a valid name, every directory has at most one parent that
+    /// lists it and says so, every named directory is reachable from a mount root (so there are
+    /// no cycles), an unnamed directory is empty; link counts and the counted bytes are
+    /// recomputed, never taken from the file.
+    pub fn from_parts(mut inodes: BTreeMap<Ino, Inode>, next_ino: Ino, limit: u64, mounts: Vec<Mount>) -> Result<MemFs, String> {
+        let mut names: BTreeMap<Ino, u32> = BTreeMap::new();
+        let mut subdirs: BTreeMap<Ino, u32> = BTreeMap::new();
         let mut used = 0u64;
         for (&ino, n) in &inodes {
             if ino >= next_ino || n.mount >= mounts.len() {
@@ -843,7 +962,7 @@ impl MemFs {
             used = used.saturating_add(n.cost());
             if let Data::Dir { entries, parent, .. } = &n.data {
                 for (name, child) in entries {
-                    used = used.saturating_add(name.len() as u64);
+                    used = used.saturating_add(entry_cost(name));
                     if name.is_empty() || name.len() > 255 || name.contains(&b'/') || name == b"." || name == b".." {
                         return Err("a bad in-memory file name".into());
                     }
@@ -852,11 +971,13 @@ impl MemFs {
                         return Err("an in-memory entry in another mount".into());
                     }
                     if let Data::Dir { parent: cp, .. } = &c.data {
-                        if *cp != ino || named.contains_key(child) {
+                        if *cp != ino || names.contains_key(child) {
                             return Err("an in-memory directory with two parents".into());
                         }
+                        let k = subdirs.entry(ino).or_insert(0);
+                        *k = k.saturating_add(1);
                     }
-                    let k = named.entry(*child).or_insert(0);
+                    let k = names.entry(*child).or_insert(0);
                     *k = k.saturating_add(1);
                 }
                 if !inodes.contains_key(parent) {
@@ -866,18 +987,45 @@ impl MemFs {
         }
         for (i, m) in mounts.iter().enumerate() {
             match inodes.get(&m.root) {
-                Some(n) if n.is_dir() && n.mount == i && !named.contains_key(&m.root) => {}
+                Some(n) if n.is_dir() && n.mount == i && !names.contains_key(&m.root) => {}
                 _ => return Err("an in-memory mount without its root directory".into()),
             }
         }
-        // Every directory other than a root hangs below a root (parent chains end at one).
-        let orphans = inodes.iter().filter(|(_, n)| n.nlink == 0).map(|(&i, _)| i).collect();
-        let fs = MemFs { inodes, next_ino, used, limit, mounts, orphans, writable: Vec::new() };
-        for (&ino, n) in &fs.inodes {
-            if n.is_dir() && n.nlink > 0 && fs.path_of(ino).is_none() {
-                return Err("an in-memory directory outside every mount".into());
+        // One walk from the roots reaches every named directory exactly once (no cycles).
+        let mut reached = 0usize;
+        let mut queue: Vec<Ino> = mounts.iter().map(|m| m.root).collect();
+        let mut seen: std::collections::BTreeSet<Ino> = queue.iter().copied().collect();
+        while let Some(d) = queue.pop() {
+            reached = reached.saturating_add(1);
+            if let Some(Data::Dir { entries, .. }) = inodes.get(&d).map(|n| &n.data) {
+                for child in entries.values() {
+                    if inodes.get(child).is_some_and(Inode::is_dir) && seen.insert(*child) {
+                        queue.push(*child);
+                    }
+                }
             }
         }
+        let named_dirs =
+            inodes.iter().filter(|(i, n)| n.is_dir() && (names.contains_key(i) || mounts.iter().any(|m| m.root == **i))).count();
+        if reached != named_dirs {
+            return Err("an in-memory directory outside every mount".into());
+        }
+        for (i, n) in inodes.iter_mut() {
+            let named = names.get(i).copied().unwrap_or(0);
+            let root = mounts.iter().any(|m| m.root == *i);
+            n.nlink = match &n.data {
+                Data::Dir { entries, .. } if named == 0 && !root => {
+                    if !entries.is_empty() {
+                        return Err("a removed in-memory directory with entries".into());
+                    }
+                    0
+                }
+                Data::Dir { .. } => subdirs.get(i).copied().unwrap_or(0).saturating_add(2),
+                _ => named,
+            };
+        }
+        let orphans = inodes.iter().filter(|(_, n)| n.nlink == 0).map(|(&i, _)| i).collect();
+        let fs = MemFs { inodes, next_ino, used, limit, mounts, orphans, writable: Vec::new() };
         if fs.used > limit {
             return Err("in-memory files beyond the limit".into());
         }
@@ -1185,6 +1333,7 @@ fn list_host_dir(policy: &FilePolicy, lower: &Lower, path: &Path) -> Result<Vec<
                 continue;
             }
             buf.truncate(n.unsigned_abs());
+            buf.shrink_to_fit();
             link = buf;
         }
         out.push((name, st, link));
@@ -1236,7 +1385,17 @@ mod tests {
         let root = fs.mounts()[0].root;
         let f = file(&mut fs, root, "big");
         assert_eq!(fs.write(f, 0, &vec![1u8; 1 << 19]), Ok(1 << 19));
-        assert_eq!(fs.write(f, 1 << 19, &vec![1u8; 1 << 19]), Err(errno::ENOSPC));
+        // What fits is written (a short write), then nothing more: ENOSPC.
+        let short = fs.write(f, 1 << 19, &vec![1u8; 1 << 19]).unwrap();
+        assert!(short > 0 && short < 1 << 19, "{short}");
+        assert_eq!(fs.write(f, (1 << 19) + short as u64, b"x"), Err(errno::ENOSPC));
+        assert_eq!(fs.used(), fs.limit);
+        // Hard links count too: each name costs its entry.
+        fs.set_size(f, 0).unwrap();
+        let before = fs.used();
+        fs.link(f, root, b"second").unwrap();
+        assert_eq!(fs.used(), before + ENTRY_COST + 6);
+        assert_eq!(fs.link(f, root, &[b'n'; 256]), Err(errno::ENAMETOOLONG));
         assert_eq!(fs.set_size(f, u64::MAX), Err(libc::EFBIG));
         assert_eq!(fs.write(f, u64::MAX - 1, b"ab"), Err(libc::EFBIG));
         fs.set_size(f, 0).unwrap();

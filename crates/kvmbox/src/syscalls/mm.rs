@@ -595,6 +595,9 @@ mod calls {
                     if self.fs.inode(o.ino).is_none_or(super::super::memfs::Inode::is_dir) {
                         return Ok(err(libc::ENODEV));
                     }
+                    if o.path_only {
+                        return Ok(err(errno::EBADF));
+                    }
                     if !o.read {
                         return Ok(err(errno::EACCES));
                     }
@@ -603,9 +606,10 @@ mod calls {
                     if flags & 0x3 == 0x1 && prot & 2 != 0 {
                         return Ok(err(libc::ENODEV));
                     }
+                    let still_lower = self.fs.inode(o.ino).is_some_and(|n| matches!(n.data, super::super::memfs::Data::Lower { .. }));
                     match &o.lower {
-                        Some(lower) => lower.as_raw_fd(),
-                        None => {
+                        Some(lower) if still_lower => lower.as_raw_fd(),
+                        _ => {
                             memory_file = Some(o.ino);
                             -1
                         }

@@ -150,6 +150,8 @@ pub struct Linux {
     pub cwd: PathBuf,
     /// The writable in-memory filesystem (`/tmp` and the configured mounts).
     pub fs: memfs::MemFs,
+    /// The working directory's inode when it is in memory (then `cwd` is where it was).
+    pub cwd_ino: Option<memfs::Ino>,
     /// The file mode creation mask.
     pub umask: u32,
     pub uid: u32,
@@ -213,6 +215,7 @@ impl Linux {
             exe_path: c.exe_path,
             cwd: c.cwd,
             fs: c.fs,
+            cwd_ino: None,
             umask: 0o022,
             uid,
             gid,
@@ -258,6 +261,7 @@ impl Linux {
             timers: self.timers.clone(),
             fs: self.fs.clone(),
             cwd: self.cwd.clone(),
+            cwd_ino: self.cwd_ino,
             umask: self.umask,
             captured_at: std::time::Instant::now(),
         }
@@ -268,8 +272,10 @@ impl Linux {
     pub fn restore(&mut self, state: &LinuxState) -> Result<()> {
         self.fs = state.fs.clone();
         self.cwd = state.cwd.clone();
+        self.cwd_ino = state.cwd_ino;
         self.umask = state.umask;
         self.fds = FdTable::rebuild(&state.fds, &self.policy, &self.fs)?;
+        self.release_orphans();
         self.has_notifiers =
             self.fds.iter_locals().any(|d| matches!(ipc::lock(&d).local, ipc::Local::TimerFd(_) | ipc::Local::SignalFd { .. }));
         self.mm = state.mm.clone();

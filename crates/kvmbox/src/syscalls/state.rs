@@ -27,6 +27,7 @@ pub struct LinuxState {
     /// The in-memory files, the working directory and the umask.
     pub(super) fs: super::memfs::MemFs,
     pub(super) cwd: std::path::PathBuf,
+    pub(super) cwd_ino: Option<super::memfs::Ino>,
     pub(super) umask: u32,
     /// When the state was captured: timeouts are kept as time left from then.
     pub(super) captured_at: Instant,
@@ -50,12 +51,12 @@ impl LinuxState {
                     w.u8(5);
                     w.u8(d.code());
                 }
-                FdSpec::Mem { desc, ino, offset, read, write, append, .. } => {
+                FdSpec::Mem { desc, ino, offset, read, write, append, path_only, .. } => {
                     w.u8(6);
                     w.u64(*desc);
                     w.u64(*ino);
                     w.u64(*offset);
-                    w.u8(*read as u8 | (*write as u8) << 1 | (*append as u8) << 2);
+                    w.u8(*read as u8 | (*write as u8) << 1 | (*append as u8) << 2 | (*path_only as u8) << 3);
                 }
                 FdSpec::File { path, is_dir, offset, flags, .. } => {
                     w.u8(3);
@@ -151,6 +152,7 @@ impl LinuxState {
         }
         self.fs.encode(w);
         w.bytes(self.cwd.as_os_str().as_encoded_bytes());
+        w.u64(self.cwd_ino.unwrap_or(u64::MAX));
         w.u64(u64::from(self.umask));
     }
 
@@ -174,7 +176,16 @@ impl LinuxState {
                 5 => FdSpec::Device(files::Device::from_code(r.u8()?).ok_or_else(|| bad("unknown device"))?),
                 6 => {
                     let (desc, ino, offset, bits) = (r.u64()?, r.u64()?, r.u64()?, r.u8()?);
-                    FdSpec::Mem { desc, ino, offset, read: bits & 1 != 0, write: bits & 2 != 0, append: bits & 4 != 0, lower: None }
+                    FdSpec::Mem {
+                        desc,
+                        ino,
+                        offset,
+                        read: bits & 1 != 0,
+                        write: bits & 2 != 0,
+                        append: bits & 4 != 0,
+                        lower: None,
+                        path_only: bits & 8 != 0,
+                    }
                 }
                 3 => {
                     let path = PathBuf::from(std::ffi::OsStr::from_bytes(r.bytes()?));
@@ -323,6 +334,10 @@ impl LinuxState {
         }
         let fs = super::memfs::MemFs::decode(r, fs)?;
         let cwd = PathBuf::from(std::ffi::OsStr::from_bytes(r.bytes()?));
+        let cwd_ino = Some(r.u64()?).filter(|&i| i != u64::MAX);
+        if cwd_ino.is_some_and(|i| !fs.inode(i).is_some_and(super::memfs::Inode::is_dir)) {
+            return Err(bad("working directory"));
+        }
         let umask = r.u64()?;
         if !cwd.is_absolute() || umask > 0o777 {
             return Err(bad("working directory or umask"));
@@ -342,6 +357,7 @@ impl LinuxState {
             timers,
             fs,
             cwd,
+            cwd_ino,
             umask,
             captured_at,
         })

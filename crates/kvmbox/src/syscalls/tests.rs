@@ -944,3 +944,47 @@ fn a_snapshot_file_cannot_widen_the_in_memory_files() {
     assert!(LinuxState::decode(&mut crate::snapfile::Reader::new(&w.buf), &f.layout, &small).is_err());
     assert!(LinuxState::decode(&mut crate::snapfile::Reader::new(&w.buf), &f.layout, &f.linux.fs).is_ok());
 }
+
+#[test]
+fn a_readdir_and_unlink_loop_empties_a_big_in_memory_directory() {
+    let mut f = Fixture::new(b"");
+    let at = f.scratch();
+    let cwd = AT_FDCWD as u64;
+    f.mem.write(at, b"/tmp/d\0").unwrap();
+    assert_eq!(f.ret(83, &[at, 0o755]), 0);
+    for i in 0..300 {
+        f.mem.write(at + 256, format!("/tmp/d/file-{i:04}\0").as_bytes()).unwrap();
+        let fd = f.ret(257, &[cwd, at + 256, (libc::O_CREAT | libc::O_WRONLY) as u64, 0o600]);
+        assert!(fd >= 0);
+        assert_eq!(f.ret(3, &[fd as u64]), 0);
+    }
+    let dir = f.ret(257, &[cwd, at, libc::O_RDONLY as u64 | libc::O_DIRECTORY as u64, 0]) as u64;
+    let buf = at + 4096;
+    let mut removed = 0;
+    // Small batches, each entry unlinked right after it was read (as `rm -r` loops do).
+    loop {
+        let n = f.ret(217, &[dir, buf, 512]);
+        assert!(n >= 0, "getdents64: {n}");
+        if n == 0 {
+            break;
+        }
+        let mut got = vec![0u8; n as usize];
+        f.mem.read(buf, &mut got).unwrap();
+        let mut off = 0;
+        while off < got.len() {
+            let reclen = u16::from_le_bytes([got[off + 16], got[off + 17]]) as usize;
+            let name: Vec<u8> = got[off + 19..off + reclen].iter().copied().take_while(|&b| b != 0).collect();
+            if name != b"." && name != b".." {
+                let mut path = b"/tmp/d/".to_vec();
+                path.extend_from_slice(&name);
+                path.push(0);
+                f.mem.write(at + 512, &path).unwrap();
+                assert_eq!(f.ret(263, &[cwd, at + 512, 0]), 0, "unlinkat {}", String::from_utf8_lossy(&name));
+                removed += 1;
+            }
+            off += reclen;
+        }
+    }
+    assert_eq!(removed, 300, "every entry was listed once");
+    assert_eq!(f.ret(84, &[at]), 0, "rmdir of the emptied directory");
+}
