@@ -96,12 +96,12 @@ test('syscall pointers to the kernel half, the system area, and overflowing leng
 });
 
 test('the system pages (stubs, GDT, IDT, TSS, ring-0 stack, page tables) cannot be read, written or executed', (t) => {
-  // The system area's layout follows from the GDT's address: syscall entry, call return,
-  // exception stubs, GDT, IDT, TSS (3 pages), ring-0 stack, page tables up to the end of guest
-  // memory (128 MiB by default).
+  // The system area's layout follows from the GDT's address: syscall entry, call return, the
+  // vDSO's parameters page and the vDSO, exception stubs, GDT, IDT, TSS (3 pages), ring-0
+  // stack, page tables up to the end of guest memory (128 MiB by default).
   const gdt = gdtAddress();
   const page = 4096n;
-  const sys = gdt - 3n * page;
+  const sys = gdt - 5n * page;
   const touch = (addr, op) => {
     const vm = Machine.fromFile(bin, { args: [bin, `touch_${op}`, addr.toString(16)], timeout: 5000 });
     try {
@@ -112,13 +112,13 @@ test('the system pages (stubs, GDT, IDT, TSS, ring-0 stack, page tables) cannot 
     }
   };
   const supervisor = {
-    stubs: sys + 2n * page,
+    stubs: gdt - page,
     gdt,
-    idt: sys + 4n * page,
-    tss: sys + 5n * page,
-    'tss+2': sys + 7n * page,
-    'ring-0 stack': sys + 8n * page,
-    pml4: sys + 9n * page,
+    idt: gdt + page,
+    tss: gdt + 2n * page,
+    'tss+2': gdt + 4n * page,
+    'ring-0 stack': gdt + 5n * page,
+    pml4: gdt + 7n * page,
     'last page table': (128n << 20n) - page,
   };
   for (const [name, addr] of Object.entries(supervisor)) {
@@ -131,10 +131,16 @@ test('the system pages (stubs, GDT, IDT, TSS, ring-0 stack, page tables) cannot 
     t.is(touch(addr, 'w'), PF, `write ${name}`);
     t.true([PF, GP].includes(touch(addr, 'x')), `jump into ${name}`);
   }
+  // The vDSO's parameters page is read-only data; the vDSO itself read+execute, never writable.
+  t.is(touch(sys + 2n * page, 'r'), 'allowed', 'read the vDSO parameters');
+  t.is(touch(sys + 2n * page, 'w'), PF, 'write the vDSO parameters');
+  t.is(touch(sys + 2n * page, 'x'), PF, 'execute the vDSO parameters');
+  t.is(touch(sys + 3n * page, 'r'), 'allowed', 'read the vDSO');
+  t.is(touch(sys + 3n * page, 'w'), PF, 'write the vDSO');
 });
 
 test('a jump into the syscall entry page cannot choose a non-canonical return or IOPL 3', (t) => {
-  const entry = gdtAddress() - 3n * 4096n;
+  const entry = gdtAddress() - 5n * 4096n; // the syscall entry page (see above)
   // Non-canonical rcx: PVM treats the jump as a syscall and refuses to return there (the #GP
   // Linux gives); VMX/SVM treat any ring-3 exit at the entry stub as forged.
   let vm = Machine.fromFile(bin, { args: [bin, 'lstar_noncanonical', entry.toString(16)], timeout: 5000 });

@@ -58,7 +58,7 @@ test('bad snapshot files are rejected with a clear error', (t) => {
         b.writeUInt32LE(b.readUInt32LE(8) + 1, 8);
         return b;
       })(),
-      /version 3/,
+      /version 4/,
     ],
     'trailing data': [Buffer.concat([good, Buffer.from('x')]), /checksum|trailing/],
   };

@@ -69,7 +69,8 @@ static void list(const char *dir) {
 static void show(const char *path) {
   struct stat st;
   if (lstat(path, &st) != 0) { printf("stat %s: %s\n", path, ename(errno)); return; }
-  printf("stat %s: mode %o size %ld nlink %ld\n", path, st.st_mode, (long)st.st_size, (long)st.st_nlink);
+  // A directory's size is the filesystem's own (4096 on ext4, 20 per entry on tmpfs): not shown.
+  printf("stat %s: mode %o size %ld nlink %ld\n", path, st.st_mode, S_ISDIR(st.st_mode) ? 0L : (long)st.st_size, (long)st.st_nlink);
 }
 
 static void put(const char *path, const char *text, int flags) {

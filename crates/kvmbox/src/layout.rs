@@ -14,7 +14,8 @@
 //!                            below the stack guard), the stack — with the rights it asked for
 //! guard                      not mapped (stack overflow guard)
 //! stack_bottom .. stack_top  user RW, NX
-//! sys_base ...... M          system area: syscall entry page (user RX), then supervisor-only
+//! sys_base ...... M          system area: syscall entry and call return pages (user RX), the
+//!                            vDSO's parameters page (user R) and the vDSO (user RX), then supervisor-only
 //!                            exception stubs, GDT, IDT, TSS, ring-0 stack, the page-table
 //!                            commit scratch page, page tables
 //! ```
@@ -95,6 +96,10 @@ pub struct SystemPages {
     pub syscall_entry: u64,
     /// User-readable, executable page the host makes guest calls return to (`out`).
     pub call_return: u64,
+    /// User-readable page of clock parameters the vDSO reads (see `vdso`).
+    pub vvar: u64,
+    /// The vDSO image (user RX), just above its parameters page.
+    pub vdso: u64,
     /// Supervisor-only page of one-instruction exception stubs, one 16-byte slot per vector.
     pub exception_stubs: u64,
     pub gdt: u64,
@@ -112,7 +117,7 @@ pub struct SystemPages {
 }
 
 pub const TSS_PAGES: u64 = 3;
-const FIXED_SYSTEM_PAGES: u64 = 2 + 1 + 1 + 1 + TSS_PAGES + 1 + 1;
+const FIXED_SYSTEM_PAGES: u64 = 2 + 2 + 1 + 1 + 1 + TSS_PAGES + 1 + 1;
 
 /// Number of page-table pages needed to map `[0, memory)` with 4 KiB pages.
 pub fn page_table_pages(memory: u64) -> u64 {
@@ -145,6 +150,8 @@ impl Layout {
         let sys = SystemPages {
             syscall_entry: take(1),
             call_return: take(1),
+            vvar: take(1),
+            vdso: take(1),
             exception_stubs: take(1),
             gdt: take(1),
             idt: take(1),
@@ -162,6 +169,11 @@ impl Layout {
         let stack_top = sys_base;
         let stack_bottom = stack_top - stack_size;
         Layout { memory, sys_base, sys, stack_top, stack_bottom, guard_bottom: stack_bottom - guard_size }
+    }
+
+    /// True if `addr` is in the vDSO's code page.
+    pub fn in_vdso(&self, addr: u64) -> bool {
+        (self.sys.vdso..self.sys.vdso + PAGE_SIZE).contains(&addr)
     }
 
     pub fn stack_size(&self) -> u64 {
@@ -198,7 +210,9 @@ impl Layout {
         }
         push(cursor, self.sys_base, Perm::NONE);
         let s = &self.sys;
-        push(s.syscall_entry, s.exception_stubs, Perm::USER_RX);
+        push(s.syscall_entry, s.vvar, Perm::USER_RX);
+        push(s.vvar, s.vdso, Perm::user(false, false));
+        push(s.vdso, s.exception_stubs, Perm::USER_RX);
         push(s.exception_stubs, s.gdt, Perm::SUPER_RX);
         // The CPU may set accessed/busy bits in descriptors, so the GDT stays writable
         // (by ring 0 only, and no guest code ever runs in ring 0 beyond the stubs).

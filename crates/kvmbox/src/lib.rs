@@ -36,6 +36,7 @@ mod stack;
 mod syscalls;
 mod timer;
 mod vcpu;
+mod vdso;
 
 pub use error::{Error, FileError, GuestFault, Result};
 pub use interrupt::{Deadline, InterruptHandle};

@@ -17,7 +17,8 @@ use crate::error::{Error, Result};
 
 pub const MAGIC: &[u8; 8] = b"KVMBOXSN";
 /// 2: the emulated process keeps every thread (registers, FPU, run state, timeouts).
-pub const VERSION: u32 = 3;
+/// 4: in-memory files, the working directory and umask; the vDSO's pages in the system area.
+pub const VERSION: u32 = 4;
 
 fn corrupt(what: impl std::fmt::Display) -> Error {
     Error::InvalidArgument(format!("invalid snapshot file: {what}"))

@@ -22,6 +22,7 @@ const AT_HWCAP: u64 = 16;
 const AT_CLKTCK: u64 = 17;
 const AT_SECURE: u64 = 23;
 const AT_RANDOM: u64 = 25;
+const AT_SYSINFO_EHDR: u64 = 33;
 const AT_HWCAP2: u64 = 26;
 const AT_EXECFN: u64 = 31;
 const AT_MINSIGSTKSZ: u64 = 51;
@@ -35,6 +36,8 @@ pub struct AuxFacts {
     pub execfn: String,
     /// Where a dynamic program's interpreter was loaded (AT_BASE); 0 for a static program.
     pub interp_base: u64,
+    /// Where the vDSO is (AT_SYSINFO_EHDR).
+    pub vdso: u64,
 }
 
 /// Build the stack below `stack_top`; returns the initial rsp (pointing at argc).
@@ -97,6 +100,7 @@ pub fn build(
         (AT_RANDOM, random_ptr),
         (AT_EXECFN, execfn),
         (AT_MINSIGSTKSZ, 2048),
+        (AT_SYSINFO_EHDR, facts.vdso),
         (AT_NULL, 0),
     ];
     let mut words: Vec<u64> = Vec::new();

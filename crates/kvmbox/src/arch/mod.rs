@@ -78,6 +78,7 @@ const IST_INDEX: u64 = 1;
 const IO_BITMAP_BYTES: u64 = 8192;
 const TSS_LIMIT: u64 = TSS_SIZE + IO_BITMAP_BYTES; // includes the trailing 0xff byte
 
+const MSR_IA32_TSC: u32 = 0x10;
 const MSR_STAR: u32 = 0xC000_0081;
 const MSR_LSTAR: u32 = 0xC000_0082;
 const MSR_CSTAR: u32 = 0xC000_0083;
@@ -191,6 +192,7 @@ pub fn write_system_pages(mem: &GuestMemory, layout: &Layout) -> Result<()> {
     let mut ret = vec![0xCCu8; 4096];
     ret[..12].copy_from_slice(&call_return_stub());
     mem.write(s.call_return, &ret)?;
+    mem.write(s.vdso, crate::vdso::IMAGE)?;
     Ok(())
 }
 
@@ -260,6 +262,9 @@ pub fn initial_msrs(layout: &Layout) -> Result<Msrs> {
         (MSR_FS_BASE, 0),
         (MSR_GS_BASE, 0),
         (MSR_KERNEL_GS_BASE, 0),
+        // The guest's TSC is the host's (KVM would start it near 0 on VMX/SVM): the vDSO
+        // extrapolates the host's clocks from host TSC readings.
+        (MSR_IA32_TSC, crate::vdso::rdtsc()),
     ];
     let list: Vec<kvm_msr_entry> = entries.iter().map(|&(index, data)| kvm_msr_entry { index, data, ..Default::default() }).collect();
     Msrs::from_entries(&list).map_err(|e| Error::kvm("building MSR list", format!("{e:?}")))

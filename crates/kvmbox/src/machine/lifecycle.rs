@@ -51,6 +51,7 @@ impl Machine {
         vm.set_system_state(&d.layout, d.cr3)?;
         vm.restore(&d.cpu)?;
         let linux = d.proto.fork_from(&d.linux)?;
+        let clock = clock::GuestClock::new(&vm.vcpu);
         let mut machine = Machine {
             vm: ManuallyDrop::new(vm),
             mem: ManuallyDrop::new(Arc::new(mem)),
@@ -73,6 +74,7 @@ impl Machine {
             stats: RunStats::default(),
             reseed_pending: false,
             call_thread: 0,
+            clock,
             last_spurious: (0, 0),
             r_debug: d.r_debug,
             library_symbols: Default::default(),

@@ -35,6 +35,7 @@ use crate::timer;
 use crate::vcpu::{self, Vm, VmPool};
 
 mod call;
+mod clock;
 mod cpu;
 mod libraries;
 mod lifecycle;
@@ -198,6 +199,8 @@ pub struct Machine {
     reseed_pending: bool,
     /// The guest thread a call runs on (the one that paused): only its return ends the call.
     call_thread: u64,
+    /// The vDSO's clock parameters (see `clock`).
+    clock: clock::GuestClock,
     /// The last spurious #PF's address and how many came there in a row (see
     /// `spurious_page_fault`).
     last_spurious: (u64, u32),
@@ -344,6 +347,7 @@ impl Machine {
             hwcap2: if arch::has_fsgsbase(cpuid) { 1 << 1 } else { 0 }, // HWCAP2_FSGSBASE: CR4.FSGSBASE is set
             execfn: opts.args[0].clone(),
             interp_base: interp.as_ref().map_or(0, |i| i.base),
+            vdso: layout.sys.vdso,
         };
         let stack_limit = layout.stack_bottom + layout.stack_size() / 2;
         let rsp = stack::build(&mem, layout.stack_top, stack_limit, &program, &opts.args, &opts.env, &facts)?;
@@ -366,6 +370,7 @@ impl Machine {
             xsave_size: arch::xsave_size_from_cpuid(cpuid),
             xfeatures: arch::xcr0_from_cpuid(cpuid),
         });
+        let clock = clock::GuestClock::new(&vm.vcpu);
         Ok(Machine {
             vm: ManuallyDrop::new(vm),
             mem: ManuallyDrop::new(Arc::new(mem)),
@@ -388,6 +393,7 @@ impl Machine {
             stats: RunStats::default(),
             reseed_pending: false,
             call_thread: 0,
+            clock,
             last_spurious: (0, 0),
             r_debug: interp.as_ref().and_then(|i| i.symbols.get("_r_debug").copied()),
             library_symbols: Default::default(),

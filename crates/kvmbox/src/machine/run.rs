@@ -116,6 +116,7 @@ impl Machine {
         // An interrupt that came before the run stops it before the guest runs at all.
         deadline.check()?;
         self.ran = true;
+        self.clock.refresh(&self.mem, &self.layout)?;
         let mut slice = TimeSlice::new(deadline);
         loop {
             slice.follow(&self.linux, &mut timer, deadline)?;
@@ -126,6 +127,9 @@ impl Machine {
                     self.stats.syscalls = self.stats.syscalls.saturating_add(1);
                     if let Some(stop) = self.syscall(user_rip, user_rflags, sysret_in_guest, deadline, host, in_call)? {
                         return Ok(stop);
+                    }
+                    if self.clock.due() {
+                        self.clock.refresh(&self.mem, &self.layout)?;
                     }
                 }
                 Exit::Guest(GuestExit::CallReturn { value }) if in_call && self.linux.tid() == self.call_thread => {
@@ -156,10 +160,14 @@ impl Machine {
                     }
                     deadline.check()?;
                     slice.kicked();
-                    // A sleeper whose time came runs now (as Linux preempts for a woken thread).
+                    // A sleeper whose time came runs soon (as Linux preempts for a woken thread),
+                    // once the running thread has had a minimum of time.
                     let woke = self.linux.wake_due(std::time::Instant::now());
+                    if woke {
+                        slice.woke();
+                    }
                     if self.preemptible() {
-                        let stop = if slice.expired() || woke {
+                        let stop = if slice.expired() || slice.wake_preempts() {
                             slice.restart();
                             self.preempt()?
                         } else {

@@ -42,7 +42,16 @@ pub(super) struct TimeSlice {
     retry: Option<Instant>,
     /// What the timer is set to now.
     armed: Option<Instant>,
+    /// The thread on the vCPU, and since when.
+    on_cpu: (u64, Instant),
+    /// A sleeper woke: it preempts the running thread once that has had `MIN_RUN`.
+    woken: bool,
 }
+
+/// How long a thread runs before a woken one may preempt it: without it, a thread that sleeps
+/// for microseconds at a time (Go's sysmon) would take the vCPU back before the one it
+/// preempted ever ran (a livelock).
+const MIN_RUN: Duration = Duration::from_millis(1);
 
 /// How soon to look again when a kick lands inside a stub (a few instructions from user code).
 const RETRY_SOON: Duration = Duration::from_millis(1);
@@ -50,17 +59,35 @@ const RETRY_SOON: Duration = Duration::from_millis(1);
 impl TimeSlice {
     /// The run's timer starts armed for the deadline.
     pub(super) fn new(deadline: &Deadline) -> TimeSlice {
-        TimeSlice { ends: None, retry: None, armed: deadline.at() }
+        TimeSlice { ends: None, retry: None, armed: deadline.at(), on_cpu: (0, Instant::now()), woken: false }
+    }
+
+    /// A sleeper woke at this kick.
+    pub(super) fn woke(&mut self) {
+        self.woken = true;
+    }
+
+    /// A woken thread waits, and the running one has had its minimum: switch.
+    pub(super) fn wake_preempts(&self) -> bool {
+        self.woken && self.on_cpu.1.elapsed() >= MIN_RUN
     }
 
     /// Arm or disarm the slice as the set of runnable threads requires, and set the timer to
     /// the first thing due.
     pub(super) fn follow(&mut self, linux: &Linux, timer: &mut ArmedTimeout, deadline: &Deadline) -> Result<()> {
+        if linux.tid() != self.on_cpu.0 {
+            self.on_cpu = (linux.tid(), Instant::now());
+        }
         let wanted = linux.others_runnable();
         if wanted != self.ends.is_some() {
             self.ends = wanted.then(|| Instant::now() + TIME_SLICE);
         }
-        let first = [self.ends, self.retry, linux.next_timer(), linux.next_wakeup(), deadline.at()].into_iter().flatten().min();
+        self.woken &= wanted;
+        // A woken thread's turn comes when the running one has had its minimum (once that has
+        // passed, a kick that found the vCPU inside a stub looks again through `retry`).
+        let now = Instant::now();
+        let wake_turn = self.woken.then(|| self.on_cpu.1 + MIN_RUN).filter(|&t| t > now);
+        let first = [self.ends, self.retry, wake_turn, linux.next_timer(), linux.next_wakeup(), deadline.at()].into_iter().flatten().min();
         if first == self.armed {
             return Ok(());
         }
@@ -83,6 +110,7 @@ impl TimeSlice {
     pub(super) fn restart(&mut self) {
         self.ends = None;
         self.retry = None;
+        self.woken = false;
     }
 
     /// The timer fired while the vCPU was not in user code (inside a stub, between a syscall
@@ -91,16 +119,18 @@ impl TimeSlice {
     /// again for a thread that now spins without syscalls.
     pub(super) fn missed(&mut self, signal_waiting: bool) {
         self.ends = None;
-        self.retry = signal_waiting.then(|| Instant::now() + RETRY_SOON);
+        self.retry = (signal_waiting || self.woken).then(|| Instant::now() + RETRY_SOON);
     }
 }
 
 impl Machine {
     /// The vCPU stopped in the guest's own user code (not inside a stub between a `syscall`
-    /// and its exit), so its thread can be put aside as it is.
+    /// and its exit), so its thread can be put aside as it is. The vDSO is user code like the
+    /// program's (a thread spinning on clock reads is mostly in there).
     pub(super) fn preemptible(&mut self) -> bool {
         let sync = self.vm.vcpu.sync_regs_mut();
-        sync.sregs.cs.dpl == 3 && sync.regs.rip < self.layout.sys_base
+        let rip = sync.regs.rip;
+        sync.sregs.cs.dpl == 3 && (rip < self.layout.sys_base || self.layout.in_vdso(rip))
     }
 
     /// The running thread's slice is over: it stays runnable, the next one runs.

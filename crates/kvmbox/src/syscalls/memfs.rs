@@ -175,7 +175,8 @@ impl Inode {
 
     pub fn size(&self) -> u64 {
         match &self.data {
-            Data::Dir { .. } => 4096,
+            // As tmpfs counts: 20 bytes per entry, `.` and `..` included.
+            Data::Dir { entries, .. } => (entries.len() as u64).saturating_add(2).saturating_mul(20),
             Data::File(b) => b.len() as u64,
             Data::Lower { size, .. } => *size,
             Data::Symlink(t) => t.len() as u64,
@@ -200,8 +201,8 @@ impl Inode {
         st.st_size = i64::try_from(size).unwrap_or(i64::MAX);
         st.st_blksize = 4096;
         st.st_blocks = i64::try_from(size.div_ceil(4096).saturating_mul(8)).unwrap_or(i64::MAX);
-        if let Data::Symlink(_) = self.data {
-            st.st_blocks = 0; // kept in the inode, as tmpfs keeps short ones
+        if let Data::Symlink(_) | Data::Dir { .. } = self.data {
+            st.st_blocks = 0; // kept in the inode, as tmpfs keeps short symlinks and directories
         }
         if let Some(h) = self.host {
             (st.st_dev, st.st_ino) = (h.dev, h.ino);

@@ -330,6 +330,12 @@ impl Linux {
 
     /// Run syscall `nr` with arguments `a`.
     pub fn handle(&mut self, env: &SyscallEnv, host: &mut dyn Host, nr: u64, a: [u64; 6]) -> Result<Flow> {
+        // A wait's deadline belongs to the syscall that waited, run again; a new one has none
+        // (a thread woken with a result never ran its wait again to clear it).
+        let t = self.thread_mut();
+        if !std::mem::take(&mut t.rerun) {
+            t.wait_deadline = None;
+        }
         let flow = self.dispatch(env, host, nr, &a);
         if matches!(flow, Ok(Flow::Block)) {
             // A signal or an I/O change may make it run again (see `signals::RestartWhen`).

@@ -420,6 +420,7 @@ impl Linux {
                 if let Some(nr) = restart.map(|_| self.thread().blocked_nr) {
                     rewind(&mut regs, nr);
                     let t = self.thread_mut();
+                    t.rerun = true;
                     t.sleep_rem = None;
                     if let Some(mask) = t.saved_mask.take() {
                         t.sigmask = mask;
@@ -440,11 +441,15 @@ impl Linux {
                 Some(RestartWhen::NoHandlerOrSaRestart) => flags & SA_RESTART != 0,
                 Some(RestartWhen::NoHandler) | None => false,
             };
+            // The handler runs first, and may itself wait (Go's preemption signal leads to its
+            // scheduler, which polls): the interrupted wait's deadline must not be taken for
+            // that one's. A restarted wait starts its timeout again.
+            self.thread_mut().wait_deadline = None;
             if restarts {
                 rewind(&mut regs, self.thread().blocked_nr);
                 self.thread_mut().sleep_rem = None;
+                self.thread_mut().rerun = true;
             } else {
-                self.thread_mut().wait_deadline = None; // the wait ends here, with EINTR
                 if let Some((at, left)) = self.thread_mut().sleep_rem.take() {
                     let ts = [left.as_secs().min(i64::MAX as u64), u64::from(left.subsec_nanos())];
                     let _ = mem.write(at, &ts.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>());

@@ -413,7 +413,7 @@ fn encode_thread(w: &mut crate::snapfile::Writer, t: &Thread, captured_at: Insta
     }
     encode_signals(w, &t.pending);
     w.u8(restart_code(t.restart));
-    w.u64(t.wait_deadline.is_some() as u64);
+    w.u64(t.wait_deadline.is_some() as u64 | (t.rerun as u64) << 1);
     w.u64(t.wait_deadline.map_or(u64::MAX, |d| time_left(d, captured_at)));
     w.u64(t.blocked_nr);
     w.u64(t.saved_mask.is_some() as u64);
@@ -466,7 +466,8 @@ fn decode_thread(r: &mut crate::snapfile::Reader, captured_at: Instant) -> Resul
     t.pending = decode_signals(r)?;
     t.restart = restart_of(r.u8()?)?;
     let (has_deadline, left) = (r.u64()?, r.u64()?);
-    t.wait_deadline = (has_deadline != 0).then(|| time_until(left, captured_at));
+    t.wait_deadline = (has_deadline & 1 != 0).then(|| time_until(left, captured_at));
+    t.rerun = has_deadline & 2 != 0;
     t.blocked_nr = r.u64()?;
     let (has_mask, mask) = (r.u64()?, r.u64()?);
     t.saved_mask = (has_mask != 0).then_some(mask & !UNBLOCKABLE);

@@ -127,6 +127,9 @@ pub struct Thread {
     /// The deadline of the wait its syscall is in, kept when the syscall runs again after a
     /// signal or an I/O change (a relative timeout does not start over).
     pub wait_deadline: Option<Option<Instant>>,
+    /// Its user code was rewound to run the blocked syscall again: only that run keeps
+    /// `wait_deadline` (any other syscall starts with none).
+    pub rerun: bool,
     /// An interrupted nanosleep's `rem` pointer and the time that was left.
     pub sleep_rem: Option<(u64, Duration)>,
 }
@@ -157,6 +160,7 @@ impl Thread {
             blocked_nr: 0,
             saved_mask: None,
             wait_deadline: None,
+            rerun: false,
             sleep_rem: None,
         }
     }
@@ -427,6 +431,7 @@ impl Linux {
             blocked_nr: 0,
             saved_mask: None,
             wait_deadline: None,
+            rerun: false,
             sleep_rem: None,
         };
         self.threads.push(thread);
@@ -617,8 +622,11 @@ impl Linux {
                 })
                 .min();
             let Some((_, i)) = first else { break };
-            self.threads[i].state = RunState::Runnable;
-            self.threads[i].resume_rax = Some(0);
+            let t = &mut self.threads[i];
+            t.state = RunState::Runnable;
+            t.resume_rax = Some(0);
+            // Its wait is over: the deadline must not carry over to its next wait.
+            t.wait_deadline = None;
             woken = woken.saturating_add(1);
         }
         woken
