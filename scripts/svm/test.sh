@@ -29,7 +29,7 @@ unset RUSTFLAGS
 # would), and the tests find them through KVMBOX_TEST_GUEST_BIN.
 GUESTS=$OUT/guests
 mkdir -p "$GUESTS"
-for name in hello exit faults files calls threads signals threadpool pagerights fswrite; do
+for name in hello exit faults files calls threads signals threadpool pagerights fswrite clocks; do
   gcc -O2 -static -o "$GUESTS/$name" "__test__/guests/$name.c" -lm
 done
 

@@ -1003,3 +1003,24 @@ mod files {
         assert!(!std::path::Path::new(&name).exists(), "nothing reached the host");
     }
 }
+
+mod clocks {
+    use super::*;
+
+    #[test]
+    fn clocks_read_as_natively_through_the_vdso() {
+        require_kvm();
+        let exe = guest("clocks");
+        let native = Command::new(&exe).output().expect("runs natively");
+        let mut vm = Machine::from_file(&exe, opts(&["clocks"])).unwrap();
+        assert_eq!(vm.run().unwrap(), RunOutcome::Exited(0));
+        let out = String::from_utf8(vm.take_stdout()).unwrap();
+        assert_eq!(out, String::from_utf8(native.stdout).unwrap());
+        assert!(out.contains("CLOCK_MONOTONIC          steps back: 0, between raw syscall reads: yes"), "{out}");
+        // 500 000 clock reads: with an invariant TSC none of them is a VM exit.
+        let invariant = std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| c.contains(" nonstop_tsc") && c.contains(" constant_tsc"));
+        if invariant {
+            assert!(vm.last_stats().syscalls < 1000, "{} syscalls", vm.last_stats().syscalls);
+        }
+    }
+}
