@@ -72,8 +72,9 @@ impl GuestClock {
     }
 
     /// Rewrite the parameters page from the host's clocks now (through the recorded write
-    /// path: a reset puts the snapshot's page back, and the next run rewrites it).
-    pub(crate) fn refresh(&mut self, mem: &GuestMemory, layout: &Layout) -> Result<()> {
+    /// path: a reset puts the snapshot's page back, and the next run rewrites it), the
+    /// monotonic clocks `mono_offset` ns ahead of the host's (see `Linux::mono_offset`).
+    pub(crate) fn refresh(&mut self, mem: &GuestMemory, layout: &Layout, mono_offset: u64) -> Result<()> {
         let seq = u32::try_from(mem.read_u64(layout.sys.vvar)? & 0xffff_ffff).unwrap_or(0).wrapping_add(2);
         let params = match self.rate {
             None => Params { seq, ..Params::default() },
@@ -82,7 +83,7 @@ impl GuestClock {
                 let (mono, real, boot) = (clock_ns(libc::CLOCK_MONOTONIC), clock_ns(libc::CLOCK_REALTIME), clock_ns(libc::CLOCK_BOOTTIME));
                 let t1 = vdso::rdtsc();
                 let tsc_base = t0.saturating_add(t1.saturating_sub(t0) / 2);
-                let (mut mono_ns, mut boot_ns) = (mono, boot);
+                let (mut mono_ns, mut boot_ns) = (mono.saturating_add(mono_offset), boot.saturating_add(mono_offset));
                 if let Some(old) = self.last.filter(|o| o.enabled != 0) {
                     mono_ns = mono_ns.max(old.extrapolate(old.mono_ns, tsc_base));
                     boot_ns = boot_ns.max(old.extrapolate(old.boot_ns, tsc_base));

@@ -116,7 +116,7 @@ impl Machine {
         // An interrupt that came before the run stops it before the guest runs at all.
         deadline.check()?;
         self.ran = true;
-        self.clock.refresh(&self.mem, &self.layout)?;
+        self.clock.refresh(&self.mem, &self.layout, self.linux.mono_offset)?;
         let mut slice = TimeSlice::new(deadline);
         loop {
             slice.follow(&self.linux, &mut timer, deadline)?;
@@ -129,7 +129,7 @@ impl Machine {
                         return Ok(stop);
                     }
                     if self.clock.due() {
-                        self.clock.refresh(&self.mem, &self.layout)?;
+                        self.clock.refresh(&self.mem, &self.layout, self.linux.mono_offset)?;
                     }
                 }
                 Exit::Guest(GuestExit::CallReturn { value }) if in_call && self.linux.tid() == self.call_thread => {

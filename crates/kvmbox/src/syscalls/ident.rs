@@ -47,7 +47,7 @@ impl Linux {
     pub(super) fn sysinfo(&self, env: &SyscallEnv, buf: u64) -> std::result::Result<u64, i32> {
         // SAFETY: sysinfo is plain old data.
         let mut si: libc::sysinfo = unsafe { std::mem::zeroed() };
-        si.uptime = host_clock(libc::CLOCK_BOOTTIME as u64).map(|t| t.tv_sec).unwrap_or(0);
+        si.uptime = host_clock(libc::CLOCK_BOOTTIME as u64, self.mono_offset).map(|t| t.tv_sec).unwrap_or(0);
         si.totalram = self.memory;
         si.freeram = self.mm.free_bytes();
         si.procs = 1;

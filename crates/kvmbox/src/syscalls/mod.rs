@@ -154,6 +154,10 @@ pub struct Linux {
     pub cwd_ino: Option<memfs::Ino>,
     /// The file mode creation mask.
     pub umask: u32,
+    /// Nanoseconds the guest's CLOCK_MONOTONIC and CLOCK_BOOTTIME are ahead of the host's:
+    /// 0 until a snapshot's state is restored where the host's clock is behind the one it was
+    /// taken on (another host), so the guest's clocks never step back.
+    pub mono_offset: u64,
     pub uid: u32,
     pub gid: u32,
     pub trace: bool,
@@ -217,6 +221,7 @@ impl Linux {
             fs: c.fs,
             cwd_ino: None,
             umask: 0o022,
+            mono_offset: 0,
             uid,
             gid,
             trace: c.trace,
@@ -263,6 +268,8 @@ impl Linux {
             cwd: self.cwd.clone(),
             cwd_ino: self.cwd_ino,
             umask: self.umask,
+            mono_offset: self.mono_offset,
+            mono_at_capture: time::host_clock(libc::CLOCK_MONOTONIC as u64, self.mono_offset).map_or(0, |t| time::timespec_ns(&t)),
             captured_at: std::time::Instant::now(),
         }
     }
@@ -273,6 +280,9 @@ impl Linux {
         self.fs = state.fs.clone();
         self.cwd = state.cwd.clone();
         self.cwd_ino = state.cwd_ino;
+        // The guest's monotonic clock goes on from where it was at the capture, on any host.
+        let host_now = time::host_clock(libc::CLOCK_MONOTONIC as u64, 0).map_or(0, |t| time::timespec_ns(&t));
+        self.mono_offset = state.mono_offset.max(state.mono_at_capture.saturating_sub(host_now));
         self.umask = state.umask;
         self.fds = FdTable::rebuild(&state.fds, &self.policy, &self.fs)?;
         self.release_orphans();

@@ -90,7 +90,7 @@ impl Linux {
         let Local::TimerFd(t) = &mut g.local else { return Err(errno::EINVAL) };
         let before = Self::itimerspec(t);
         let wait = if flags & TFD_TIMER_ABSTIME != 0 {
-            let now = super::time::host_clock(t.clock as u64)?;
+            let now = super::time::host_clock(t.clock as u64, self.mono_offset)?;
             value.saturating_sub(duration_of([now.tv_sec, now.tv_nsec]).unwrap_or_default())
         } else {
             value

@@ -741,7 +741,7 @@ impl Linux {
         let until = match (self.thread().wait_deadline, timeout) {
             (Some(kept), _) => kept, // run again to take its signal: the same deadline
             (None, 0) => None,
-            (None, ts) => super::threads::wake_time(env, ts, libc::CLOCK_MONOTONIC, false)?,
+            (None, ts) => super::threads::wake_time(env, ts, libc::CLOCK_MONOTONIC, false, 0)?,
         };
         if until.is_some_and(|at| at <= Instant::now()) {
             return Err(errno::EAGAIN);
@@ -895,7 +895,7 @@ impl Linux {
         const SIGEV_SIGNAL: u32 = 0;
         const SIGEV_NONE: u32 = 1;
         const SIGEV_THREAD_ID: u32 = 4;
-        host_clock(clock)?;
+        host_clock(clock, 0)?;
         if !matches!(clock as i32, libc::CLOCK_REALTIME | libc::CLOCK_MONOTONIC | libc::CLOCK_BOOTTIME) {
             return Err(errno::EINVAL); // CPU-time clocks are not emulated
         }
@@ -941,7 +941,7 @@ impl Linux {
         };
         let (interval, value) = (ts(spec[0], spec[1])?, ts(spec[2], spec[3])?);
         let absolute = if flags & 1 != 0 {
-            let now = host_clock(self.timers[i].clock as u64)?;
+            let now = host_clock(self.timers[i].clock as u64, self.mono_offset)?;
             Some(Duration::new(now.tv_sec.max(0).unsigned_abs(), now.tv_nsec.clamp(0, 999_999_999) as u32))
         } else {
             None

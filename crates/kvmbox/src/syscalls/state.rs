@@ -29,6 +29,9 @@ pub struct LinuxState {
     pub(super) cwd: std::path::PathBuf,
     pub(super) cwd_ino: Option<super::memfs::Ino>,
     pub(super) umask: u32,
+    /// The guest's monotonic clock's lead over the host's, and its reading at the capture.
+    pub(super) mono_offset: u64,
+    pub(super) mono_at_capture: u64,
     /// When the state was captured: timeouts are kept as time left from then.
     pub(super) captured_at: Instant,
 }
@@ -154,6 +157,8 @@ impl LinuxState {
         w.bytes(self.cwd.as_os_str().as_encoded_bytes());
         w.u64(self.cwd_ino.unwrap_or(u64::MAX));
         w.u64(u64::from(self.umask));
+        w.u64(self.mono_offset);
+        w.u64(self.mono_at_capture);
     }
 
     pub(crate) fn decode(r: &mut crate::snapfile::Reader, layout: &crate::layout::Layout, fs: &super::memfs::MemFs) -> Result<LinuxState> {
@@ -339,6 +344,7 @@ impl LinuxState {
             return Err(bad("working directory"));
         }
         let umask = r.u64()?;
+        let (mono_offset, mono_at_capture) = (r.u64()?, r.u64()?);
         if !cwd.is_absolute() || umask > 0o777 {
             return Err(bad("working directory or umask"));
         }
@@ -359,6 +365,8 @@ impl LinuxState {
             cwd,
             cwd_ino,
             umask,
+            mono_offset,
+            mono_at_capture,
             captured_at,
         })
     }

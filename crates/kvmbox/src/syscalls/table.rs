@@ -254,7 +254,7 @@ fn timespec_deadline(env: &SyscallEnv, ts: u64) -> std::result::Result<Option<Op
     if ts == 0 {
         return Ok(Some(None));
     }
-    Ok(Some(super::threads::wake_time(env, ts, libc::CLOCK_MONOTONIC, false)?))
+    Ok(Some(super::threads::wake_time(env, ts, libc::CLOCK_MONOTONIC, false, 0)?))
 }
 
 /// Syscall numbers the table can hold (Linux's x86-64 numbers are below 512).

@@ -988,3 +988,22 @@ fn a_readdir_and_unlink_loop_empties_a_big_in_memory_directory() {
     assert_eq!(removed, 300, "every entry was listed once");
     assert_eq!(f.ret(84, &[at]), 0, "rmdir of the emptied directory");
 }
+
+#[test]
+fn the_monotonic_clock_goes_on_from_a_snapshot_taken_where_it_was_further() {
+    let mut f = Fixture::new(b"");
+    let mut state = f.linux.capture();
+    // As if captured on a host that had been up an hour longer than this one.
+    state.mono_at_capture = state.mono_at_capture.saturating_add(3600 * 1_000_000_000);
+    f.linux.restore(&state).expect("restores");
+    let ts = f.scratch();
+    assert_eq!(f.ret(228, &[libc::CLOCK_MONOTONIC as u64, ts]), 0);
+    let mut b = [0u8; 16];
+    f.mem.read(ts, &mut b).unwrap();
+    let sec = i64::from_le_bytes(b[..8].try_into().unwrap()) as u64;
+    assert!(sec * 1_000_000_000 >= state.mono_at_capture - 1_000_000_000, "the guest's clock did not step back");
+    // A state captured here and restored here keeps going without a jump.
+    let again = f.linux.capture();
+    f.linux.restore(&again).unwrap();
+    assert_eq!(f.linux.mono_offset, state.mono_offset.max(f.linux.mono_offset));
+}

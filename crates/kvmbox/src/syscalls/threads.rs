@@ -550,7 +550,7 @@ impl Linux {
                     (None, ts) => {
                         let clock = if op & FUTEX_CLOCK_REALTIME != 0 { libc::CLOCK_REALTIME } else { libc::CLOCK_MONOTONIC };
                         // FUTEX_WAIT's timeout is relative; FUTEX_WAIT_BITSET's absolute.
-                        wake_time(env, ts, clock, cmd == FUTEX_WAIT_BITSET)?
+                        wake_time(env, ts, clock, cmd == FUTEX_WAIT_BITSET, self.mono_offset)?
                     }
                 };
                 if word(uaddr)? != val as u32 {
@@ -792,14 +792,14 @@ fn wake_op(encoded: u32, old: u32) -> Option<(u32, bool)> {
 
 /// The instant a futex or sleep timeout (a `timespec` at `ts` on `clock`, relative or
 /// absolute) ends; `None` when it is too far away to matter (a wait for ever).
-pub(super) fn wake_time(env: &SyscallEnv, ts: u64, clock: i32, absolute: bool) -> std::result::Result<Option<Instant>, i32> {
+pub(super) fn wake_time(env: &SyscallEnv, ts: u64, clock: i32, absolute: bool, mono_offset: u64) -> std::result::Result<Option<Instant>, i32> {
     let t: libc::timespec = env.user().read_pod(ts)?;
     if t.tv_sec < 0 || !(0..1_000_000_000).contains(&t.tv_nsec) {
         return Err(errno::EINVAL);
     }
     let target = Duration::new(t.tv_sec.unsigned_abs(), t.tv_nsec as u32);
     let wait = if absolute {
-        let now = host_clock(clock as u64)?;
+        let now = host_clock(clock as u64, mono_offset)?;
         target.saturating_sub(Duration::new(now.tv_sec.max(0).unsigned_abs(), now.tv_nsec.clamp(0, 999_999_999) as u32))
     } else {
         target
