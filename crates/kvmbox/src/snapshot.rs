@@ -84,6 +84,9 @@ pub(crate) struct SnapshotData {
     pub timeout: Option<Duration>,
     /// Forks run only on seccomp-restricted threads.
     pub seccomp: bool,
+    /// Loaded from a file: its vDSO clock parameters may come from another host (another TSC),
+    /// so a machine reset to it rewrites them before it runs.
+    pub from_file: bool,
 }
 
 /// A snapshot's guest memory image and what resets and saves need to know about it.
@@ -274,6 +277,7 @@ impl Snapshot {
                 proto,
                 timeout: opts.timeout,
                 seccomp: opts.seccomp,
+                from_file: true,
             }),
         })
     }

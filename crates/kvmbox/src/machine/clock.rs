@@ -1,6 +1,9 @@
 //! Keeping the vDSO's clock parameters current (see `crate::vdso`): the host rewrites the
-//! parameters page at every run or call and at least once a second while the guest runs, so
-//! the guest's clock reads follow the host's clocks (NTP adjustments included) without a VM exit.
+//! parameters page when a run or call starts and at a syscall exit once a second has passed
+//! since its last rewrite, and before the first run of a machine whose page may be another
+//! host's (a new machine, a reset to a snapshot loaded from a file). In between, the page's
+//! line (a TSC reading and the clocks then) stays exact but for the host clock's slewing, so a
+//! reset to a snapshot taken here needs no rewrite: per-request resets copy no extra page.
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -66,9 +69,14 @@ impl GuestClock {
         GuestClock { rate: tsc_rate(vcpu), last: None, refreshed: None }
     }
 
-    /// A second has passed since the last rewrite.
+    /// A second has passed since the last rewrite (or there was none).
     pub(crate) fn due(&self) -> bool {
         self.refreshed.is_none_or(|t| t.elapsed() >= REFRESH)
+    }
+
+    /// The page may not hold this host's line any more: rewrite it before the guest runs.
+    pub(crate) fn invalidate(&mut self) {
+        self.refreshed = None;
     }
 
     /// Rewrite the parameters page from the host's clocks now (through the recorded write

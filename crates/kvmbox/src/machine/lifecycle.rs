@@ -34,6 +34,7 @@ impl Machine {
                 proto,
                 timeout: self.timeout,
                 seccomp: self.seccomp,
+                from_file: false,
             }),
         };
         self.snapshot = Some(snap.clone());
@@ -160,6 +161,9 @@ impl Machine {
         }
         self.vm.restore(&d.cpu)?;
         self.linux.restore(&d.linux)?;
+        if d.from_file {
+            self.clock.invalidate(); // the image's clock parameters may be another host's
+        }
         self.state = State::Paused { resume: d.cpu.regs };
         self.stats = RunStats { pages_restored: restored as u64, ..RunStats::default() };
         self.reseed_pending = true;
@@ -188,6 +192,7 @@ impl Machine {
         self.system_state_lost = false;
         self.vm.restore(&d.cpu)?;
         self.linux = d.proto.fork_from(&d.linux)?;
+        self.clock.invalidate();
         self.layout = d.layout.clone();
         *crate::memory::write_space(&self.space) = (*d.space).clone();
         self.cr3 = d.cr3;

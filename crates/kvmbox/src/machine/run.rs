@@ -116,7 +116,9 @@ impl Machine {
         // An interrupt that came before the run stops it before the guest runs at all.
         deadline.check()?;
         self.ran = true;
-        self.clock.refresh(&self.mem, &self.layout, self.linux.mono_offset)?;
+        if self.clock.due() {
+            self.clock.refresh(&self.mem, &self.layout, self.linux.mono_offset)?;
+        }
         let mut slice = TimeSlice::new(deadline);
         loop {
             slice.follow(&self.linux, &mut timer, deadline)?;

@@ -792,7 +792,13 @@ fn wake_op(encoded: u32, old: u32) -> Option<(u32, bool)> {
 
 /// The instant a futex or sleep timeout (a `timespec` at `ts` on `clock`, relative or
 /// absolute) ends; `None` when it is too far away to matter (a wait for ever).
-pub(super) fn wake_time(env: &SyscallEnv, ts: u64, clock: i32, absolute: bool, mono_offset: u64) -> std::result::Result<Option<Instant>, i32> {
+pub(super) fn wake_time(
+    env: &SyscallEnv,
+    ts: u64,
+    clock: i32,
+    absolute: bool,
+    mono_offset: u64,
+) -> std::result::Result<Option<Instant>, i32> {
     let t: libc::timespec = env.user().read_pod(ts)?;
     if t.tv_sec < 0 || !(0..1_000_000_000).contains(&t.tv_nsec) {
         return Err(errno::EINVAL);

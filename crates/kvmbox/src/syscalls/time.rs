@@ -81,7 +81,9 @@ pub(super) fn host_clock(clock: u64, mono_offset: u64) -> std::result::Result<li
     // SAFETY: clock_gettime into a local struct.
     let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
     unsafe { libc::clock_gettime(id, &mut ts) };
-    if mono_offset != 0 && matches!(id, libc::CLOCK_MONOTONIC | libc::CLOCK_MONOTONIC_RAW | libc::CLOCK_MONOTONIC_COARSE | libc::CLOCK_BOOTTIME) {
+    if mono_offset != 0
+        && matches!(id, libc::CLOCK_MONOTONIC | libc::CLOCK_MONOTONIC_RAW | libc::CLOCK_MONOTONIC_COARSE | libc::CLOCK_BOOTTIME)
+    {
         let ns = timespec_ns(&ts).saturating_add(mono_offset);
         ts.tv_sec = i64::try_from(ns / 1_000_000_000).unwrap_or(i64::MAX);
         ts.tv_nsec = (ns % 1_000_000_000) as i64;
