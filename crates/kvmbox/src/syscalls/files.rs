@@ -301,14 +301,20 @@ fn reopen(fd: RawFd, is_dir: bool) -> std::result::Result<OwnedFd, i32> {
     Ok(unsafe { OwnedFd::from_raw_fd(n) })
 }
 
-/// openat2 of `rel` (empty: the directory itself) beneath `dirfd`: neither `..` nor a symlink
-/// leads out, no magic link is followed. The raw result (a descriptor or -1 with errno set).
-fn openat2_beneath(dirfd: RawFd, rel: &Path, flags: i32) -> std::result::Result<i32, i32> {
+/// openat2 of `rel` (empty: the directory itself) beneath `dirfd` with `flags` and `mode`:
+/// neither `..` nor a symlink leads out (EXDEV), no magic link is followed. The errno as the
+/// kernel gave it.
+pub(super) fn openat2_beneath(dirfd: RawFd, rel: &Path, flags: i32, mode: u32) -> std::result::Result<OwnedFd, i32> {
     let rel = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
     let c = CString::new(rel.as_os_str().as_bytes()).map_err(|_| errno::EINVAL)?;
-    let how = OpenHow { flags: flags as u64, mode: 0, resolve: RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS };
+    let how = OpenHow { flags: flags as u64, mode: u64::from(mode), resolve: RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS };
     // SAFETY: openat2 with a valid dirfd, C string and open_how of the size passed.
-    Ok(unsafe { libc::syscall(libc::SYS_openat2, dirfd, c.as_ptr(), &how as *const OpenHow, std::mem::size_of::<OpenHow>()) as i32 })
+    let fd = unsafe { libc::syscall(libc::SYS_openat2, dirfd, c.as_ptr(), &how as *const OpenHow, std::mem::size_of::<OpenHow>()) } as i32;
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(errno::ENOENT));
+    }
+    // SAFETY: a fresh descriptor from openat2.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Open `rel` beneath the host directory `dirfd` (a mounted host directory) with `flags`
@@ -316,13 +322,7 @@ fn openat2_beneath(dirfd: RawFd, rel: &Path, flags: i32) -> std::result::Result<
 /// filesystem; an escape is ENOENT.
 pub(super) fn open_beneath(dirfd: RawFd, rel: &Path, flags: i32) -> std::result::Result<OwnedFd, i32> {
     let path_flags = libc::O_PATH | libc::O_CLOEXEC | (flags & (libc::O_DIRECTORY | libc::O_NOFOLLOW));
-    let fd = openat2_beneath(dirfd, rel, path_flags)?;
-    if fd < 0 {
-        let e = std::io::Error::last_os_error().raw_os_error().unwrap_or(errno::ENOENT);
-        return Err(if e == libc::EXDEV { errno::ENOENT } else { e });
-    }
-    // SAFETY: fresh fd from openat2.
-    let handle = unsafe { OwnedFd::from_raw_fd(fd) };
+    let handle = openat2_beneath(dirfd, rel, path_flags, 0).map_err(|e| if e == libc::EXDEV { errno::ENOENT } else { e })?;
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: fstat of our O_PATH handle into a local struct.
     if unsafe { libc::fstat(handle.as_raw_fd(), &mut st) } != 0 {
@@ -678,26 +678,32 @@ impl FilePolicy {
         let flags = libc::O_PATH | libc::O_CLOEXEC | pass;
         let mut last = errno::ENOENT;
         for a in &self.allowed {
-            let fd = match &a.dir {
+            let opened = match &a.dir {
                 Some(dirfd) if path.starts_with(&a.path) => {
                     let rel = path.strip_prefix(&a.path).unwrap_or(Path::new("."));
-                    openat2_beneath(dirfd.as_raw_fd(), rel, flags)?
+                    openat2_beneath(dirfd.as_raw_fd(), rel, flags, 0)
                 }
                 None if path == a.path => {
                     let c = CString::new(a.path.as_os_str().as_bytes()).map_err(|_| errno::EINVAL)?;
                     // SAFETY: plain open of an allowlisted path with a valid C string.
-                    unsafe { libc::open(c.as_ptr(), flags) }
+                    let fd = unsafe { libc::open(c.as_ptr(), flags) };
+                    if fd < 0 {
+                        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EACCES))
+                    } else {
+                        // SAFETY: a fresh descriptor from open.
+                        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+                    }
                 }
                 _ => continue,
             };
-            if fd < 0 {
-                let e = std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EACCES);
-                // Escapes (EXDEV from RESOLVE_BENEATH, magic links) are plain denials.
-                last = if e == libc::EXDEV || e == libc::ELOOP && pass & libc::O_NOFOLLOW == 0 { errno::ENOENT } else { e };
-                continue;
-            }
-            // SAFETY: fresh fd from open/openat2.
-            let handle = unsafe { OwnedFd::from_raw_fd(fd) };
+            let handle = match opened {
+                Ok(h) => h,
+                Err(e) => {
+                    // Escapes (EXDEV from RESOLVE_BENEATH, magic links) are plain denials.
+                    last = if e == libc::EXDEV || e == libc::ELOOP && pass & libc::O_NOFOLLOW == 0 { errno::ENOENT } else { e };
+                    continue;
+                }
+            };
             let mut st: libc::stat = unsafe { std::mem::zeroed() };
             // SAFETY: fstat (valid on O_PATH descriptors) into a local struct.
             if unsafe { libc::fstat(handle.as_raw_fd(), &mut st) } != 0 {

@@ -102,9 +102,14 @@ impl Linux {
     /// Free the in-memory files that lost their last name and are no longer open.
     pub(super) fn release_orphans(&mut self) {
         for ino in self.fs.orphans() {
-            let open = self.fds.mem_holds(ino);
-            self.fs.forget_if_unused(ino, open);
+            self.forget_if_closed(ino);
         }
+    }
+
+    /// Free in-memory inode `ino` if it has no name left and no descriptor holds it.
+    pub(super) fn forget_if_closed(&mut self, ino: Ino) {
+        let open = self.fds.mem_holds(ino);
+        self.fs.forget_if_unused(ino, open);
     }
 
     /// A new descriptor for in-memory inode `ino` (an O_PATH one neither reads nor writes).

@@ -126,8 +126,7 @@ impl Linux {
             return Err(errno::EACCES);
         }
         let ino = self.fs.remove(&self.policy, dir, &name, dir_wanted)?;
-        let open = self.fds.mem_holds(ino);
-        self.fs.forget_if_unused(ino, open);
+        self.forget_if_closed(ino);
         Ok(0)
     }
 
@@ -171,8 +170,7 @@ impl Linux {
             }
         }
         if let Some(replaced) = self.fs.rename(&self.policy, odir, &oname, ndir, &nname, flags)? {
-            let open = self.fds.mem_holds(replaced);
-            self.fs.forget_if_unused(replaced, open);
+            self.forget_if_closed(replaced);
         }
         Ok(0)
     }

@@ -26,35 +26,12 @@ fn last_errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(errno::EIO)
 }
 
-fn cstr(p: &Path) -> Result<CString, i32> {
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| errno::EINVAL)
-}
-
-const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
-const RESOLVE_BENEATH: u64 = 0x08;
-
-#[repr(C)]
-struct OpenHow {
-    flags: u64,
-    mode: u64,
-    resolve: u64,
-}
-
-/// openat2 beneath `dir`; an escape (EXDEV) is ENOENT: nothing outside exists for the guest.
+/// openat2 beneath `dir` (see `files::openat2_beneath`), close-on-exec and never taking a
+/// terminal; an escape (EXDEV) is ENOENT: nothing outside exists for the guest.
 fn openat2(dir: RawFd, rel: &Path, flags: i32, mode: u32) -> Result<OwnedFd, i32> {
-    let rel = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
-    let c = cstr(rel)?;
     // openat2 refuses O_PATH with any flag but O_DIRECTORY, O_NOFOLLOW and O_CLOEXEC.
     let extra = if flags & libc::O_PATH != 0 { libc::O_CLOEXEC } else { libc::O_CLOEXEC | libc::O_NOCTTY };
-    let how = OpenHow { flags: (flags | extra) as u64, mode: u64::from(mode), resolve: RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS };
-    // SAFETY: openat2 with a valid dirfd, C string and open_how of the size passed.
-    let fd = unsafe { libc::syscall(libc::SYS_openat2, dir, c.as_ptr(), &how as *const OpenHow, std::mem::size_of::<OpenHow>()) } as i32;
-    if fd < 0 {
-        let e = last_errno();
-        return Err(if e == libc::EXDEV { errno::ENOENT } else { e });
-    }
-    // SAFETY: a fresh descriptor from openat2.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    super::files::openat2_beneath(dir, rel, flags | extra, mode).map_err(|e| if e == libc::EXDEV { errno::ENOENT } else { e })
 }
 
 /// The file type of what `fd` refers to.
