@@ -56,7 +56,7 @@ pub struct GuestMemory {
     /// MAP_PRIVATE over a snapshot's memfd (never write the memfd itself then).
     private: AtomicBool,
     /// One bit per page the host wrote since the last reset (private memory only).
-    host_dirty: Vec<AtomicU64>,
+    host_dirty: DirtyPages,
     /// Ranges (start → end, page-aligned) backed by a private mapping of a host file instead
     /// (see [`GuestMemory::map_file`]).
     overlays: std::sync::Mutex<BTreeMap<u64, u64>>,
@@ -505,31 +505,28 @@ impl GuestMemory {
         let first = start / PAGE_SIZE;
         let last = (start + len - 1).min(self.size - 1) / PAGE_SIZE;
         for page in first..=last {
-            self.host_dirty[(page / 64) as usize].fetch_or(1 << (page % 64), Ordering::Relaxed);
+            self.host_dirty.mark(page);
         }
     }
 
     /// Record every page set in `bitmap` as written by the host (a reset that could not finish
     /// keeps what it still has to restore).
     pub fn record_dirty(&self, bitmap: &[u64]) {
-        for (h, &w) in self.host_dirty.iter().zip(bitmap) {
-            h.fetch_or(w, Ordering::Relaxed);
+        for (i, &w) in bitmap.iter().enumerate().filter(|(_, w)| **w != 0) {
+            self.host_dirty.mark_word(i, w);
         }
     }
 
     /// Forget which pages the host wrote.
     pub fn clear_host_dirty(&self) {
-        for w in &self.host_dirty {
-            w.store(0, Ordering::Relaxed);
-        }
+        let mut scratch = vec![0u64; self.host_dirty.words.len()];
+        self.host_dirty.take_into(&mut scratch);
     }
 
     /// OR the pages the host wrote since the last call into `bitmap` (one bit per page),
     /// clearing the record.
     pub fn take_host_dirty_into(&self, bitmap: &mut [u64]) {
-        for (w, h) in bitmap.iter_mut().zip(&self.host_dirty) {
-            *w |= h.swap(0, Ordering::Relaxed);
-        }
+        self.host_dirty.take_into(bitmap);
     }
 
     /// Restore the pages set in `bitmap` to the snapshot: copied from `source` (its image)
@@ -968,8 +965,48 @@ pub(crate) fn extent_bitmap(extents: &[(u64, u64)], size: u64) -> Vec<u64> {
     bits
 }
 
-fn dirty_bitmap(size: u64) -> Vec<AtomicU64> {
-    (0..size.div_ceil(PAGE_SIZE).div_ceil(64)).map(|_| AtomicU64::new(0)).collect()
+fn dirty_bitmap(size: u64) -> DirtyPages {
+    let words = size.div_ceil(PAGE_SIZE).div_ceil(64);
+    DirtyPages {
+        words: (0..words).map(|_| AtomicU64::new(0)).collect(),
+        summary: (0..words.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+    }
+}
+
+/// The pages the host wrote: one bit per page, and one summary bit per 64-page word, so taking
+/// the set at a reset looks only at words that have bits (a 128 MiB guest has 512 words; a
+/// reset after a call touches a handful).
+struct DirtyPages {
+    words: Vec<AtomicU64>,
+    summary: Vec<AtomicU64>,
+}
+
+impl DirtyPages {
+    fn mark(&self, page: u64) {
+        self.mark_word((page / 64) as usize, 1 << (page % 64));
+    }
+
+    fn mark_word(&self, i: usize, bits: u64) {
+        if let Some(w) = self.words.get(i) {
+            w.fetch_or(bits, Ordering::Relaxed);
+            // The summary bit after the word: a taker that sees it finds the bits.
+            self.summary[i / 64].fetch_or(1 << (i % 64), Ordering::Release);
+        }
+    }
+
+    /// OR the recorded pages into `bitmap`, clearing the record.
+    fn take_into(&self, bitmap: &mut [u64]) {
+        for (s, summary) in self.summary.iter().enumerate() {
+            let mut flagged = summary.swap(0, Ordering::Acquire);
+            while flagged != 0 {
+                let i = s * 64 + flagged.trailing_zeros() as usize;
+                flagged &= flagged - 1;
+                if let (Some(w), Some(out)) = (self.words.get(i), bitmap.get_mut(i)) {
+                    *out |= w.swap(0, Ordering::Relaxed);
+                }
+            }
+        }
+    }
 }
 
 // Silence the unused-import lint for the trait that only provides `copy_to_volatile_slice`.

@@ -132,9 +132,8 @@ impl Machine {
         }
         // Page rights first, through the commit path (the stub needs the vCPU's tables intact).
         // Should that fail, the pages stay recorded for the next attempt.
-        let pending = dirty.clone();
         if let Err(e) = self.restore_page_tables(&mut dirty, d.image.bytes(), &d.image.data_pages) {
-            self.mem.record_dirty(&pending);
+            self.mem.record_dirty(&dirty);
             return Err(e);
         }
         // Files mapped since the snapshot: the memory's own backing goes back under them (their

@@ -78,15 +78,17 @@ impl Machine {
         let tables = Tables::new(&self.layout);
         let pages = tables.edited_pages();
         let (first, last) = (pages.start / layout::PAGE_SIZE, pages.end / layout::PAGE_SIZE);
+        let written: Vec<u64> =
+            (first..last).filter(|&p| dirty.get((p / 64) as usize).is_some_and(|w| w & (1u64 << (p % 64)) != 0)).collect();
+        // Most resets follow work that changed no rights: nothing to compare.
+        if written.is_empty() {
+            return Ok(());
+        }
         let mut edits = Vec::new();
         let mut now = vec![0u8; layout::PAGE_SIZE as usize];
         let zero = vec![0u8; layout::PAGE_SIZE as usize];
-        for page in first..last {
+        for &page in &written {
             let (word, bit) = ((page / 64) as usize, 1u64 << (page % 64));
-            if dirty.get(word).is_none_or(|w| w & bit == 0) {
-                continue;
-            }
-            dirty[word] &= !bit;
             let gpa = page * layout::PAGE_SIZE;
             self.mem.read(gpa, &mut now)?;
             let has_data = data_pages.get(word).is_some_and(|w| w & bit != 0);
@@ -94,6 +96,13 @@ impl Machine {
             edits.extend(Tables::page_edits(gpa, &now, then));
         }
         self.commit_edits(&tables, edits)?;
+        // Committed: those pages are the snapshot's again (until then they stay in `dirty`,
+        // so a failed commit leaves them to the next reset).
+        for page in written {
+            if let Some(w) = dirty.get_mut((page / 64) as usize) {
+                *w &= !(1u64 << (page % 64));
+            }
+        }
         Ok(())
     }
 
