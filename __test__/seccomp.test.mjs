@@ -10,10 +10,22 @@ import { GUEST_DIR, GuestFaultError, guest, InvalidStateError, Machine, Pool, re
 
 requireKvm(test);
 
+/** A file of thread `t` of this process, or '' when the thread has ended meanwhile. */
+function taskFile(t, name) {
+  try {
+    return fs.readFileSync(`/proc/self/task/${t}/${name}`, 'utf8');
+  } catch (e) {
+    if (e.code === 'ENOENT' || e.code === 'ESRCH') return '';
+    throw e;
+  }
+}
+
 /** Seccomp mode (0 none, 2 filter) of every thread named kvmbox-vcpu, and of the main thread. */
 function seccompModes() {
-  const mode = (t) => Number(/^Seccomp:\s+(\d)/m.exec(fs.readFileSync(`/proc/self/task/${t}/status`, 'utf8'))[1]);
-  const vcpu = fs.readdirSync('/proc/self/task').filter((t) => fs.readFileSync(`/proc/self/task/${t}/comm`, 'utf8').trim() === 'kvmbox-vcpu');
+  const mode = (t) => Number(/^Seccomp:\s+(\d)/m.exec(taskFile(t, 'status'))?.[1] ?? -1);
+  // Threads come and go (pool refills, reapers): one that ended between the listing and the
+  // read is left out.
+  const vcpu = fs.readdirSync('/proc/self/task').filter((t) => taskFile(t, 'comm').trim() === 'kvmbox-vcpu');
   return { main: mode(String(process.pid)), vcpu: vcpu.map(mode) };
 }
 
