@@ -70,7 +70,7 @@ pub struct MachineOptions {
     /// Host files and directories the guest may open read-only.
     pub allow_read: Vec<String>,
     /// In-memory mounts (guest path → what is there); `/tmp` is always one (over what
-    /// allowRead shows of /tmp) unless named here. See [`crate::syscalls::memfs`].
+    /// allowRead shows of /tmp) unless named here (see the README, "Writable files").
     pub mounts: Vec<(String, MountSpec)>,
     /// Most bytes the in-memory files may take (file contents, plus 256 per file and the
     /// names): ENOSPC beyond.
