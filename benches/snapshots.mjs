@@ -145,6 +145,9 @@ await sleep(100);
 const resetForks = RESET_PAGES.map(() => snap.fork());
 const resetNs = RESET_PAGES.map(() => []);
 const restored = RESET_PAGES.map(() => []);
+/** The core's own breakdown of each reset (Machine.lastStats after the next call). */
+const PARTS = ['resetDirtyLogNs', 'resetMemoryNs', 'resetCpuNs', 'resetProcessNs'];
+const parts = RESET_PAGES.map(() => Object.fromEntries(PARTS.map((p) => [p, []])));
 for (let i = 0; i < 100; i++) {
   RESET_PAGES.forEach((n, k) => {
     resetForks[k].call('touch_pages', n, i);
@@ -156,6 +159,7 @@ for (let i = 0; i < RESET_SAMPLES; i++) {
   RESET_PAGES.forEach((n, k) => {
     const m = resetForks[k];
     if (m.call('touch_pages', n, i) !== n) throw new Error('touch_pages: wrong result');
+    if (i > 0) for (const p of PARTS) parts[k][p].push(m.lastStats[p]);
     const t = now();
     const r = m.reset();
     resetNs[k].push(since(t));
@@ -418,6 +422,13 @@ const md = [
   row('`m.close()` of a fork (teardown on a background thread)', s.close, ''),
   ...RESET_PAGES.map((n, k) =>
     row(`\`m.reset()\` after \`touch_pages(${n})\``, s.reset[k], `${s.reset[k].n} samples; ${median(restored[k])} pages restored (call's stack included)`),
+  ),
+  ...RESET_PAGES.map((n, k) =>
+    [
+      `| … of which inside the core, after \`touch_pages(${n})\` | ${fmt(PARTS.reduce((sum, p) => sum + median(parts[k][p]), 0))} | — |`,
+      ` dirty log ${fmt(median(parts[k].resetDirtyLogNs))} · memory ${fmt(median(parts[k].resetMemoryNs))} ·`,
+      ` vCPU ${fmt(median(parts[k].resetCpuNs))} · process ${fmt(median(parts[k].resetProcessNs))} (medians) |`,
+    ].join(''),
   ),
   row("**fresh state + one call**: `m.reset()` + `m.call('touch_pages', 64)`", fk, `${fk.n} samples`),
   row(

@@ -293,6 +293,15 @@ export interface RunStats {
   pagesRestored: number
   /** Ring-0 stub runs that took page rights away (munmap, mprotect, W^X flips): each costs a VM entry. */
   pageTableCommits: number
+  /**
+   * Where the reset before this run or call spent its time, in ns (0 without one): reading
+   * KVM's dirty log, putting memory back (host-written pages, page rights, contents), the vCPU
+   * state (XSAVE, registers; now and then re-protecting written pages), the emulated process.
+   */
+  resetDirtyLogNs: number
+  resetMemoryNs: number
+  resetCpuNs: number
+  resetProcessNs: number
 }
 
 /** What the host's KVM is and whether kvmbox can use it. */

@@ -223,6 +223,10 @@ pub struct NativeRunStats {
     pub syscalls: f64,
     pub pages_restored: f64,
     pub page_table_commits: f64,
+    pub reset_dirty_log_ns: f64,
+    pub reset_memory_ns: f64,
+    pub reset_cpu_ns: f64,
+    pub reset_process_ns: f64,
 }
 
 /// Output captured (in 'pipe' mode) since the last take.
@@ -565,6 +569,10 @@ impl NativeMachine {
             syscalls: stats.syscalls as f64,
             pages_restored: stats.pages_restored as f64,
             page_table_commits: stats.page_table_commits as f64,
+            reset_dirty_log_ns: stats.reset.dirty_log_ns as f64,
+            reset_memory_ns: stats.reset.memory_ns as f64,
+            reset_cpu_ns: stats.reset.cpu_ns as f64,
+            reset_process_ns: stats.reset.process_ns as f64,
         }
     }
 

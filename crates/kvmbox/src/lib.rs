@@ -48,7 +48,7 @@ pub mod seccomp;
 pub use backend::{probe, Backend, ProbeReport};
 pub use host::{Host, HostCall, HostCallFn, HostCalls, NoHost, Stream, TraceEvent, HOSTCALL_FIRST, HOSTCALL_LAST, SYS_PAUSE};
 pub use machine::{
-    CallArg, Machine, MachineOptions, MemoryUsage, ResetStrategy, RunOutcome, RunStats, DEFAULT_MEMORY, DEFAULT_OUTPUT_LIMIT,
+    CallArg, Machine, MachineOptions, MemoryUsage, ResetCost, ResetStrategy, RunOutcome, RunStats, DEFAULT_MEMORY, DEFAULT_OUTPUT_LIMIT,
 };
 pub use memory::{Efault, HugePages, MemoryView, WeakMemoryView};
 pub use snapshot::{LoadOptions, Snapshot};

@@ -123,8 +123,12 @@ impl Machine {
             .clone()
             .ok_or_else(|| Error::InvalidState("reset() needs a machine forked from a snapshot (or one that took a snapshot)".into()))?;
         let d = &snap.data;
+        let started = std::time::Instant::now();
+        let ns = |t: std::time::Instant| u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
         // Pages the guest wrote (KVM's log) or kvmbox wrote for it (the host log).
         let mut dirty = self.vm.dirty_log(self.layout.memory)?;
+        let dirty_log_ns = ns(started);
+        let phase = std::time::Instant::now();
         self.mem.take_host_dirty_into(&mut dirty);
         if self.system_state_lost {
             self.vm.set_system_state(&self.layout, self.cr3)?;
@@ -148,6 +152,8 @@ impl Machine {
                 dirty.iter().map(|w| w.count_ones() as usize).sum()
             }
         };
+        let memory_ns = ns(phase);
+        let phase = std::time::Instant::now();
         // Pages the guest writes stay writable and in the log (copied back at every reset, no
         // write faults on the request path); now and then the log is cleared, so pages the
         // guest stopped writing drop out of the set.
@@ -159,12 +165,16 @@ impl Machine {
             self.resets_since_clear = 0;
         }
         self.vm.restore(&d.cpu)?;
+        let cpu_ns = ns(phase);
+        let phase = std::time::Instant::now();
         self.linux.restore(&d.linux)?;
+        let process_ns = ns(phase);
         if d.from_file {
             self.clock.invalidate(); // the image's clock parameters may be another host's
         }
         self.state = State::Paused { resume: d.cpu.regs };
-        self.stats = RunStats { pages_restored: restored as u64, ..RunStats::default() };
+        let reset = ResetCost { dirty_log_ns, memory_ns, cpu_ns, process_ns };
+        self.stats = RunStats { pages_restored: restored as u64, reset, ..RunStats::default() };
         self.reseed_pending = true;
         Ok(restored)
     }

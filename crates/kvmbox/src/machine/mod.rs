@@ -263,6 +263,21 @@ pub struct RunStats {
     /// Runs of the ring-0 page-table commit stub (rights taken away: munmap, mprotect, a
     /// reset undoing mappings), each one VM entry.
     pub page_table_commits: u64,
+    /// Where the last reset's time went (zero when the machine was not reset since it last ran).
+    pub reset: ResetCost,
+}
+
+/// The parts of a reset, in nanoseconds (see [`RunStats::reset`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResetCost {
+    /// Reading the pages the guest wrote from KVM (KVM_GET_DIRTY_LOG).
+    pub dirty_log_ns: u64,
+    /// Putting memory back: the host-written pages, page rights, the pages' contents.
+    pub memory_ns: u64,
+    /// The vCPU state (XSAVE, registers) and, now and then, re-protecting the written pages.
+    pub cpu_ns: u64,
+    /// The emulated process (descriptors, threads, in-memory files, timers).
+    pub process_ns: u64,
 }
 
 /// How a run ended.

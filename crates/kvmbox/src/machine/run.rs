@@ -102,7 +102,7 @@ impl Machine {
     pub(crate) fn run_loop(&mut self, timeout: Option<Duration>, host: &mut dyn Host, in_call: bool) -> Result<Stop> {
         let deadline = Deadline::after(timeout, self.interrupt.clone());
         let started = std::time::Instant::now();
-        self.stats = RunStats { pages_restored: self.stats.pages_restored, ..RunStats::default() };
+        self.stats = RunStats { pages_restored: self.stats.pages_restored, reset: self.stats.reset, ..RunStats::default() };
         let result = self.run_loop_inner(&deadline, host, in_call);
         self.stats.wall_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         result
