@@ -183,7 +183,8 @@ test('lastStats: wall time, VM exits and syscalls of the last run or call, pages
   const snap = vm.snapshot();
   const f = snap.fork();
   t.teardown(() => f.close());
-  t.deepEqual(f.lastStats, { wallNs: 0, exits: 0, syscalls: 0, pagesRestored: 0, pageTableCommits: 0 });
+  const none = { resetDirtyLogNs: 0, resetMemoryNs: 0, resetCpuNs: 0, resetProcessNs: 0 };
+  t.deepEqual(f.lastStats, { wallNs: 0, exits: 0, syscalls: 0, pagesRestored: 0, pageTableCommits: 0, ...none });
   t.is(f.call('add', 1, 2), 3);
   const pure = f.lastStats;
   t.is(pure.syscalls, 0, 'add() makes no syscall');
@@ -198,8 +199,12 @@ test('lastStats: wall time, VM exits and syscalls of the last run or call, pages
   const pages = f.reset();
   t.true(pages > 0);
   t.is(f.lastStats.pagesRestored, pages);
+  // The reset's parts: reading the dirty log, memory, the vCPU, the process each took time.
+  const parts = f.lastStats;
+  for (const k of Object.keys(none)) t.true(parts[k] > 0, `${k} ${parts[k]}`);
   f.call('add', 1, 1);
   t.is(f.lastStats.pagesRestored, pages, 'kept until the next reset');
+  t.is(f.lastStats.resetCpuNs, parts.resetCpuNs, 'so is the breakdown');
 });
 
 test('trace: a function gets every syscall (sync and async, forks too) instead of stderr', async (t) => {
