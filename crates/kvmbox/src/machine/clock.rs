@@ -34,16 +34,10 @@ fn tsc_rate(vcpu: &VcpuFd) -> Option<(u64, u32)> {
 
 /// The host TSC's rate in kHz, measured over 10 ms.
 fn calibrate_khz() -> Option<u32> {
-    let ns = |c: libc::clockid_t| {
-        // SAFETY: clock_gettime into a local struct.
-        let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
-        unsafe { libc::clock_gettime(c, &mut ts) };
-        (ts.tv_sec as u128) * 1_000_000_000 + ts.tv_nsec as u128
-    };
-    let (t0, n0) = (vdso::rdtsc(), ns(libc::CLOCK_MONOTONIC_RAW));
+    let (t0, n0) = (vdso::rdtsc(), clock_ns(libc::CLOCK_MONOTONIC_RAW));
     std::thread::sleep(Duration::from_millis(10));
-    let (t1, n1) = (vdso::rdtsc(), ns(libc::CLOCK_MONOTONIC_RAW));
-    let khz = u128::from(t1.wrapping_sub(t0)).checked_mul(1_000_000)?.checked_div(n1.checked_sub(n0)?)?;
+    let (t1, n1) = (vdso::rdtsc(), clock_ns(libc::CLOCK_MONOTONIC_RAW));
+    let khz = u128::from(t1.wrapping_sub(t0)).checked_mul(1_000_000)?.checked_div(u128::from(n1.checked_sub(n0)?))?;
     u32::try_from(khz).ok()
 }
 

@@ -85,8 +85,7 @@ impl TimeSlice {
         self.woken &= wanted;
         // A woken thread's turn comes when the running one has had its minimum (once that has
         // passed, a kick that found the vCPU inside a stub looks again through `retry`).
-        let now = Instant::now();
-        let wake_turn = self.woken.then(|| self.on_cpu.1 + MIN_RUN).filter(|&t| t > now);
+        let wake_turn = self.woken.then(|| self.on_cpu.1 + MIN_RUN).filter(|&t| t > Instant::now());
         let first = [self.ends, self.retry, wake_turn, linux.next_timer(), linux.next_wakeup(), deadline.at()].into_iter().flatten().min();
         if first == self.armed {
             return Ok(());

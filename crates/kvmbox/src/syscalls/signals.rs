@@ -442,13 +442,13 @@ impl Linux {
                 Some(RestartWhen::NoHandler) | None => false,
             };
             // The handler runs first, and may itself wait (Go's preemption signal leads to its
-            // scheduler, which polls): the interrupted wait's deadline must not be taken for
-            // that one's. A restarted wait starts its timeout again.
-            self.thread_mut().wait_deadline = None;
+            // scheduler, which polls): its next syscall is not the interrupted one run again, so
+            // it starts without that one's deadline (and a restarted wait starts its timeout
+            // again, see `Linux::handle`).
+            self.thread_mut().rerun = false;
             if restarts {
                 rewind(&mut regs, self.thread().blocked_nr);
                 self.thread_mut().sleep_rem = None;
-                self.thread_mut().rerun = true;
             } else {
                 if let Some((at, left)) = self.thread_mut().sleep_rem.take() {
                     let ts = [left.as_secs().min(i64::MAX as u64), u64::from(left.subsec_nanos())];

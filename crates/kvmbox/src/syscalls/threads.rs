@@ -124,8 +124,8 @@ pub struct Thread {
     pub blocked_nr: u64,
     /// The mask sigsuspend replaced, restored by the handler's return.
     pub saved_mask: Option<u64>,
-    /// The deadline of the wait its syscall is in, kept when the syscall runs again after a
-    /// signal or an I/O change (a relative timeout does not start over).
+    /// The deadline of the wait its syscall is in, kept when the syscall runs again after an
+    /// I/O change or a signal that ran no handler (a relative timeout does not start over).
     pub wait_deadline: Option<Option<Instant>>,
     /// Its user code was rewound to run the blocked syscall again: only that run keeps
     /// `wait_deadline` (any other syscall starts with none).
@@ -625,8 +625,6 @@ impl Linux {
             let t = &mut self.threads[i];
             t.state = RunState::Runnable;
             t.resume_rax = Some(0);
-            // Its wait is over: the deadline must not carry over to its next wait.
-            t.wait_deadline = None;
             woken = woken.saturating_add(1);
         }
         woken
